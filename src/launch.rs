@@ -1,0 +1,277 @@
+//! Starting a ring: create every channel, start the workers, hand each one its own ends.
+
+use std::io::{self, Write};
+use std::thread;
+
+use nix::sys::signal::Signal;
+use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
+
+use crate::error::LaunchError;
+use crate::ring::{Ends, Ring};
+use crate::stage::{Down, Stage, Up};
+use crate::supervise::{Workers, supervise};
+use crate::transport::{self, PendingInbox, Transport, Tx};
+use crate::worker;
+
+/// Starts a ring of workers running a [`Stage`], and supervises it to the end.
+///
+/// ```
+/// use ringleader::{Launcher, Transport};
+///
+/// let launcher = Launcher::new().workers(4).transport(Transport::Threads);
+/// assert_eq!(launcher.worker_count(), 4);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    workers: usize,
+    transport: Transport,
+}
+
+impl Default for Launcher {
+    fn default() -> Self {
+        Launcher {
+            workers: 1,
+            transport: Transport::Processes,
+        }
+    }
+}
+
+impl Launcher {
+    /// One worker on the processes transport.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets how many workers the ring has.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Chooses the transport.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// How many workers the ring will have.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+    }
+
+    /// Runs `stage` on every worker and returns each worker's output, in rank order.
+    ///
+    /// `stage` is the coordinator's copy: [`Stage::on_report`] runs on it, and it keeps
+    /// whatever state that builds up. Every worker starts from a copy of it.
+    ///
+    /// With [`Transport::Processes`] the workers are forked, so the calling process must
+    /// still be single-threaded: fork workers before starting any thread. Each child dies
+    /// with the coordinator (`PR_SET_PDEATHSIG`).
+    ///
+    /// # Errors
+    ///
+    /// [`LaunchError::Worker`] names the worker that failed first, its pid and the cause;
+    /// by then every other worker has been stopped and reaped. Other variants report a
+    /// launch that could not start.
+    pub fn launch<S: Stage>(&self, stage: &mut S) -> Result<Vec<S::Output>, LaunchError> {
+        if self.workers == 0 {
+            return Err(LaunchError::NoWorkers);
+        }
+        if self.transport == Transport::Processes {
+            ensure_single_threaded()?;
+        }
+        let wiring =
+            Wiring::<S>::new(self.transport, self.workers).map_err(LaunchError::Channel)?;
+        match self.transport {
+            Transport::Processes => launch_processes(stage, wiring),
+            Transport::Threads => launch_threads(stage, wiring),
+        }
+    }
+}
+
+/// Every channel of a ring, made before any worker starts.
+struct Wiring<S: Stage> {
+    transport: Transport,
+    ends: Vec<Ends<S>>,
+    downs: Vec<Tx<Down<S::Answer>>>,
+    inbox: PendingInbox<Up<S::Report, S::Output>>,
+}
+
+impl<S: Stage> Wiring<S> {
+    fn new(transport: Transport, size: usize) -> io::Result<Self> {
+        // Link r carries blocks rightwards from rank r to rank r + 1 (and the reverse links
+        // leftwards from rank r to rank r - 1).
+        let mut to_right = Vec::with_capacity(size);
+        let mut from_left: Vec<_> = (0..size).map(|_| None).collect();
+        let mut to_left = Vec::with_capacity(size);
+        let mut from_right: Vec<_> = (0..size).map(|_| None).collect();
+        for rank in 0..size {
+            let (tx, rx) = transport::channel(transport)?;
+            to_right.push(tx);
+            from_left[(rank + 1) % size] = Some(rx);
+            let (tx, rx) = transport::channel(transport)?;
+            to_left.push(tx);
+            from_right[(rank + size - 1) % size] = Some(rx);
+        }
+        let (ups, inbox) = transport::up_channels(transport, size)?;
+        let mut downs = Vec::with_capacity(size);
+        let mut down_rxs = Vec::with_capacity(size);
+        for _ in 0..size {
+            let (tx, rx) = transport::channel(transport)?;
+            downs.push(tx);
+            down_rxs.push(rx);
+        }
+        let ends = to_right
+            .into_iter()
+            .zip(from_left.into_iter().flatten())
+            .zip(to_left.into_iter().zip(from_right.into_iter().flatten()))
+            .zip(ups.into_iter().zip(down_rxs))
+            .map(
+                |(((to_right, from_left), (to_left, from_right)), (up, down))| Ends {
+                    to_right,
+                    from_left,
+                    to_left,
+                    from_right,
+                    up,
+                    down,
+                },
+            )
+            .collect();
+        Ok(Wiring {
+            transport,
+            ends,
+            downs,
+            inbox,
+        })
+    }
+}
+
+fn launch_processes<S: Stage>(
+    stage: &mut S,
+    wiring: Wiring<S>,
+) -> Result<Vec<S::Output>, LaunchError> {
+    let Wiring {
+        transport,
+        ends,
+        downs,
+        inbox,
+    } = wiring;
+    let size = ends.len();
+    // Whatever sits in the buffers now would be written twice, once by each process.
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    let coordinator = getpid();
+    let mut ends: Vec<Option<Ends<S>>> = ends.into_iter().map(Some).collect();
+    let mut pids = Vec::with_capacity(size);
+    for rank in 0..size {
+        // SAFETY: `launch` checked that this process has a single thread, so no lock can be
+        // held by a thread that does not exist in the child. The child never returns into
+        // the caller's stack: `child_main` ends with `_exit`.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                let mine = ends[rank].take();
+                // Keep only this rank's ends: a stray copy of another worker's sender would
+                // stop its receiver from ever seeing the channel close.
+                drop(ends);
+                drop(downs);
+                drop(inbox);
+                child_main(rank, size, transport, stage.clone(), mine, coordinator)
+            }
+            Ok(ForkResult::Parent { child }) => pids.push(child),
+            Err(source) => {
+                drop(ends);
+                drop(downs);
+                let mut workers = Workers::Processes(pids);
+                workers.kill_all(Signal::SIGKILL);
+                workers.reap_all();
+                return Err(LaunchError::Fork { rank, source });
+            }
+        }
+    }
+    drop(ends);
+    let workers = Workers::Processes(pids);
+    match inbox.open() {
+        Ok(inbox) => supervise(stage, inbox, downs, workers),
+        Err(e) => {
+            let mut workers = workers;
+            drop(downs);
+            workers.kill_all(Signal::SIGKILL);
+            workers.reap_all();
+            Err(LaunchError::Wait(e))
+        }
+    }
+}
+
+/// The child side of the fork. Never returns.
+fn child_main<S: Stage>(
+    rank: usize,
+    size: usize,
+    transport: Transport,
+    stage: S,
+    ends: Option<Ends<S>>,
+    coordinator: Pid,
+) -> ! {
+    // Die with the coordinator. The re-check closes the race where the coordinator died
+    // before the death signal was armed.
+    let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
+    let code = match ends {
+        Some(ends) if armed && getppid() == coordinator => {
+            worker::run(stage, Ring::new(rank, size, transport, ends))
+        }
+        _ => 1,
+    };
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: `_exit` skips the atexit handlers and destructors that belong to the
+    // coordinator's copy of this process's state; the worker's output is flushed above.
+    unsafe { libc::_exit(code) }
+}
+
+fn launch_threads<S: Stage>(
+    stage: &mut S,
+    wiring: Wiring<S>,
+) -> Result<Vec<S::Output>, LaunchError> {
+    let Wiring {
+        transport,
+        ends,
+        downs,
+        inbox,
+    } = wiring;
+    let size = ends.len();
+    let mut handles = Vec::with_capacity(size);
+    for (rank, ends) in ends.into_iter().enumerate() {
+        let worker_stage = stage.clone();
+        let ring = Ring::new(rank, size, transport, ends);
+        let spawned = thread::Builder::new()
+            .name(format!("ringleader-rank-{rank}"))
+            .spawn(move || worker::run(worker_stage, ring));
+        match spawned {
+            Ok(handle) => handles.push(Some(handle)),
+            Err(source) => {
+                // The failed closure dropped that rank's ends, so its neighbours see the
+                // ring break and stop; dropping the answers releases any waiting on us.
+                drop(downs);
+                Workers::Threads(handles).reap_all();
+                return Err(LaunchError::Spawn { rank, source });
+            }
+        }
+    }
+    let inbox = inbox.open().map_err(LaunchError::Wait)?;
+    supervise(stage, inbox, downs, Workers::Threads(handles))
+}
+
+/// Forking copies only the calling thread; a lock another thread held stays locked forever
+/// in the child. So refuse to fork from a process that has more than one thread.
+fn ensure_single_threaded() -> Result<(), LaunchError> {
+    match std::fs::read_dir("/proc/self/task") {
+        Ok(tasks) => {
+            let threads = tasks.count();
+            if threads > 1 {
+                return Err(LaunchError::Threaded { threads });
+            }
+            Ok(())
+        }
+        // Without /proc we cannot tell; fork and trust the caller.
+        Err(_) => Ok(()),
+    }
+}

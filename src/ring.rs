@@ -1,0 +1,258 @@
+//! The worker's view of the ring: who it is, who its neighbours are, and how to talk.
+
+use std::fmt;
+
+use bytemuck::Pod;
+
+use crate::error::RingError;
+use crate::stage::{Down, Stage, Up};
+use crate::transport::{
+    Block, BlockError, Frame, RecvFailure, Rx, SendFailure, Transport, Tx, UpTx,
+};
+
+/// One of a worker's two neighbours on the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Neighbour {
+    /// Rank `rank - 1` (wrapping around): blocks in [`Ring::rotate`] come from here.
+    Left,
+    /// Rank `rank + 1` (wrapping around): blocks in [`Ring::rotate`] go here.
+    Right,
+}
+
+/// A worker's ends of the ring and of its control channel to the coordinator.
+///
+/// Each worker owns exactly these ends and no others, so when a worker ends, its
+/// neighbours' receives fail with [`RingError::PeerGone`] instead of waiting forever.
+pub struct Ring<S: Stage> {
+    rank: usize,
+    size: usize,
+    transport: Transport,
+    to_right: Tx<Frame<S::Message>>,
+    from_left: Rx<Frame<S::Message>>,
+    to_left: Tx<Frame<S::Message>>,
+    from_right: Rx<Frame<S::Message>>,
+    pub(crate) up: UpTx<Up<S::Report, S::Output>>,
+    down: Rx<Down<S::Answer>>,
+    pub(crate) step: Option<u64>,
+}
+
+/// Every end a worker needs, handed out by the launcher.
+pub(crate) struct Ends<S: Stage> {
+    pub(crate) to_right: Tx<Frame<S::Message>>,
+    pub(crate) from_left: Rx<Frame<S::Message>>,
+    pub(crate) to_left: Tx<Frame<S::Message>>,
+    pub(crate) from_right: Rx<Frame<S::Message>>,
+    pub(crate) up: UpTx<Up<S::Report, S::Output>>,
+    pub(crate) down: Rx<Down<S::Answer>>,
+}
+
+impl<S: Stage> Ring<S> {
+    pub(crate) fn new(rank: usize, size: usize, transport: Transport, ends: Ends<S>) -> Self {
+        Ring {
+            rank,
+            size,
+            transport,
+            to_right: ends.to_right,
+            from_left: ends.from_left,
+            to_left: ends.to_left,
+            from_right: ends.from_right,
+            up: ends.up,
+            down: ends.down,
+            step: None,
+        }
+    }
+
+    /// This worker's rank, `0..size()`.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// How many workers the ring has.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The transport this ring runs on.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The rank of a neighbour.
+    pub fn neighbour(&self, side: Neighbour) -> usize {
+        match side {
+            Neighbour::Left => (self.rank + self.size - 1) % self.size,
+            Neighbour::Right => (self.rank + 1) % self.size,
+        }
+    }
+
+    /// Records the step this worker is on. A failure report names it.
+    pub fn set_step(&mut self, step: u64) {
+        self.step = Some(step);
+    }
+
+    /// Sends a message to a neighbour. It does not wait for the neighbour to receive it.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::PeerGone`] if the neighbour has ended. The message is lost then: nobody
+    /// is left to take it.
+    pub fn send(&mut self, to: Neighbour, message: S::Message) -> Result<(), RingError> {
+        self.send_frame(to, Frame::Message(message))
+    }
+
+    /// Waits for the next message from a neighbour.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::PeerGone`] if the neighbour ended without sending one, and
+    /// [`RingError::Protocol`] if a rotation block arrived instead.
+    pub fn recv(&mut self, from: Neighbour) -> Result<S::Message, RingError> {
+        match self.recv_frame(from)? {
+            Frame::Message(message) => Ok(message),
+            frame => Err(self.protocol(from, "a message", frame.kind())),
+        }
+    }
+
+    /// The textbook's circular pipeline. Every worker injects `mine`; then, `size() - 1`
+    /// times, each passes the block it holds to its right neighbour and receives the next
+    /// one from its left, so every worker sees every block exactly once. `visit` is called
+    /// with the block's origin rank and its elements: first this worker's own block, then
+    /// those of ranks `rank - 1`, `rank - 2`, … (wrapping around).
+    ///
+    /// A block is forwarded before `visit` runs on it, so communication overlaps computation.
+    /// Sends never wait for the receiver, so rings of any block size cannot deadlock.
+    ///
+    /// Every worker of the ring must call `rotate` together, with no `send`/`recv` on the
+    /// same links interleaved differently on different ranks.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::PeerGone`] if a neighbour ends mid-rotation; [`RingError::Alignment`]
+    /// if `T` needs more than 16-byte alignment.
+    pub fn rotate<T: Pod>(
+        &mut self,
+        mine: &[T],
+        mut visit: impl FnMut(usize, &[T]),
+    ) -> Result<(), RingError> {
+        crate::transport::check_align::<T>().map_err(block_error)?;
+        if self.size == 1 {
+            visit(self.rank, mine);
+            return Ok(());
+        }
+        let block = Block::new(self.transport, bytemuck::cast_slice(mine));
+        self.send_frame(Neighbour::Right, Frame::Block(block))?;
+        visit(self.rank, mine);
+        for hop in 1..self.size {
+            let block = match self.recv_frame(Neighbour::Left)? {
+                Frame::Block(block) => block,
+                frame => return Err(self.protocol(Neighbour::Left, "a block", frame.kind())),
+            };
+            if hop + 1 < self.size {
+                self.send_frame(Neighbour::Right, Frame::Block(block.clone()))?;
+            }
+            let origin = (self.rank + self.size - hop) % self.size;
+            visit(origin, block.view::<T>().map_err(block_error)?);
+        }
+        Ok(())
+    }
+
+    /// Sends a report to the coordinator, where [`Stage::on_report`] handles it. It does
+    /// not wait for an answer.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::CoordinatorGone`] if the coordinator has ended.
+    pub fn report(&mut self, report: S::Report) -> Result<(), RingError> {
+        self.up
+            .send(Up::Report(report))
+            .map_err(|failure| match failure {
+                SendFailure::Closed => RingError::CoordinatorGone,
+                other => send_error(other, usize::MAX),
+            })
+    }
+
+    /// Waits for the coordinator's next answer.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::CoordinatorGone`] if the coordinator stopped the run or ended.
+    pub fn recv_answer(&mut self) -> Result<S::Answer, RingError> {
+        match self.down.recv(None) {
+            Ok(Down::Answer(answer)) => Ok(answer),
+            Err(RecvFailure::Closed) => Err(RingError::CoordinatorGone),
+            Err(other) => Err(recv_error(other, usize::MAX)),
+        }
+    }
+
+    /// One round trip to the coordinator: [`report`](Ring::report), then
+    /// [`recv_answer`](Ring::recv_answer).
+    ///
+    /// # Errors
+    ///
+    /// As those two.
+    pub fn ask(&mut self, report: S::Report) -> Result<S::Answer, RingError> {
+        self.report(report)?;
+        self.recv_answer()
+    }
+
+    fn send_frame(&self, to: Neighbour, frame: Frame<S::Message>) -> Result<(), RingError> {
+        let tx = match to {
+            Neighbour::Left => &self.to_left,
+            Neighbour::Right => &self.to_right,
+        };
+        tx.send(frame)
+            .map_err(|failure| send_error(failure, self.neighbour(to)))
+    }
+
+    fn recv_frame(&self, from: Neighbour) -> Result<Frame<S::Message>, RingError> {
+        let rx = match from {
+            Neighbour::Left => &self.from_left,
+            Neighbour::Right => &self.from_right,
+        };
+        rx.recv(None)
+            .map_err(|failure| recv_error(failure, self.neighbour(from)))
+    }
+
+    fn protocol(&self, from: Neighbour, expected: &'static str, got: &'static str) -> RingError {
+        RingError::Protocol {
+            peer: self.neighbour(from),
+            expected,
+            got,
+        }
+    }
+}
+
+impl<S: Stage> fmt::Debug for Ring<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("rank", &self.rank)
+            .field("size", &self.size)
+            .field("transport", &self.transport)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn send_error(failure: SendFailure, peer: usize) -> RingError {
+    match failure {
+        SendFailure::Closed => RingError::PeerGone { peer },
+        SendFailure::Io(e) => RingError::Io(e),
+        SendFailure::Encoding(e) => RingError::Encoding(e),
+    }
+}
+
+pub(crate) fn recv_error(failure: RecvFailure, peer: usize) -> RingError {
+    match failure {
+        RecvFailure::Closed => RingError::PeerGone { peer },
+        RecvFailure::Timeout => RingError::Io(std::io::ErrorKind::TimedOut.into()),
+        RecvFailure::Io(e) => RingError::Io(e),
+        RecvFailure::Encoding(e) => RingError::Encoding(e),
+    }
+}
+
+fn block_error(err: BlockError) -> RingError {
+    match err {
+        BlockError::Size { bytes, elem_size } => RingError::BlockSize { bytes, elem_size },
+        BlockError::Alignment(align) => RingError::Alignment(align),
+    }
+}

@@ -1,0 +1,184 @@
+//! The control channels: every worker reports up to the coordinator, which waits on all of
+//! them at once and learns of a worker's end when its channel closes.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ipc_channel::ipc::{self, IpcReceiver, IpcReceiverSet, IpcSelectionResult, IpcSender};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{SendFailure, Transport, ipc_send_failure};
+
+/// A worker's end of its up channel.
+#[derive(Debug)]
+pub(crate) enum UpTx<U> {
+    Ipc(IpcSender<U>),
+    /// Threads share one channel; each message carries the rank, and dropping the sender
+    /// posts `None`, which is what a closed socket tells the coordinator between processes.
+    Local {
+        rank: usize,
+        tx: mpsc::Sender<(usize, Option<U>)>,
+    },
+}
+
+impl<U: Serialize + DeserializeOwned> UpTx<U> {
+    pub(crate) fn send(&self, value: U) -> Result<(), SendFailure> {
+        match self {
+            UpTx::Ipc(tx) => tx.send(value).map_err(ipc_send_failure),
+            UpTx::Local { rank, tx } => tx
+                .send((*rank, Some(value)))
+                .map_err(|_| SendFailure::Closed),
+        }
+    }
+}
+
+impl<U> Drop for UpTx<U> {
+    fn drop(&mut self) {
+        if let UpTx::Local { rank, tx } = self {
+            // The coordinator may be gone already; then nobody needs to know.
+            let _ = tx.send((*rank, None));
+        }
+    }
+}
+
+/// The coordinator's receiving ends, before the workers start.
+#[derive(Debug)]
+pub(crate) enum PendingInbox<U> {
+    Ipc(Vec<IpcReceiver<U>>),
+    Local(mpsc::Receiver<(usize, Option<U>)>),
+}
+
+/// Creates one up channel per worker.
+pub(crate) fn up_channels<U>(
+    transport: Transport,
+    workers: usize,
+) -> io::Result<(Vec<UpTx<U>>, PendingInbox<U>)>
+where
+    U: Serialize + DeserializeOwned,
+{
+    match transport {
+        Transport::Processes => {
+            let mut senders = Vec::with_capacity(workers);
+            let mut receivers = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                let (tx, rx) = ipc::channel()?;
+                senders.push(UpTx::Ipc(tx));
+                receivers.push(rx);
+            }
+            Ok((senders, PendingInbox::Ipc(receivers)))
+        }
+        Transport::Threads => {
+            let (tx, rx) = mpsc::channel();
+            let senders = (0..workers)
+                .map(|rank| UpTx::Local {
+                    rank,
+                    tx: tx.clone(),
+                })
+                .collect();
+            Ok((senders, PendingInbox::Local(rx)))
+        }
+    }
+}
+
+impl<U: Serialize + DeserializeOwned> PendingInbox<U> {
+    /// Starts listening. Call this after forking, so that no child inherits the poll set.
+    pub(crate) fn open(self) -> io::Result<Inbox<U>> {
+        match self {
+            PendingInbox::Ipc(receivers) => {
+                let mut set = IpcReceiverSet::new()?;
+                let mut ranks = HashMap::with_capacity(receivers.len());
+                for (rank, rx) in receivers.into_iter().enumerate() {
+                    let id = set.add(rx)?;
+                    ranks.insert(id, rank);
+                }
+                Ok(Inbox::Ipc { set, ranks })
+            }
+            PendingInbox::Local(rx) => Ok(Inbox::Local(rx)),
+        }
+    }
+}
+
+/// What the coordinator hears from its workers.
+#[derive(Debug)]
+pub(crate) enum Event<U> {
+    /// A message from the worker of this rank.
+    Message(usize, U),
+    /// A message from this rank that could not be decoded.
+    Garbled(usize, String),
+    /// This rank's channel closed: the worker has ended, one way or another.
+    Closed(usize),
+}
+
+/// The coordinator's view of every up channel at once.
+pub(crate) enum Inbox<U> {
+    Ipc {
+        set: IpcReceiverSet,
+        ranks: HashMap<u64, usize>,
+    },
+    Local(mpsc::Receiver<(usize, Option<U>)>),
+}
+
+impl<U: Serialize + DeserializeOwned> Inbox<U> {
+    /// Waits for events, at most `timeout` if one is given; an empty result means the time
+    /// ran out.
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Vec<Event<U>>> {
+        match self {
+            Inbox::Ipc { set, ranks } => {
+                let results = match timeout {
+                    None => set.select()?,
+                    Some(t) => match set.try_select_timeout(t) {
+                        Ok(results) => results,
+                        Err(ipc_channel::TrySelectError::Empty) => Vec::new(),
+                        Err(ipc_channel::TrySelectError::IoError(e)) => return Err(e),
+                    },
+                };
+                Ok(results
+                    .into_iter()
+                    .filter_map(|result| match result {
+                        IpcSelectionResult::MessageReceived(id, message) => {
+                            let rank = *ranks.get(&id)?;
+                            Some(match message.to::<U>() {
+                                Ok(up) => Event::Message(rank, up),
+                                Err(e) => Event::Garbled(rank, crate::error::chain(&e)),
+                            })
+                        }
+                        IpcSelectionResult::ChannelClosed(id) => {
+                            ranks.get(&id).map(|&rank| Event::Closed(rank))
+                        }
+                    })
+                    .collect())
+            }
+            Inbox::Local(rx) => {
+                let first = match timeout {
+                    None => rx.recv().ok(),
+                    Some(t) => rx.recv_timeout(t).ok(),
+                };
+                let Some(first) = first else {
+                    return Ok(Vec::new());
+                };
+                let mut events = vec![local_event(first)];
+                events.extend(rx.try_iter().map(local_event));
+                Ok(events)
+            }
+        }
+    }
+}
+
+fn local_event<U>((rank, message): (usize, Option<U>)) -> Event<U> {
+    match message {
+        Some(up) => Event::Message(rank, up),
+        None => Event::Closed(rank),
+    }
+}
+
+impl<U> std::fmt::Debug for Inbox<U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inbox::Ipc { ranks, .. } => write!(f, "Inbox::Ipc({} ranks)", ranks.len()),
+            Inbox::Local(_) => write!(f, "Inbox::Local"),
+        }
+    }
+}

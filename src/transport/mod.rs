@@ -1,0 +1,171 @@
+//! One small facade over the ways workers can talk: ipc-channel between forked processes,
+//! and std channels between threads. Everything above this module is written once against
+//! [`Tx`], [`Rx`] and [`Block`], whichever transport runs underneath.
+
+mod block;
+mod control;
+
+use std::io;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub(crate) use block::{Block, BlockError, check_align};
+pub(crate) use control::{Event, Inbox, PendingInbox, UpTx, up_channels};
+
+/// Which machinery carries the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Forked worker processes connected by `ipc-channel` (Unix sockets; bulk blocks in
+    /// shared-memory regions passed by file descriptor). The default.
+    #[default]
+    Processes,
+    /// Worker threads in this process connected by in-process channels. The same stage,
+    /// the same ring; useful for debugging and as a baseline.
+    Threads,
+}
+
+impl Transport {
+    /// The transport's name as the command line spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Processes => "processes",
+            Transport::Threads => "threads",
+        }
+    }
+}
+
+/// What travels on a ring link: a typed message of the stage's protocol, or a bulk block.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Frame<M> {
+    Message(M),
+    Block(Block),
+}
+
+impl<M> Frame<M> {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Frame::Message(_) => "a message",
+            Frame::Block(_) => "a block",
+        }
+    }
+}
+
+/// The sending end of a channel.
+#[derive(Debug)]
+pub(crate) enum Tx<T> {
+    Ipc(IpcSender<T>),
+    Local(mpsc::Sender<T>),
+}
+
+/// The receiving end of a channel.
+#[derive(Debug)]
+pub(crate) enum Rx<T> {
+    Ipc(IpcReceiver<T>),
+    Local(mpsc::Receiver<T>),
+}
+
+/// Why a send failed.
+#[derive(Debug)]
+pub(crate) enum SendFailure {
+    /// The receiver is gone.
+    Closed,
+    Io(io::Error),
+    Encoding(String),
+}
+
+/// Why a receive returned without a value.
+#[derive(Debug)]
+pub(crate) enum RecvFailure {
+    /// Every sender is gone and nothing is left to read.
+    Closed,
+    /// Nothing arrived within the timeout.
+    Timeout,
+    Io(io::Error),
+    Encoding(String),
+}
+
+/// Creates a channel of the given transport.
+pub(crate) fn channel<T>(transport: Transport) -> io::Result<(Tx<T>, Rx<T>)>
+where
+    T: Serialize + DeserializeOwned,
+{
+    Ok(match transport {
+        Transport::Processes => {
+            let (tx, rx) = ipc::channel()?;
+            (Tx::Ipc(tx), Rx::Ipc(rx))
+        }
+        Transport::Threads => {
+            let (tx, rx) = mpsc::channel();
+            (Tx::Local(tx), Rx::Local(rx))
+        }
+    })
+}
+
+impl<T: Serialize + DeserializeOwned> Tx<T> {
+    /// Sends without waiting for the receiver, except that ipc-channel blocks on a message
+    /// larger than the socket buffer until the receiver reads it. Ring blocks avoid that:
+    /// they travel as shared memory, so only a file descriptor crosses the socket.
+    pub(crate) fn send(&self, value: T) -> Result<(), SendFailure> {
+        match self {
+            Tx::Ipc(tx) => tx.send(value).map_err(ipc_send_failure),
+            Tx::Local(tx) => tx.send(value).map_err(|_| SendFailure::Closed),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Rx<T> {
+    /// Waits for the next value, for at most `timeout` if one is given.
+    pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<T, RecvFailure> {
+        match (self, timeout) {
+            (Rx::Ipc(rx), None) => rx.recv().map_err(ipc_recv_failure),
+            (Rx::Ipc(rx), Some(t)) => rx.try_recv_timeout(t).map_err(ipc_try_recv_failure),
+            (Rx::Local(rx), None) => rx.recv().map_err(|_| RecvFailure::Closed),
+            (Rx::Local(rx), Some(t)) => rx.recv_timeout(t).map_err(|e| match e {
+                mpsc::RecvTimeoutError::Timeout => RecvFailure::Timeout,
+                mpsc::RecvTimeoutError::Disconnected => RecvFailure::Closed,
+            }),
+        }
+    }
+}
+
+fn ipc_send_failure(err: ipc_channel::IpcError) -> SendFailure {
+    match err {
+        ipc_channel::IpcError::Disconnected => SendFailure::Closed,
+        ipc_channel::IpcError::Io(e) if is_closed(&e) => SendFailure::Closed,
+        ipc_channel::IpcError::Io(e) => SendFailure::Io(e),
+        ipc_channel::IpcError::SerializationError(e) => SendFailure::Encoding(e.to_string()),
+    }
+}
+
+fn ipc_recv_failure(err: ipc_channel::IpcError) -> RecvFailure {
+    match err {
+        ipc_channel::IpcError::Disconnected => RecvFailure::Closed,
+        ipc_channel::IpcError::Io(e) if is_closed(&e) => RecvFailure::Closed,
+        ipc_channel::IpcError::Io(e) => RecvFailure::Io(e),
+        ipc_channel::IpcError::SerializationError(e) => RecvFailure::Encoding(error_chain(&e)),
+    }
+}
+
+fn ipc_try_recv_failure(err: ipc_channel::TryRecvError) -> RecvFailure {
+    match err {
+        ipc_channel::TryRecvError::Empty => RecvFailure::Timeout,
+        ipc_channel::TryRecvError::IpcError(e) => ipc_recv_failure(e),
+    }
+}
+
+/// A peer that died mid-send shows up as a reset or broken connection, not as a clean close.
+fn is_closed(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
+    )
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    crate::error::chain(err)
+}

@@ -1,0 +1,87 @@
+//! Bad input: exit code 2, one clear line on stderr, never a panic, never a hang.
+
+mod common;
+
+use common::ringleader;
+
+fn assert_usage_error(args: &[&str], mentions: &str) {
+    let run = ringleader(args);
+    assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?}: stderr should be one line: {:?}",
+        run.stderr
+    );
+    assert!(
+        lines[0].starts_with("ringleader: "),
+        "{args:?}: {}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(mentions),
+        "{args:?}: {:?} should mention {mentions:?}",
+        lines[0]
+    );
+    assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
+    assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+}
+
+#[test]
+fn bad_particle_arguments_are_usage_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["particles", "-n", "0"], "at least 1"),
+        (&["particles", "-n", "abc"], "whole number"),
+        (&["particles", "-n", "-3"], "-n"),
+        (&["particles", "-p", "0"], "at least 1"),
+        (&["particles", "-t", "0"], "at least 1"),
+        (
+            &["particles", "-n", "20", "-p", "21"],
+            "more workers than the 20 particles",
+        ),
+        (
+            &["particles", "-n", "5", "-t", "6"],
+            "more threads than the 5 particles",
+        ),
+        (&["particles", "-t", "2", "-p", "2"], "cannot be used with"),
+        (&["particles", "--dt", "0"], "positive and finite"),
+        (&["particles", "--dt", "-0.1"], "positive and finite"),
+        (&["particles", "-dt", "inf"], "positive and finite"),
+        (&["particles", "--dt", "NaN"], "positive and finite"),
+        (&["particles", "--dt", "fast"], "expected a number"),
+        (&["particles", "-s", "-5"], "cannot be negative"),
+        (&["particles", "-s", "1.5"], "whole number of steps"),
+        (&["particles", "--transport", "threads"], "-p"),
+        (
+            &["particles", "--transport", "carrier-pigeon", "-p", "2"],
+            "carrier-pigeon",
+        ),
+        (&["particles", "--bogus"], "--bogus"),
+        (&["launch-the-rockets"], "launch-the-rockets"),
+    ];
+    for (args, mentions) in cases {
+        assert_usage_error(args, mentions);
+    }
+}
+
+#[test]
+fn an_unwritable_output_is_a_runtime_error_before_the_run() {
+    let run = ringleader(&["particles", "--out", "/nonexistent-dir/out.csv"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot write /nonexistent-dir/out.csv"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn help_lists_examples_and_succeeds() {
+    let run = ringleader(&["particles", "--help"]);
+    run.success();
+    assert!(run.stdout.contains("Examples:"));
+    assert!(run.stdout.contains("-p, --processes <PROCESSES>"));
+}

@@ -1,0 +1,303 @@
+//! Framework tests through the public API. This target has `harness = false`: it runs in a
+//! single thread, so it may fork workers, which the multi-threaded test harness may not.
+
+use std::time::{Duration, Instant};
+
+use ringleader::{
+    Cause, Coordinator, Gather, LaunchError, Launcher, Neighbour, Ring, Stage, StageError,
+    Transport,
+};
+
+const TRANSPORTS: [Transport; 2] = [Transport::Processes, Transport::Threads];
+
+/// Every worker rotates a block of `len` words, each word its origin rank, and returns a
+/// checksum of what it saw, so the test can tell that every block arrived whole.
+#[derive(Clone)]
+struct BigRotate {
+    len: usize,
+}
+
+impl Stage for BigRotate {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = Vec<(usize, usize, u64)>;
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<Self::Output, StageError> {
+        let mine: Vec<u64> = (0..self.len as u64)
+            .map(|i| i ^ ring.rank() as u64)
+            .collect();
+        let mut seen = Vec::new();
+        ring.rotate(&mine, |origin, block: &[u64]| {
+            let ok = block
+                .iter()
+                .enumerate()
+                .filter(|&(i, &w)| w == i as u64 ^ origin as u64)
+                .count();
+            seen.push((origin, block.len(), ok as u64));
+        })?;
+        Ok(seen)
+    }
+}
+
+fn large_blocks_do_not_deadlock_the_ring() {
+    // 16 MB and 40 MB per block: far past the socket buffer, where a naive ring in which
+    // every rank sends before it receives would block forever.
+    for (bytes, workers) in [(16 << 20, 3), (40 << 20, 2)] {
+        for transport in TRANSPORTS {
+            let len = bytes / 8;
+            let started = Instant::now();
+            let outputs = Launcher::new()
+                .workers(workers)
+                .transport(transport)
+                .launch(&mut BigRotate { len })
+                .expect("rotation of large blocks");
+            assert_eq!(outputs.len(), workers);
+            for (rank, seen) in outputs.iter().enumerate() {
+                let expected: Vec<usize> = (0..workers)
+                    .map(|hop| (rank + workers - hop) % workers)
+                    .collect();
+                let origins: Vec<usize> = seen.iter().map(|s| s.0).collect();
+                assert_eq!(origins, expected, "rank {rank} visit order");
+                for &(origin, got_len, ok) in seen {
+                    assert_eq!(got_len, len, "block from {origin} at rank {rank}");
+                    assert_eq!(
+                        ok as usize, len,
+                        "block from {origin} at rank {rank} corrupted"
+                    );
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(30));
+        }
+    }
+}
+
+/// Messages both ways round the ring, and a collective round trip to the coordinator.
+#[derive(Clone)]
+struct PingAndSum {
+    gather: Gather<u64>,
+}
+
+impl Stage for PingAndSum {
+    type Message = (usize, String);
+    type Report = u64;
+    type Answer = u64;
+    type Output = (usize, usize, u64);
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<Self::Output, StageError> {
+        let rank = ring.rank();
+        ring.send(
+            Neighbour::Right,
+            (rank, format!("to the right from {rank}")),
+        )?;
+        ring.send(Neighbour::Left, (rank, format!("to the left from {rank}")))?;
+        let (from_left, text) = ring.recv(Neighbour::Left)?;
+        assert_eq!(text, format!("to the right from {from_left}"));
+        let (from_right, text) = ring.recv(Neighbour::Right)?;
+        assert_eq!(text, format!("to the left from {from_right}"));
+        let total = ring.ask(rank as u64 + 1)?;
+        Ok((from_left, from_right, total))
+    }
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        report: u64,
+        coordinator: &mut Coordinator<'_, Self>,
+    ) -> Result<(), StageError> {
+        if let Some(all) = self.gather.push(from, report) {
+            coordinator.broadcast(all.iter().sum())?;
+        }
+        Ok(())
+    }
+}
+
+fn messages_go_both_ways_and_the_coordinator_answers() {
+    for transport in TRANSPORTS {
+        for workers in [1, 2, 5] {
+            let mut stage = PingAndSum {
+                gather: Gather::new(workers),
+            };
+            let outputs = Launcher::new()
+                .workers(workers)
+                .transport(transport)
+                .launch(&mut stage)
+                .expect("ping");
+            let total = (workers * (workers + 1) / 2) as u64;
+            for (rank, &(left, right, sum)) in outputs.iter().enumerate() {
+                assert_eq!(left, (rank + workers - 1) % workers);
+                assert_eq!(right, (rank + 1) % workers);
+                assert_eq!(sum, total);
+            }
+        }
+    }
+}
+
+/// A stage where one rank fails in a chosen way while the others wait on the ring.
+#[derive(Clone)]
+struct FailAt {
+    rank: usize,
+    how: Fail,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fail {
+    Panic,
+    Error,
+    Exit,
+    Abort,
+    Kill,
+}
+
+impl Stage for FailAt {
+    type Message = u8;
+    type Report = ();
+    type Answer = ();
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        ring.set_step(7);
+        if ring.rank() == self.rank {
+            match self.how {
+                Fail::Panic => panic!("injected panic"),
+                Fail::Error => return Err("injected error".into()),
+                Fail::Exit => std::process::exit(3),
+                Fail::Abort => std::process::abort(),
+                Fail::Kill => {
+                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        // Everyone else waits for a message that never comes.
+        ring.recv(Neighbour::Left)?;
+        Ok(())
+    }
+}
+
+fn a_failing_worker_ends_the_run_with_its_rank_pid_and_cause() {
+    let cases = [
+        (Fail::Panic, TRANSPORTS.to_vec()),
+        (Fail::Error, TRANSPORTS.to_vec()),
+        (Fail::Exit, vec![Transport::Processes]),
+        (Fail::Abort, vec![Transport::Processes]),
+        (Fail::Kill, vec![Transport::Processes]),
+    ];
+    for (how, transports) in cases {
+        for transport in transports {
+            let started = Instant::now();
+            let err = Launcher::new()
+                .workers(3)
+                .transport(transport)
+                .launch(&mut FailAt { rank: 1, how })
+                .expect_err("the run must fail");
+            let elapsed = started.elapsed();
+            assert!(
+                elapsed < Duration::from_secs(2),
+                "{how:?}: took {elapsed:?}"
+            );
+            let LaunchError::Worker(failure) = &err else {
+                panic!("{how:?}: expected a worker failure, got {err}");
+            };
+            assert_eq!(failure.rank, 1, "{how:?} on {transport:?}: {err}");
+            assert_eq!(failure.pid.is_some(), transport == Transport::Processes);
+            let message = err.to_string();
+            match how {
+                Fail::Panic => {
+                    assert!(
+                        matches!(&failure.cause, Cause::Panicked(m) if m.contains("injected panic"))
+                    );
+                    assert_eq!(failure.step, Some(7));
+                }
+                Fail::Error => {
+                    assert_eq!(failure.cause, Cause::Failed("injected error".into()));
+                    assert_eq!(failure.step, Some(7));
+                }
+                Fail::Exit => assert_eq!(failure.cause, Cause::Exited(3)),
+                Fail::Abort => assert_eq!(failure.cause, Cause::Signaled("SIGABRT".into())),
+                Fail::Kill => assert_eq!(failure.cause, Cause::Signaled("SIGKILL".into())),
+            }
+            assert!(message.starts_with("worker rank 1"), "{message}");
+            if let Some(pid) = failure.pid {
+                assert!(message.contains(&format!("(pid {pid})")), "{message}");
+            }
+            assert_no_children();
+        }
+    }
+}
+
+fn launch_refuses_to_fork_a_multithreaded_process() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let helper = std::thread::spawn(move || rx.recv());
+    let err = Launcher::new()
+        .workers(2)
+        .launch(&mut BigRotate { len: 1 })
+        .expect_err("must refuse");
+    assert!(
+        matches!(err, LaunchError::Threaded { threads } if threads >= 2),
+        "{err}"
+    );
+    drop(tx);
+    let _ = helper.join();
+    // The threads transport does not fork, so it is fine here.
+    Launcher::new()
+        .workers(2)
+        .transport(Transport::Threads)
+        .launch(&mut BigRotate { len: 1 })
+        .expect("threads transport");
+}
+
+fn zero_workers_is_an_error() {
+    let err = Launcher::new().workers(0).launch(&mut BigRotate { len: 1 });
+    assert!(matches!(err, Err(LaunchError::NoWorkers)));
+}
+
+/// Every child this process forked has been reaped: no zombies.
+fn assert_no_children() {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        Err(nix::errno::Errno::ECHILD) => {}
+        other => panic!("a child was left behind: {other:?}"),
+    }
+}
+
+fn main() {
+    let tests: [(&str, fn()); 5] = [
+        (
+            "large_blocks_do_not_deadlock_the_ring",
+            large_blocks_do_not_deadlock_the_ring,
+        ),
+        (
+            "messages_go_both_ways_and_the_coordinator_answers",
+            messages_go_both_ways_and_the_coordinator_answers,
+        ),
+        (
+            "a_failing_worker_ends_the_run_with_its_rank_pid_and_cause",
+            a_failing_worker_ends_the_run_with_its_rank_pid_and_cause,
+        ),
+        ("zero_workers_is_an_error", zero_workers_is_an_error),
+        // Last: it starts a thread, and forking needs a single-threaded process.
+        (
+            "launch_refuses_to_fork_a_multithreaded_process",
+            launch_refuses_to_fork_a_multithreaded_process,
+        ),
+    ];
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut ran = 0;
+    for (name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        test();
+        assert_no_children();
+        println!(
+            "test {name} ... ok ({:.2}s)",
+            started.elapsed().as_secs_f64()
+        );
+        ran += 1;
+    }
+    println!("\ntest result: ok. {ran} passed");
+}

@@ -1,0 +1,158 @@
+//! The particle simulator against the textbook's own outputs, bit for bit, in every mode.
+
+mod common;
+
+use common::{assert_same_state, fixture, read_state, ringleader, scratch};
+
+/// The ways to run a simulation on `k` workers.
+fn modes(k: usize) -> Vec<Vec<String>> {
+    let k = k.to_string();
+    vec![
+        vec!["-t".into(), k.clone()],
+        vec!["-p".into(), k.clone()],
+        vec!["-p".into(), k, "--transport".into(), "threads".into()],
+    ]
+}
+
+fn check_fixture(name: &str, base: &[&str], counts: &[usize], fixture_file: &str) {
+    let dir = scratch(name);
+    let want = read_state(&fixture(fixture_file));
+    let mut runs = vec![Vec::new()];
+    for &k in counts {
+        runs.extend(modes(k));
+    }
+    for (i, extra) in runs.iter().enumerate() {
+        let out = dir.join(format!("run{i}.csv"));
+        let mut args: Vec<&str> = vec!["particles"];
+        args.extend(base);
+        args.extend(extra.iter().map(String::as_str));
+        args.extend(["--out", out.to_str().unwrap()]);
+        let run = ringleader(&args);
+        run.success();
+        assert_same_state(&read_state(&out), &want, &format!("{args:?}"));
+    }
+}
+
+#[test]
+fn n20_matches_the_textbook_for_every_worker_count_up_to_n() {
+    // 3 and 7 do not divide 20; 20 is one particle per worker.
+    check_fixture(
+        "n20",
+        &["-n", "20", "-s", "100"],
+        &[1, 2, 3, 7, 20],
+        "textbook-n20-s100.csv",
+    );
+}
+
+#[test]
+fn n400_matches_the_textbook() {
+    check_fixture(
+        "n400",
+        &["-n", "400", "-s", "200"],
+        &[2, 7],
+        "textbook-n400-s200.csv",
+    );
+}
+
+#[test]
+fn n300_with_energy_normalization_matches_the_textbook() {
+    check_fixture(
+        "n300e",
+        &["-n", "300", "-s", "100", "-e"],
+        &[4, 7],
+        "textbook-n300-s100-e.csv",
+    );
+}
+
+#[test]
+fn energy_log_matches_the_textbook_in_every_mode() {
+    let dir = scratch("energy");
+    let want: Vec<u64> = std::fs::read_to_string(fixture("textbook-n300-s100-e.energy"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse::<f64>().unwrap().to_bits())
+        .collect();
+    assert_eq!(want.len(), 100);
+    let mut runs = vec![Vec::new()];
+    runs.extend(modes(3));
+    for (i, extra) in runs.iter().enumerate() {
+        let log = dir.join(format!("energy{i}.csv"));
+        let mut args = vec!["particles", "-n", "300", "-s", "100", "-e"];
+        args.extend(extra.iter().map(String::as_str));
+        args.extend(["--energy-log", log.to_str().unwrap()]);
+        ringleader(&args).success();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("step,energy"));
+        let got: Vec<u64> = lines
+            .enumerate()
+            .map(|(i, line)| {
+                let (step, energy) = line.split_once(',').unwrap();
+                assert_eq!(step.parse::<usize>().unwrap(), i + 1);
+                energy.parse::<f64>().unwrap().to_bits()
+            })
+            .collect();
+        assert_eq!(got, want, "{args:?}");
+    }
+}
+
+#[test]
+fn zero_steps_writes_the_initial_state() {
+    let dir = scratch("zero-steps");
+    let out = dir.join("init.csv");
+    ringleader(&[
+        "particles",
+        "-n",
+        "1000",
+        "-s",
+        "0",
+        "-p",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .success();
+    let got = read_state(&out);
+    // The fixture is in list order, with a slot column first.
+    let text = std::fs::read_to_string(fixture("textbook-init-n1000.csv")).unwrap();
+    let want = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let v = |i: usize| f[i].parse::<f64>().unwrap().to_bits();
+            (f[1].parse::<u32>().unwrap(), [v(2), v(3), v(4), v(5)])
+        })
+        .collect();
+    assert_same_state(&got, &want, "-s 0");
+}
+
+#[test]
+fn prints_the_textbook_timing_line_with_pair_checks_per_second() {
+    for (args, mode) in [
+        (vec![], "serial"),
+        (vec!["-t", "2"], "multithreaded"),
+        (vec!["-p", "2"], "multiprocess"),
+    ] {
+        let mut all = vec!["particles", "-n", "50", "-s", "10"];
+        all.extend(args);
+        let run = ringleader(&all);
+        run.success();
+        let line = run.stdout.trim();
+        assert!(
+            line.starts_with(&format!("{mode} simulation took ")),
+            "{line}"
+        );
+        assert!(line.ends_with(" pair checks/s)"), "{line}");
+        assert_eq!(run.stdout.lines().count(), 1);
+    }
+}
+
+#[test]
+fn out_dash_writes_the_state_to_stdout() {
+    let run = ringleader(&["particles", "-s", "100", "--out", "-"]);
+    run.success();
+    let want = read_state(&fixture("textbook-n20-s100.csv"));
+    assert_same_state(&common::parse_state(&run.stdout), &want, "--out -");
+    assert!(run.stderr.contains("serial simulation took"));
+}

@@ -1,0 +1,289 @@
+//! The textbook's physics, operation for operation: the same IEEE operations in the same
+//! order, so every mode gives the same bits.
+
+/// Particles per unit area.
+pub(crate) const DENSITY: f64 = 0.0005;
+/// Mass of every particle.
+pub(crate) const MASS: f64 = 0.01;
+/// The force acts only within this distance.
+pub(crate) const CUTOFF: f64 = 0.01;
+/// `min_r = cutoff / 100`; squared distances are clamped to at least this.
+pub(crate) const MIN_R2: f64 = (CUTOFF / 100.0) * (CUTOFF / 100.0);
+/// `cutoff * cutoff`, as the original compares it.
+pub(crate) const CUTOFF2: f64 = CUTOFF * CUTOFF;
+/// The textbook's default step length.
+pub(crate) const DEFAULT_DT: f64 = 0.0005;
+
+/// Particles in list order, as a structure of arrays.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Particles {
+    pub(crate) ids: Vec<u32>,
+    pub(crate) x: Vec<f64>,
+    pub(crate) y: Vec<f64>,
+    pub(crate) vx: Vec<f64>,
+    pub(crate) vy: Vec<f64>,
+}
+
+impl Particles {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Particles {
+            ids: Vec::with_capacity(n),
+            x: Vec::with_capacity(n),
+            y: Vec::with_capacity(n),
+            vx: Vec::with_capacity(n),
+            vy: Vec::with_capacity(n),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub(crate) fn push(&mut self, id: u32, x: f64, y: f64, vx: f64, vy: f64) {
+        self.ids.push(id);
+        self.x.push(x);
+        self.y.push(y);
+        self.vx.push(vx);
+        self.vy.push(vy);
+    }
+
+    /// A copy of the particles in list slots `range`.
+    pub(crate) fn slice(&self, range: std::ops::Range<usize>) -> Particles {
+        Particles {
+            ids: self.ids[range.clone()].to_vec(),
+            x: self.x[range.clone()].to_vec(),
+            y: self.y[range.clone()].to_vec(),
+            vx: self.vx[range.clone()].to_vec(),
+            vy: self.vy[range].to_vec(),
+        }
+    }
+
+    /// Appends `other`'s particles after these, keeping list order.
+    pub(crate) fn extend(&mut self, other: Particles) {
+        self.ids.extend(other.ids);
+        self.x.extend(other.x);
+        self.y.extend(other.y);
+        self.vx.extend(other.vx);
+        self.vy.extend(other.vy);
+    }
+
+    /// Kinetic energy, summed in list order.
+    pub(crate) fn energy(&self) -> f64 {
+        sum_in_order(self.energy_terms())
+    }
+
+    /// Each particle's kinetic energy, in list order.
+    pub(crate) fn energy_terms(&self) -> impl Iterator<Item = f64> + '_ {
+        self.vx
+            .iter()
+            .zip(&self.vy)
+            .map(|(&vx, &vy)| energy_term(vx, vy))
+    }
+}
+
+/// One particle's kinetic energy, `0.5 * mass * (vx² + vy²)` evaluated left to right.
+pub(crate) fn energy_term(vx: f64, vy: f64) -> f64 {
+    0.5 * MASS * (vx * vx + vy * vy)
+}
+
+/// A sequential sum, starting from zero: the order is part of the result.
+pub(crate) fn sum_in_order(terms: impl IntoIterator<Item = f64>) -> f64 {
+    terms.into_iter().fold(0.0, |sum, term| sum + term)
+}
+
+/// The energy correction from the initial and the current energy.
+pub(crate) fn correction(initial_energy: f64, energy: f64) -> f64 {
+    (initial_energy / energy).sqrt()
+}
+
+/// The force on a particle at (px, py) from one at (ox, oy), if they interact: the
+/// acceleration's contribution `(coef * dx, coef * dy)`.
+#[inline]
+pub(crate) fn force(px: f64, py: f64, ox: f64, oy: f64) -> Option<(f64, f64)> {
+    let dx = ox - px;
+    let dy = oy - py;
+    if dx == 0.0 && dy == 0.0 {
+        return None;
+    }
+    let r2 = (dx * dx + dy * dy).max(MIN_R2);
+    if r2 > CUTOFF2 {
+        return None;
+    }
+    let r = r2.sqrt();
+    let coef = (1.0 - CUTOFF / r) / r2 / MASS;
+    Some((coef * dx, coef * dy))
+}
+
+/// One in-range pair: the contribution of source slot `source` to target `target`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Hit {
+    pub(crate) target: u32,
+    pub(crate) source: u32,
+    pub(crate) ax: f64,
+    pub(crate) ay: f64,
+}
+
+/// Checks every target against every source and records the pairs in range.
+/// `source_base` is the list slot of the first source. Hits come out ordered by target,
+/// then source.
+pub(crate) fn collect_hits(
+    tx: &[f64],
+    ty: &[f64],
+    sx: &[f64],
+    sy: &[f64],
+    source_base: usize,
+    hits: &mut Vec<Hit>,
+) {
+    debug_assert_eq!(tx.len(), ty.len());
+    debug_assert_eq!(sx.len(), sy.len());
+    for (target, (&px, &py)) in tx.iter().zip(ty).enumerate() {
+        for (offset, (&ox, &oy)) in sx.iter().zip(sy).enumerate() {
+            let dx = ox - px;
+            let dy = oy - py;
+            // The cheap test first: most pairs are far apart. `force` decides exactly.
+            if dx * dx + dy * dy <= CUTOFF2
+                && let Some((ax, ay)) = force(px, py, ox, oy)
+            {
+                hits.push(Hit {
+                    target: target as u32,
+                    source: (source_base + offset) as u32,
+                    ax,
+                    ay,
+                });
+            }
+        }
+    }
+}
+
+/// Sums the hits into accelerations, for each target in list order of its sources, whatever
+/// order the sources were visited in.
+pub(crate) fn accelerations(hits: &mut [Hit], ax: &mut [f64], ay: &mut [f64]) {
+    hits.sort_unstable_by_key(|hit| (hit.target, hit.source));
+    ax.fill(0.0);
+    ay.fill(0.0);
+    for hit in hits.iter() {
+        let t = hit.target as usize;
+        ax[t] += hit.ax;
+        ay[t] += hit.ay;
+    }
+}
+
+/// Moves particles by one step: accelerate, move, bounce off the walls, then apply the
+/// energy correction.
+pub(crate) fn advance(
+    p: &mut Particles,
+    ax: &[f64],
+    ay: &[f64],
+    dt: f64,
+    size: f64,
+    correction: f64,
+) {
+    for i in 0..p.len() {
+        p.vx[i] += ax[i] * dt;
+        p.vy[i] += ay[i] * dt;
+        p.x[i] += p.vx[i] * dt;
+        p.y[i] += p.vy[i] * dt;
+        bounce(&mut p.x[i], &mut p.vx[i], size);
+        bounce(&mut p.y[i], &mut p.vy[i], size);
+        p.vx[i] *= correction;
+        p.vy[i] *= correction;
+    }
+}
+
+fn bounce(position: &mut f64, velocity: &mut f64, size: f64) {
+    while *position < 0.0 || *position > size {
+        *position = if *position < 0.0 {
+            -*position
+        } else {
+            2.0 * size - *position
+        };
+        *velocity = -*velocity;
+    }
+}
+
+/// Splits `n` items into `parts` contiguous blocks, the first `n % parts` one longer: the
+/// original `divide_items`.
+pub(crate) fn divide(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let (base, extra) = (n / parts, n % parts);
+    let mut start = 0;
+    (0..parts)
+        .map(|part| {
+            let len = base + usize::from(part < extra);
+            let range = start..start + len;
+            start += len;
+            range
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_r2_is_the_square_computed_by_multiplication() {
+        assert_eq!(
+            MIN_R2.to_bits(),
+            ((0.01f64 / 100.0) * (0.01 / 100.0)).to_bits()
+        );
+        assert_eq!(MIN_R2.to_bits(), (0.01f64 / 100.0).powi(2).to_bits());
+    }
+
+    #[test]
+    fn divide_gives_the_first_blocks_the_remainder() {
+        assert_eq!(divide(10, 3), vec![0..4, 4..7, 7..10]);
+        assert_eq!(divide(3, 3), vec![0..1, 1..2, 2..3]);
+        assert_eq!(divide(2, 4), vec![0..1, 1..2, 2..2, 2..2]);
+    }
+
+    #[test]
+    fn no_force_on_itself_and_none_out_of_range() {
+        assert_eq!(force(0.5, 0.5, 0.5, 0.5), None);
+        assert_eq!(force(0.0, 0.0, 0.02, 0.0), None);
+        let (ax, ay) = force(0.0, 0.0, 0.005, 0.0).unwrap();
+        assert!(ax < 0.0, "the force repels");
+        assert_eq!(ay, 0.0);
+    }
+
+    #[test]
+    fn accelerations_sum_in_source_order_whatever_the_visit_order() {
+        let mut forward = vec![
+            Hit {
+                target: 0,
+                source: 1,
+                ax: 1e-16,
+                ay: 0.0,
+            },
+            Hit {
+                target: 0,
+                source: 2,
+                ax: 1.0,
+                ay: 0.0,
+            },
+            Hit {
+                target: 0,
+                source: 3,
+                ax: -1.0,
+                ay: 0.0,
+            },
+        ];
+        let mut reversed: Vec<Hit> = forward.iter().rev().copied().collect();
+        let (mut a1, mut b1) = (vec![0.0], vec![0.0]);
+        let (mut a2, mut b2) = (vec![0.0], vec![0.0]);
+        accelerations(&mut forward, &mut a1, &mut b1);
+        accelerations(&mut reversed, &mut a2, &mut b2);
+        assert_eq!(a1[0].to_bits(), a2[0].to_bits());
+        // (1e-16 + 1) - 1 is 0 in f64; summed the other way round it would be 1e-16.
+        assert_eq!(a1[0], 0.0);
+    }
+
+    #[test]
+    fn bounce_reflects_off_both_walls() {
+        let (mut x, mut v) = (-0.1, -1.0);
+        bounce(&mut x, &mut v, 1.0);
+        assert_eq!((x, v), (0.1, 1.0));
+        let (mut x, mut v) = (1.25, 1.0);
+        bounce(&mut x, &mut v, 1.0);
+        assert_eq!((x, v), (0.75, -1.0));
+    }
+}
