@@ -170,6 +170,10 @@ pub enum LaunchError {
     /// A worker failed; the run was stopped and every worker reaped.
     #[error("{0}")]
     Worker(WorkerFailure),
+    /// The stage's coordinator side asked to stop the run with
+    /// [`Coordinator::stop`](crate::Coordinator::stop); every worker was stopped and reaped.
+    #[error("the run was stopped")]
+    Stopped,
     /// The stage's coordinator side (`Stage::on_report`) returned an error.
     #[error("coordinator failed: {0}")]
     Coordinator(String),

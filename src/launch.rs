@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
@@ -263,15 +264,22 @@ fn launch_threads<S: Stage>(
 /// Forking copies only the calling thread; a lock another thread held stays locked forever
 /// in the child. So refuse to fork from a process that has more than one thread.
 fn ensure_single_threaded() -> Result<(), LaunchError> {
-    match std::fs::read_dir("/proc/self/task") {
-        Ok(tasks) => {
-            let threads = tasks.count();
-            if threads > 1 {
-                return Err(LaunchError::Threaded { threads });
-            }
-            Ok(())
+    // A thread that was just joined can still be listed for a few microseconds while the
+    // kernel finishes tearing it down, and nothing signals the end of that. So a second
+    // thread must still be there after a short grace before we refuse.
+    let deadline = Instant::now() + Duration::from_millis(50);
+    loop {
+        let threads = match std::fs::read_dir("/proc/self/task") {
+            Ok(tasks) => tasks.count(),
+            // Without /proc we cannot tell; fork and trust the caller.
+            Err(_) => return Ok(()),
+        };
+        if threads <= 1 {
+            return Ok(());
         }
-        // Without /proc we cannot tell; fork and trust the caller.
-        Err(_) => Ok(()),
+        if Instant::now() >= deadline {
+            return Err(LaunchError::Threaded { threads });
+        }
+        thread::yield_now();
     }
 }

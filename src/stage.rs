@@ -68,6 +68,7 @@ pub trait Stage: Clone + Send + 'static {
 #[derive(Debug)]
 pub struct Coordinator<'a, S: Stage> {
     pub(crate) downs: &'a [Tx<Down<S::Answer>>],
+    pub(crate) stop: &'a mut bool,
 }
 
 impl<S: Stage> Coordinator<'_, S> {
@@ -89,6 +90,13 @@ impl<S: Stage> Coordinator<'_, S> {
             .ok_or(RingError::PeerGone { peer: rank })?;
         down.send(Down::Answer(answer))
             .map_err(|failure| crate::ring::send_error(failure, rank))
+    }
+
+    /// Ends the run early, on purpose: the workers are stopped and reaped, and
+    /// [`Launcher::launch`](crate::Launcher::launch) returns [`LaunchError::Stopped`](crate::LaunchError::Stopped).
+    /// For a user who asked to quit, say.
+    pub fn stop(&mut self) {
+        *self.stop = true;
     }
 
     /// Sends the same answer to every worker.

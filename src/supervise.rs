@@ -109,6 +109,9 @@ struct Run<S: Stage> {
     ended: Vec<bool>,
     failures: Vec<WorkerFailure>,
     coordinator_error: Option<LaunchError>,
+    /// How many failures had been seen when the stage asked to stop; later ones are echoes
+    /// of the stop itself.
+    stop_requested: Option<usize>,
     /// Set once the run is being stopped: when SIGTERM was sent.
     stopping: Option<Instant>,
     killed: Option<Instant>,
@@ -117,6 +120,10 @@ struct Run<S: Stage> {
 impl<S: Stage> Run<S> {
     fn failed(&self) -> bool {
         !self.failures.is_empty() || self.coordinator_error.is_some()
+    }
+
+    fn ending(&self) -> bool {
+        self.failed() || self.stop_requested.is_some()
     }
 
     fn has_failure(&self, rank: usize) -> bool {
@@ -137,11 +144,12 @@ pub(crate) fn supervise<S: Stage>(
         ended: vec![false; size],
         failures: Vec::new(),
         coordinator_error: None,
+        stop_requested: None,
         stopping: None,
         killed: None,
     };
     while run.ended.iter().any(|ended| !ended) {
-        if run.failed() && run.stopping.is_none() {
+        if run.ending() && run.stopping.is_none() {
             // Dropping the answer channels releases workers waiting on the coordinator.
             downs = None;
             for rank in (0..size).filter(|&rank| !run.ended[rank]) {
@@ -188,8 +196,15 @@ pub(crate) fn supervise<S: Stage>(
     if let Some(err) = run.coordinator_error {
         return Err(err);
     }
-    if let Some(failure) = first_cause(run.failures) {
+    let mut failures = run.failures;
+    if let Some(before) = run.stop_requested {
+        failures.truncate(before);
+    }
+    if let Some(failure) = first_cause(failures) {
         return Err(LaunchError::Worker(failure));
+    }
+    if run.stop_requested.is_some() {
+        return Err(LaunchError::Stopped);
     }
     Ok(run.outputs.into_iter().flatten().collect())
 }
@@ -204,11 +219,18 @@ fn handle<S: Stage>(
     match event {
         Event::Message(rank, Up::Report(report)) => {
             // Once the run is stopping, reports have nobody to serve.
-            if let (Some(downs), false) = (downs, run.failed()) {
-                let mut coordinator = Coordinator::<S> { downs };
+            if let (Some(downs), false) = (downs, run.ending()) {
+                let mut stop = false;
+                let mut coordinator = Coordinator::<S> {
+                    downs,
+                    stop: &mut stop,
+                };
                 if let Err(e) = stage.on_report(rank, report, &mut coordinator) {
                     let message = crate::error::chain(e.as_ref());
                     run.coordinator_error = Some(LaunchError::Coordinator(message));
+                }
+                if stop {
+                    run.stop_requested = Some(run.failures.len());
                 }
             }
         }

@@ -225,6 +225,55 @@ fn a_failing_worker_ends_the_run_with_its_rank_pid_and_cause() {
     }
 }
 
+/// Workers ask forever; the coordinator stops the run after a few rounds.
+#[derive(Clone)]
+struct AskForever {
+    rounds: usize,
+}
+
+impl Stage for AskForever {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        loop {
+            ring.ask(())?;
+        }
+    }
+
+    fn on_report(
+        &mut self,
+        _from: usize,
+        _report: (),
+        coordinator: &mut Coordinator<'_, Self>,
+    ) -> Result<(), StageError> {
+        self.rounds += 1;
+        if self.rounds == 10 {
+            coordinator.stop();
+        } else {
+            coordinator.broadcast(())?;
+        }
+        Ok(())
+    }
+}
+
+fn the_coordinator_can_stop_a_run() {
+    for transport in TRANSPORTS {
+        let started = Instant::now();
+        let mut stage = AskForever { rounds: 0 };
+        let err = Launcher::new()
+            .workers(3)
+            .transport(transport)
+            .launch(&mut stage)
+            .expect_err("stopped");
+        assert!(matches!(err, LaunchError::Stopped), "{transport:?}: {err}");
+        assert_eq!(stage.rounds, 10);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}
+
 fn launch_refuses_to_fork_a_multithreaded_process() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let helper = std::thread::spawn(move || rx.recv());
@@ -261,7 +310,7 @@ fn assert_no_children() {
 }
 
 fn main() {
-    let tests: [(&str, fn()); 5] = [
+    let tests: [(&str, fn()); 6] = [
         (
             "large_blocks_do_not_deadlock_the_ring",
             large_blocks_do_not_deadlock_the_ring,
@@ -275,6 +324,10 @@ fn main() {
             a_failing_worker_ends_the_run_with_its_rank_pid_and_cause,
         ),
         ("zero_workers_is_an_error", zero_workers_is_an_error),
+        (
+            "the_coordinator_can_stop_a_run",
+            the_coordinator_can_stop_a_run,
+        ),
         // Last: it starts a thread, and forking needs a single-threaded process.
         (
             "launch_refuses_to_fork_a_multithreaded_process",

@@ -12,7 +12,7 @@ use ringleader::Transport;
 use super::usage;
 use crate::workers::particles::output::{write_csv, write_energy_log};
 use crate::workers::particles::physics::DEFAULT_DT;
-use crate::workers::particles::{Mode, Run, Start, simulate};
+use crate::workers::particles::{Mode, Run, Start, Unwatched, simulate};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -109,7 +109,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let first_step = run.start.step + 1;
     let pair_checks = run.pair_checks();
     let started = Instant::now();
-    let outcome = simulate(run, mode)?;
+    let (outcome, _watch) = simulate(run, mode, Box::new(Unwatched))?;
     let seconds = started.elapsed().as_secs_f64();
     let line = format!(
         "{} simulation took {seconds:.6} seconds ({:.3e} pair checks/s)",

@@ -39,6 +39,52 @@ impl Start {
     }
 }
 
+/// What the coordinator sees of a run while it goes: progress bars, pictures, checkpoints.
+/// Every mode calls it the same way, on the coordinator's side, in step order.
+pub(crate) trait Watch: std::any::Any + Send {
+    /// After every step when [`Run::every_step`] is set, with the energy when the run sums
+    /// it. Returning [`Flow::Stop`] ends the run early.
+    fn step(&mut self, step: u64, energy: Option<f64>) -> Flow {
+        let _ = (step, energy);
+        Flow::Continue
+    }
+
+    /// At every step [`Run::snapshot_due`] selects, with the whole state.
+    fn snapshot(&mut self, snapshot: &Snapshot<'_>) -> Flow {
+        let _ = snapshot;
+        Flow::Continue
+    }
+}
+
+/// Whether a run goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Stop,
+}
+
+/// A watch that looks at nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Unwatched;
+
+impl Watch for Unwatched {}
+
+/// The whole state after a step, as the coordinator assembles it.
+#[derive(Debug)]
+#[expect(dead_code, reason = "read by the watches for checkpoints and pictures")]
+pub(crate) struct Snapshot<'a> {
+    /// The step just taken.
+    pub(crate) step: u64,
+    /// Every particle, in list order.
+    pub(crate) particles: &'a Particles,
+    /// The list slots each worker owns, by rank (one block in serial mode).
+    pub(crate) blocks: &'a [std::ops::Range<usize>],
+    /// The correction the next step applies.
+    pub(crate) correction: f64,
+    /// The energy normalization holds the system to.
+    pub(crate) initial_energy: f64,
+}
+
 /// One simulation to run.
 #[derive(Debug, Clone)]
 pub(crate) struct Run {
@@ -50,6 +96,10 @@ pub(crate) struct Run {
     pub(crate) normalize: bool,
     /// Keep the energy after every step.
     pub(crate) log_energy: bool,
+    /// Call [`Watch::step`] after every step.
+    pub(crate) every_step: bool,
+    /// Take a snapshot every this many steps (and after the last).
+    pub(crate) snapshot_every: Option<u64>,
     /// The side of the box.
     pub(crate) size: f64,
 }
@@ -63,12 +113,40 @@ impl Run {
             dt,
             normalize,
             log_energy: false,
+            every_step: false,
+            snapshot_every: None,
             size,
         }
     }
 
+    /// A run of nothing, as a placeholder.
+    pub(crate) fn empty() -> Run {
+        Run::new(
+            Start {
+                particles: Particles::default(),
+                step: 0,
+                correction: 1.0,
+                initial_energy: 0.0,
+            },
+            0,
+            physics::DEFAULT_DT,
+            false,
+        )
+    }
+
     pub(crate) fn remaining_steps(&self) -> std::ops::Range<u64> {
         self.start.step..self.steps
+    }
+
+    /// Whether a snapshot follows this step: every `snapshot_every` steps, and the last.
+    pub(crate) fn snapshot_due(&self, step: u64) -> bool {
+        self.snapshot_every
+            .is_some_and(|every| step.is_multiple_of(every) || step == self.steps)
+    }
+
+    /// Whether the coordinator hears from the workers after this step.
+    pub(crate) fn reports_after(&self, step: u64) -> bool {
+        self.needs_energy() || self.every_step || self.snapshot_due(step)
     }
 
     /// Whether each step must sum the energy.
@@ -126,18 +204,183 @@ impl Mode {
 
 /// What a simulation ends with.
 #[derive(Debug, Clone)]
+#[expect(dead_code, reason = "read by checkpoints and the live view")]
 pub(crate) struct Outcome {
     /// The final state, in list order.
     pub(crate) particles: Particles,
     /// The energy after each step, when the run needed it.
     pub(crate) energies: Vec<f64>,
+    /// The correction the next step would apply.
+    pub(crate) correction: f64,
+    /// Whether every step was taken.
+    pub(crate) ending: Ending,
 }
 
-/// Runs a simulation in the given mode.
-pub(crate) fn simulate(run: Run, mode: Mode) -> Result<Outcome, LaunchError> {
+/// How a run ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Every step was taken.
+    Finished,
+    /// The watch asked to stop after this step.
+    Stopped(u64),
+}
+
+/// Runs a simulation in the given mode, showing it to `watch` as it goes.
+pub(crate) fn simulate(
+    run: Run,
+    mode: Mode,
+    watch: Box<dyn Watch>,
+) -> Result<(Outcome, Box<dyn Watch>), LaunchError> {
     match mode {
-        Mode::Serial => Ok(serial::simulate(&run)),
-        Mode::Threads(threads) => Ok(threads::simulate(&run, threads)),
-        Mode::Ring(workers, transport) => ring::simulate(run, workers, transport),
+        Mode::Serial => Ok(serial::simulate(&run, watch)),
+        Mode::Threads(threads) => Ok(threads::simulate(&run, threads, watch)),
+        Mode::Ring(workers, transport) => ring::simulate(run, workers, transport, watch),
+    }
+}
+
+/// The coordinator's bookkeeping after each step, the same in every mode: energy, the
+/// correction, and the watch.
+pub(crate) struct Tally {
+    pub(crate) watch: Box<dyn Watch>,
+    pub(crate) energies: Vec<f64>,
+    pub(crate) correction: f64,
+    pub(crate) ending: Ending,
+}
+
+impl Tally {
+    pub(crate) fn new(run: &Run, watch: Box<dyn Watch>) -> Tally {
+        Tally {
+            watch,
+            energies: run.energy_log(),
+            correction: run.start.correction,
+            ending: Ending::Finished,
+        }
+    }
+
+    /// Records step `step`. `energy` is the energy after it, when the run sums it;
+    /// `snapshot` is the state, when one is due. Returns the correction for the next step.
+    pub(crate) fn after_step(
+        &mut self,
+        run: &Run,
+        step: u64,
+        energy: Option<f64>,
+        snapshot: Option<(&Particles, &[std::ops::Range<usize>])>,
+    ) -> f64 {
+        if let Some(energy) = energy {
+            self.correction = run.next_correction(energy, self.correction);
+            self.energies.push(energy);
+        }
+        let mut flow = Flow::Continue;
+        if run.every_step {
+            flow = self.watch.step(step, energy);
+        }
+        if let Some((particles, blocks)) = snapshot {
+            let snapshot = Snapshot {
+                step,
+                particles,
+                blocks,
+                correction: self.correction,
+                initial_energy: run.start.initial_energy,
+            };
+            if self.watch.snapshot(&snapshot) == Flow::Stop {
+                flow = Flow::Stop;
+            }
+        }
+        if flow == Flow::Stop && self.ending == Ending::Finished {
+            self.ending = Ending::Stopped(step);
+        }
+        self.correction
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.ending != Ending::Finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what it is shown, and stops after `stop_at`.
+    #[derive(Default)]
+    struct Recorder {
+        steps: Vec<(u64, Option<u64>)>,
+        snapshots: Vec<(u64, Vec<u64>, usize)>,
+        stop_at: Option<u64>,
+    }
+
+    impl Watch for Recorder {
+        fn step(&mut self, step: u64, energy: Option<f64>) -> Flow {
+            self.steps.push((step, energy.map(f64::to_bits)));
+            if self.stop_at == Some(step) {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        }
+
+        fn snapshot(&mut self, snapshot: &Snapshot<'_>) -> Flow {
+            let bits = snapshot.particles.x.iter().map(|x| x.to_bits()).collect();
+            self.snapshots
+                .push((snapshot.step, bits, snapshot.blocks.len()));
+            Flow::Continue
+        }
+    }
+
+    fn watched(mode: Mode, stop_at: Option<u64>) -> (Outcome, Recorder) {
+        let mut run = Run::new(Start::initial(60), 20, physics::DEFAULT_DT, true);
+        run.every_step = true;
+        run.snapshot_every = Some(7);
+        let recorder = Recorder {
+            stop_at,
+            ..Recorder::default()
+        };
+        let (outcome, watch) = simulate(run, mode, Box::new(recorder)).expect("run");
+        let any: Box<dyn std::any::Any> = watch;
+        (
+            outcome,
+            *any.downcast::<Recorder>()
+                .expect("the same watch comes back"),
+        )
+    }
+
+    const MODES: [Mode; 4] = [
+        Mode::Serial,
+        Mode::Threads(3),
+        Mode::Ring(4, Transport::Threads),
+        Mode::Ring(7, Transport::Threads),
+    ];
+
+    #[test]
+    fn every_mode_shows_the_watch_the_same_steps_and_snapshots() {
+        let (_, serial) = watched(Mode::Serial, None);
+        assert_eq!(serial.steps.len(), 20);
+        let snapshot_steps: Vec<u64> = serial.snapshots.iter().map(|s| s.0).collect();
+        assert_eq!(snapshot_steps, vec![7, 14, 20]);
+        for mode in MODES {
+            let (outcome, seen) = watched(mode, None);
+            assert_eq!(outcome.ending, Ending::Finished);
+            assert_eq!(seen.steps, serial.steps, "{mode:?}");
+            let strip = |s: &Recorder| {
+                s.snapshots
+                    .iter()
+                    .map(|(st, b, _)| (*st, b.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(strip(&seen), strip(&serial), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn a_watch_can_stop_every_mode_after_the_same_step() {
+        let mut run = Run::new(Start::initial(60), 13, physics::DEFAULT_DT, true);
+        run.every_step = true;
+        let (reference, _) = simulate(run, Mode::Serial, Box::new(Unwatched)).expect("run");
+        for mode in MODES {
+            let (outcome, seen) = watched(mode, Some(13));
+            assert_eq!(outcome.ending, Ending::Stopped(13), "{mode:?}");
+            assert_eq!(seen.steps.len(), 13, "{mode:?}");
+            assert_eq!(outcome.particles, reference.particles, "{mode:?}");
+        }
     }
 }

@@ -2,37 +2,62 @@
 //! Every step the positions rotate once around the ring, so every worker applies the forces
 //! of every block to its own particles, with no shared memory.
 
-use std::sync::Arc;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ringleader::{Coordinator, Gather, LaunchError, Launcher, Ring, Stage, StageError, Transport};
+use serde::{Deserialize, Serialize};
 
 use super::physics::{Particles, accelerations, advance, collect_hits, divide, sum_in_order};
-use super::{Outcome, Run};
+use super::{Outcome, Run, Tally, Watch};
 
 /// The particle stage. Workers read the shared configuration; the coordinator's copy also
-/// sums the energy each step.
+/// keeps the books after each step.
 #[derive(Clone)]
 pub(crate) struct ParticleRing {
     run: Arc<Run>,
-    blocks: Arc<Vec<std::ops::Range<usize>>>,
-    // The coordinator's state.
-    gather: Gather<Vec<f64>>,
-    energies: Vec<f64>,
+    blocks: Arc<Vec<Range<usize>>>,
+    // The coordinator's state; workers carry a copy of the handle and never touch it.
+    gather: Gather<StepReport>,
+    tally: Arc<Mutex<Tally>>,
+}
+
+/// A worker's account of one step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StepReport {
+    step: u64,
+    /// Each particle's kinetic energy, in list order, when the run sums the energy.
+    energy_terms: Option<Vec<f64>>,
+    /// The worker's whole block, when a snapshot is due.
+    block: Option<Particles>,
+}
+
+/// The coordinator's answer after a step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Command {
+    /// The energy correction the next step applies.
     correction: f64,
+    /// Stop after this step and return the block.
+    stop: bool,
+}
+
+impl ParticleRing {
+    /// Whether workers wait for the coordinator after each step: for the correction, or
+    /// because the watch may stop the run.
+    fn asks(run: &Run) -> bool {
+        run.normalize || run.every_step
+    }
 }
 
 impl Stage for ParticleRing {
     type Message = ();
-    /// Each particle's kinetic energy after a step, in list order.
-    type Report = Vec<f64>;
-    /// The energy correction for the next step.
-    type Answer = f64;
+    type Report = StepReport;
+    type Answer = Command;
     type Output = Particles;
 
     fn work(self, ring: &mut Ring<Self>) -> Result<Particles, StageError> {
         let run = &self.run;
-        let range = self.blocks[ring.rank()].clone();
-        let mut mine = run.start.particles.slice(range.clone());
+        let mut mine = run.start.particles.slice(self.blocks[ring.rank()].clone());
         let m = mine.len();
         // Positions travel as one block: all x, then all y.
         let mut positions = vec![0.0; 2 * m];
@@ -40,7 +65,8 @@ impl Stage for ParticleRing {
         let mut hits = Vec::new();
         let mut correction = run.start.correction;
         for step in run.remaining_steps() {
-            ring.set_step(step + 1);
+            let step = step + 1;
+            ring.set_step(step);
             positions[..m].copy_from_slice(&mine.x);
             positions[m..].copy_from_slice(&mine.y);
             hits.clear();
@@ -51,12 +77,20 @@ impl Stage for ParticleRing {
             })?;
             accelerations(&mut hits, &mut ax, &mut ay);
             advance(&mut mine, &ax, &ay, run.dt, run.size, correction);
-            if run.needs_energy() {
-                let terms: Vec<f64> = mine.energy_terms().collect();
-                if run.normalize {
-                    correction = ring.ask(terms)?;
+            if run.reports_after(step) {
+                let report = StepReport {
+                    step,
+                    energy_terms: run.needs_energy().then(|| mine.energy_terms().collect()),
+                    block: run.snapshot_due(step).then(|| mine.clone()),
+                };
+                if Self::asks(run) {
+                    let command = ring.ask(report)?;
+                    correction = command.correction;
+                    if command.stop {
+                        break;
+                    }
                 } else {
-                    ring.report(terms)?;
+                    ring.report(report)?;
                 }
             }
         }
@@ -66,17 +100,47 @@ impl Stage for ParticleRing {
     fn on_report(
         &mut self,
         from: usize,
-        terms: Vec<f64>,
+        report: StepReport,
         coordinator: &mut Coordinator<'_, Self>,
     ) -> Result<(), StageError> {
-        if let Some(blocks) = self.gather.push(from, terms) {
-            // Blocks are contiguous runs of list order, so rank order is list order.
-            let energy = sum_in_order(blocks.into_iter().flatten());
-            self.correction = self.run.next_correction(energy, self.correction);
-            self.energies.push(energy);
-            if self.run.normalize {
-                coordinator.broadcast(self.correction)?;
+        let Some(reports) = self.gather.push(from, report) else {
+            return Ok(());
+        };
+        let step = reports[0].step;
+        if let Some(late) = reports.iter().position(|r| r.step != step) {
+            return Err(format!(
+                "rank {late} reported step {} in round {step}",
+                reports[late].step
+            )
+            .into());
+        }
+        // Blocks are contiguous runs of list order, so rank order is list order.
+        let energy = reports[0].energy_terms.is_some().then(|| {
+            sum_in_order(
+                reports
+                    .iter()
+                    .flat_map(|r| r.energy_terms.iter().flatten().copied()),
+            )
+        });
+        let state = reports[0].block.is_some().then(|| {
+            let mut all = Particles::default();
+            for report in &reports {
+                all.extend(report.block.clone().unwrap_or_default());
             }
+            all
+        });
+        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+        let correction = tally.after_step(
+            &self.run,
+            step,
+            energy,
+            state.as_ref().map(|s| (s, &self.blocks[..])),
+        );
+        if Self::asks(&self.run) {
+            coordinator.broadcast(Command {
+                correction,
+                stop: tally.stopped(),
+            })?;
         }
         Ok(())
     }
@@ -86,25 +150,41 @@ pub(crate) fn simulate(
     run: Run,
     workers: usize,
     transport: Transport,
-) -> Result<Outcome, LaunchError> {
+    watch: Box<dyn Watch>,
+) -> Result<(Outcome, Box<dyn Watch>), LaunchError> {
     let blocks = divide(run.start.particles.len(), workers);
+    let tally = Arc::new(Mutex::new(Tally::new(&run, watch)));
     let mut stage = ParticleRing {
-        energies: run.energy_log(),
-        correction: run.start.correction,
         run: Arc::new(run),
         blocks: Arc::new(blocks),
         gather: Gather::new(workers),
+        tally: Arc::clone(&tally),
     };
     let outputs = Launcher::new()
         .workers(workers)
         .transport(transport)
         .launch(&mut stage)?;
-    let mut particles = Particles::with_capacity(stage.run.start.particles.len());
+    drop(stage);
+    let mut particles = Particles::default();
     for block in outputs {
         particles.extend(block);
     }
-    Ok(Outcome {
+    // Every worker's copy of the stage is gone once launch returns; take the books back.
+    let tally = match Arc::try_unwrap(tally) {
+        Ok(tally) => tally.into_inner().unwrap_or_else(PoisonError::into_inner),
+        Err(shared) => {
+            let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(
+                &mut *guard,
+                Tally::new(&Run::empty(), Box::new(super::Unwatched)),
+            )
+        }
+    };
+    let outcome = Outcome {
         particles,
-        energies: stage.energies,
-    })
+        energies: tally.energies,
+        correction: tally.correction,
+        ending: tally.ending,
+    };
+    Ok((outcome, tally.watch))
 }

@@ -1,16 +1,20 @@
 //! The serial simulation: one loop over all pairs.
 
 use super::physics::{accelerations, advance, collect_hits};
-use super::{Outcome, Run};
+use super::{Outcome, Run, Tally, Watch};
 
-pub(crate) fn simulate(run: &Run) -> Outcome {
+pub(crate) fn simulate(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box<dyn Watch>) {
     let mut particles = run.start.particles.clone();
     let n = particles.len();
+    // One block: the whole list.
+    let whole = 0..n;
+    let all = std::slice::from_ref(&whole);
     let (mut ax, mut ay) = (vec![0.0; n], vec![0.0; n]);
     let mut hits = Vec::new();
-    let mut energies = run.energy_log();
+    let mut tally = Tally::new(run, watch);
     let mut correction = run.start.correction;
-    for _step in run.remaining_steps() {
+    for step in run.remaining_steps() {
+        let step = step + 1;
         hits.clear();
         collect_hits(
             &particles.x,
@@ -22,14 +26,20 @@ pub(crate) fn simulate(run: &Run) -> Outcome {
         );
         accelerations(&mut hits, &mut ax, &mut ay);
         advance(&mut particles, &ax, &ay, run.dt, run.size, correction);
-        if run.needs_energy() {
-            let energy = particles.energy();
-            correction = run.next_correction(energy, correction);
-            energies.push(energy);
+        if run.reports_after(step) {
+            let energy = run.needs_energy().then(|| particles.energy());
+            let snapshot = run.snapshot_due(step).then_some((&particles, all));
+            correction = tally.after_step(run, step, energy, snapshot);
+            if tally.stopped() {
+                break;
+            }
         }
     }
-    Outcome {
+    let outcome = Outcome {
         particles,
-        energies,
-    }
+        energies: tally.energies,
+        correction,
+        ending: tally.ending,
+    };
+    (outcome, tally.watch)
 }

@@ -1,13 +1,18 @@
 //! The textbook's multithreaded simulation: shared positions, and a barrier between the
 //! phase where every thread reads all positions and the phase where each writes its own.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex, RwLock};
 use std::thread;
 
-use super::physics::{Particles, accelerations, advance, collect_hits, divide, sum_in_order};
-use super::{Outcome, Run};
+use super::physics::{Particles, accelerations, advance, collect_hits, divide};
+use super::{Outcome, Run, Tally, Watch};
 
-pub(crate) fn simulate(run: &Run, threads: usize) -> Outcome {
+pub(crate) fn simulate(
+    run: &Run,
+    threads: usize,
+    watch: Box<dyn Watch>,
+) -> (Outcome, Box<dyn Watch>) {
     let ranges = divide(run.start.particles.len(), threads);
     // Each thread owns the writes to its block; the barrier keeps every read of a block
     // apart from its owner's write, so these locks are never contended.
@@ -16,18 +21,19 @@ pub(crate) fn simulate(run: &Run, threads: usize) -> Outcome {
         .map(|range| RwLock::new(run.start.particles.slice(range.clone())))
         .collect();
     let barrier = Barrier::new(threads);
-    let correction = Mutex::new(run.start.correction);
-    let energies = Mutex::new(run.energy_log());
+    // Thread 0 keeps the books; the others read the correction after a barrier.
+    let tally = Mutex::new(Tally::new(run, watch));
+    let stop = AtomicBool::new(false);
     thread::scope(|scope| {
         for (rank, range) in ranges.iter().enumerate() {
-            let (blocks, barrier, correction, energies) =
-                (&blocks, &barrier, &correction, &energies);
-            let ranges = &ranges;
+            let (blocks, barrier, tally, stop, ranges) =
+                (&blocks, &barrier, &tally, &stop, &ranges);
             scope.spawn(move || {
                 let m = range.len();
                 let (mut ax, mut ay) = (vec![0.0; m], vec![0.0; m]);
                 let mut hits = Vec::new();
-                for _step in run.remaining_steps() {
+                for step in run.remaining_steps() {
+                    let step = step + 1;
                     // Read phase: forces on my particles from everyone's positions.
                     let (tx, ty) = {
                         let mine = read(&blocks[rank]);
@@ -40,40 +46,67 @@ pub(crate) fn simulate(run: &Run, threads: usize) -> Outcome {
                     }
                     accelerations(&mut hits, &mut ax, &mut ay);
                     barrier.wait();
+                    // Thread 0 decided before this barrier whether the last step was the
+                    // last one; every thread sees the same answer here.
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     // Write phase: move my particles.
-                    let c = *lock(correction);
-                    advance(&mut write(&blocks[rank]), &ax, &ay, run.dt, run.size, c);
+                    let correction = lock(tally).correction;
+                    advance(
+                        &mut write(&blocks[rank]),
+                        &ax,
+                        &ay,
+                        run.dt,
+                        run.size,
+                        correction,
+                    );
                     barrier.wait();
-                    // Thread 0 sums the energy while the others start the next read phase;
-                    // nobody writes velocities again until after the next barrier.
-                    if rank == 0 && run.needs_energy() {
-                        let energy = sum_in_order(
-                            blocks
-                                .iter()
-                                .flat_map(|b| read(b).energy_terms().collect::<Vec<_>>()),
+                    // Thread 0 keeps the books while the others start the next read
+                    // phase; nobody writes again until after the next barrier.
+                    if rank == 0 && run.reports_after(step) {
+                        let state = run.snapshot_due(step).then(|| gather(blocks));
+                        let energy = run.needs_energy().then(|| {
+                            let parts: Vec<_> = blocks.iter().map(read).collect();
+                            super::physics::sum_in_order(
+                                parts.iter().flat_map(|p| p.energy_terms()),
+                            )
+                        });
+                        let mut tally = lock(tally);
+                        tally.after_step(
+                            run,
+                            step,
+                            energy,
+                            state.as_ref().map(|p| (p, &ranges[..])),
                         );
-                        let mut c = lock(correction);
-                        *c = run.next_correction(energy, *c);
-                        lock(energies).push(energy);
+                        if tally.stopped() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
             });
         }
     });
-    let mut particles = Particles::with_capacity(run.start.particles.len());
-    for block in blocks {
-        particles.extend(
-            block
-                .into_inner()
-                .unwrap_or_else(|poison| poison.into_inner()),
-        );
-    }
-    Outcome {
+    let particles = gather(&blocks);
+    let tally = tally
+        .into_inner()
+        .unwrap_or_else(|poison| poison.into_inner());
+    let outcome = Outcome {
         particles,
-        energies: energies
-            .into_inner()
-            .unwrap_or_else(|poison| poison.into_inner()),
+        energies: tally.energies,
+        correction: tally.correction,
+        ending: tally.ending,
+    };
+    (outcome, tally.watch)
+}
+
+/// Every block, in list order.
+fn gather(blocks: &[RwLock<Particles>]) -> Particles {
+    let mut particles = Particles::default();
+    for block in blocks {
+        particles.extend(read(block).clone());
     }
+    particles
 }
 
 // A panicking thread poisons the locks; scope() then re-raises its panic anyway, so the
