@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -10,9 +10,13 @@ use anyhow::Context;
 use ringleader::Transport;
 
 use super::usage;
+use crate::workers::particles::checkpoint::{self, Checkpoint, Checkpointer};
 use crate::workers::particles::output::{write_csv, write_energy_log};
 use crate::workers::particles::physics::DEFAULT_DT;
-use crate::workers::particles::{Mode, Run, Start, Unwatched, simulate};
+use crate::workers::particles::{Ending, Mode, Run, Snapshot, Start, Unwatched, Watch, simulate};
+
+/// The textbook's particle count.
+const DEFAULT_N: usize = 20;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -20,10 +24,10 @@ use crate::workers::particles::{Mode, Run, Start, Unwatched, simulate};
   ringleader particles -n 300 -s 100 -t 4 -e     4 threads, energy normalization
   ringleader particles -n 20 -s 100 --out final.csv")]
 pub(crate) struct Args {
-    /// Number of particles.
-    #[arg(short = 'n', default_value_t = 20, value_parser = positive, allow_negative_numbers = true)]
-    n: usize,
-    /// Number of steps.
+    /// Number of particles [default: 20, or with --resume the checkpoint's].
+    #[arg(short = 'n', value_parser = positive, allow_negative_numbers = true)]
+    n: Option<usize>,
+    /// Number of steps (the total, counting those a --resume checkpoint has taken).
     #[arg(short = 's', long = "steps", default_value_t = 1000, value_parser = steps, allow_negative_numbers = true)]
     steps: u64,
     /// Run on THREADS threads sharing memory, with a barrier (the textbook's -t).
@@ -41,9 +45,9 @@ pub(crate) struct Args {
     /// Energy normalization: rescale velocities to keep the initial energy.
     #[arg(short = 'e', long = "energy-normalize")]
     normalize: bool,
-    /// Step length (the textbook's -dt).
-    #[arg(long = "dt", default_value_t = DEFAULT_DT, value_parser = dt, allow_negative_numbers = true)]
-    dt: f64,
+    /// Step length (the textbook's -dt) [default: 0.0005, or with --resume the checkpoint's].
+    #[arg(long = "dt", value_parser = dt, allow_negative_numbers = true)]
+    dt: Option<f64>,
     /// Write the final state as CSV (id,x,y,vx,vy), sorted by id; `-` for stdout.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -53,6 +57,15 @@ pub(crate) struct Args {
     /// What the -p workers run on: forked processes, or threads with in-process channels.
     #[arg(long, value_enum, default_value_t = TransportArg::Processes, requires = "processes")]
     transport: TransportArg,
+    /// Write the whole state to FILE at the end of the run (or where it stops), atomically.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Also write the checkpoint after every step that is a multiple of K.
+    #[arg(long, value_name = "K", value_parser = every, requires = "checkpoint", allow_negative_numbers = true)]
+    checkpoint_every: Option<u64>,
+    /// Continue the run a checkpoint holds, up to -s steps in all.
+    #[arg(long, value_name = "FILE")]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -71,17 +84,26 @@ impl From<TransportArg> for Transport {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let resumed = match &args.resume {
+        Some(path) => Some(resume(path, &args)?),
+        None => None,
+    };
+    let n = match &resumed {
+        Some(checkpoint) => checkpoint.particles.len(),
+        None => args.n.unwrap_or(DEFAULT_N),
+    };
+    let dt = resumed
+        .as_ref()
+        .map_or(args.dt.unwrap_or(DEFAULT_DT), |c| c.dt);
     let mode = match (args.threads, args.processes) {
-        (Some(t), _) if t > args.n => {
+        (Some(t), _) if t > n => {
             return usage(format!(
-                "-t {t} asks for more threads than the {} particles",
-                args.n
+                "-t {t} asks for more threads than the {n} particles"
             ));
         }
-        (_, Some(p)) if p > args.n => {
+        (_, Some(p)) if p > n => {
             return usage(format!(
-                "-p {p} asks for more workers than the {} particles",
-                args.n
+                "-p {p} asks for more workers than the {n} particles"
             ));
         }
         (Some(t), _) => Mode::Threads(t),
@@ -104,13 +126,51 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             })?))
         }
     };
-    let mut run = Run::new(Start::initial(args.n), args.steps, args.dt, args.normalize);
+    if let Some(path) = &args.checkpoint {
+        checkpoint::check_writable(path)
+            .with_context(|| format!("cannot write checkpoint {}", path.display()))?;
+    }
+    let start = resumed.map_or_else(|| Start::initial(n), Checkpoint::into_start);
+    let mut run = Run::new(start, args.steps, dt, args.normalize);
     run.log_energy = energy_log.is_some();
     let first_step = run.start.step + 1;
     let pair_checks = run.pair_checks();
+    let initial_energy = run.start.initial_energy;
+    let watch: Box<dyn Watch> = match (&args.checkpoint, args.checkpoint_every) {
+        (Some(path), Some(every)) => {
+            run.snapshot_every = Some(every);
+            Box::new(Checkpointer::new(path.clone(), every, dt, args.normalize))
+        }
+        _ => Box::new(Unwatched),
+    };
     let started = Instant::now();
-    let (outcome, _watch) = simulate(run, mode, Box::new(Unwatched))?;
+    let (outcome, watch) = simulate(run, mode, watch)?;
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(path) = &args.checkpoint {
+        let cannot = || format!("cannot write checkpoint {}", path.display());
+        let watch: Box<dyn std::any::Any> = watch;
+        let mut saved = None;
+        if let Ok(mut checkpointer) = watch.downcast::<Checkpointer>() {
+            if let Some(err) = checkpointer.take_error() {
+                return Err(err).with_context(cannot);
+            }
+            saved = checkpointer.saved();
+        }
+        let step = match outcome.ending {
+            Ending::Finished => args.steps,
+            Ending::Stopped(step) => step,
+        };
+        if saved != Some(step) {
+            let snapshot = Snapshot {
+                step,
+                particles: &outcome.particles,
+                blocks: &[],
+                correction: outcome.correction,
+                initial_energy,
+            };
+            checkpoint::save_snapshot(path, &snapshot, dt, args.normalize).with_context(cannot)?;
+        }
+    }
     let line = format!(
         "{} simulation took {seconds:.6} seconds ({:.3e} pair checks/s)",
         mode.describe(),
@@ -138,6 +198,41 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads the checkpoint to resume from, and checks that the flags describe its run.
+fn resume(path: &Path, args: &Args) -> anyhow::Result<Checkpoint> {
+    let checkpoint = Checkpoint::load(path)?;
+    let file = path.display();
+    let n = checkpoint.particles.len();
+    if let Some(given) = args.n.filter(|&given| given != n) {
+        anyhow::bail!("-n {given} disagrees with checkpoint {file}, which holds {n} particles");
+    }
+    if let Some(given) = args
+        .dt
+        .filter(|given| given.to_bits() != checkpoint.dt.to_bits())
+    {
+        anyhow::bail!(
+            "--dt {given} disagrees with checkpoint {file}, written with --dt {}",
+            checkpoint.dt
+        );
+    }
+    if args.normalize != checkpoint.normalize {
+        let (was, is) = if checkpoint.normalize {
+            ("with", "without")
+        } else {
+            ("without", "with")
+        };
+        anyhow::bail!("checkpoint {file} was written {was} -e and cannot be resumed {is} it");
+    }
+    if checkpoint.step > args.steps {
+        anyhow::bail!(
+            "checkpoint {file} is at step {}, past -s {}",
+            checkpoint.step,
+            args.steps
+        );
+    }
+    Ok(checkpoint)
+}
+
 fn positive(text: &str) -> Result<usize, String> {
     match text.parse::<i128>() {
         Ok(value) if value < 1 => Err("must be at least 1".to_owned()),
@@ -150,6 +245,15 @@ fn positive(text: &str) -> Result<usize, String> {
 fn steps(text: &str) -> Result<u64, String> {
     match text.parse::<i128>() {
         Ok(value) if value < 0 => Err("steps cannot be negative".to_owned()),
+        _ => text
+            .parse::<u64>()
+            .map_err(|_| format!("expected a whole number of steps, not {text:?}")),
+    }
+}
+
+fn every(text: &str) -> Result<u64, String> {
+    match text.parse::<i128>() {
+        Ok(value) if value < 1 => Err("must be at least 1".to_owned()),
         _ => text
             .parse::<u64>()
             .map_err(|_| format!("expected a whole number of steps, not {text:?}")),

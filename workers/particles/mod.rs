@@ -2,6 +2,7 @@
 //! short-range repulsive force between all pairs, in a closed box, serially, with threads
 //! sharing memory behind a barrier, or with a ring of workers passing positions.
 
+pub(crate) mod checkpoint;
 pub(crate) mod init;
 pub(crate) mod output;
 pub(crate) mod physics;
@@ -71,13 +72,13 @@ impl Watch for Unwatched {}
 
 /// The whole state after a step, as the coordinator assembles it.
 #[derive(Debug)]
-#[expect(dead_code, reason = "read by the watches for checkpoints and pictures")]
 pub(crate) struct Snapshot<'a> {
     /// The step just taken.
     pub(crate) step: u64,
     /// Every particle, in list order.
     pub(crate) particles: &'a Particles,
     /// The list slots each worker owns, by rank (one block in serial mode).
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the pictures"))]
     pub(crate) blocks: &'a [std::ops::Range<usize>],
     /// The correction the next step applies.
     pub(crate) correction: f64,
@@ -204,7 +205,6 @@ impl Mode {
 
 /// What a simulation ends with.
 #[derive(Debug, Clone)]
-#[expect(dead_code, reason = "read by checkpoints and the live view")]
 pub(crate) struct Outcome {
     /// The final state, in list order.
     pub(crate) particles: Particles,

@@ -1,0 +1,716 @@
+//! Checkpoints: the whole state of a run after some step, in a file a later run resumes
+//! from, bit for bit.
+//!
+//! The file is [`MAGIC`], then, in postcard, the format [`VERSION`], a CRC-32 of the
+//! payload, and the payload as a byte string. The payload, also postcard, holds the particle
+//! count, the step, the step length, whether energy normalization is on, the correction
+//! for the next step, the initial energy, and every particle in list order (ids, then x, y,
+//! vx, vy as raw f64 bits). Decoding checks all of it, so that a damaged or foreign file is
+//! an error and never a panic, nor a state the simulation cannot run from.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::physics::Particles;
+use super::{Flow, Snapshot, Start, Watch, init};
+
+/// The first bytes of every checkpoint file.
+pub(crate) const MAGIC: [u8; 8] = *b"RLPARTCK";
+
+/// The format version this build writes and reads.
+pub(crate) const VERSION: u32 = 1;
+
+/// The state of a run after a step: everything it needs to go on.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Checkpoint {
+    /// The step just taken.
+    pub(crate) step: u64,
+    /// The step length the run uses.
+    pub(crate) dt: f64,
+    /// Whether the run normalizes the energy (`-e`).
+    pub(crate) normalize: bool,
+    /// The correction the next step applies.
+    pub(crate) correction: f64,
+    /// The energy normalization holds the system to.
+    pub(crate) initial_energy: f64,
+    /// Every particle, in list order.
+    pub(crate) particles: Particles,
+}
+
+/// Why bytes are not a checkpoint this build can resume from.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum DecodeError {
+    /// Nothing at all.
+    #[error("the file is empty")]
+    Empty,
+    /// The file ends before its contents do.
+    #[error("the file is truncated")]
+    Truncated,
+    /// The file does not start with [`MAGIC`].
+    #[error("not a ringleader particle checkpoint (wrong magic number)")]
+    WrongMagic,
+    /// A format this build does not know.
+    #[error(
+        "checkpoint format version {found} is not supported (this build reads version {VERSION})"
+    )]
+    WrongVersion {
+        /// The version the file states.
+        found: u32,
+    },
+    /// The payload is not what was written.
+    #[error("the checksum does not match: the file is corrupt")]
+    Checksum,
+    /// Bytes after the end of the contents.
+    #[error("the file has {0} unexpected bytes after its end")]
+    TrailingBytes(usize),
+    /// The bytes do not decode.
+    #[error("the contents are malformed")]
+    Malformed(#[source] postcard::Error),
+    /// The contents decode but do not describe a state a run can go on from.
+    #[error("inconsistent contents: {0}")]
+    Inconsistent(String),
+}
+
+/// The payload, generic over owned or borrowed particles so writing needs no copy.
+#[derive(Debug, Serialize, Deserialize)]
+struct Payload<P> {
+    n: u64,
+    step: u64,
+    dt: f64,
+    normalize: bool,
+    correction: f64,
+    initial_energy: f64,
+    particles: P,
+}
+
+/// What follows the magic number and the version.
+#[derive(Debug, Serialize, Deserialize)]
+struct Sealed<'a> {
+    checksum: u32,
+    payload: &'a [u8],
+}
+
+impl Checkpoint {
+    /// The file's bytes (the binary writes from a [`Snapshot`] instead, with no copy).
+    #[cfg(test)]
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        encode(&Payload {
+            n: self.particles.len() as u64,
+            step: self.step,
+            dt: self.dt,
+            normalize: self.normalize,
+            correction: self.correction,
+            initial_energy: self.initial_energy,
+            particles: &self.particles,
+        })
+    }
+
+    /// Reads a checkpoint back from the file's bytes.
+    ///
+    /// # Errors
+    /// Any bytes that are not a complete, intact checkpoint of this format version holding a
+    /// state the simulation can run from: see [`DecodeError`].
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
+        if bytes.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        let Some(rest) = bytes.strip_prefix(&MAGIC) else {
+            return Err(if MAGIC.starts_with(bytes) {
+                DecodeError::Truncated
+            } else {
+                DecodeError::WrongMagic
+            });
+        };
+        // The version comes first and alone, so a later format may change all that follows.
+        let (version, rest) = postcard::take_from_bytes::<u32>(rest).map_err(malformed)?;
+        if version != VERSION {
+            return Err(DecodeError::WrongVersion { found: version });
+        }
+        let sealed: Sealed<'_> = whole(rest)?;
+        if crc32fast::hash(sealed.payload) != sealed.checksum {
+            return Err(DecodeError::Checksum);
+        }
+        let payload: Payload<Particles> = whole(sealed.payload)?;
+        payload.check()?;
+        Ok(Checkpoint {
+            step: payload.step,
+            dt: payload.dt,
+            normalize: payload.normalize,
+            correction: payload.correction,
+            initial_energy: payload.initial_energy,
+            particles: payload.particles,
+        })
+    }
+
+    /// Reads the checkpoint in `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be read or is not a usable checkpoint; the message names the
+    /// file.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Checkpoint> {
+        use anyhow::Context;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+        Checkpoint::decode(&bytes).with_context(|| format!("cannot resume from {}", path.display()))
+    }
+
+    /// Where a run that resumes from this checkpoint starts.
+    pub(crate) fn into_start(self) -> Start {
+        Start {
+            particles: self.particles,
+            step: self.step,
+            correction: self.correction,
+            initial_energy: self.initial_energy,
+        }
+    }
+}
+
+fn encode(payload: &Payload<&Particles>) -> Result<Vec<u8>, postcard::Error> {
+    let payload = postcard::to_allocvec(payload)?;
+    let bytes = postcard::to_extend(&VERSION, MAGIC.to_vec())?;
+    postcard::to_extend(
+        &Sealed {
+            checksum: crc32fast::hash(&payload),
+            payload: &payload,
+        },
+        bytes,
+    )
+}
+
+/// Decodes a `T` that must fill `bytes` exactly.
+fn whole<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(malformed)?;
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(DecodeError::TrailingBytes(rest.len()))
+    }
+}
+
+fn malformed(err: postcard::Error) -> DecodeError {
+    match err {
+        postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+        err => DecodeError::Malformed(err),
+    }
+}
+
+impl Payload<Particles> {
+    /// Checks that the state is one a run can go on from: a count that matches every
+    /// column, ids that are a permutation of `0..n`, finite numbers, and every particle in
+    /// the box (the bounce loop would never end for one far outside it).
+    fn check(&self) -> Result<(), DecodeError> {
+        let bad = |what: String| Err(DecodeError::Inconsistent(what));
+        let p = &self.particles;
+        let n = self.n;
+        if n == 0 {
+            return bad("the checkpoint holds no particles".to_owned());
+        }
+        let columns = [
+            ("ids", p.ids.len()),
+            ("x", p.x.len()),
+            ("y", p.y.len()),
+            ("vx", p.vx.len()),
+            ("vy", p.vy.len()),
+        ];
+        for (name, len) in columns {
+            if len as u64 != n {
+                return bad(format!("{n} particles but {len} values of {name}"));
+            }
+        }
+        // n is now the length of a vector that was decoded, so it fits in memory.
+        let n = p.len();
+        let mut seen = vec![false; n];
+        for &id in &p.ids {
+            match seen.get_mut(id as usize) {
+                Some(slot) if !*slot => *slot = true,
+                Some(_) => return bad(format!("particle id {id} appears twice")),
+                None => return bad(format!("particle id {id} is not below {n}")),
+            }
+        }
+        if !(self.dt.is_finite() && self.dt > 0.0) {
+            return bad(format!("the step length {} is not positive", self.dt));
+        }
+        for (name, value) in [
+            ("correction", self.correction),
+            ("initial energy", self.initial_energy),
+        ] {
+            if !value.is_finite() {
+                return bad(format!("the {name} {value} is not finite"));
+            }
+        }
+        let size = init::box_size(n);
+        for (name, column) in [("x", &p.x), ("y", &p.y)] {
+            if let Some(value) = column.iter().find(|&&v| !(0.0..=size).contains(&v)) {
+                return bad(format!("{name} = {value} lies outside the box [0, {size}]"));
+            }
+        }
+        for (name, column) in [("vx", &p.vx), ("vy", &p.vy)] {
+            if let Some(value) = column.iter().find(|v| !v.is_finite()) {
+                return bad(format!("{name} = {value} is not finite"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the state `snapshot` shows, of a run with this step length and normalization, to
+/// `path` atomically: see [`write_atomically`].
+///
+/// # Errors
+/// When the file cannot be written.
+pub(crate) fn save_snapshot(
+    path: &Path,
+    snapshot: &Snapshot<'_>,
+    dt: f64,
+    normalize: bool,
+) -> io::Result<()> {
+    let bytes = encode(&Payload {
+        n: snapshot.particles.len() as u64,
+        step: snapshot.step,
+        dt,
+        normalize,
+        correction: snapshot.correction,
+        initial_energy: snapshot.initial_energy,
+        particles: snapshot.particles,
+    })
+    .map_err(io::Error::other)?;
+    write_atomically(path, &bytes)
+}
+
+/// Writes `bytes` to `path` so that `path` holds either its old contents or all of the new
+/// ones, whenever the process or the machine stops: a temporary file in the same directory,
+/// synced, renamed over `path`, then the directory synced so the rename itself lasts.
+///
+/// # Errors
+/// When any of those steps fails; the temporary file is then removed.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (dir, name) = split(path)?;
+    let mut temporary = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        // A checkpoint is an ordinary file: the umask decides, not tempfile's 0600.
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)?;
+    temporary.write_all(bytes)?;
+    temporary.as_file().sync_all()?;
+    temporary.persist(path).map_err(|err| err.error)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Fails now if `path` cannot take a checkpoint later: its directory must accept a new
+/// file, and `path` must not be a directory.
+///
+/// # Errors
+/// When either is not so.
+pub(crate) fn check_writable(path: &Path) -> io::Result<()> {
+    let (dir, _) = split(path)?;
+    // Name a missing directory plainly, before the probe's message about its own file.
+    if !std::fs::metadata(dir)?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    if path.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "it is a directory",
+        ));
+    }
+    tempfile::Builder::new()
+        .prefix(".ringleader-probe.")
+        .tempfile_in(dir)
+        .map(drop)
+}
+
+/// The directory a file goes in, and its name there.
+fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")
+    })?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Ok((dir, name))
+}
+
+/// A watch that writes a checkpoint every `every` steps while the run goes on.
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    path: PathBuf,
+    every: u64,
+    dt: f64,
+    normalize: bool,
+    /// The last step written.
+    saved: Option<u64>,
+    /// Why a write failed; the run stops then.
+    error: Option<io::Error>,
+}
+
+impl Checkpointer {
+    /// Writes to `path` after every step that is a multiple of `every`.
+    pub(crate) fn new(path: PathBuf, every: u64, dt: f64, normalize: bool) -> Checkpointer {
+        Checkpointer {
+            path,
+            every,
+            dt,
+            normalize,
+            saved: None,
+            error: None,
+        }
+    }
+
+    /// The last step written, if any.
+    pub(crate) fn saved(&self) -> Option<u64> {
+        self.saved
+    }
+
+    /// Why a write failed, if one did.
+    pub(crate) fn take_error(&mut self) -> Option<io::Error> {
+        self.error.take()
+    }
+}
+
+impl Watch for Checkpointer {
+    fn snapshot(&mut self, snapshot: &Snapshot<'_>) -> Flow {
+        // Snapshots also come after the last step; the final checkpoint is written from
+        // the outcome, so only the multiples of `every` are ours.
+        if !snapshot.step.is_multiple_of(self.every) {
+            return Flow::Continue;
+        }
+        match save_snapshot(&self.path, snapshot, self.dt, self.normalize) {
+            Ok(()) => {
+                self.saved = Some(snapshot.step);
+                Flow::Continue
+            }
+            Err(err) => {
+                self.error = Some(err);
+                Flow::Stop
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::workers::particles::{Mode, Run, simulate};
+
+    /// A real state: the textbook's particles after a few steps with normalization.
+    fn checkpoint(n: usize, steps: u64) -> Checkpoint {
+        let run = Run::new(Start::initial(n), steps, 0.0005, true);
+        let initial_energy = run.start.initial_energy;
+        let (outcome, _) =
+            simulate(run, Mode::Serial, Box::new(super::super::Unwatched)).expect("run");
+        Checkpoint {
+            step: steps,
+            dt: 0.0005,
+            normalize: true,
+            correction: outcome.correction,
+            initial_energy,
+            particles: outcome.particles,
+        }
+    }
+
+    /// Seals an arbitrary payload with a correct checksum.
+    fn sealed(payload: &Payload<Particles>) -> Vec<u8> {
+        let borrowed = Payload {
+            n: payload.n,
+            step: payload.step,
+            dt: payload.dt,
+            normalize: payload.normalize,
+            correction: payload.correction,
+            initial_energy: payload.initial_energy,
+            particles: &payload.particles,
+        };
+        encode(&borrowed).expect("encode")
+    }
+
+    fn payload_of(c: &Checkpoint) -> Payload<Particles> {
+        Payload {
+            n: c.particles.len() as u64,
+            step: c.step,
+            dt: c.dt,
+            normalize: c.normalize,
+            correction: c.correction,
+            initial_energy: c.initial_energy,
+            particles: c.particles.clone(),
+        }
+    }
+
+    fn inconsistency(edit: impl FnOnce(&mut Payload<Particles>)) -> String {
+        let mut payload = payload_of(&checkpoint(30, 3));
+        edit(&mut payload);
+        match Checkpoint::decode(&sealed(&payload)) {
+            Err(DecodeError::Inconsistent(why)) => why,
+            other => panic!("expected an inconsistency, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_decodes_to_the_same_bits() {
+        let original = checkpoint(50, 7);
+        let bytes = original.encode().expect("encode");
+        assert!(bytes.starts_with(&MAGIC));
+        let decoded = Checkpoint::decode(&bytes).expect("decode");
+        // Particles compare with ==, which is bits for the finite values a run holds.
+        assert_eq!(decoded, original);
+        assert_eq!(decoded.correction.to_bits(), original.correction.to_bits());
+    }
+
+    #[test]
+    fn every_truncation_is_reported_as_truncated() {
+        let bytes = checkpoint(20, 2).encode().expect("encode");
+        assert!(matches!(Checkpoint::decode(&[]), Err(DecodeError::Empty)));
+        for len in 1..bytes.len() {
+            match Checkpoint::decode(&bytes[..len]) {
+                Err(DecodeError::Truncated) => {}
+                other => panic!("{len} of {} bytes: {other:?}", bytes.len()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_foreign_file_is_not_a_checkpoint() {
+        let err = Checkpoint::decode(b"id,x,y,vx,vy\n0,1,2,3,4\n").unwrap_err();
+        assert!(matches!(err, DecodeError::WrongMagic), "{err:?}");
+        assert!(err.to_string().contains("wrong magic number"));
+    }
+
+    #[test]
+    fn another_version_is_refused_before_its_contents_are_read() {
+        let mut bytes = MAGIC.to_vec();
+        bytes = postcard::to_extend(&2u32, bytes).expect("encode");
+        bytes.extend_from_slice(b"whatever version 2 holds");
+        let err = Checkpoint::decode(&bytes).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::WrongVersion { found: 2 }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "checkpoint format version 2 is not supported (this build reads version 1)"
+        );
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_payload_fails_the_checksum() {
+        let mut bytes = checkpoint(20, 2).encode().expect("encode");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x10;
+        assert!(matches!(
+            Checkpoint::decode(&bytes),
+            Err(DecodeError::Checksum)
+        ));
+    }
+
+    #[test]
+    fn bytes_after_the_end_are_refused() {
+        let mut bytes = checkpoint(20, 2).encode().expect("encode");
+        bytes.push(0);
+        assert!(matches!(
+            Checkpoint::decode(&bytes),
+            Err(DecodeError::TrailingBytes(1))
+        ));
+    }
+
+    #[test]
+    fn inconsistent_contents_are_refused_even_with_a_good_checksum() {
+        let why = inconsistency(|p| p.n = 31);
+        assert_eq!(why, "31 particles but 30 values of ids");
+        let why = inconsistency(|p| {
+            p.particles.vy.pop();
+        });
+        assert_eq!(why, "30 particles but 29 values of vy");
+        let why = inconsistency(|p| p.particles.ids[3] = p.particles.ids[4]);
+        assert!(why.contains("appears twice"), "{why}");
+        let why = inconsistency(|p| p.particles.ids[0] = 30);
+        assert_eq!(why, "particle id 30 is not below 30");
+        let why = inconsistency(|p| {
+            p.n = 0;
+            p.particles = Particles::default();
+        });
+        assert_eq!(why, "the checkpoint holds no particles");
+        let why = inconsistency(|p| p.dt = -0.5);
+        assert!(why.contains("step length"), "{why}");
+        let why = inconsistency(|p| p.correction = f64::NAN);
+        assert!(why.contains("correction"), "{why}");
+        // Far outside the box, the bounce would never end.
+        let why = inconsistency(|p| p.particles.x[5] = 1e300);
+        assert!(why.contains("outside the box"), "{why}");
+        let why = inconsistency(|p| p.particles.y[5] = -0.0001);
+        assert!(why.contains("outside the box"), "{why}");
+        let why = inconsistency(|p| p.particles.vx[5] = f64::INFINITY);
+        assert!(why.contains("vx = inf"), "{why}");
+    }
+
+    #[test]
+    fn a_write_replaces_the_old_file_whole_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.ck");
+        std::fs::write(&path, vec![7u8; 100_000]).expect("write");
+        write_atomically(&path, b"new").expect("replace");
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.ck")]);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temporary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The target is a non-empty directory, so the rename fails after the data is out.
+        let path = dir.path().join("taken");
+        std::fs::create_dir(&path).expect("mkdir");
+        std::fs::write(path.join("inside"), b"old").expect("write");
+        assert!(write_atomically(&path, b"new").is_err());
+        assert!(check_writable(&path).is_err());
+        assert_eq!(std::fs::read(path.join("inside")).expect("read"), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+        assert!(check_writable(&dir.path().join("missing/state.ck")).is_err());
+        assert!(check_writable(&dir.path().join("state.ck")).is_ok());
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+    }
+
+    #[test]
+    fn the_checkpointer_writes_at_multiples_of_k_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("every.ck");
+        let mut run = Run::new(Start::initial(40), 11, 0.0005, false);
+        run.snapshot_every = Some(4);
+        let watch = Box::new(Checkpointer::new(path.clone(), 4, 0.0005, false));
+        let (_, watch) = simulate(run, Mode::Serial, watch).expect("run");
+        let any: Box<dyn std::any::Any> = watch;
+        let checkpointer = any.downcast::<Checkpointer>().expect("same watch");
+        // Steps 4 and 8; the last step, 11, is the caller's to write from the outcome.
+        assert_eq!(checkpointer.saved(), Some(8));
+        let at8 = Checkpoint::decode(&std::fs::read(&path).expect("read")).expect("decode");
+        assert_eq!(at8.step, 8);
+        let reference = Run::new(Start::initial(40), 8, 0.0005, false);
+        let (outcome, _) =
+            simulate(reference, Mode::Serial, Box::new(super::super::Unwatched)).expect("run");
+        assert_eq!(at8.particles, outcome.particles);
+    }
+
+    #[test]
+    fn a_failed_periodic_write_stops_the_run_with_the_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gone/every.ck");
+        let mut run = Run::new(Start::initial(40), 11, 0.0005, false);
+        run.snapshot_every = Some(2);
+        let watch = Box::new(Checkpointer::new(path, 2, 0.0005, false));
+        let (outcome, watch) = simulate(run, Mode::Serial, watch).expect("run");
+        assert_eq!(outcome.ending, super::super::Ending::Stopped(2));
+        let any: Box<dyn std::any::Any> = watch;
+        let mut checkpointer = any.downcast::<Checkpointer>().expect("same watch");
+        assert!(checkpointer.take_error().is_some());
+    }
+
+    fn arbitrary_payload() -> impl Strategy<Value = Payload<Particles>> {
+        // Mostly values a state can hold (the box for n <= 5 is under 0.05 wide), some not.
+        let value = || prop_oneof![4 => 0.0..0.05, 1 => any::<f64>()];
+        let column = move |len| prop::collection::vec(value(), len..=len);
+        (0usize..6, any::<u64>(), any::<f64>(), any::<bool>())
+            .prop_flat_map(move |(n, step, dt, normalize)| {
+                (
+                    Just((n, step, dt, normalize)),
+                    any::<(u8, f64, f64)>(),
+                    prop_oneof![
+                        Just((0..n as u32).collect::<Vec<_>>()).prop_shuffle(),
+                        prop::collection::vec(0u32..8, n..=n),
+                    ],
+                    (column(n), column(n), column(n), column(n)),
+                )
+            })
+            .prop_map(
+                |((n, step, dt, normalize), (skew, correction, initial_energy), ids, columns)| {
+                    let (x, y, vx, vy) = columns;
+                    Payload {
+                        // Mostly the true count, sometimes not.
+                        n: if skew < 200 {
+                            n as u64
+                        } else {
+                            u64::from(skew)
+                        },
+                        step,
+                        dt,
+                        normalize,
+                        correction,
+                        initial_energy,
+                        particles: Particles { ids, x, y, vx, vy },
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Checkpoint::decode(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_bytes_after_a_good_header_never_panic(
+            tail in prop::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let mut bytes = postcard::to_extend(&VERSION, MAGIC.to_vec()).expect("encode");
+            bytes.extend_from_slice(&tail);
+            let _ = Checkpoint::decode(&bytes);
+        }
+
+        /// With a correct checksum the contents reach the consistency checks: what passes
+        /// them must be exactly what was sealed.
+        #[test]
+        fn arbitrary_sealed_payloads_decode_or_fail_cleanly(payload in arbitrary_payload()) {
+            let bytes = sealed(&payload);
+            if let Ok(decoded) = Checkpoint::decode(&bytes) {
+                prop_assert_eq!(decoded.particles.len() as u64, payload.n);
+                prop_assert_eq!(sealed(&payload_of(&decoded)), bytes);
+            }
+        }
+
+        /// Any change to one byte of a real checkpoint is caught: by the magic number, the
+        /// version, a length, or the checksum.
+        #[test]
+        fn any_changed_byte_of_a_real_checkpoint_is_an_error(
+            at in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let mut bytes = checkpoint(12, 3).encode().expect("encode");
+            let at = at.index(bytes.len());
+            bytes[at] ^= flip;
+            prop_assert!(Checkpoint::decode(&bytes).is_err(), "byte {} ^ {}", at, flip);
+        }
+
+        #[test]
+        fn mutated_checkpoints_never_panic(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
+        ) {
+            let mut bytes = checkpoint(12, 3).encode().expect("encode");
+            for (at, byte, kind) in edits {
+                if bytes.is_empty() {
+                    break;
+                }
+                let i = at.index(bytes.len());
+                match kind {
+                    0 => bytes[i] = byte,
+                    1 => bytes.insert(i, byte),
+                    _ => {
+                        bytes.remove(i);
+                    }
+                }
+            }
+            let _ = Checkpoint::decode(&bytes);
+        }
+    }
+}
