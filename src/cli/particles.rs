@@ -13,7 +13,9 @@ use super::usage;
 use crate::workers::particles::checkpoint::{self, Checkpoint, Checkpointer};
 use crate::workers::particles::output::{write_csv, write_energy_log};
 use crate::workers::particles::physics::DEFAULT_DT;
-use crate::workers::particles::{Ending, Mode, Run, Snapshot, Start, Unwatched, Watch, simulate};
+use crate::workers::particles::{
+    Ending, Mode, Outcome, Run, Snapshot, Start, Unwatched, Watch, simulate,
+};
 
 /// The textbook's particle count.
 const DEFAULT_N: usize = 20;
@@ -57,7 +59,8 @@ pub(crate) struct Args {
     /// What the -p workers run on: forked processes, or threads with in-process channels.
     #[arg(long, value_enum, default_value_t = TransportArg::Processes, requires = "processes")]
     transport: TransportArg,
-    /// Write the whole state to FILE at the end of the run (or where it stops), atomically.
+    /// Write the whole state to FILE at the end of the run (or where it stops), atomically;
+    /// `{step}` in FILE becomes the step.
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
     /// Also write the checkpoint after every step that is a multiple of K.
@@ -127,7 +130,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some(path) = &args.checkpoint {
-        checkpoint::check_writable(path)
+        let path = checkpoint::path_at(path, args.steps);
+        checkpoint::check_writable(&path)
             .with_context(|| format!("cannot write checkpoint {}", path.display()))?;
     }
     let start = resumed.map_or_else(|| Start::initial(n), Checkpoint::into_start);
@@ -136,41 +140,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let first_step = run.start.step + 1;
     let pair_checks = run.pair_checks();
     let initial_energy = run.start.initial_energy;
-    let watch: Box<dyn Watch> = match (&args.checkpoint, args.checkpoint_every) {
-        (Some(path), Some(every)) => {
-            run.snapshot_every = Some(every);
-            Box::new(Checkpointer::new(path.clone(), every, dt, args.normalize))
-        }
-        _ => Box::new(Unwatched),
-    };
+    let watch = checkpoint_watch(&args, &mut run);
     let started = Instant::now();
     let (outcome, watch) = simulate(run, mode, watch)?;
     let seconds = started.elapsed().as_secs_f64();
-    if let Some(path) = &args.checkpoint {
-        let cannot = || format!("cannot write checkpoint {}", path.display());
-        let watch: Box<dyn std::any::Any> = watch;
-        let mut saved = None;
-        if let Ok(mut checkpointer) = watch.downcast::<Checkpointer>() {
-            if let Some(err) = checkpointer.take_error() {
-                return Err(err).with_context(cannot);
-            }
-            saved = checkpointer.saved();
-        }
-        let step = match outcome.ending {
-            Ending::Finished => args.steps,
-            Ending::Stopped(step) => step,
-        };
-        if saved != Some(step) {
-            let snapshot = Snapshot {
-                step,
-                particles: &outcome.particles,
-                blocks: &[],
-                correction: outcome.correction,
-                initial_energy,
-            };
-            checkpoint::save_snapshot(path, &snapshot, dt, args.normalize).with_context(cannot)?;
-        }
-    }
+    save_checkpoint(&args, watch, &outcome, dt, initial_energy)?;
     let line = format!(
         "{} simulation took {seconds:.6} seconds ({:.3e} pair checks/s)",
         mode.describe(),
@@ -196,6 +170,64 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => println!("{line}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The watch that writes `--checkpoint-every` checkpoints as the run goes.
+fn checkpoint_watch(args: &Args, run: &mut Run) -> Box<dyn Watch> {
+    match (&args.checkpoint, args.checkpoint_every) {
+        (Some(path), Some(every)) => {
+            run.snapshot_every = Some(every);
+            Box::new(Checkpointer::new(
+                path.clone(),
+                every,
+                run.dt,
+                run.normalize,
+            ))
+        }
+        _ => Box::new(Unwatched),
+    }
+}
+
+/// Writes the `--checkpoint` of the state the run ended with, unless the watch just wrote
+/// it, and reports a write the watch could not make.
+fn save_checkpoint(
+    args: &Args,
+    watch: Box<dyn Watch>,
+    outcome: &Outcome,
+    dt: f64,
+    initial_energy: f64,
+) -> anyhow::Result<()> {
+    let Some(path) = &args.checkpoint else {
+        return Ok(());
+    };
+    let cannot = |step| {
+        let path = checkpoint::path_at(path, step);
+        format!("cannot write checkpoint {}", path.display())
+    };
+    let watch: Box<dyn std::any::Any> = watch;
+    let mut saved = None;
+    if let Ok(mut checkpointer) = watch.downcast::<Checkpointer>() {
+        if let Some((step, err)) = checkpointer.take_error() {
+            return Err(err).with_context(|| cannot(step));
+        }
+        saved = checkpointer.saved();
+    }
+    let step = match outcome.ending {
+        Ending::Finished => args.steps,
+        Ending::Stopped(step) => step,
+    };
+    if saved != Some(step) {
+        let snapshot = Snapshot {
+            step,
+            particles: &outcome.particles,
+            blocks: &[],
+            correction: outcome.correction,
+            initial_energy,
+        };
+        checkpoint::save_snapshot(path, &snapshot, dt, args.normalize)
+            .with_context(|| cannot(step))?;
+    }
+    Ok(())
 }
 
 /// Reads the checkpoint to resume from, and checks that the flags describe its run.

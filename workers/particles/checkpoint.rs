@@ -258,8 +258,20 @@ impl Payload<Particles> {
     }
 }
 
+/// The file a checkpoint after `step` goes to: `path`, with every `{step}` in it replaced
+/// by the step, so a run can keep each checkpoint instead of only the latest.
+pub(crate) fn path_at(path: &Path, step: u64) -> PathBuf {
+    match path.to_str() {
+        Some(text) if text.contains(STEP) => PathBuf::from(text.replace(STEP, &step.to_string())),
+        _ => path.to_owned(),
+    }
+}
+
+/// The placeholder [`path_at`] replaces.
+const STEP: &str = "{step}";
+
 /// Writes the state `snapshot` shows, of a run with this step length and normalization, to
-/// `path` atomically: see [`write_atomically`].
+/// [`path_at`]`(path, step)` atomically: see [`write_atomically`].
 ///
 /// # Errors
 /// When the file cannot be written.
@@ -279,7 +291,7 @@ pub(crate) fn save_snapshot(
         particles: snapshot.particles,
     })
     .map_err(io::Error::other)?;
-    write_atomically(path, &bytes)
+    write_atomically(&path_at(path, snapshot.step), &bytes)
 }
 
 /// Writes `bytes` to `path` so that `path` holds either its old contents or all of the new
@@ -349,12 +361,12 @@ pub(crate) struct Checkpointer {
     normalize: bool,
     /// The last step written.
     saved: Option<u64>,
-    /// Why a write failed; the run stops then.
-    error: Option<io::Error>,
+    /// The step whose write failed, and why; the run stops then.
+    error: Option<(u64, io::Error)>,
 }
 
 impl Checkpointer {
-    /// Writes to `path` after every step that is a multiple of `every`.
+    /// Writes to [`path_at`]`(path, step)` after every step that is a multiple of `every`.
     pub(crate) fn new(path: PathBuf, every: u64, dt: f64, normalize: bool) -> Checkpointer {
         Checkpointer {
             path,
@@ -371,8 +383,8 @@ impl Checkpointer {
         self.saved
     }
 
-    /// Why a write failed, if one did.
-    pub(crate) fn take_error(&mut self) -> Option<io::Error> {
+    /// The step whose write failed and why, if one did.
+    pub(crate) fn take_error(&mut self) -> Option<(u64, io::Error)> {
         self.error.take()
     }
 }
@@ -390,7 +402,7 @@ impl Watch for Checkpointer {
                 Flow::Continue
             }
             Err(err) => {
-                self.error = Some(err);
+                self.error = Some((snapshot.step, err));
                 Flow::Stop
             }
         }
@@ -580,6 +592,15 @@ mod tests {
         assert!(check_writable(&dir.path().join("missing/state.ck")).is_err());
         assert!(check_writable(&dir.path().join("state.ck")).is_ok());
         assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+    }
+
+    #[test]
+    fn a_step_placeholder_names_one_file_per_step() {
+        assert_eq!(
+            path_at(Path::new("out/run-{step}.ck"), 40),
+            Path::new("out/run-40.ck")
+        );
+        assert_eq!(path_at(Path::new("run.ck"), 40), Path::new("run.ck"));
     }
 
     #[test]

@@ -1,0 +1,474 @@
+//! Checkpoints through the real binary: a run cut into pieces and resumed in other modes and
+//! on other worker counts ends bit for bit where the textbook's uninterrupted run does, and
+//! every bad checkpoint or flag ends in one clear line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Run, assert_same_state, fixture, read_state, ringleader, scratch};
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs `ringleader particles BASE MODE -s STEPS [--resume FROM] --checkpoint TO`.
+fn leg(base: &[&str], mode: &[&str], steps: u64, from: Option<&Path>, to: &Path) {
+    let steps = steps.to_string();
+    let mut args = vec!["particles"];
+    args.extend(base);
+    args.extend(mode);
+    args.extend(["-s", &steps, "--checkpoint", path(to)]);
+    if let Some(from) = from {
+        args.extend(["--resume", path(from)]);
+    }
+    ringleader(&args).success();
+}
+
+/// Runs `base` in legs of (mode, total steps), each resuming from the last, then a final
+/// leg in `last` writing the state to CSV; checks it against `fixture_file`.
+fn chain(name: &str, base: &[&str], legs: &[(&[&str], u64)], last: (&[&str], u64), want: &str) {
+    let dir = scratch(name);
+    let mut previous: Option<PathBuf> = None;
+    for (i, (mode, steps)) in legs.iter().enumerate() {
+        let to = dir.join(format!("leg{i}.ck"));
+        leg(base, mode, *steps, previous.as_deref(), &to);
+        previous = Some(to);
+    }
+    let out = dir.join("final.csv");
+    let steps = last.1.to_string();
+    let mut args = vec!["particles"];
+    args.extend(base);
+    args.extend(last.0);
+    args.extend(["-s", &steps, "--out", path(&out)]);
+    if let Some(from) = &previous {
+        args.extend(["--resume", path(from)]);
+    }
+    ringleader(&args).success();
+    assert_same_state(
+        &read_state(&out),
+        &read_state(&fixture(want)),
+        &format!("{name}: {legs:?} then {last:?}"),
+    );
+}
+
+#[test]
+fn n300_with_normalization_resumed_in_other_modes_matches_the_textbook() {
+    // The chain the issue names: to step 37 on 2 processes, then to 100 on 3 threads.
+    chain(
+        "n300e-p2-t3",
+        &["-n", "300", "-e"],
+        &[(&["-p", "2"], 37)],
+        (&["-t", "3"], 100),
+        "textbook-n300-s100-e.csv",
+    );
+    // Serial, then a ring over threads, then processes, then serial: -n is left to the file.
+    chain(
+        "n300e-mixed",
+        &["-e"],
+        &[
+            (&["-n", "300"], 10),
+            (&["-p", "7", "--transport", "threads"], 45),
+            (&["-p", "3"], 99),
+        ],
+        (&[], 100),
+        "textbook-n300-s100-e.csv",
+    );
+}
+
+#[test]
+fn n400_resumed_across_worker_counts_matches_the_textbook() {
+    chain(
+        "n400",
+        &["-n", "400"],
+        &[(&["-t", "2"], 50), (&["-p", "7"], 120), (&[], 121)],
+        (&["-p", "3", "--transport", "threads"], 200),
+        "textbook-n400-s200.csv",
+    );
+}
+
+#[test]
+fn n20_resumed_after_every_single_step_change_matches_the_textbook() {
+    chain(
+        "n20",
+        &[],
+        &[(&["-p", "20"], 1), (&["-t", "7"], 2), (&[], 98)],
+        (&["-p", "3"], 100),
+        "textbook-n20-s100.csv",
+    );
+}
+
+#[test]
+fn a_resumed_energy_log_continues_the_textbook_log() {
+    let dir = scratch("resumed-energy");
+    let ck = dir.join("at40.ck");
+    leg(&["-n", "300", "-e"], &["-t", "2"], 40, None, &ck);
+    let log = dir.join("energy.csv");
+    let args = [
+        "particles",
+        "-e",
+        "-s",
+        "100",
+        "-p",
+        "4",
+        "--resume",
+        path(&ck),
+        "--energy-log",
+        path(&log),
+    ];
+    ringleader(&args).success();
+    let want: Vec<(u64, u64)> = std::fs::read_to_string(fixture("textbook-n300-s100-e.energy"))
+        .unwrap()
+        .lines()
+        .zip(1..)
+        .skip(40)
+        .map(|(line, step)| (step, line.parse::<f64>().unwrap().to_bits()))
+        .collect();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("step,energy"));
+    let got: Vec<(u64, u64)> = lines
+        .map(|line| {
+            let (step, energy) = line.split_once(',').unwrap();
+            (
+                step.parse().unwrap(),
+                energy.parse::<f64>().unwrap().to_bits(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// The files in `dir`, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn checkpoint_every_writes_at_each_multiple_and_the_end() {
+    let dir = scratch("every");
+    let template = dir.join("ck-{step}.bin");
+    ringleader(&[
+        "particles",
+        "-s",
+        "100",
+        "-p",
+        "3",
+        "--checkpoint",
+        path(&template),
+        "--checkpoint-every",
+        "30",
+    ])
+    .success();
+    assert_eq!(
+        files(&dir),
+        ["ck-100.bin", "ck-30.bin", "ck-60.bin", "ck-90.bin"]
+    );
+    // Each file holds the step its name says: resuming it short of that step is refused...
+    for step in [30, 60, 90, 100] {
+        let ck = dir.join(format!("ck-{step}.bin"));
+        let short = (step - 1).to_string();
+        let run = ringleader(&["particles", "-s", &short, "--resume", path(&ck)]);
+        assert_failure(&run, &format!("is at step {step}, past -s {short}"));
+        // ...and resuming it at that step gives the state of a plain run of that many steps.
+        let resumed = dir.join(format!("resumed-{step}.csv"));
+        let plain = dir.join(format!("plain-{step}.csv"));
+        let steps = step.to_string();
+        ringleader(&[
+            "particles",
+            "-s",
+            &steps,
+            "--resume",
+            path(&ck),
+            "--out",
+            path(&resumed),
+        ])
+        .success();
+        ringleader(&["particles", "-s", &steps, "--out", path(&plain)]).success();
+        assert_same_state(&read_state(&resumed), &read_state(&plain), &steps);
+    }
+    // An intermediate one resumes to the textbook's end, writing its own checkpoints on.
+    let out = dir.join("final.csv");
+    let again = dir.join("again-{step}.bin");
+    ringleader(&[
+        "particles",
+        "-s",
+        "100",
+        "-t",
+        "4",
+        "--resume",
+        path(&dir.join("ck-60.bin")),
+        "--checkpoint",
+        path(&again),
+        "--checkpoint-every",
+        "25",
+        "--out",
+        path(&out),
+    ])
+    .success();
+    assert_same_state(
+        &read_state(&out),
+        &read_state(&fixture("textbook-n20-s100.csv")),
+        "from ck-60",
+    );
+    let again: Vec<String> = files(&dir)
+        .into_iter()
+        .filter(|f| f.starts_with("again-"))
+        .collect();
+    assert_eq!(again, ["again-100.bin", "again-75.bin"]);
+}
+
+#[test]
+fn one_checkpoint_file_ends_holding_the_last_step_and_no_temporary_is_left() {
+    let dir = scratch("replace");
+    let ck = dir.join("state.ck");
+    // An old checkpoint, larger than the new one will be, is replaced whole.
+    std::fs::write(&ck, vec![0xAB; 1 << 20]).unwrap();
+    ringleader(&[
+        "particles",
+        "-n",
+        "300",
+        "-e",
+        "-s",
+        "100",
+        "-p",
+        "2",
+        "--checkpoint",
+        path(&ck),
+        "--checkpoint-every",
+        "7",
+    ])
+    .success();
+    assert_eq!(files(&dir), ["state.ck"]);
+    assert!(std::fs::metadata(&ck).unwrap().len() < 1 << 20);
+    let out = dir.join("final.csv");
+    ringleader(&[
+        "particles",
+        "-e",
+        "-s",
+        "100",
+        "--resume",
+        path(&ck),
+        "--out",
+        path(&out),
+    ])
+    .success();
+    assert_same_state(
+        &read_state(&out),
+        &read_state(&fixture("textbook-n300-s100-e.csv")),
+        "the last checkpoint",
+    );
+    // Resuming from a file and checkpointing back to it is safe: the read comes first.
+    ringleader(&[
+        "particles",
+        "-e",
+        "-s",
+        "100",
+        "--resume",
+        path(&ck),
+        "--checkpoint",
+        path(&ck),
+    ])
+    .success();
+    assert_eq!(files(&dir), ["final.csv", "state.ck"]);
+}
+
+/// Exit 1, one line on stderr naming the problem, nothing on stdout, no panic.
+fn assert_failure(run: &Run, mentions: &str) {
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {:?}", run.stderr);
+    assert!(lines[0].starts_with("ringleader: "), "{}", lines[0]);
+    assert!(
+        lines[0].contains(mentions),
+        "{:?} should mention {mentions:?}",
+        lines[0]
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(
+        run.stdout.is_empty(),
+        "the run should not start: {}",
+        run.stdout
+    );
+}
+
+/// A real checkpoint: n = 20 after 10 steps with -e, and its bytes.
+fn good_checkpoint(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let ck = dir.join("good.ck");
+    leg(&["-e"], &[], 10, None, &ck);
+    let bytes = std::fs::read(&ck).unwrap();
+    (ck, bytes)
+}
+
+fn resume_from(dir: &Path, name: &str, bytes: &[u8], extra: &[&str]) -> Run {
+    let ck = dir.join(name);
+    std::fs::write(&ck, bytes).unwrap();
+    let mut args = vec!["particles", "-e", "-s", "20", "--resume", path(&ck)];
+    args.extend(extra);
+    ringleader(&args)
+}
+
+#[test]
+fn damaged_and_foreign_checkpoints_are_refused_with_one_line() {
+    let dir = scratch("damaged");
+    let (_, good) = good_checkpoint(&dir);
+    let mut corrupt = good.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    let mut version2 = good[..8].to_vec();
+    version2.extend([2, 0, 0, 0]);
+    let mut trailing = good.clone();
+    trailing.push(0);
+    let cases: &[(&str, &[u8], &str)] = &[
+        (
+            "truncated.ck",
+            &good[..good.len() / 2],
+            "truncated.ck: the file is truncated",
+        ),
+        ("empty.ck", &[], "the file is empty"),
+        ("corrupt.ck", &corrupt, "the checksum does not match"),
+        (
+            "version2.ck",
+            &version2,
+            "checkpoint format version 2 is not supported",
+        ),
+        ("trailing.ck", &trailing, "unexpected bytes after its end"),
+        (
+            "state.csv",
+            b"id,x,y,vx,vy\n0,0.1,0.1,0,0\n",
+            "wrong magic number",
+        ),
+    ];
+    for (name, bytes, mentions) in cases {
+        let run = resume_from(&dir, name, bytes, &["-p", "2"]);
+        assert_failure(&run, mentions);
+    }
+    let run = ringleader(&["particles", "--resume", path(&dir.join("missing.ck"))]);
+    assert_failure(&run, "cannot read checkpoint");
+    let run = ringleader(&["particles", "--resume", path(&dir)]);
+    assert_failure(&run, "cannot read checkpoint");
+}
+
+#[test]
+fn flags_that_disagree_with_the_checkpoint_are_refused_with_one_line() {
+    let dir = scratch("mismatch");
+    let (ck, _) = good_checkpoint(&dir);
+    let ck = path(&ck);
+    let cases: &[(&[&str], &str)] = &[
+        (&["-e", "-n", "21"], "-n 21 disagrees with checkpoint"),
+        (
+            &["-e", "--dt", "0.001"],
+            "--dt 0.001 disagrees with checkpoint",
+        ),
+        (&[], "was written with -e and cannot be resumed without it"),
+        (&["-e", "-s", "9"], "is at step 10, past -s 9"),
+    ];
+    for (extra, mentions) in cases {
+        let mut args = vec!["particles", "--resume", ck];
+        args.extend(*extra);
+        assert_failure(&ringleader(&args), mentions);
+    }
+    // And the other way: a checkpoint without -e resumed with it.
+    let plain = dir.join("plain.ck");
+    leg(&[], &[], 5, None, &plain);
+    let run = ringleader(&["particles", "-e", "--resume", path(&plain)]);
+    assert_failure(&run, "was written without -e and cannot be resumed with it");
+    // Flags that agree are fine, spelled out or not.
+    ringleader(&[
+        "particles",
+        "-e",
+        "-n",
+        "20",
+        "--dt",
+        "0.0005",
+        "-s",
+        "12",
+        "--resume",
+        ck,
+    ])
+    .success();
+}
+
+#[test]
+fn an_unwritable_checkpoint_fails_before_the_run() {
+    let dir = scratch("unwritable");
+    let cases: &[(PathBuf, &str)] = &[
+        (dir.join("missing/state.ck"), "No such file or directory"),
+        (dir.clone(), "it is a directory"),
+    ];
+    for (target, mentions) in cases {
+        let run = ringleader(&["particles", "-s", "5", "--checkpoint", path(target)]);
+        assert_failure(&run, mentions);
+        assert!(
+            run.stderr.contains("cannot write checkpoint"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+}
+
+#[test]
+fn bad_checkpoint_flags_are_usage_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["particles", "--checkpoint"], "a value is required"),
+        (&["particles", "--checkpoint", ""], "a value is required"),
+        (&["particles", "--resume"], "a value is required"),
+        (&["particles", "--resume", ""], "a value is required"),
+        (
+            &["particles", "--checkpoint-every", "5"],
+            "--checkpoint <FILE>",
+        ),
+        (
+            &["particles", "--checkpoint", "x", "--checkpoint-every", "0"],
+            "at least 1",
+        ),
+        (
+            &["particles", "--checkpoint", "x", "--checkpoint-every", "-2"],
+            "at least 1",
+        ),
+        (
+            &[
+                "particles",
+                "--checkpoint",
+                "x",
+                "--checkpoint-every",
+                "ten",
+            ],
+            "whole number",
+        ),
+        (
+            &["particles", "--checkpoint", "x", "--checkpoint-every"],
+            "a value is required",
+        ),
+    ];
+    for (args, mentions) in cases {
+        let run = ringleader(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {:?}", run.stderr);
+        assert!(lines[0].starts_with("ringleader: "), "{}", lines[0]);
+        assert!(lines[0].contains(mentions), "{args:?}: {}", lines[0]);
+        assert!(run.stdout.is_empty());
+        assert!(!Path::new("x").exists(), "no checkpoint is written");
+    }
+}
+
+#[test]
+fn worker_counts_are_checked_against_the_checkpoints_particle_count() {
+    let dir = scratch("counts");
+    let ck = dir.join("n5.ck");
+    leg(&["-n", "5"], &[], 3, None, &ck);
+    let run = ringleader(&["particles", "-s", "4", "-t", "6", "--resume", path(&ck)]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("more threads than the 5 particles"),
+        "{}",
+        run.stderr
+    );
+}
