@@ -13,9 +13,7 @@ use super::usage;
 use crate::workers::particles::checkpoint::{self, Checkpoint, Checkpointer};
 use crate::workers::particles::output::{write_csv, write_energy_log};
 use crate::workers::particles::physics::DEFAULT_DT;
-use crate::workers::particles::{
-    Ending, Mode, Outcome, Run, Snapshot, Start, Unwatched, Watch, simulate,
-};
+use crate::workers::particles::{Mode, Run, Start, Unwatched, Watch, simulate};
 
 /// The textbook's particle count.
 const DEFAULT_N: usize = 20;
@@ -139,12 +137,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     run.log_energy = energy_log.is_some();
     let first_step = run.start.step + 1;
     let pair_checks = run.pair_checks();
-    let initial_energy = run.start.initial_energy;
     let watch = checkpoint_watch(&args, &mut run);
     let started = Instant::now();
     let (outcome, watch) = simulate(run, mode, watch)?;
     let seconds = started.elapsed().as_secs_f64();
-    save_checkpoint(&args, watch, &outcome, dt, initial_energy)?;
+    let watch: Box<dyn std::any::Any> = watch;
+    if let Ok(mut checkpointer) = watch.downcast::<Checkpointer>() {
+        checkpointer.finish(&outcome)?;
+    }
     let line = format!(
         "{} simulation took {seconds:.6} seconds ({:.3e} pair checks/s)",
         mode.describe(),
@@ -172,62 +172,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The watch that writes `--checkpoint-every` checkpoints as the run goes.
+/// The watch for `--checkpoint` and `--checkpoint-every`.
 fn checkpoint_watch(args: &Args, run: &mut Run) -> Box<dyn Watch> {
-    match (&args.checkpoint, args.checkpoint_every) {
-        (Some(path), Some(every)) => {
-            run.snapshot_every = Some(every);
+    match &args.checkpoint {
+        Some(path) => {
+            run.snapshot_every = args.checkpoint_every;
             Box::new(Checkpointer::new(
                 path.clone(),
-                every,
-                run.dt,
-                run.normalize,
+                args.checkpoint_every,
+                run,
+                Box::new(Unwatched),
             ))
         }
-        _ => Box::new(Unwatched),
+        None => Box::new(Unwatched),
     }
-}
-
-/// Writes the `--checkpoint` of the state the run ended with, unless the watch just wrote
-/// it, and reports a write the watch could not make.
-fn save_checkpoint(
-    args: &Args,
-    watch: Box<dyn Watch>,
-    outcome: &Outcome,
-    dt: f64,
-    initial_energy: f64,
-) -> anyhow::Result<()> {
-    let Some(path) = &args.checkpoint else {
-        return Ok(());
-    };
-    let cannot = |step| {
-        let path = checkpoint::path_at(path, step);
-        format!("cannot write checkpoint {}", path.display())
-    };
-    let watch: Box<dyn std::any::Any> = watch;
-    let mut saved = None;
-    if let Ok(mut checkpointer) = watch.downcast::<Checkpointer>() {
-        if let Some((step, err)) = checkpointer.take_error() {
-            return Err(err).with_context(|| cannot(step));
-        }
-        saved = checkpointer.saved();
-    }
-    let step = match outcome.ending {
-        Ending::Finished => args.steps,
-        Ending::Stopped(step) => step,
-    };
-    if saved != Some(step) {
-        let snapshot = Snapshot {
-            step,
-            particles: &outcome.particles,
-            blocks: &[],
-            correction: outcome.correction,
-            initial_energy,
-        };
-        checkpoint::save_snapshot(path, &snapshot, dt, args.normalize)
-            .with_context(|| cannot(step))?;
-    }
-    Ok(())
 }
 
 /// Reads the checkpoint to resume from, and checks that the flags describe its run.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::physics::Particles;
-use super::{Flow, Snapshot, Start, Watch, init};
+use super::{Ending, Flow, Outcome, Run, Snapshot, Start, Watch, init};
 
 /// The first bytes of every checkpoint file.
 pub(crate) const MAGIC: [u8; 8] = *b"RLPARTCK";
@@ -352,57 +352,130 @@ fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
     Ok((dir, name))
 }
 
-/// A watch that writes a checkpoint every `every` steps while the run goes on.
-#[derive(Debug)]
+/// A checkpoint could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write checkpoint {}", path.display())]
+pub(crate) struct WriteError {
+    /// The file.
+    pub(crate) path: PathBuf,
+    /// Why.
+    #[source]
+    pub(crate) source: io::Error,
+}
+
+/// The watch behind `--checkpoint`: it writes a checkpoint every `every` steps while the run
+/// goes on, and [`finish`](Checkpointer::finish) writes the one the run ends with. It shows
+/// the run to an inner watch too, so it can be put in front of any other.
 pub(crate) struct Checkpointer {
     path: PathBuf,
-    every: u64,
+    every: Option<u64>,
+    steps: u64,
     dt: f64,
     normalize: bool,
+    initial_energy: f64,
     /// The last step written.
     saved: Option<u64>,
-    /// The step whose write failed, and why; the run stops then.
-    error: Option<(u64, io::Error)>,
+    /// A failed write; the run stops then.
+    error: Option<WriteError>,
+    inner: Box<dyn Watch>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("path", &self.path)
+            .field("every", &self.every)
+            .field("saved", &self.saved)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Checkpointer {
-    /// Writes to [`path_at`]`(path, step)` after every step that is a multiple of `every`.
-    pub(crate) fn new(path: PathBuf, every: u64, dt: f64, normalize: bool) -> Checkpointer {
+    /// Checkpoints `run` to [`path_at`]`(path, step)`: after every step that is a multiple
+    /// of `every`, if given, and at the end. The run must take snapshots at those steps
+    /// ([`Run::snapshot_every`]).
+    pub(crate) fn new(
+        path: PathBuf,
+        every: Option<u64>,
+        run: &Run,
+        inner: Box<dyn Watch>,
+    ) -> Checkpointer {
         Checkpointer {
             path,
             every,
-            dt,
-            normalize,
+            steps: run.steps,
+            dt: run.dt,
+            normalize: run.normalize,
+            initial_energy: run.start.initial_energy,
             saved: None,
             error: None,
+            inner,
         }
     }
 
     /// The last step written, if any.
+    #[cfg(test)]
     pub(crate) fn saved(&self) -> Option<u64> {
         self.saved
     }
 
-    /// The step whose write failed and why, if one did.
-    pub(crate) fn take_error(&mut self) -> Option<(u64, io::Error)> {
-        self.error.take()
+    /// Writes the checkpoint of the state the run ended with: after its last step, or after
+    /// the step where it stopped. A checkpoint the watch already wrote of that step is kept.
+    ///
+    /// # Errors
+    /// A write during the run that failed, or this one failing.
+    pub(crate) fn finish(&mut self, outcome: &Outcome) -> Result<(), WriteError> {
+        if let Some(err) = self.error.take() {
+            return Err(err);
+        }
+        let step = match outcome.ending {
+            Ending::Finished => self.steps,
+            Ending::Stopped(step) => step,
+        };
+        if self.saved == Some(step) {
+            return Ok(());
+        }
+        let snapshot = Snapshot {
+            step,
+            particles: &outcome.particles,
+            blocks: &[],
+            correction: outcome.correction,
+            initial_energy: self.initial_energy,
+        };
+        self.save(&snapshot)
+    }
+
+    fn save(&mut self, snapshot: &Snapshot<'_>) -> Result<(), WriteError> {
+        save_snapshot(&self.path, snapshot, self.dt, self.normalize).map_err(|source| {
+            WriteError {
+                path: path_at(&self.path, snapshot.step),
+                source,
+            }
+        })?;
+        self.saved = Some(snapshot.step);
+        Ok(())
     }
 }
 
 impl Watch for Checkpointer {
+    fn step(&mut self, step: u64, energy: Option<f64>) -> Flow {
+        self.inner.step(step, energy)
+    }
+
     fn snapshot(&mut self, snapshot: &Snapshot<'_>) -> Flow {
-        // Snapshots also come after the last step; the final checkpoint is written from
-        // the outcome, so only the multiples of `every` are ours.
-        if !snapshot.step.is_multiple_of(self.every) {
-            return Flow::Continue;
+        let flow = self.inner.snapshot(snapshot);
+        // Snapshots also come after the last step, and may come at steps the inner watch
+        // wants: only the multiples of `every` are ours, and `finish` writes the last.
+        if !self
+            .every
+            .is_some_and(|every| snapshot.step.is_multiple_of(every))
+        {
+            return flow;
         }
-        match save_snapshot(&self.path, snapshot, self.dt, self.normalize) {
-            Ok(()) => {
-                self.saved = Some(snapshot.step);
-                Flow::Continue
-            }
+        match self.save(snapshot) {
+            Ok(()) => flow,
             Err(err) => {
-                self.error = Some((snapshot.step, err));
+                self.error = Some(err);
                 Flow::Stop
             }
         }
@@ -414,7 +487,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::workers::particles::{Mode, Run, simulate};
+    use crate::workers::particles::{Mode, simulate};
 
     /// A real state: the textbook's particles after a few steps with normalization.
     fn checkpoint(n: usize, steps: u64) -> Checkpoint {
@@ -603,38 +676,100 @@ mod tests {
         assert_eq!(path_at(Path::new("run.ck"), 40), Path::new("run.ck"));
     }
 
-    #[test]
-    fn the_checkpointer_writes_at_multiples_of_k_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("every.ck");
-        let mut run = Run::new(Start::initial(40), 11, 0.0005, false);
-        run.snapshot_every = Some(4);
-        let watch = Box::new(Checkpointer::new(path.clone(), 4, 0.0005, false));
-        let (_, watch) = simulate(run, Mode::Serial, watch).expect("run");
+    /// A run of 40 particles for `steps` steps, watched by a checkpointer in front of
+    /// `inner`; returns the outcome and the checkpointer after `finish`.
+    fn checkpointed(
+        path: &Path,
+        steps: u64,
+        every: Option<u64>,
+        inner: Box<dyn Watch>,
+    ) -> (Outcome, Checkpointer, Result<(), WriteError>) {
+        let mut run = Run::new(Start::initial(40), steps, 0.0005, true);
+        run.every_step = true;
+        run.snapshot_every = every;
+        let watch = Box::new(Checkpointer::new(path.to_owned(), every, &run, inner));
+        let (outcome, watch) =
+            simulate(run, Mode::Ring(3, ringleader::Transport::Threads), watch).expect("run");
         let any: Box<dyn std::any::Any> = watch;
-        let checkpointer = any.downcast::<Checkpointer>().expect("same watch");
-        // Steps 4 and 8; the last step, 11, is the caller's to write from the outcome.
-        assert_eq!(checkpointer.saved(), Some(8));
-        let at8 = Checkpoint::decode(&std::fs::read(&path).expect("read")).expect("decode");
-        assert_eq!(at8.step, 8);
-        let reference = Run::new(Start::initial(40), 8, 0.0005, false);
-        let (outcome, _) =
-            simulate(reference, Mode::Serial, Box::new(super::super::Unwatched)).expect("run");
-        assert_eq!(at8.particles, outcome.particles);
+        let mut checkpointer = *any.downcast::<Checkpointer>().expect("same watch");
+        let finished = checkpointer.finish(&outcome);
+        (outcome, checkpointer, finished)
+    }
+
+    fn plain(steps: u64) -> Outcome {
+        let run = Run::new(Start::initial(40), steps, 0.0005, true);
+        simulate(run, Mode::Serial, Box::new(super::super::Unwatched))
+            .expect("run")
+            .0
+    }
+
+    fn read(path: &Path) -> Checkpoint {
+        Checkpoint::decode(&std::fs::read(path).expect("read")).expect("decode")
     }
 
     #[test]
-    fn a_failed_periodic_write_stops_the_run_with_the_error() {
+    fn the_checkpointer_writes_at_multiples_of_k_and_at_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let template = dir.path().join("ck-{step}");
+        let (_, checkpointer, finished) =
+            checkpointed(&template, 11, Some(4), Box::new(super::super::Unwatched));
+        finished.expect("finish");
+        assert_eq!(checkpointer.saved(), Some(11));
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["ck-11", "ck-4", "ck-8"]);
+        for step in [4, 8, 11] {
+            let checkpoint = read(&path_at(&template, step));
+            assert_eq!(checkpoint.step, step);
+            assert_eq!(checkpoint.particles, plain(step).particles);
+        }
+    }
+
+    /// Stops the run after a given step, as a signal or a user quitting would.
+    struct StopAfter(u64);
+
+    impl Watch for StopAfter {
+        fn step(&mut self, step: u64, _: Option<f64>) -> Flow {
+            if step == self.0 {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_stopped_early_is_checkpointed_where_it_stopped_and_resumes_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stopped.ck");
+        let (outcome, _, finished) = checkpointed(&path, 30, None, Box::new(StopAfter(13)));
+        finished.expect("finish");
+        assert_eq!(outcome.ending, super::super::Ending::Stopped(13));
+        let checkpoint = read(&path);
+        assert_eq!(checkpoint.step, 13);
+        assert_eq!(checkpoint.particles, plain(13).particles);
+        // Resumed on another mode, it ends where the uninterrupted run does.
+        let run = Run::new(checkpoint.into_start(), 30, 0.0005, true);
+        let (resumed, _) =
+            simulate(run, Mode::Threads(2), Box::new(super::super::Unwatched)).expect("run");
+        let whole = plain(30);
+        assert_eq!(resumed.particles, whole.particles);
+        assert_eq!(resumed.correction.to_bits(), whole.correction.to_bits());
+    }
+
+    #[test]
+    fn a_failed_periodic_write_stops_the_run_and_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("gone/every.ck");
-        let mut run = Run::new(Start::initial(40), 11, 0.0005, false);
-        run.snapshot_every = Some(2);
-        let watch = Box::new(Checkpointer::new(path, 2, 0.0005, false));
-        let (outcome, watch) = simulate(run, Mode::Serial, watch).expect("run");
+        let (outcome, _, finished) =
+            checkpointed(&path, 11, Some(2), Box::new(super::super::Unwatched));
         assert_eq!(outcome.ending, super::super::Ending::Stopped(2));
-        let any: Box<dyn std::any::Any> = watch;
-        let mut checkpointer = any.downcast::<Checkpointer>().expect("same watch");
-        assert!(checkpointer.take_error().is_some());
+        let err = finished.expect_err("the write fails");
+        assert_eq!(err.path, path);
+        assert!(err.to_string().starts_with("cannot write checkpoint "));
     }
 
     fn arbitrary_payload() -> impl Strategy<Value = Payload<Particles>> {
