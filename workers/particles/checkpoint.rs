@@ -652,6 +652,41 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_sees_only_whole_files_while_writes_replace_them() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.ck");
+        let old = vec![1u8; 64 * 1024];
+        let new = vec![2u8; 48 * 1024];
+        write_atomically(&path, &old).expect("first write");
+        let done = AtomicBool::new(false);
+        let reads = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut reads = 0;
+                // At least a few reads, then until the writer has finished.
+                while reads < 10 || !done.load(Ordering::Acquire) {
+                    let seen = std::fs::read(&path).expect("the target always exists");
+                    assert!(
+                        seen == old || seen == new,
+                        "a torn read of {} bytes",
+                        seen.len()
+                    );
+                    reads += 1;
+                }
+                reads
+            });
+            for i in 0..60 {
+                let bytes = if i % 2 == 0 { &new } else { &old };
+                write_atomically(&path, bytes).expect("write");
+            }
+            done.store(true, Ordering::Release);
+            reader.join().expect("reader")
+        });
+        assert!(reads >= 10);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+    }
+
+    #[test]
     fn a_failed_write_leaves_the_old_file_and_no_temporary() {
         let dir = tempfile::tempdir().expect("tempdir");
         // The target is a non-empty directory, so the rename fails after the data is out.
