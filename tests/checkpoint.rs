@@ -472,3 +472,31 @@ fn worker_counts_are_checked_against_the_checkpoints_particle_count() {
         run.stderr
     );
 }
+
+#[test]
+fn a_periodic_checkpoint_that_cannot_be_written_ends_the_run_with_one_line() {
+    let dir = scratch("periodic-failure");
+    // The final checkpoint's directory exists, so the run starts; step 30's does not.
+    std::fs::create_dir(dir.join("100")).unwrap();
+    let template = dir.join("{step}/state.ck");
+    let run = ringleader(&[
+        "particles",
+        "-s",
+        "100",
+        "-p",
+        "3",
+        "--checkpoint",
+        path(&template),
+        "--checkpoint-every",
+        "30",
+    ]);
+    let want = format!("cannot write checkpoint {}", path(&dir.join("30/state.ck")));
+    assert_failure(&run, &want);
+    assert!(
+        run.stderr.contains("No such file or directory"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(files(&dir), ["100"]);
+    assert!(files(&dir.join("100")).is_empty());
+}

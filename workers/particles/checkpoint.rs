@@ -475,7 +475,7 @@ impl Watch for Checkpointer {
         match self.save(snapshot) {
             Ok(()) => flow,
             Err(err) => {
-                self.error = Some(err);
+                self.error.get_or_insert(err);
                 Flow::Stop
             }
         }
@@ -487,14 +487,13 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::workers::particles::{Mode, simulate};
+    use crate::workers::particles::{Mode, Unwatched, simulate};
 
     /// A real state: the textbook's particles after a few steps with normalization.
     fn checkpoint(n: usize, steps: u64) -> Checkpoint {
         let run = Run::new(Start::initial(n), steps, 0.0005, true);
         let initial_energy = run.start.initial_energy;
-        let (outcome, _) =
-            simulate(run, Mode::Serial, Box::new(super::super::Unwatched)).expect("run");
+        let (outcome, _) = simulate(run, Mode::Serial, Box::new(Unwatched)).expect("run");
         Checkpoint {
             step: steps,
             dt: 0.0005,
@@ -733,7 +732,7 @@ mod tests {
 
     fn plain(steps: u64) -> Outcome {
         let run = Run::new(Start::initial(40), steps, 0.0005, true);
-        simulate(run, Mode::Serial, Box::new(super::super::Unwatched))
+        simulate(run, Mode::Serial, Box::new(Unwatched))
             .expect("run")
             .0
     }
@@ -746,8 +745,7 @@ mod tests {
     fn the_checkpointer_writes_at_multiples_of_k_and_at_the_end() {
         let dir = tempfile::tempdir().expect("tempdir");
         let template = dir.path().join("ck-{step}");
-        let (_, checkpointer, finished) =
-            checkpointed(&template, 11, Some(4), Box::new(super::super::Unwatched));
+        let (_, checkpointer, finished) = checkpointed(&template, 11, Some(4), Box::new(Unwatched));
         finished.expect("finish");
         assert_eq!(checkpointer.saved(), Some(11));
         let mut names: Vec<_> = std::fs::read_dir(dir.path())
@@ -782,29 +780,48 @@ mod tests {
         let path = dir.path().join("stopped.ck");
         let (outcome, _, finished) = checkpointed(&path, 30, None, Box::new(StopAfter(13)));
         finished.expect("finish");
-        assert_eq!(outcome.ending, super::super::Ending::Stopped(13));
+        assert_eq!(outcome.ending, Ending::Stopped(13));
         let checkpoint = read(&path);
         assert_eq!(checkpoint.step, 13);
         assert_eq!(checkpoint.particles, plain(13).particles);
         // Resumed on another mode, it ends where the uninterrupted run does.
         let run = Run::new(checkpoint.into_start(), 30, 0.0005, true);
-        let (resumed, _) =
-            simulate(run, Mode::Threads(2), Box::new(super::super::Unwatched)).expect("run");
+        let (resumed, _) = simulate(run, Mode::Threads(2), Box::new(Unwatched)).expect("run");
         let whole = plain(30);
         assert_eq!(resumed.particles, whole.particles);
         assert_eq!(resumed.correction.to_bits(), whole.correction.to_bits());
     }
 
     #[test]
-    fn a_failed_periodic_write_stops_the_run_and_is_reported() {
+    fn a_failed_periodic_write_stops_every_mode_and_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("gone/every.ck");
-        let (outcome, _, finished) =
-            checkpointed(&path, 11, Some(2), Box::new(super::super::Unwatched));
-        assert_eq!(outcome.ending, super::super::Ending::Stopped(2));
-        let err = finished.expect_err("the write fails");
-        assert_eq!(err.path, path);
-        assert!(err.to_string().starts_with("cannot write checkpoint "));
+        // Without -e and without a per-step watch, the snapshot is the only time the ring
+        // hears from the coordinator: the stop must still reach the workers.
+        for mode in [
+            Mode::Serial,
+            Mode::Threads(2),
+            Mode::Ring(3, ringleader::Transport::Threads),
+        ] {
+            let mut run = Run::new(Start::initial(40), 11, 0.0005, false);
+            run.snapshot_every = Some(2);
+            let watch = Checkpointer::new(path.clone(), Some(2), &run, Box::new(Unwatched));
+            let (outcome, watch) = simulate(run, mode, Box::new(watch)).expect("run");
+            assert_eq!(outcome.ending, Ending::Stopped(2), "{mode:?}");
+            assert_eq!(outcome.particles, plain_without_e(2).particles, "{mode:?}");
+            let any: Box<dyn std::any::Any> = watch;
+            let mut checkpointer = *any.downcast::<Checkpointer>().expect("same watch");
+            let err = checkpointer.finish(&outcome).expect_err("the write fails");
+            assert_eq!(err.path, path);
+            assert!(err.to_string().starts_with("cannot write checkpoint "));
+        }
+    }
+
+    fn plain_without_e(steps: u64) -> Outcome {
+        let run = Run::new(Start::initial(40), steps, 0.0005, false);
+        simulate(run, Mode::Serial, Box::new(Unwatched))
+            .expect("run")
+            .0
     }
 
     fn arbitrary_payload() -> impl Strategy<Value = Payload<Particles>> {

@@ -42,10 +42,10 @@ pub(crate) struct Command {
 }
 
 impl ParticleRing {
-    /// Whether workers wait for the coordinator after each step: for the correction, or
-    /// because the watch may stop the run.
-    fn asks(run: &Run) -> bool {
-        run.normalize || run.every_step
+    /// Whether workers wait for the coordinator after this step: for the correction, or
+    /// because the watch, shown the step or a snapshot, may stop the run.
+    fn asks(run: &Run, step: u64) -> bool {
+        run.normalize || run.every_step || run.snapshot_due(step)
     }
 }
 
@@ -83,7 +83,7 @@ impl Stage for ParticleRing {
                     energy_terms: run.needs_energy().then(|| mine.energy_terms().collect()),
                     block: run.snapshot_due(step).then(|| mine.clone()),
                 };
-                if Self::asks(run) {
+                if Self::asks(run, step) {
                     let command = ring.ask(report)?;
                     correction = command.correction;
                     if command.stop {
@@ -136,7 +136,7 @@ impl Stage for ParticleRing {
             energy,
             state.as_ref().map(|s| (s, &self.blocks[..])),
         );
-        if Self::asks(&self.run) {
+        if Self::asks(&self.run, step) {
             coordinator.broadcast(Command {
                 correction,
                 stop: tally.stopped(),
