@@ -12,7 +12,7 @@ use ringleader::Transport;
 use super::usage;
 use crate::workers::particles::output::{write_csv, write_energy_log};
 use crate::workers::particles::physics::DEFAULT_DT;
-use crate::workers::particles::{Mode, Run, Start, Unwatched, simulate};
+use crate::workers::particles::{Algorithm, Mode, Run, Start, Unwatched, simulate_with};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -53,6 +53,24 @@ pub(crate) struct Args {
     /// What the -p workers run on: forked processes, or threads with in-process channels.
     #[arg(long, value_enum, default_value_t = TransportArg::Processes, requires = "processes")]
     transport: TransportArg,
+    /// How forces are found: all pairs (the textbook's), or cell lists (O(n), same bits).
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::Allpairs)]
+    algorithm: AlgorithmArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AlgorithmArg {
+    Allpairs,
+    Cells,
+}
+
+impl From<AlgorithmArg> for Algorithm {
+    fn from(arg: AlgorithmArg) -> Algorithm {
+        match arg {
+            AlgorithmArg::Allpairs => Algorithm::AllPairs,
+            AlgorithmArg::Cells => Algorithm::Cells,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -109,7 +127,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let first_step = run.start.step + 1;
     let pair_checks = run.pair_checks();
     let started = Instant::now();
-    let (outcome, _watch) = simulate(run, mode, Box::new(Unwatched))?;
+    let (outcome, _watch) = simulate_with(run, mode, args.algorithm.into(), Box::new(Unwatched))?;
     let seconds = started.elapsed().as_secs_f64();
     let line = format!(
         "{} simulation took {seconds:.6} seconds ({:.3e} pair checks/s)",
