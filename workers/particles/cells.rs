@@ -7,9 +7,7 @@
 use std::ops::Range;
 use std::thread;
 
-use super::physics::{
-    CUTOFF, CUTOFF2, Hit, accelerations, advance, divide, force, sum_in_order,
-};
+use super::physics::{CUTOFF, CUTOFF2, Hit, accelerations, advance, divide, force, sum_in_order};
 use super::{Outcome, Run, Tally, Watch};
 
 /// The narrowest cell. Wider than the cutoff by a margin, so that rounding in the cell
@@ -59,15 +57,27 @@ impl Grid {
         }
         self.x0 = if x0.is_finite() { x0 } else { 0.0 };
         self.y0 = if y0.is_finite() { y0 } else { 0.0 };
-        self.inv_x = if cols > 1 { cols as f64 / (x1 - x0) } else { 0.0 };
-        self.inv_y = if rows > 1 { rows as f64 / (y1 - y0) } else { 0.0 };
+        self.inv_x = if cols > 1 {
+            cols as f64 / (x1 - x0)
+        } else {
+            0.0
+        };
+        self.inv_y = if rows > 1 {
+            rows as f64 / (y1 - y0)
+        } else {
+            0.0
+        };
         self.cols = cols;
         self.rows = rows;
 
         // A counting sort by cell, stable so each cell lists its sources in index order.
         let mut cells = std::mem::take(&mut self.cells);
         cells.clear();
-        cells.extend(x.iter().zip(y).map(|(&px, &py)| self.cell_of(px, py) as u32));
+        cells.extend(
+            x.iter()
+                .zip(y)
+                .map(|(&px, &py)| self.cell_of(px, py) as u32),
+        );
         self.cells = cells;
         self.starts.clear();
         self.starts.resize(cols * rows + 1, 0);
@@ -237,9 +247,7 @@ pub(crate) fn simulate_threads(
             let energy = run
                 .needs_energy()
                 .then(|| sum_in_order(particles.energy_terms()));
-            let snapshot = run
-                .snapshot_due(step)
-                .then_some((&particles, &blocks[..]));
+            let snapshot = run.snapshot_due(step).then_some((&particles, &blocks[..]));
             correction = tally.after_step(run, step, energy, snapshot);
             if tally.stopped() {
                 break;

@@ -249,7 +249,10 @@ impl Algorithm {
 }
 
 /// Runs a simulation in the given mode, showing it to `watch` as it goes.
-#[allow(dead_code, reason = "the textbook's algorithm, for callers that do not choose")]
+#[allow(
+    dead_code,
+    reason = "the textbook's algorithm, for callers that do not choose"
+)]
 pub(crate) fn simulate(
     run: Run,
     mode: Mode,

@@ -132,7 +132,12 @@ fn balanced_edges(x: &[f64], workers: usize) -> Vec<f64> {
     let mut sorted = x.to_vec();
     sorted.sort_unstable_by(f64::total_cmp);
     (1..workers)
-        .map(|k| sorted.get(k * x.len() / workers).copied().unwrap_or(f64::INFINITY))
+        .map(|k| {
+            sorted
+                .get(k * x.len() / workers)
+                .copied()
+                .unwrap_or(f64::INFINITY)
+        })
         .collect()
 }
 
@@ -192,7 +197,8 @@ impl Strips {
     fn migrate(&self, ring: &mut Ring<Self>, own: Owned) -> Result<Owned, StageError> {
         let (rank, last) = (ring.rank(), ring.size() - 1);
         let edges = &self.edges;
-        let (mut stay, mut left, mut right) = (Owned::default(), Owned::default(), Owned::default());
+        let (mut stay, mut left, mut right) =
+            (Owned::default(), Owned::default(), Owned::default());
         for i in 0..own.len() {
             let to = owner(edges, own.particles.x[i]);
             let pile = match to.cmp(&rank) {
@@ -357,13 +363,13 @@ impl Stage for Strips {
             in_list_order(&all, &order)
         });
         // Strips own no run of list slots; as a whole, the list is one block.
-        let whole = [0..n];
+        let whole = 0..n;
         let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
         let correction = tally.after_step(
             &self.run,
             step,
             energy,
-            state.as_ref().map(|s| (s, &whole[..])),
+            state.as_ref().map(|s| (s, std::slice::from_ref(&whole))),
         );
         if Self::asks(&self.run) {
             coordinator.broadcast(Command {
@@ -495,5 +501,111 @@ mod tests {
         assert!(list_order(3, [&[2u32, 0][..]].into_iter()).is_err());
         assert!(list_order(2, [&[1u32, 1][..]].into_iter()).is_err());
         assert!(list_order(2, [&[0u32, 5][..]].into_iter()).is_err());
+    }
+
+    use crate::workers::particles::{
+        Algorithm, Ending, Flow, Mode, Snapshot, Start, init, physics, simulate_with,
+    };
+
+    /// Records what it is shown, and stops after `stop_at`.
+    #[derive(Default)]
+    struct Recorder {
+        steps: Vec<(u64, Option<u64>)>,
+        snapshots: Vec<(u64, Vec<u64>, Vec<u32>)>,
+        stop_at: Option<u64>,
+    }
+
+    impl Watch for Recorder {
+        fn step(&mut self, step: u64, energy: Option<f64>) -> Flow {
+            self.steps.push((step, energy.map(f64::to_bits)));
+            if self.stop_at == Some(step) {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        }
+
+        fn snapshot(&mut self, snapshot: &Snapshot<'_>) -> Flow {
+            let bits = snapshot.particles.vx.iter().map(|v| v.to_bits()).collect();
+            self.snapshots
+                .push((snapshot.step, bits, snapshot.particles.ids.clone()));
+            Flow::Continue
+        }
+    }
+
+    fn watched(
+        start: Start,
+        mode: Mode,
+        algorithm: Algorithm,
+        stop_at: Option<u64>,
+    ) -> (Outcome, Recorder) {
+        let mut run = Run::new(start, 20, physics::DEFAULT_DT, true);
+        run.every_step = true;
+        run.snapshot_every = Some(7);
+        let recorder = Recorder {
+            stop_at,
+            ..Recorder::default()
+        };
+        let (outcome, watch) = simulate_with(run, mode, algorithm, Box::new(recorder)).unwrap();
+        let any: Box<dyn std::any::Any> = watch;
+        (outcome, *any.downcast::<Recorder>().unwrap())
+    }
+
+    const MODES: [Mode; 5] = [
+        Mode::Serial,
+        Mode::Threads(3),
+        Mode::Ring(1, Transport::Threads),
+        Mode::Ring(4, Transport::Threads),
+        Mode::Ring(7, Transport::Threads),
+    ];
+
+    /// Runs every cells mode and checks it against all pairs, watch included.
+    fn check_against_all_pairs(start: &Start, stop_at: Option<u64>) {
+        let (want, seen) = watched(start.clone(), Mode::Serial, Algorithm::AllPairs, stop_at);
+        assert_eq!(seen.snapshots.len(), if stop_at.is_some() { 1 } else { 3 });
+        for mode in MODES {
+            let (outcome, cells) = watched(start.clone(), mode, Algorithm::Cells, stop_at);
+            assert_eq!(outcome.particles, want.particles, "{mode:?}");
+            assert_eq!(outcome.ending, want.ending, "{mode:?}");
+            assert_eq!(cells.steps, seen.steps, "{mode:?}");
+            assert_eq!(cells.snapshots, seen.snapshots, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn every_cells_mode_shows_the_watch_what_all_pairs_shows() {
+        check_against_all_pairs(&Start::initial(300), None);
+    }
+
+    #[test]
+    fn a_watch_can_stop_every_cells_mode() {
+        let (outcome, seen) = watched(
+            Start::initial(300),
+            Mode::Ring(3, Transport::Threads),
+            Algorithm::Cells,
+            Some(9),
+        );
+        assert_eq!(outcome.ending, Ending::Stopped(9));
+        assert_eq!(seen.steps.len(), 9);
+        check_against_all_pairs(&Start::initial(300), Some(9));
+    }
+
+    #[test]
+    fn particles_that_jump_across_several_strips_are_handed_on() {
+        // Fast particles cross several strips per step, both ways, and bounce off the
+        // walls; slow ones pile into a clump so that forces act across strip edges.
+        let mut start = Start::initial(300);
+        let size = init::box_size(300);
+        let p = &mut start.particles;
+        for slot in 0..p.len() {
+            match slot % 10 {
+                0 => p.vx[slot] = 400.0,
+                1 => p.vx[slot] = -350.0,
+                2 => p.x[slot] = size * 0.5 + (slot as f64) * 1e-5,
+                _ => {}
+            }
+        }
+        start.initial_energy = start.particles.energy();
+        check_against_all_pairs(&start, None);
     }
 }
