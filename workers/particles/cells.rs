@@ -113,34 +113,42 @@ impl Grid {
     /// source index in `targets`, as target `index - targets.start`. Sources are named by
     /// `slots[index]`, their list slot. Hits come out grouped by cell, not sorted.
     pub(crate) fn collect_hits(&self, slots: &[u32], targets: Range<usize>, hits: &mut Vec<Hit>) {
-        let cols = self.cols;
-        for (k, &member) in self.members.iter().enumerate() {
-            let member = member as usize;
-            if !targets.contains(&member) {
-                continue;
-            }
-            let target = (member - targets.start) as u32;
-            let (px, py) = (self.xs[k], self.ys[k]);
-            let cell = self.cells[member] as usize;
-            let (cx, cy) = (cell % cols, cell / cols);
-            let (left, right) = (cx.saturating_sub(1), (cx + 1).min(cols - 1));
-            for row in cy.saturating_sub(1)..=(cy + 1).min(self.rows - 1) {
-                let from = self.starts[row * cols + left] as usize;
-                let to = self.starts[row * cols + right + 1] as usize;
-                for s in from..to {
-                    let (ox, oy) = (self.xs[s], self.ys[s]);
-                    let dx = ox - px;
-                    let dy = oy - py;
-                    // The same test, then the same force, as the all-pairs loop.
-                    if dx * dx + dy * dy <= CUTOFF2
-                        && let Some((ax, ay)) = force(px, py, ox, oy)
-                    {
-                        hits.push(Hit {
-                            target,
-                            source: slots[self.members[s] as usize],
-                            ax,
-                            ay,
-                        });
+        let (cols, rows) = (self.cols, self.rows);
+        for cy in 0..rows {
+            let (up, down) = (cy.saturating_sub(1), (cy + 1).min(rows - 1));
+            for cx in 0..cols {
+                let cell = cy * cols + cx;
+                let mine = self.starts[cell] as usize..self.starts[cell + 1] as usize;
+                if mine.is_empty() {
+                    continue;
+                }
+                let (left, right) = (cx.saturating_sub(1), (cx + 1).min(cols - 1));
+                for k in mine {
+                    let member = self.members[k] as usize;
+                    if !targets.contains(&member) {
+                        continue;
+                    }
+                    let target = (member - targets.start) as u32;
+                    let (px, py) = (self.xs[k], self.ys[k]);
+                    for row in up..=down {
+                        let from = self.starts[row * cols + left] as usize;
+                        let to = self.starts[row * cols + right + 1] as usize;
+                        for s in from..to {
+                            let (ox, oy) = (self.xs[s], self.ys[s]);
+                            let dx = ox - px;
+                            let dy = oy - py;
+                            // The same test, then the same force, as the all-pairs loop.
+                            if dx * dx + dy * dy <= CUTOFF2
+                                && let Some((ax, ay)) = force(px, py, ox, oy)
+                            {
+                                hits.push(Hit {
+                                    target,
+                                    source: slots[self.members[s] as usize],
+                                    ax,
+                                    ay,
+                                });
+                            }
+                        }
                     }
                 }
             }
@@ -160,9 +168,10 @@ fn lanes(width: f64) -> usize {
 }
 
 /// A cell coordinate from a scaled offset, clamped into `0..cells`. The float-to-int cast
-/// saturates, and sends NaN to 0.
+/// truncates, which is the floor for the offsets that matter (never negative), saturates
+/// at 0 for the rest, and sends NaN to 0.
 fn index(scaled: f64, cells: usize) -> usize {
-    (scaled.floor() as usize).min(cells - 1)
+    (scaled as usize).min(cells - 1)
 }
 
 /// The identity map from index to list slot, for a grid over the whole list.
