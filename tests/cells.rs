@@ -131,6 +131,27 @@ fn allpairs_is_the_default_and_can_be_named() {
 }
 
 #[test]
+fn cells_report_particle_steps_per_second() {
+    for (args, mode) in [
+        (vec![], "serial"),
+        (vec!["-t", "2"], "multithreaded"),
+        (vec!["-p", "2"], "multiprocess"),
+    ] {
+        let mut all = vec!["particles", "-n", "50", "-s", "10", "--algorithm", "cells"];
+        all.extend(args);
+        let run = ringleader(&all);
+        run.success();
+        let line = run.stdout.trim();
+        assert!(
+            line.starts_with(&format!("{mode} simulation took ")),
+            "{line}"
+        );
+        assert!(line.ends_with(" particle steps/s, cells)"), "{line}");
+        assert_eq!(run.stdout.lines().count(), 1);
+    }
+}
+
+#[test]
 fn a_bad_algorithm_is_a_usage_error_of_one_line() {
     let run = ringleader(&["particles", "--algorithm", "octree"]);
     assert_eq!(run.code, Some(2), "{run:?}");

@@ -126,14 +126,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     run.log_energy = energy_log.is_some();
     let first_step = run.start.step + 1;
     let pair_checks = run.pair_checks();
+    let algorithm = Algorithm::from(args.algorithm);
+    let particle_steps = args.n as f64 * (run.steps - run.start.step) as f64;
     let started = Instant::now();
-    let (outcome, _watch) = simulate_with(run, mode, args.algorithm.into(), Box::new(Unwatched))?;
+    let (outcome, _watch) = simulate_with(run, mode, algorithm, Box::new(Unwatched))?;
     let seconds = started.elapsed().as_secs_f64();
-    let line = format!(
-        "{} simulation took {seconds:.6} seconds ({:.3e} pair checks/s)",
-        mode.describe(),
-        pair_checks / seconds
-    );
+    let line = match algorithm {
+        Algorithm::AllPairs => format!(
+            "{} simulation took {seconds:.6} seconds ({:.3e} pair checks/s)",
+            mode.describe(),
+            pair_checks / seconds
+        ),
+        // Cells check only nearby pairs: the rate that means something is particle steps.
+        Algorithm::Cells => format!(
+            "{} simulation took {seconds:.6} seconds ({:.3e} particle steps/s, cells)",
+            mode.describe(),
+            particle_steps / seconds
+        ),
+    };
     if let Some(log) = energy_log.as_mut() {
         write_energy_log(&outcome.energies, first_step, log)
             .and_then(|()| log.flush())

@@ -285,17 +285,14 @@ impl Stage for Strips {
             let (from_left, from_right) = self.trade_halos(ring, &own)?;
             // Sources: my particles first, so target i is source i; then both halos.
             let m = own.len();
-            slots.clear();
-            xs.clear();
-            ys.clear();
+            slots.clone_from(&own.slots);
+            xs.clone_from(&own.particles.x);
+            ys.clone_from(&own.particles.y);
             for halo in [&from_left, &from_right] {
                 slots.extend_from_slice(&halo.slots);
                 xs.extend_from_slice(&halo.x);
                 ys.extend_from_slice(&halo.y);
             }
-            slots.splice(0..0, own.slots.iter().copied());
-            xs.splice(0..0, own.particles.x.iter().copied());
-            ys.splice(0..0, own.particles.y.iter().copied());
             grid.bin(&xs, &ys);
             hits.clear();
             grid.collect_hits(&slots, 0..m, &mut hits);
