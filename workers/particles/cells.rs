@@ -5,6 +5,10 @@
 //! [`accelerations`](super::physics::accelerations), so the result is the same, bit for bit.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{
+    Barrier, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::thread;
 
 use super::physics::{CUTOFF, CUTOFF2, Hit, accelerations, advance, divide, force, sum_in_order};
@@ -216,53 +220,91 @@ pub(crate) fn simulate_serial(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box
     (outcome, tally.watch)
 }
 
-/// Cell lists on `threads` threads: each step the grid is built once, every thread finds
-/// the pairs of its own block of the list (the same blocks as the textbook's threads) and
-/// sums their accelerations, then the particles move.
+/// Cell lists on `threads` threads that live for the whole run. Each step thread 0 builds
+/// the grid; behind a barrier every thread finds the pairs of its own block of the list (the
+/// textbook's blocks) and sums their accelerations; behind another, thread 0 moves the
+/// particles and keeps the books.
 pub(crate) fn simulate_threads(
     run: &Run,
     threads: usize,
     watch: Box<dyn Watch>,
 ) -> (Outcome, Box<dyn Watch>) {
-    let mut particles = run.start.particles.clone();
-    let n = particles.len();
+    let n = run.start.particles.len();
     let blocks = divide(n, threads);
     let slots = identity(n);
-    let mut grid = Grid::default();
-    let (mut ax, mut ay) = (vec![0.0; n], vec![0.0; n]);
-    let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); threads];
+    // Thread 0 writes the state only while every other thread waits at a barrier, so these
+    // locks are never contended.
+    let state = RwLock::new((run.start.particles.clone(), Grid::default()));
+    let forces: Vec<Mutex<(Vec<f64>, Vec<f64>)>> = blocks
+        .iter()
+        .map(|block| Mutex::new((vec![0.0; block.len()], vec![0.0; block.len()])))
+        .collect();
+    let barrier = Barrier::new(threads);
+    let stop = AtomicBool::new(false);
     let mut tally = Tally::new(run, watch);
     let mut correction = run.start.correction;
-    for step in run.remaining_steps() {
-        let step = step + 1;
+    {
+        let mut state = write(&state);
+        let (particles, grid) = &mut *state;
         grid.bin(&particles.x, &particles.y);
-        thread::scope(|scope| {
-            let (grid, slots) = (&grid, &slots);
-            let (mut ax_rest, mut ay_rest) = (&mut ax[..], &mut ay[..]);
-            for (block, hits) in blocks.iter().zip(hits.iter_mut()) {
-                let (ax_mine, ax_next) = ax_rest.split_at_mut(block.len());
-                let (ay_mine, ay_next) = ay_rest.split_at_mut(block.len());
-                (ax_rest, ay_rest) = (ax_next, ay_next);
-                let block = block.clone();
-                scope.spawn(move || {
-                    hits.clear();
-                    grid.collect_hits(slots, block, hits);
-                    accelerations(hits, ax_mine, ay_mine);
-                });
-            }
-        });
-        advance(&mut particles, &ax, &ay, run.dt, run.size, correction);
-        if run.reports_after(step) {
-            let energy = run
-                .needs_energy()
-                .then(|| sum_in_order(particles.energy_terms()));
-            let snapshot = run.snapshot_due(step).then_some((&particles, &blocks[..]));
-            correction = tally.after_step(run, step, energy, snapshot);
-            if tally.stopped() {
-                break;
-            }
-        }
     }
+    thread::scope(|scope| {
+        let (state, forces, barrier, stop, slots) = (&state, &forces, &barrier, &stop, &slots);
+        let find = move |rank: usize, block: Range<usize>, hits: &mut Vec<Hit>| {
+            hits.clear();
+            read(state).1.collect_hits(slots, block, hits);
+            let (ax, ay) = &mut *lock(&forces[rank]);
+            accelerations(hits, ax, ay);
+        };
+        for (rank, block) in blocks.iter().enumerate().skip(1) {
+            let block = block.clone();
+            scope.spawn(move || {
+                let mut hits = Vec::new();
+                for _ in run.remaining_steps() {
+                    barrier.wait();
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    find(rank, block.clone(), &mut hits);
+                    barrier.wait();
+                }
+            });
+        }
+        let (mut ax, mut ay) = (vec![0.0; n], vec![0.0; n]);
+        let mut hits = Vec::new();
+        for step in run.remaining_steps() {
+            let step = step + 1;
+            barrier.wait();
+            find(0, blocks[0].clone(), &mut hits);
+            barrier.wait();
+            for (block, force) in blocks.iter().zip(forces) {
+                let force = lock(force);
+                ax[block.clone()].copy_from_slice(&force.0);
+                ay[block.clone()].copy_from_slice(&force.1);
+            }
+            let mut state = write(state);
+            let (particles, grid) = &mut *state;
+            advance(particles, &ax, &ay, run.dt, run.size, correction);
+            if run.reports_after(step) {
+                let energy = run
+                    .needs_energy()
+                    .then(|| sum_in_order(particles.energy_terms()));
+                let snapshot = run.snapshot_due(step).then_some((&*particles, &blocks[..]));
+                correction = tally.after_step(run, step, energy, snapshot);
+                if tally.stopped() {
+                    // The others see it behind the next barrier, and stop there too.
+                    stop.store(true, Ordering::Relaxed);
+                    drop(state);
+                    if step < run.steps {
+                        barrier.wait();
+                    }
+                    break;
+                }
+            }
+            grid.bin(&particles.x, &particles.y);
+        }
+    });
+    let (particles, _) = state.into_inner().unwrap_or_else(PoisonError::into_inner);
     let outcome = Outcome {
         particles,
         energies: tally.energies,
@@ -270,6 +312,20 @@ pub(crate) fn simulate_threads(
         ending: tally.ending,
     };
     (outcome, tally.watch)
+}
+
+// A panicking thread poisons the locks; scope() then re-raises its panic anyway, so the
+// data behind a poisoned lock is never used for a result.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
