@@ -2,12 +2,14 @@
 //! short-range repulsive force between all pairs, in a closed box, serially, with threads
 //! sharing memory behind a barrier, or with a ring of workers passing positions.
 
+mod cells;
 pub(crate) mod checkpoint;
 pub(crate) mod init;
 pub(crate) mod output;
 pub(crate) mod physics;
 mod ring;
 mod serial;
+mod strips;
 mod threads;
 
 use ringleader::{LaunchError, Transport};
@@ -225,16 +227,62 @@ pub(crate) enum Ending {
     Stopped(u64),
 }
 
+/// How forces are found. Both give the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Algorithm {
+    /// The textbook's: every particle against every particle, O(n²) per step.
+    #[default]
+    AllPairs,
+    /// Cell lists, O(n) per step; on a ring, strips of the box with halos.
+    Cells,
+}
+
+impl Algorithm {
+    /// The name the command line uses.
+    #[allow(dead_code, reason = "for benchmarks that name their algorithms")]
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Algorithm::AllPairs => "allpairs",
+            Algorithm::Cells => "cells",
+        }
+    }
+}
+
 /// Runs a simulation in the given mode, showing it to `watch` as it goes.
+#[allow(
+    dead_code,
+    reason = "the textbook's algorithm, for callers that do not choose"
+)]
 pub(crate) fn simulate(
     run: Run,
     mode: Mode,
     watch: Box<dyn Watch>,
 ) -> Result<(Outcome, Box<dyn Watch>), LaunchError> {
-    match mode {
-        Mode::Serial => Ok(serial::simulate(&run, watch)),
-        Mode::Threads(threads) => Ok(threads::simulate(&run, threads, watch)),
-        Mode::Ring(workers, transport) => ring::simulate(run, workers, transport, watch),
+    simulate_with(run, mode, Algorithm::AllPairs, watch)
+}
+
+/// Runs a simulation in the given mode with the given algorithm.
+pub(crate) fn simulate_with(
+    run: Run,
+    mode: Mode,
+    algorithm: Algorithm,
+    watch: Box<dyn Watch>,
+) -> Result<(Outcome, Box<dyn Watch>), LaunchError> {
+    match (algorithm, mode) {
+        (Algorithm::AllPairs, Mode::Serial) => Ok(serial::simulate(&run, watch)),
+        (Algorithm::AllPairs, Mode::Threads(threads)) => {
+            Ok(threads::simulate(&run, threads, watch))
+        }
+        (Algorithm::AllPairs, Mode::Ring(workers, transport)) => {
+            ring::simulate(run, workers, transport, watch)
+        }
+        (Algorithm::Cells, Mode::Serial) => Ok(cells::simulate_serial(&run, watch)),
+        (Algorithm::Cells, Mode::Threads(threads)) => {
+            Ok(cells::simulate_threads(&run, threads, watch))
+        }
+        (Algorithm::Cells, Mode::Ring(workers, transport)) => {
+            strips::simulate(run, workers, transport, watch)
+        }
     }
 }
 

@@ -1,0 +1,164 @@
+//! `--algorithm cells` against the textbook's fixtures and against `allpairs`, bit for bit,
+//! in every mode and at several worker counts.
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_same_state, fixture, read_state, ringleader, scratch};
+
+/// Every way to run cells: serial, threads, processes (strips) and strips on threads.
+fn modes() -> Vec<Vec<&'static str>> {
+    vec![
+        vec![],
+        vec!["-t", "1"],
+        vec!["-t", "3"],
+        vec!["-t", "7"],
+        vec!["-p", "1"],
+        vec!["-p", "2"],
+        vec!["-p", "3"],
+        vec!["-p", "7"],
+        vec!["-p", "3", "--transport", "threads"],
+        vec!["-p", "7", "--transport", "threads"],
+    ]
+}
+
+/// Runs `particles BASE EXTRA --out DIR/NAME.csv` (and the energy log when asked).
+fn run(dir: &Path, name: &str, base: &[&str], extra: &[&str], energy: bool) -> String {
+    let out = dir.join(format!("{name}.csv"));
+    let log = dir.join(format!("{name}.energy"));
+    let mut args = vec!["particles"];
+    args.extend(base);
+    args.extend(extra);
+    args.extend(["--out", out.to_str().unwrap()]);
+    if energy {
+        args.extend(["--energy-log", log.to_str().unwrap()]);
+    }
+    ringleader(&args).success();
+    format!("{args:?}")
+}
+
+/// An energy log (`step,energy`) as bits.
+fn read_energy_log(path: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("step,energy"));
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let (step, energy) = line.split_once(',').unwrap();
+            assert_eq!(step.parse::<usize>().unwrap(), i + 1);
+            energy.parse::<f64>().unwrap().to_bits()
+        })
+        .collect()
+}
+
+fn check_fixture(name: &str, base: &[&str], fixture_file: &str) {
+    let dir = scratch(&format!("cells-{name}"));
+    let want = read_state(&fixture(fixture_file));
+    let mut base = base.to_vec();
+    base.extend(["--algorithm", "cells"]);
+    for (i, extra) in modes().iter().enumerate() {
+        let what = run(&dir, &i.to_string(), &base, extra, false);
+        assert_same_state(&read_state(&dir.join(format!("{i}.csv"))), &want, &what);
+    }
+}
+
+#[test]
+fn cells_match_the_textbook_n20_in_every_mode() {
+    // At n = 20 the lattice has five columns, so with 7 strips some are empty, and all
+    // are narrower than the cutoff: halos and migrants must be relayed past them.
+    check_fixture("n20", &["-n", "20", "-s", "100"], "textbook-n20-s100.csv");
+}
+
+#[test]
+fn cells_match_the_textbook_n400_in_every_mode() {
+    check_fixture(
+        "n400",
+        &["-n", "400", "-s", "200"],
+        "textbook-n400-s200.csv",
+    );
+}
+
+#[test]
+fn cells_match_the_textbook_with_energy_normalization_and_its_energy_log() {
+    let dir = scratch("cells-n300e");
+    let want = read_state(&fixture("textbook-n300-s100-e.csv"));
+    let want_energy: Vec<u64> = std::fs::read_to_string(fixture("textbook-n300-s100-e.energy"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse::<f64>().unwrap().to_bits())
+        .collect();
+    assert_eq!(want_energy.len(), 100);
+    let base = ["-n", "300", "-s", "100", "-e", "--algorithm", "cells"];
+    for (i, extra) in modes().iter().enumerate() {
+        let what = run(&dir, &i.to_string(), &base, extra, true);
+        assert_same_state(&read_state(&dir.join(format!("{i}.csv"))), &want, &what);
+        let energy = read_energy_log(&dir.join(format!("{i}.energy")));
+        assert_eq!(energy, want_energy, "{what}");
+    }
+}
+
+#[test]
+fn cells_match_allpairs_at_n3000_in_every_mode() {
+    // Large enough for many cells, many pairs in range and particles crossing strips.
+    let dir = scratch("cells-n3000");
+    let base = ["-n", "3000", "-s", "30", "-e"];
+    run(&dir, "allpairs", &base, &[], true);
+    let want = read_state(&dir.join("allpairs.csv"));
+    let want_energy = read_energy_log(&dir.join("allpairs.energy"));
+    let mut cells = base.to_vec();
+    cells.extend(["--algorithm", "cells"]);
+    for (i, extra) in modes().iter().enumerate() {
+        let what = run(&dir, &i.to_string(), &cells, extra, true);
+        assert_same_state(&read_state(&dir.join(format!("{i}.csv"))), &want, &what);
+        let energy = read_energy_log(&dir.join(format!("{i}.energy")));
+        assert_eq!(energy, want_energy, "{what}");
+    }
+}
+
+#[test]
+fn allpairs_is_the_default_and_can_be_named() {
+    let dir = scratch("cells-default");
+    let base = ["-n", "50", "-s", "20", "-p", "2"];
+    run(&dir, "default", &base, &[], false);
+    run(&dir, "named", &base, &["--algorithm", "allpairs"], false);
+    assert_same_state(
+        &read_state(&dir.join("named.csv")),
+        &read_state(&dir.join("default.csv")),
+        "--algorithm allpairs",
+    );
+}
+
+#[test]
+fn cells_report_particle_steps_per_second() {
+    for (args, mode) in [
+        (vec![], "serial"),
+        (vec!["-t", "2"], "multithreaded"),
+        (vec!["-p", "2"], "multiprocess"),
+    ] {
+        let mut all = vec!["particles", "-n", "50", "-s", "10", "--algorithm", "cells"];
+        all.extend(args);
+        let run = ringleader(&all);
+        run.success();
+        let line = run.stdout.trim();
+        assert!(
+            line.starts_with(&format!("{mode} simulation took ")),
+            "{line}"
+        );
+        assert!(line.ends_with(" particle steps/s, cells)"), "{line}");
+        assert_eq!(run.stdout.lines().count(), 1);
+    }
+}
+
+#[test]
+fn a_bad_algorithm_is_a_usage_error_of_one_line() {
+    let run = ringleader(&["particles", "--algorithm", "octree"]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{:?}", run.stderr);
+    assert!(lines[0].starts_with("ringleader: "), "{}", lines[0]);
+    assert!(lines[0].contains("octree"), "{}", lines[0]);
+    assert!(lines[0].contains("cells"), "{}", lines[0]);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+}
