@@ -1,5 +1,6 @@
 //! The command line: parse, dispatch, and turn every failure into one line and an exit code.
 
+mod demo;
 mod particles;
 
 use std::ffi::OsString;
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Simulate the textbook's particles: serially, with threads, or on a ring of workers.
     Particles(particles::Args),
+    /// Run the textbook's parallel-computing programs.
+    Demo(demo::Args),
 }
 
 /// A mistake in how the program was called: exit code 2.
@@ -57,6 +60,7 @@ fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Particles(args) => particles::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 
