@@ -1,5 +1,6 @@
 //! The command line: parse, dispatch, and turn every failure into one line and an exit code.
 
+mod crawl;
 mod demo;
 mod particles;
 
@@ -23,6 +24,8 @@ enum Command {
     Particles(particles::Args),
     /// Run the textbook's parallel-computing programs.
     Demo(demo::Args),
+    /// Find a site's dead links with a ring of worker processes.
+    Crawl(crawl::Args),
 }
 
 /// A mistake in how the program was called: exit code 2.
@@ -61,6 +64,7 @@ fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Particles(args) => particles::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Crawl(args) => crawl::run(args),
     }
 }
 
