@@ -5,7 +5,8 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ enum Page {
     HangUp,
     /// Accepts the request and never answers; waits for the client to give up.
     Stall,
+    /// As `Stall`, and says so on the channel once the request has arrived.
+    StallAndTell(mpsc::SyncSender<()>),
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 with an ephemeral port. `{base}` in a page stands
@@ -93,6 +96,11 @@ fn answer(
         ),
         Some(Page::Png) => ("200 OK", "image/png", "<a href=\"/never.html\">".to_owned()),
         Some(Page::HangUp) => return,
+        Some(Page::StallAndTell(arrived)) => {
+            let _ = arrived.try_send(());
+            let _ = stream.read_to_end(&mut Vec::new());
+            return;
+        }
         Some(Page::Stall) => {
             // Wait until the crawler gives up and closes its end.
             let _ = stream.read_to_end(&mut Vec::new());
@@ -314,5 +322,84 @@ fn bad_usage_exits_two() {
         assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
         assert_eq!(run.stdout, "", "{args:?}");
         assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+    }
+}
+
+/// The live processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // The parent pid is the second field after the parenthesised command name.
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(parent)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_that_dies_ends_the_crawl_with_one_line() {
+    let (arrived, wait_for_request) = mpsc::sync_channel(1);
+    let site = Site::serve(&[
+        ("/", Page::Html(r#"<a href="/stall">slow</a>"#)),
+        ("/stall", Page::StallAndTell(arrived)),
+    ]);
+    let child = Command::new(env!("CARGO_BIN_EXE_ringleader"))
+        .args(["crawl", &site.url("/"), "-p", "2", "--timeout", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let coordinator = child.id();
+    // A worker is now blocked in the fetch of /stall.
+    wait_for_request
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the crawler requested /stall");
+    let workers = children_of(coordinator);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let victim = workers[0];
+    let killed = Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // A watchdog kills the crawler if it hangs; finishing first cancels it.
+    let (done, cancelled) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        let hung = cancelled.recv_timeout(Duration::from_secs(120)).is_err();
+        if hung {
+            let _ = Command::new("kill")
+                .args(["-KILL", &coordinator.to_string()])
+                .status();
+        }
+        hung
+    });
+    let output = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    assert!(
+        !watchdog.join().unwrap(),
+        "the crawler hung after losing a worker"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.stdout, b"");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("ringleader: worker rank ")
+            && stderr.contains(&format!("(pid {victim}) was killed by SIGKILL")),
+        "{stderr}"
+    );
+    // Every worker was reaped: none is left, not even as an orphan.
+    for worker in workers {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{worker}")).exists(),
+            "worker {worker} outlived the crawl"
+        );
     }
 }

@@ -72,17 +72,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     out.flush().context("writing the dead links")?;
     let mut summary = format!(
-        "crawl: {} pages fetched by {} workers; {} distinct links, {} external (not fetched); {} dead",
-        report.fetched,
-        config.workers,
+        "crawl: {} fetched by {}; {} distinct links, {} external (not fetched); {} dead",
+        count(report.fetched, "page"),
+        count(config.workers as u64, "worker"),
         report.links,
         report.external,
         lines.len()
     );
     if report.unfetched > 0 {
         summary.push_str(&format!(
-            "; {} pages not fetched (--max-pages)",
-            report.unfetched
+            "; {} not fetched (--max-pages)",
+            count(report.unfetched as u64, "page")
         ));
     }
     eprintln!("{summary}");
@@ -91,4 +91,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `1 page`, `2 pages`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
