@@ -222,3 +222,94 @@ impl Frontier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> url::Origin {
+        Url::parse("http://site:80/").unwrap().origin()
+    }
+
+    fn strings(links: &[&str]) -> Vec<String> {
+        links.iter().map(|link| (*link).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_frontier_queues_each_same_site_url_once_and_counts_the_rest() {
+        let mut frontier = Frontier::new("http://site/".to_owned());
+        assert_eq!(frontier.queue.pop_front().as_deref(), Some("http://site/"));
+        frontier.in_flight = 1;
+        frontier.record(
+            &origin(),
+            "http://site/".to_owned(),
+            Outcome::Status(200),
+            strings(&[
+                "http://site/a",
+                "http://site/a",
+                "http://site/",
+                "https://site/a",
+                "http://site:8080/a",
+                "mailto:x@site",
+            ]),
+        );
+        assert_eq!(frontier.in_flight, 0);
+        assert_eq!(frontier.queue, ["http://site/a"]);
+        let report = frontier.report(&origin());
+        assert_eq!(report.links, 5);
+        assert_eq!(report.external, 3);
+        assert_eq!(report.unfetched, 1);
+        assert!(report.dead.is_empty());
+    }
+
+    #[test]
+    fn a_dead_url_is_reported_once_per_page_that_links_to_it() {
+        let mut frontier = Frontier::new("http://site/".to_owned());
+        for page in ["http://site/", "http://site/b"] {
+            frontier.record(
+                &origin(),
+                page.to_owned(),
+                Outcome::Status(200),
+                strings(&["http://site/gone"]),
+            );
+        }
+        frontier.record(
+            &origin(),
+            "http://site/gone".to_owned(),
+            Outcome::Status(404),
+            Vec::new(),
+        );
+        let dead = frontier.report(&origin()).dead;
+        assert_eq!(
+            dead,
+            [
+                (
+                    Outcome::Status(404),
+                    "http://site/gone".to_owned(),
+                    Some("http://site/".to_owned())
+                ),
+                (
+                    Outcome::Status(404),
+                    "http://site/gone".to_owned(),
+                    Some("http://site/b".to_owned())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dead_start_page_has_no_page_it_was_found_on() {
+        let mut frontier = Frontier::new("http://site/".to_owned());
+        let failed = Outcome::Failed("connection refused".to_owned());
+        frontier.record(
+            &origin(),
+            "http://site/".to_owned(),
+            failed.clone(),
+            Vec::new(),
+        );
+        assert_eq!(
+            frontier.report(&origin()).dead,
+            [(failed, "http://site/".to_owned(), None)]
+        );
+    }
+}
