@@ -40,12 +40,64 @@
 //! The process must then be single-threaded when it launches, which is why this example
 //! uses threads: doctests run inside a multi-threaded test harness.
 //!
+//! # Talking to the coordinator
+//!
+//! Small messages go up to the coordinator with [`Ring::report`] or [`Ring::ask`] (a report,
+//! then [`Ring::recv_answer`]). The coordinator's copy of the stage handles each one in
+//! [`Stage::on_report`] and answers through [`Coordinator::send`] or
+//! [`Coordinator::broadcast`]; [`Gather`] waits for one report from every rank. Here every
+//! worker asks for the largest rank's square, an all-reduce through the coordinator:
+//!
+//! ```
+//! use ringleader::{Coordinator, Gather, Launcher, Ring, Stage, StageError, Transport};
+//!
+//! #[derive(Clone)]
+//! struct MaxSquare {
+//!     gather: Gather<u64>,
+//! }
+//!
+//! impl Stage for MaxSquare {
+//!     type Message = ();
+//!     type Report = u64;
+//!     type Answer = u64;
+//!     type Output = u64;
+//!
+//!     fn work(self, ring: &mut Ring<Self>) -> Result<u64, StageError> {
+//!         let square = (ring.rank() as u64).pow(2);
+//!         Ok(ring.ask(square)?)
+//!     }
+//!
+//!     fn on_report(
+//!         &mut self,
+//!         from: usize,
+//!         square: u64,
+//!         coordinator: &mut Coordinator<'_, Self>,
+//!     ) -> Result<(), StageError> {
+//!         if let Some(all) = self.gather.push(from, square) {
+//!             coordinator.broadcast(all.into_iter().max().unwrap_or(0))?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let mut stage = MaxSquare { gather: Gather::new(3) };
+//! let answers = Launcher::new().workers(3).transport(Transport::Threads).launch(&mut stage)?;
+//! assert_eq!(answers, vec![4, 4, 4]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Workers share no memory, with each other or with the coordinator: whatever they need to
+//! know travels in a message. `examples/custom_stage.rs` is a complete stage on forked
+//! processes (`cargo run --release --example custom_stage`), and the README's "Writing a
+//! worker stage" walks through it.
+//!
 //! # Failures
 //!
 //! A worker that panics, returns an error, exits or is killed ends the run: the coordinator
 //! stops and reaps every other worker and returns [`LaunchError::Worker`], naming the rank,
 //! pid and cause. Receives on a link whose peer has gone fail with [`RingError::PeerGone`]
-//! instead of waiting forever.
+//! instead of waiting forever. An error from [`Stage::on_report`] ends the run the same way,
+//! and [`Coordinator::stop`] ends it on purpose ([`LaunchError::Stopped`]).
 
 mod error;
 mod gather;

@@ -2,4 +2,6 @@
 //! library, so they can use nothing but the library's public API: exactly what a stage in
 //! a user's crate can use.
 
+pub(crate) mod crawl;
+pub(crate) mod demos;
 pub(crate) mod particles;

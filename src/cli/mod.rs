@@ -1,5 +1,7 @@
 //! The command line: parse, dispatch, and turn every failure into one line and an exit code.
 
+mod crawl;
+mod demo;
 mod particles;
 
 use std::ffi::OsString;
@@ -20,6 +22,10 @@ struct Cli {
 enum Command {
     /// Simulate the textbook's particles: serially, with threads, or on a ring of workers.
     Particles(particles::Args),
+    /// Run the textbook's parallel-computing programs.
+    Demo(demo::Args),
+    /// Find a site's dead links with a ring of worker processes.
+    Crawl(crawl::Args),
 }
 
 /// A mistake in how the program was called: exit code 2.
@@ -57,6 +63,8 @@ fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Particles(args) => particles::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Crawl(args) => crawl::run(args),
     }
 }
 
