@@ -47,19 +47,24 @@
 //! pid and cause. Receives on a link whose peer has gone fail with [`RingError::PeerGone`]
 //! instead of waiting forever.
 
+mod deadlock;
 mod error;
 mod gather;
 mod launch;
 mod panic;
+mod progress;
 mod ring;
+mod signal;
 mod stage;
 mod supervise;
 mod transport;
 mod worker;
 
+pub use self::deadlock::{Party, Wait};
 pub use self::error::{Cause, LaunchError, Peer, RingError, WorkerFailure};
 pub use self::gather::Gather;
 pub use self::launch::Launcher;
 pub use self::ring::{Neighbour, Ring};
+pub use self::signal::{StopSignal, stop_signal};
 pub use self::stage::{Coordinator, Message, Stage, StageError};
 pub use self::transport::Transport;
