@@ -4,15 +4,16 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ringleader::Transport;
+use ringleader::{LaunchError, Transport};
 
 use super::usage;
+use crate::workers::particles::fault::Fault;
 use crate::workers::particles::output::{write_csv, write_energy_log};
 use crate::workers::particles::physics::DEFAULT_DT;
-use crate::workers::particles::{Mode, Run, Start, Unwatched, simulate};
+use crate::workers::particles::{Ending, Mode, Run, Start, Unwatched, simulate};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -53,6 +54,9 @@ pub(crate) struct Args {
     /// What the -p workers run on: forked processes, or threads with in-process channels.
     #[arg(long, value_enum, default_value_t = TransportArg::Processes, requires = "processes")]
     transport: TransportArg,
+    /// With -p: end the run with an error if a step takes longer than SECS seconds.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = timeout, allow_negative_numbers = true)]
+    timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -88,6 +92,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, Some(p)) => Mode::Ring(p, args.transport.into()),
         (None, None) => Mode::Serial,
     };
+    let fault = match Fault::from_env() {
+        Ok(fault) => fault,
+        Err(message) => return usage(message),
+    };
+    if let Some(fault) = &fault {
+        let workers = match mode {
+            Mode::Ring(workers, transport) => Some((workers, transport)),
+            _ => None,
+        };
+        if let Err(message) = fault.check(workers, args.steps) {
+            return usage(message);
+        }
+    }
     // Open the output before the run, so a bad path fails before the work, not after.
     let mut out: Option<Box<dyn Write>> = match &args.out {
         None => None,
@@ -106,10 +123,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut run = Run::new(Start::initial(args.n), args.steps, args.dt, args.normalize);
     run.log_energy = energy_log.is_some();
+    run.step_timeout = Some(args.timeout);
+    run.fault = fault;
     let first_step = run.start.step + 1;
     let pair_checks = run.pair_checks();
     let started = Instant::now();
-    let (outcome, _watch) = simulate(run, mode, Box::new(Unwatched))?;
+    let (outcome, _watch) = match simulate(run, mode, Box::new(Unwatched)) {
+        Ok(done) => done,
+        // Every worker is stopped and reaped by now; exit as the signal asks.
+        Err(err @ LaunchError::Interrupted { signal }) => {
+            eprintln!("ringleader: {err}");
+            return Ok(ExitCode::from(signal.exit_code()));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if let (Ending::Stopped(step), Some(signal)) = (outcome.ending, ringleader::stop_signal()) {
+        eprintln!("ringleader: stopped by {signal} after step {step}");
+        return Ok(ExitCode::from(signal.exit_code()));
+    }
     let seconds = started.elapsed().as_secs_f64();
     let line = format!(
         "{} simulation took {seconds:.6} seconds ({:.3e} pair checks/s)",
@@ -166,4 +197,16 @@ fn dt(text: &str) -> Result<f64, String> {
         ));
     }
     Ok(value)
+}
+
+fn timeout(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("expected a number of seconds, not {text:?}"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!(
+            "the timeout must be a positive number of seconds, not {text}"
+        ));
+    }
+    Duration::try_from_secs_f64(value).map_err(|_| format!("the timeout {text} is too long"))
 }

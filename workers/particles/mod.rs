@@ -2,6 +2,7 @@
 //! short-range repulsive force between all pairs, in a closed box, serially, with threads
 //! sharing memory behind a barrier, or with a ring of workers passing positions.
 
+pub(crate) mod fault;
 pub(crate) mod init;
 pub(crate) mod output;
 pub(crate) mod physics;
@@ -102,6 +103,10 @@ pub(crate) struct Run {
     pub(crate) snapshot_every: Option<u64>,
     /// The side of the box.
     pub(crate) size: f64,
+    /// Bounds each step of a ring run (`--timeout`).
+    pub(crate) step_timeout: Option<std::time::Duration>,
+    /// A fault to inject, for tests (`RINGLEADER_FAULT`, ring runs only).
+    pub(crate) fault: Option<fault::Fault>,
 }
 
 impl Run {
@@ -116,6 +121,8 @@ impl Run {
             every_step: false,
             snapshot_every: None,
             size,
+            step_timeout: None,
+            fault: None,
         }
     }
 
@@ -273,6 +280,10 @@ impl Tally {
         let mut flow = Flow::Continue;
         if run.every_step {
             flow = self.watch.step(step, energy);
+        }
+        // SIGINT or SIGTERM during a ring run: stop at this step boundary.
+        if ringleader::stop_signal().is_some() {
+            flow = Flow::Stop;
         }
         if let Some((particles, blocks)) = snapshot {
             let snapshot = Snapshot {
