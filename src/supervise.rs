@@ -226,20 +226,27 @@ impl Checks {
             } else if let Some(step) = reading.step
                 && now.duration_since(seen.1) >= limit
             {
-                late.push((rank, step, reading.waiting.is_some()));
+                let waiting = reading.waiting.is_some();
+                late.push((rank, step, waiting, now.duration_since(seen.1)));
             }
         }
-        let step = late.iter().map(|&(_, step, _)| step).min()?;
-        let on_step = late.iter().filter(|&&(_, s, _)| s == step);
+        let step = late.iter().map(|&(_, step, _, _)| step).min()?;
+        let on_step = late.iter().filter(|&&(_, s, _, _)| s == step);
         // The ranks still working on the step are the ones to blame; those blocked waiting
         // for them are not, unless everyone waits.
         let mut ranks: Vec<usize> = on_step
             .clone()
-            .filter(|&&(_, _, waiting)| !waiting)
-            .map(|&(rank, _, _)| rank)
+            .filter(|&&(_, _, waiting, _)| !waiting)
+            .map(|&(rank, ..)| rank)
             .collect();
         if ranks.is_empty() {
-            ranks = on_step.map(|&(rank, _, _)| rank).collect();
+            // Everyone waits: most likely a deadlock, which says more than a timeout. Give
+            // the deadlock watch time to settle first.
+            let settled = limit + 2 * crate::deadlock::SETTLE;
+            if on_step.clone().any(|&(.., late_by)| late_by < settled) {
+                return None;
+            }
+            ranks = on_step.map(|&(rank, ..)| rank).collect();
         }
         Some(LaunchError::Timeout {
             step,
