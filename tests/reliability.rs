@@ -404,7 +404,7 @@ fn stress_random_faults_never_hang_orphan_or_leave_a_zombie() {
     let seed: u64 = std::env::var("RINGLEADER_STRESS_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5EED_4);
+        .unwrap_or(0x5EED);
     let mut rng = Seeded(rand_mt::Mt64::new(seed));
     let kinds = ["panic", "exit", "abort", "kill", "hang", "cycle"];
     let steps = 6u64;
