@@ -44,8 +44,15 @@
 //!
 //! A worker that panics, returns an error, exits or is killed ends the run: the coordinator
 //! stops and reaps every other worker and returns [`LaunchError::Worker`], naming the rank,
-//! pid and cause. Receives on a link whose peer has gone fail with [`RingError::PeerGone`]
-//! instead of waiting forever.
+//! pid, cause and step. Receives on a link whose peer has gone fail with
+//! [`RingError::PeerGone`] instead of waiting forever.
+//!
+//! Nothing else hangs either. Workers that wait on each other in a cycle, with nothing in
+//! flight, end the run with [`LaunchError::Deadlock`]; a step that takes longer than
+//! [`Launcher::step_timeout`] ends it with [`LaunchError::Timeout`]; SIGINT or SIGTERM to
+//! the coordinator stops every worker and returns [`LaunchError::Interrupted`] (or, with
+//! [`Launcher::stop_gracefully`], lets the stage stop at a step boundary: see
+//! [`stop_signal`]). Workers die with the coordinator, even when it is killed.
 
 mod deadlock;
 mod error;
