@@ -201,8 +201,9 @@ fn a_dying_worker_ends_the_run_naming_rank_pid_cause_and_step() {
             assert!(line.starts_with(who), "{line}");
             assert!(line.contains(cause), "{line}");
             assert!(line.ends_with(" at step 4"), "{line}");
+            // The coordinator notices within milliseconds; the bound is for a loaded machine.
             assert!(
-                run.elapsed < Duration::from_secs(10),
+                run.elapsed < Duration::from_secs(3),
                 "{spec}: {:?}",
                 run.elapsed
             );
