@@ -514,6 +514,50 @@ fn a_stop_signal_stops_the_run_in_order() {
     }
 }
 
+/// Rank 1 ignores SIGTERM and never ends; rank 0 fails once rank 1 has said so.
+#[derive(Clone)]
+struct Stubborn;
+
+impl Stage for Stubborn {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        if ring.rank() == 1 {
+            // SAFETY: ignoring a signal installs no code of ours.
+            unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }?;
+            ring.send(Neighbour::Left, ())?;
+            loop {
+                std::thread::park();
+            }
+        }
+        ring.recv(Neighbour::Right)?;
+        Err("failing while rank 1 refuses to stop".into())
+    }
+}
+
+fn a_worker_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let started = Instant::now();
+    let err = Launcher::new()
+        .workers(2)
+        .launch(&mut Stubborn)
+        .expect_err("rank 0 fails");
+    let elapsed = started.elapsed();
+    let LaunchError::Worker(failure) = &err else {
+        panic!("expected a worker failure, got {err}");
+    };
+    assert_eq!(failure.rank, 0, "{err}");
+    // SIGTERM, 0.5 s of grace, then SIGKILL.
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert_no_children();
+}
+
 fn launch_refuses_to_fork_a_multithreaded_process() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let helper = std::thread::spawn(move || rx.recv());
@@ -550,7 +594,7 @@ fn assert_no_children() {
 }
 
 fn main() {
-    let tests: [(&str, fn()); 10] = [
+    let tests: [(&str, fn()); 11] = [
         (
             "large_blocks_do_not_deadlock_the_ring",
             large_blocks_do_not_deadlock_the_ring,
@@ -583,6 +627,10 @@ fn main() {
         (
             "a_stop_signal_stops_the_run_in_order",
             a_stop_signal_stops_the_run_in_order,
+        ),
+        (
+            "a_worker_that_ignores_sigterm_is_killed_after_the_grace_period",
+            a_worker_that_ignores_sigterm_is_killed_after_the_grace_period,
         ),
         // Last: it starts a thread, and forking needs a single-threaded process.
         (
