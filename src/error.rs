@@ -2,8 +2,12 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::deadlock::{Party, Wait};
+use crate::signal::StopSignal;
 
 /// An error from a ring operation inside a worker: a send, a receive or a rotation.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +22,10 @@ pub enum RingError {
     /// The coordinator closed the control channel.
     #[error("the coordinator is gone")]
     CoordinatorGone,
+    /// The coordinator is ending the run (another worker failed, a deadlock or timeout was
+    /// found, or the coordinator was told to stop); the wait was abandoned.
+    #[error("the run is being stopped")]
+    Stopped,
     /// A frame of the wrong kind arrived: a stage interleaved `send`/`recv` with `rotate`
     /// on the same link in different orders on different ranks.
     #[error("protocol error on the link from rank {peer}: expected {expected}, got {got}")]
@@ -57,7 +65,7 @@ impl RingError {
     pub fn is_secondary(&self) -> bool {
         matches!(
             self,
-            RingError::PeerGone { .. } | RingError::CoordinatorGone
+            RingError::PeerGone { .. } | RingError::CoordinatorGone | RingError::Stopped
         )
     }
 }
@@ -174,6 +182,30 @@ pub enum LaunchError {
     /// [`Coordinator::stop`](crate::Coordinator::stop); every worker was stopped and reaped.
     #[error("the run was stopped")]
     Stopped,
+    /// Workers waited on each other in a cycle, with nothing in flight, so none could ever
+    /// move again; every worker was stopped and reaped.
+    #[error("deadlock: {}", describe_waits(.waits))]
+    Deadlock {
+        /// Each blocked worker and who it waited for, starting at the lowest rank.
+        waits: Vec<Wait>,
+    },
+    /// A step took longer than [`Launcher::step_timeout`](crate::Launcher::step_timeout);
+    /// every worker was stopped and reaped.
+    #[error("step {step} timed out after {} s: {} did not finish it", .after.as_secs_f64(), describe_ranks(.ranks))]
+    Timeout {
+        /// The step that did not finish.
+        step: u64,
+        /// The limit.
+        after: Duration,
+        /// The ranks still working on it (not blocked waiting for another), with their pids.
+        ranks: Vec<(usize, Option<u32>)>,
+    },
+    /// The coordinator received SIGINT or SIGTERM; every worker was stopped and reaped.
+    #[error("interrupted by {signal}: every worker was stopped")]
+    Interrupted {
+        /// The signal.
+        signal: StopSignal,
+    },
     /// The stage's coordinator side (`Stage::on_report`) returned an error.
     #[error("coordinator failed: {0}")]
     Coordinator(String),
@@ -197,4 +229,34 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     out
+}
+
+fn describe_waits(waits: &[Wait]) -> String {
+    let mut out = waits
+        .iter()
+        .map(|wait| match wait.on {
+            Party::Rank(peer) => format!("rank {} waits for rank {peer}", wait.rank),
+            Party::Coordinator => format!("rank {} waits for the coordinator", wait.rank),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(first) = waits.first().and_then(|w| w.step)
+        && waits.iter().all(|w| w.step == Some(first))
+    {
+        out.push_str(&format!(" (at step {first})"));
+    }
+    out
+}
+
+fn describe_ranks(ranks: &[(usize, Option<u32>)]) -> String {
+    let each = |&(rank, pid): &(usize, Option<u32>)| match pid {
+        Some(pid) => format!("{rank} (pid {pid})"),
+        None => rank.to_string(),
+    };
+    let list = ranks.iter().map(each).collect::<Vec<_>>().join(", ");
+    if ranks.len() == 1 {
+        format!("rank {list}")
+    } else {
+        format!("ranks {list}")
+    }
 }

@@ -1,6 +1,7 @@
 //! Starting a ring: create every channel, start the workers, hand each one its own ends.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -8,9 +9,11 @@ use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
 
 use crate::error::LaunchError;
+use crate::progress::Board;
 use crate::ring::{Ends, Ring};
+use crate::signal::{self, Catch};
 use crate::stage::{Down, Stage, Up};
-use crate::supervise::{Workers, supervise};
+use crate::supervise::{Limits, Workers, supervise};
 use crate::transport::{self, PendingInbox, Transport, Tx};
 use crate::worker;
 
@@ -26,6 +29,7 @@ use crate::worker;
 pub struct Launcher {
     workers: usize,
     transport: Transport,
+    limits: Limits,
 }
 
 impl Default for Launcher {
@@ -33,6 +37,7 @@ impl Default for Launcher {
         Launcher {
             workers: 1,
             transport: Transport::Processes,
+            limits: Limits::default(),
         }
     }
 }
@@ -55,6 +60,25 @@ impl Launcher {
         self
     }
 
+    /// Bounds the time a worker may spend on one step (as announced with
+    /// [`Ring::set_step`]). A step that takes longer ends the run with
+    /// [`LaunchError::Timeout`], naming the ranks that did not finish it. Without it
+    /// (the default) a step may take as long as it likes; circular waits are still caught.
+    pub fn step_timeout(mut self, limit: Duration) -> Self {
+        self.limits.step_timeout = Some(limit);
+        self
+    }
+
+    /// On SIGINT or SIGTERM, let the stage stop at a step boundary instead of stopping the
+    /// workers at once: its coordinator side sees [`stop_signal`](crate::stop_signal) and
+    /// ends the run, and `launch` returns the outputs as usual. A second signal, or a stage
+    /// that has not ended within the step timeout (10 s without one), stops the workers
+    /// anyway, and `launch` returns [`LaunchError::Interrupted`].
+    pub fn stop_gracefully(mut self, graceful: bool) -> Self {
+        self.limits.graceful = graceful;
+        self
+    }
+
     /// How many workers the ring will have.
     pub fn worker_count(&self) -> usize {
         self.workers
@@ -72,8 +96,13 @@ impl Launcher {
     /// # Errors
     ///
     /// [`LaunchError::Worker`] names the worker that failed first, its pid and the cause;
-    /// by then every other worker has been stopped and reaped. Other variants report a
-    /// launch that could not start.
+    /// by then every other worker has been stopped and reaped. [`LaunchError::Deadlock`],
+    /// [`LaunchError::Timeout`] and [`LaunchError::Interrupted`] end the run the same way.
+    /// Other variants report a launch that could not start.
+    ///
+    /// While it runs, the coordinator catches SIGINT and SIGTERM (the previous handlers
+    /// come back when it returns), and worker processes ignore SIGINT: a terminal's Ctrl-C
+    /// stops the run in order, through the coordinator.
     pub fn launch<S: Stage>(&self, stage: &mut S) -> Result<Vec<S::Output>, LaunchError> {
         if self.workers == 0 {
             return Err(LaunchError::NoWorkers);
@@ -83,9 +112,10 @@ impl Launcher {
         }
         let wiring =
             Wiring::<S>::new(self.transport, self.workers).map_err(LaunchError::Channel)?;
+        let _catch = Catch::install();
         match self.transport {
-            Transport::Processes => launch_processes(stage, wiring),
-            Transport::Threads => launch_threads(stage, wiring),
+            Transport::Processes => launch_processes(stage, wiring, &self.limits),
+            Transport::Threads => launch_threads(stage, wiring, &self.limits),
         }
     }
 }
@@ -96,6 +126,7 @@ struct Wiring<S: Stage> {
     ends: Vec<Ends<S>>,
     downs: Vec<Tx<Down<S::Answer>>>,
     inbox: PendingInbox<Up<S::Report, S::Output>>,
+    board: Arc<Board>,
 }
 
 impl<S: Stage> Wiring<S> {
@@ -143,6 +174,7 @@ impl<S: Stage> Wiring<S> {
             ends,
             downs,
             inbox,
+            board: Arc::new(Board::new(size)?),
         })
     }
 }
@@ -150,12 +182,14 @@ impl<S: Stage> Wiring<S> {
 fn launch_processes<S: Stage>(
     stage: &mut S,
     wiring: Wiring<S>,
+    limits: &Limits,
 ) -> Result<Vec<S::Output>, LaunchError> {
     let Wiring {
         transport,
         ends,
         downs,
         inbox,
+        board,
     } = wiring;
     let size = ends.len();
     // Whatever sits in the buffers now would be written twice, once by each process.
@@ -176,7 +210,8 @@ fn launch_processes<S: Stage>(
                 drop(ends);
                 drop(downs);
                 drop(inbox);
-                child_main(rank, size, transport, stage.clone(), mine, coordinator)
+                let ring = mine.map(|ends| Ring::new(rank, size, transport, ends, board));
+                child_main(stage.clone(), ring, coordinator)
             }
             Ok(ForkResult::Parent { child }) => pids.push(child),
             Err(source) => {
@@ -192,7 +227,7 @@ fn launch_processes<S: Stage>(
     drop(ends);
     let workers = Workers::Processes(pids);
     match inbox.open() {
-        Ok(inbox) => supervise(stage, inbox, downs, workers),
+        Ok(inbox) => supervise(stage, inbox, downs, workers, &board, limits),
         Err(e) => {
             let mut workers = workers;
             drop(downs);
@@ -204,21 +239,13 @@ fn launch_processes<S: Stage>(
 }
 
 /// The child side of the fork. Never returns.
-fn child_main<S: Stage>(
-    rank: usize,
-    size: usize,
-    transport: Transport,
-    stage: S,
-    ends: Option<Ends<S>>,
-    coordinator: Pid,
-) -> ! {
+fn child_main<S: Stage>(stage: S, ring: Option<Ring<S>>, coordinator: Pid) -> ! {
     // Die with the coordinator. The re-check closes the race where the coordinator died
     // before the death signal was armed.
     let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
-    let code = match ends {
-        Some(ends) if armed && getppid() == coordinator => {
-            worker::run(stage, Ring::new(rank, size, transport, ends))
-        }
+    signal::worker_defaults();
+    let code = match ring {
+        Some(ring) if armed && getppid() == coordinator => worker::run(stage, ring),
         _ => 1,
     };
     let _ = io::stdout().flush();
@@ -231,18 +258,20 @@ fn child_main<S: Stage>(
 fn launch_threads<S: Stage>(
     stage: &mut S,
     wiring: Wiring<S>,
+    limits: &Limits,
 ) -> Result<Vec<S::Output>, LaunchError> {
     let Wiring {
         transport,
         ends,
         downs,
         inbox,
+        board,
     } = wiring;
     let size = ends.len();
     let mut handles = Vec::with_capacity(size);
     for (rank, ends) in ends.into_iter().enumerate() {
         let worker_stage = stage.clone();
-        let ring = Ring::new(rank, size, transport, ends);
+        let ring = Ring::new(rank, size, transport, ends, Arc::clone(&board));
         let spawned = thread::Builder::new()
             .name(format!("ringleader-rank-{rank}"))
             .spawn(move || worker::run(worker_stage, ring));
@@ -252,13 +281,22 @@ fn launch_threads<S: Stage>(
                 // The failed closure dropped that rank's ends, so its neighbours see the
                 // ring break and stop; dropping the answers releases any waiting on us.
                 drop(downs);
+                board.cancel();
                 Workers::Threads(handles).reap_all();
                 return Err(LaunchError::Spawn { rank, source });
             }
         }
     }
-    let inbox = inbox.open().map_err(LaunchError::Wait)?;
-    supervise(stage, inbox, downs, Workers::Threads(handles))
+    let mut workers = Workers::Threads(handles);
+    match inbox.open() {
+        Ok(inbox) => supervise(stage, inbox, downs, workers, &board, limits),
+        Err(e) => {
+            drop(downs);
+            board.cancel();
+            workers.reap_all();
+            Err(LaunchError::Wait(e))
+        }
+    }
 }
 
 /// Forking copies only the calling thread; a lock another thread held stays locked forever

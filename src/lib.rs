@@ -95,23 +95,36 @@
 //!
 //! A worker that panics, returns an error, exits or is killed ends the run: the coordinator
 //! stops and reaps every other worker and returns [`LaunchError::Worker`], naming the rank,
-//! pid and cause. Receives on a link whose peer has gone fail with [`RingError::PeerGone`]
-//! instead of waiting forever. An error from [`Stage::on_report`] ends the run the same way,
-//! and [`Coordinator::stop`] ends it on purpose ([`LaunchError::Stopped`]).
+//! pid, cause and step. Receives on a link whose peer has gone fail with
+//! [`RingError::PeerGone`] instead of waiting forever. An error from [`Stage::on_report`]
+//! ends the run the same way, and [`Coordinator::stop`] ends it on purpose
+//! ([`LaunchError::Stopped`]).
+//!
+//! Nothing else hangs either. Workers that wait on each other in a cycle, with nothing in
+//! flight, end the run with [`LaunchError::Deadlock`]; a step that takes longer than
+//! [`Launcher::step_timeout`] ends it with [`LaunchError::Timeout`]; SIGINT or SIGTERM to
+//! the coordinator stops every worker and returns [`LaunchError::Interrupted`] (or, with
+//! [`Launcher::stop_gracefully`], lets the stage stop at a step boundary: see
+//! [`stop_signal`]). Workers die with the coordinator, even when it is killed.
 
+mod deadlock;
 mod error;
 mod gather;
 mod launch;
 mod panic;
+mod progress;
 mod ring;
+mod signal;
 mod stage;
 mod supervise;
 mod transport;
 mod worker;
 
+pub use self::deadlock::{Party, Wait};
 pub use self::error::{Cause, LaunchError, Peer, RingError, WorkerFailure};
 pub use self::gather::Gather;
 pub use self::launch::Launcher;
 pub use self::ring::{Neighbour, Ring};
+pub use self::signal::{StopSignal, StopSignalGuard, catch_stop_signals, stop_signal};
 pub use self::stage::{Coordinator, Message, Stage, StageError};
 pub use self::transport::Transport;

@@ -1,10 +1,13 @@
 //! The worker's view of the ring: who it is, who its neighbours are, and how to talk.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytemuck::Pod;
 
 use crate::error::RingError;
+use crate::progress::{Board, Link, WaitingOn};
 use crate::stage::{Down, Stage, Up};
 use crate::transport::{
     Block, BlockError, Frame, RecvFailure, Rx, SendFailure, Transport, Tx, UpTx,
@@ -34,7 +37,15 @@ pub struct Ring<S: Stage> {
     pub(crate) up: UpTx<Up<S::Report, S::Output>>,
     down: Rx<Down<S::Answer>>,
     pub(crate) step: Option<u64>,
+    board: Arc<Board>,
 }
+
+/// How long a receive waits before it marks itself blocked on the progress board. Receives
+/// that are answered sooner, which is nearly all of them, never touch the mark.
+const QUIET: Duration = Duration::from_millis(50);
+
+/// How often a blocked receive looks whether the coordinator is ending the run.
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// Every end a worker needs, handed out by the launcher.
 pub(crate) struct Ends<S: Stage> {
@@ -47,7 +58,13 @@ pub(crate) struct Ends<S: Stage> {
 }
 
 impl<S: Stage> Ring<S> {
-    pub(crate) fn new(rank: usize, size: usize, transport: Transport, ends: Ends<S>) -> Self {
+    pub(crate) fn new(
+        rank: usize,
+        size: usize,
+        transport: Transport,
+        ends: Ends<S>,
+        board: Arc<Board>,
+    ) -> Self {
         Ring {
             rank,
             size,
@@ -59,6 +76,7 @@ impl<S: Stage> Ring<S> {
             up: ends.up,
             down: ends.down,
             step: None,
+            board,
         }
     }
 
@@ -85,9 +103,20 @@ impl<S: Stage> Ring<S> {
         }
     }
 
-    /// Records the step this worker is on. A failure report names it.
+    /// Records the step this worker is on. A failure report names it, even when the worker
+    /// was killed, and [`Launcher::step_timeout`](crate::Launcher::step_timeout) bounds the
+    /// time a worker spends on one step. It is a plain store into memory the coordinator
+    /// reads: call it as often as you like.
     pub fn set_step(&mut self, step: u64) {
         self.step = Some(step);
+        self.board.set_step(self.rank, step);
+    }
+
+    /// Whether the coordinator is ending the run (another worker failed, say). Receives
+    /// notice it by themselves; a long computation can poll this to give up early. Worker
+    /// processes are also sent SIGTERM, but worker threads can only stop by returning.
+    pub fn stopping(&self) -> bool {
+        self.board.cancelled()
     }
 
     /// Sends a message to a neighbour. It does not wait for the neighbour to receive it.
@@ -163,6 +192,7 @@ impl<S: Stage> Ring<S> {
     ///
     /// [`RingError::CoordinatorGone`] if the coordinator has ended.
     pub fn report(&mut self, report: S::Report) -> Result<(), RingError> {
+        self.board.count_report(self.rank);
         self.up
             .send(Up::Report(report))
             .map_err(|failure| match failure {
@@ -177,10 +207,14 @@ impl<S: Stage> Ring<S> {
     ///
     /// [`RingError::CoordinatorGone`] if the coordinator stopped the run or ended.
     pub fn recv_answer(&mut self) -> Result<S::Answer, RingError> {
-        match self.down.recv(None) {
-            Ok(Down::Answer(answer)) => Ok(answer),
-            Err(RecvFailure::Closed) => Err(RingError::CoordinatorGone),
-            Err(other) => Err(recv_error(other, usize::MAX)),
+        match self.wait(&self.down, WaitingOn::Coordinator) {
+            Ok(Down::Answer(answer)) => {
+                self.board.count_answer(self.rank);
+                Ok(answer)
+            }
+            Err(Waited::Stopped) => Err(RingError::Stopped),
+            Err(Waited::Failed(RecvFailure::Closed)) => Err(RingError::CoordinatorGone),
+            Err(Waited::Failed(other)) => Err(recv_error(other, usize::MAX)),
         }
     }
 
@@ -196,21 +230,56 @@ impl<S: Stage> Ring<S> {
     }
 
     fn send_frame(&self, to: Neighbour, frame: Frame<S::Message>) -> Result<(), RingError> {
-        let tx = match to {
-            Neighbour::Left => &self.to_left,
-            Neighbour::Right => &self.to_right,
+        let (tx, link) = match to {
+            Neighbour::Left => (&self.to_left, Link::Left),
+            Neighbour::Right => (&self.to_right, Link::Right),
         };
+        // Counted before the send, so the frame is in flight as far as the deadlock watch
+        // can tell from the moment it could be.
+        self.board.count_sent(self.rank, link);
         tx.send(frame)
             .map_err(|failure| send_error(failure, self.neighbour(to)))
     }
 
     fn recv_frame(&self, from: Neighbour) -> Result<Frame<S::Message>, RingError> {
-        let rx = match from {
-            Neighbour::Left => &self.from_left,
-            Neighbour::Right => &self.from_right,
+        let (rx, side, link) = match from {
+            Neighbour::Left => (&self.from_left, WaitingOn::Left, Link::Right),
+            Neighbour::Right => (&self.from_right, WaitingOn::Right, Link::Left),
         };
-        rx.recv(None)
-            .map_err(|failure| recv_error(failure, self.neighbour(from)))
+        match self.wait(rx, side) {
+            Ok(frame) => {
+                // `Link` names the sender's side: a frame from the left came over its right link.
+                self.board.count_received(self.rank, link);
+                Ok(frame)
+            }
+            Err(Waited::Stopped) => Err(RingError::Stopped),
+            Err(Waited::Failed(failure)) => Err(recv_error(failure, self.neighbour(from))),
+        }
+    }
+
+    /// Receives from `rx`. A receive that finds nothing for [`QUIET`] marks this worker as
+    /// waiting on `on`, for the deadlock watch, and gives up once the run is being stopped.
+    fn wait<T: crate::Message>(&self, rx: &Rx<T>, on: WaitingOn) -> Result<T, Waited> {
+        match rx.recv(Some(QUIET)) {
+            Err(RecvFailure::Timeout) => {}
+            Err(RecvFailure::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other.map_err(Waited::Failed),
+        }
+        self.board.set_waiting(self.rank, Some(on));
+        let result = loop {
+            if self.board.cancelled() {
+                break Err(Waited::Stopped);
+            }
+            match rx.recv(Some(RECHECK)) {
+                Err(RecvFailure::Timeout) => {}
+                Err(RecvFailure::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => break other.map_err(Waited::Failed),
+            }
+        };
+        // Cleared before the caller counts the frame: a wait with equal counts would look
+        // stuck.
+        self.board.set_waiting(self.rank, None);
+        result
     }
 
     fn protocol(&self, from: Neighbour, expected: &'static str, got: &'static str) -> RingError {
@@ -231,6 +300,12 @@ impl<S: Stage> fmt::Debug for Ring<S> {
             .field("step", &self.step)
             .finish_non_exhaustive()
     }
+}
+
+/// Why [`Ring::wait`] returned without a value.
+enum Waited {
+    Stopped,
+    Failed(RecvFailure),
 }
 
 pub(crate) fn send_error(failure: SendFailure, peer: usize) -> RingError {

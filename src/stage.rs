@@ -4,6 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Cause, RingError};
+use crate::progress::Board;
 use crate::ring::Ring;
 use crate::transport::Tx;
 
@@ -69,6 +70,7 @@ pub trait Stage: Clone + Send + 'static {
 pub struct Coordinator<'a, S: Stage> {
     pub(crate) downs: &'a [Tx<Down<S::Answer>>],
     pub(crate) stop: &'a mut bool,
+    pub(crate) board: &'a Board,
 }
 
 impl<S: Stage> Coordinator<'_, S> {
@@ -88,6 +90,8 @@ impl<S: Stage> Coordinator<'_, S> {
             .downs
             .get(rank)
             .ok_or(RingError::PeerGone { peer: rank })?;
+        // Counted first: from now on the answer is in flight, so the worker is not stuck.
+        self.board.count_answer_sent(rank);
         down.send(Down::Answer(answer))
             .map_err(|failure| crate::ring::send_error(failure, rank))
     }

@@ -9,7 +9,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::deadlock::Wait;
 use crate::error::{Cause, LaunchError, WorkerFailure};
+use crate::progress::Board;
 use crate::stage::{Coordinator, Down, Stage, Up};
 use crate::transport::{Event, Inbox, Tx};
 
@@ -103,6 +105,19 @@ impl Workers {
     }
 }
 
+/// What bounds a run besides failures: the step timeout, and how a stop signal ends it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Limits {
+    pub(crate) step_timeout: Option<Duration>,
+    pub(crate) graceful: bool,
+}
+
+/// How often the coordinator looks at the progress board while nothing arrives.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How long a graceful stop may take when there is no step timeout.
+const GRACEFUL_LIMIT: Duration = Duration::from_secs(10);
+
 /// Where a run stands, as the coordinator sees it.
 struct Run<S: Stage> {
     outputs: Vec<Option<S::Output>>,
@@ -112,6 +127,11 @@ struct Run<S: Stage> {
     /// How many failures had been seen when the stage asked to stop; later ones are echoes
     /// of the stop itself.
     stop_requested: Option<usize>,
+    /// Why the coordinator itself ended the run (deadlock, timeout, stop signal), and how
+    /// many failures had been seen by then.
+    verdict: Option<(usize, LaunchError)>,
+    /// Reports taken from each rank, for the deadlock watch.
+    handled: Vec<u64>,
     /// Set once the run is being stopped: when SIGTERM was sent.
     stopping: Option<Instant>,
     killed: Option<Instant>,
@@ -123,11 +143,119 @@ impl<S: Stage> Run<S> {
     }
 
     fn ending(&self) -> bool {
-        self.failed() || self.stop_requested.is_some()
+        self.failed() || self.stop_requested.is_some() || self.verdict.is_some()
     }
 
     fn has_failure(&self, rank: usize) -> bool {
         self.failures.iter().any(|f| f.rank == rank)
+    }
+
+    fn conclude(&mut self, verdict: LaunchError) {
+        if self.verdict.is_none() {
+            self.verdict = Some((self.failures.len(), verdict));
+        }
+    }
+}
+
+/// The coordinator's periodic look at the board: stop signals, deadlocks, slow steps.
+struct Checks {
+    limits: Limits,
+    deadlock: crate::deadlock::Watch,
+    /// Each rank's step as last seen, and since when.
+    steps: Vec<(Option<u64>, Instant)>,
+    /// When a graceful stop began.
+    graceful_since: Option<Instant>,
+    last: Instant,
+}
+
+impl Checks {
+    fn new(limits: &Limits, size: usize) -> Checks {
+        let now = Instant::now();
+        Checks {
+            limits: limits.clone(),
+            deadlock: crate::deadlock::Watch::default(),
+            steps: vec![(None, now); size],
+            graceful_since: None,
+            last: now,
+        }
+    }
+
+    /// Returns why the run must end now, if it must.
+    fn look<S: Stage>(
+        &mut self,
+        run: &Run<S>,
+        board: &Board,
+        workers: &Workers,
+    ) -> Option<LaunchError> {
+        let now = Instant::now();
+        if let Some(signal) = crate::signal::stop_signal() {
+            let since = *self.graceful_since.get_or_insert(now);
+            let limit = self.limits.step_timeout.unwrap_or(GRACEFUL_LIMIT);
+            let forced = crate::signal::stop_count() > 1 || since.elapsed() >= limit;
+            if !self.limits.graceful || forced {
+                return Some(LaunchError::Interrupted { signal });
+            }
+        }
+        // The rest reads the whole board: not more often than every tick.
+        if now.duration_since(self.last) < TICK {
+            return None;
+        }
+        self.last = now;
+        let live: Vec<bool> = run.ended.iter().map(|ended| !ended).collect();
+        if let Some(waits) = self.deadlock.check(board, &live, &run.handled) {
+            let waits = waits
+                .into_iter()
+                .map(|(rank, step, on)| Wait {
+                    rank,
+                    pid: workers.pid(rank),
+                    step,
+                    on,
+                })
+                .collect();
+            return Some(LaunchError::Deadlock { waits });
+        }
+        let limit = self.limits.step_timeout?;
+        let mut late = Vec::new();
+        for (rank, seen) in self.steps.iter_mut().enumerate() {
+            if !live[rank] {
+                continue;
+            }
+            let reading = board.read(rank);
+            if reading.step != seen.0 {
+                *seen = (reading.step, now);
+            } else if let Some(step) = reading.step
+                && now.duration_since(seen.1) >= limit
+            {
+                let waiting = reading.waiting.is_some();
+                late.push((rank, step, waiting, now.duration_since(seen.1)));
+            }
+        }
+        let step = late.iter().map(|&(_, step, _, _)| step).min()?;
+        let on_step = late.iter().filter(|&&(_, s, _, _)| s == step);
+        // The ranks still working on the step are the ones to blame; those blocked waiting
+        // for them are not, unless everyone waits.
+        let mut ranks: Vec<usize> = on_step
+            .clone()
+            .filter(|&&(_, _, waiting, _)| !waiting)
+            .map(|&(rank, ..)| rank)
+            .collect();
+        if ranks.is_empty() {
+            // Everyone waits: most likely a deadlock, which says more than a timeout. Give
+            // the deadlock watch time to settle first.
+            let settled = limit + 2 * crate::deadlock::SETTLE;
+            if on_step.clone().any(|&(.., late_by)| late_by < settled) {
+                return None;
+            }
+            ranks = on_step.map(|&(rank, ..)| rank).collect();
+        }
+        Some(LaunchError::Timeout {
+            step,
+            after: limit,
+            ranks: ranks
+                .into_iter()
+                .map(|rank| (rank, workers.pid(rank)))
+                .collect(),
+        })
     }
 }
 
@@ -136,6 +264,8 @@ pub(crate) fn supervise<S: Stage>(
     mut inbox: Inbox<Up<S::Report, S::Output>>,
     downs: Vec<Tx<Down<S::Answer>>>,
     mut workers: Workers,
+    board: &Board,
+    limits: &Limits,
 ) -> Result<Vec<S::Output>, LaunchError> {
     let size = downs.len();
     let mut downs = Some(downs);
@@ -145,51 +275,74 @@ pub(crate) fn supervise<S: Stage>(
         failures: Vec::new(),
         coordinator_error: None,
         stop_requested: None,
+        verdict: None,
+        handled: vec![0; size],
         stopping: None,
         killed: None,
     };
+    let mut checks = Checks::new(limits, size);
     while run.ended.iter().any(|ended| !ended) {
         if run.ending() && run.stopping.is_none() {
-            // Dropping the answer channels releases workers waiting on the coordinator.
+            // Dropping the answer channels releases workers waiting on the coordinator;
+            // cancelling the board releases every other wait, which is how threads stop.
             downs = None;
+            board.cancel();
             for rank in (0..size).filter(|&rank| !run.ended[rank]) {
                 workers.kill(rank, Signal::SIGTERM);
             }
             run.stopping = Some(Instant::now());
         }
         let timeout = match (run.stopping, run.killed) {
-            (None, _) => None,
-            (Some(_), Some(killed)) => Some(KILL_WAIT.saturating_sub(killed.elapsed())),
-            (Some(stopping), None) => Some(GRACE.saturating_sub(stopping.elapsed())),
+            (None, _) => TICK,
+            (Some(_), Some(killed)) => KILL_WAIT.saturating_sub(killed.elapsed()),
+            (Some(stopping), None) => GRACE.saturating_sub(stopping.elapsed()),
         };
-        let events = match inbox.wait(timeout) {
+        let events = match inbox.wait(Some(timeout)) {
             Ok(events) => events,
             Err(e) => {
                 drop(downs.take());
+                board.cancel();
                 workers.kill_all(Signal::SIGKILL);
                 workers.reap_all();
                 return Err(LaunchError::Wait(e));
             }
         };
-        if events.is_empty() && timeout.is_some() {
-            if run.killed.is_none() {
+        for event in events {
+            handle(
+                stage,
+                &mut run,
+                &mut workers,
+                downs.as_deref(),
+                board,
+                event,
+            );
+        }
+        match (run.stopping, run.killed) {
+            (None, _) => {
+                if !run.ending()
+                    && let Some(verdict) = checks.look(&run, board, &workers)
+                {
+                    run.conclude(verdict);
+                }
+            }
+            (Some(stopping), None) if stopping.elapsed() >= GRACE => {
                 for rank in (0..size).filter(|&rank| !run.ended[rank]) {
                     workers.kill(rank, Signal::SIGKILL);
                 }
                 run.killed = Some(Instant::now());
-                continue;
             }
-            // SIGKILL cannot be refused; reap what is left without listening further.
-            // Threads that ignore a broken ring are abandoned: the process exit ends them.
-            if let Workers::Processes(_) = workers {
-                for rank in (0..size).filter(|&rank| !run.ended[rank]) {
-                    workers.reap(rank);
+            (Some(_), Some(killed)) if killed.elapsed() >= KILL_WAIT => {
+                // SIGKILL cannot be refused; reap what is left without listening further.
+                // Threads that ignore a broken ring are abandoned: the process exit ends
+                // them.
+                if let Workers::Processes(_) = workers {
+                    for rank in (0..size).filter(|&rank| !run.ended[rank]) {
+                        workers.reap(rank);
+                    }
                 }
+                break;
             }
-            break;
-        }
-        for event in events {
-            handle(stage, &mut run, &mut workers, downs.as_deref(), event);
+            _ => {}
         }
     }
     drop(downs);
@@ -197,15 +350,25 @@ pub(crate) fn supervise<S: Stage>(
         return Err(err);
     }
     let mut failures = run.failures;
-    if let Some(before) = run.stop_requested {
+    let before = match (&run.verdict, run.stop_requested) {
+        (Some((at, _)), Some(stop)) => Some((*at).min(stop)),
+        (Some((at, _)), None) => Some(*at),
+        (None, stop) => stop,
+    };
+    if let Some(before) = before {
         failures.truncate(before);
     }
     if let Some(failure) = first_cause(failures) {
         return Err(LaunchError::Worker(failure));
     }
+    if let Some((_, verdict)) = run.verdict {
+        return Err(verdict);
+    }
     if run.stop_requested.is_some() {
         return Err(LaunchError::Stopped);
     }
+    // A stage that stopped gracefully after a stop signal also ends here, with its
+    // outputs; the caller reads `stop_signal()`.
     Ok(run.outputs.into_iter().flatten().collect())
 }
 
@@ -214,16 +377,19 @@ fn handle<S: Stage>(
     run: &mut Run<S>,
     workers: &mut Workers,
     downs: Option<&[Tx<Down<S::Answer>>]>,
+    board: &Board,
     event: Event<Up<S::Report, S::Output>>,
 ) {
     match event {
         Event::Message(rank, Up::Report(report)) => {
+            run.handled[rank] += 1;
             // Once the run is stopping, reports have nobody to serve.
             if let (Some(downs), false) = (downs, run.ending()) {
                 let mut stop = false;
                 let mut coordinator = Coordinator::<S> {
                     downs,
                     stop: &mut stop,
+                    board,
                 };
                 if let Err(e) = stage.on_report(rank, report, &mut coordinator) {
                     let message = crate::error::chain(e.as_ref());
@@ -247,7 +413,7 @@ fn handle<S: Stage>(
             run.failures.push(WorkerFailure {
                 rank,
                 pid: workers.pid(rank),
-                step,
+                step: step.or_else(|| board.step(rank)),
                 cause,
             });
         }
@@ -255,7 +421,7 @@ fn handle<S: Stage>(
             run.failures.push(WorkerFailure {
                 rank,
                 pid: workers.pid(rank),
-                step: None,
+                step: board.step(rank),
                 cause: Cause::Failed(format!(
                     "sent a message the coordinator could not read: {what}"
                 )),
@@ -284,10 +450,11 @@ fn handle<S: Stage>(
                 (Exit::Unknown, true) => return,
                 (Exit::Unknown, false) => Cause::Vanished,
             };
+            // Read from the board: a killed worker could not say.
             run.failures.push(WorkerFailure {
                 rank,
                 pid: workers.pid(rank),
-                step: None,
+                step: board.step(rank),
                 cause,
             });
         }

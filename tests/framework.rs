@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use ringleader::{
-    Cause, Coordinator, Gather, LaunchError, Launcher, Neighbour, Ring, Stage, StageError,
-    Transport,
+    Cause, Coordinator, Gather, LaunchError, Launcher, Neighbour, Party, Ring, Stage, StageError,
+    StopSignal, Transport,
 };
 
 const TRANSPORTS: [Transport; 2] = [Transport::Processes, Transport::Threads];
@@ -216,6 +216,9 @@ fn a_failing_worker_ends_the_run_with_its_rank_pid_and_cause() {
                 Fail::Abort => assert_eq!(failure.cause, Cause::Signaled("SIGABRT".into())),
                 Fail::Kill => assert_eq!(failure.cause, Cause::Signaled("SIGKILL".into())),
             }
+            // Even a worker that could not say a word is placed at its step.
+            assert_eq!(failure.step, Some(7), "{how:?}: {message}");
+            assert!(message.ends_with("at step 7"), "{message}");
             assert!(message.starts_with("worker rank 1"), "{message}");
             if let Some(pid) = failure.pid {
                 assert!(message.contains(&format!("(pid {pid})")), "{message}");
@@ -274,6 +277,287 @@ fn the_coordinator_can_stop_a_run() {
     }
 }
 
+/// Every worker receives from its left before it sends anything: the textbook's deadlock.
+#[derive(Clone)]
+struct ReceiveFirst;
+
+impl Stage for ReceiveFirst {
+    type Message = u8;
+    type Report = ();
+    type Answer = ();
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        ring.set_step(3);
+        let got = ring.recv(Neighbour::Left)?;
+        ring.send(Neighbour::Right, got)?;
+        Ok(())
+    }
+}
+
+fn workers_that_all_receive_first_are_reported_as_a_deadlock() {
+    let cases = [
+        (
+            2,
+            "deadlock: rank 0 waits for rank 1, rank 1 waits for rank 0 (at step 3)",
+        ),
+        (
+            3,
+            "deadlock: rank 0 waits for rank 2, rank 2 waits for rank 1, rank 1 waits for rank 0 (at step 3)",
+        ),
+        (1, "deadlock: rank 0 waits for rank 0 (at step 3)"),
+    ];
+    for (workers, expected) in cases {
+        for transport in TRANSPORTS {
+            let started = Instant::now();
+            let err = Launcher::new()
+                .workers(workers)
+                .transport(transport)
+                .launch(&mut ReceiveFirst)
+                .expect_err("a deadlock must end the run");
+            let elapsed = started.elapsed();
+            assert_eq!(err.to_string(), expected, "{transport:?}");
+            let LaunchError::Deadlock { waits } = &err else {
+                panic!("expected a deadlock, got {err}");
+            };
+            assert_eq!(waits.len(), workers);
+            for wait in waits {
+                assert_eq!(wait.pid.is_some(), transport == Transport::Processes);
+                assert_eq!(wait.on, Party::Rank((wait.rank + workers - 1) % workers));
+            }
+            assert!(
+                elapsed < Duration::from_secs(2),
+                "{transport:?}: {elapsed:?}"
+            );
+            assert_no_children();
+        }
+    }
+}
+
+/// Workers ask the coordinator, which never answers.
+#[derive(Clone)]
+struct SilentCoordinator;
+
+impl Stage for SilentCoordinator {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        if ring.rank() == 0 {
+            ring.ask(())?;
+        } else {
+            ring.recv(Neighbour::Left)?;
+        }
+        Ok(())
+    }
+}
+
+fn waiting_on_a_coordinator_that_never_answers_is_a_deadlock() {
+    for transport in TRANSPORTS {
+        let started = Instant::now();
+        let err = Launcher::new()
+            .workers(3)
+            .transport(transport)
+            .launch(&mut SilentCoordinator)
+            .expect_err("deadlock");
+        assert_eq!(
+            err.to_string(),
+            "deadlock: rank 0 waits for the coordinator, rank 1 waits for rank 0, \
+             rank 2 waits for rank 1",
+            "{transport:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}
+
+/// Rank 1 works on step 4 until the run is stopped; the others wait for it.
+#[derive(Clone)]
+struct SlowStep;
+
+impl Stage for SlowStep {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        ring.set_step(4);
+        if ring.rank() == 1 {
+            // A long computation that gives up once the coordinator ends the run.
+            while !ring.stopping() {
+                std::thread::yield_now();
+            }
+            return Err("gave up".into());
+        }
+        ring.recv(Neighbour::Left)?;
+        Ok(())
+    }
+}
+
+fn a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it() {
+    for transport in TRANSPORTS {
+        let started = Instant::now();
+        let err = Launcher::new()
+            .workers(3)
+            .transport(transport)
+            .step_timeout(Duration::from_millis(500))
+            .launch(&mut SlowStep)
+            .expect_err("timeout");
+        let elapsed = started.elapsed();
+        let LaunchError::Timeout { step, ranks, .. } = &err else {
+            panic!("expected a timeout, got {err}");
+        };
+        assert_eq!(*step, 4);
+        assert_eq!(ranks.len(), 1, "{err}");
+        assert_eq!(ranks[0].0, 1, "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("step 4 timed out after 0.5 s: rank 1"),
+            "{message}"
+        );
+        assert!(message.ends_with("did not finish it"), "{message}");
+        assert!(
+            elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(3),
+            "{elapsed:?}"
+        );
+        assert_no_children();
+    }
+}
+
+/// Workers ask every round; the coordinator raises a stop signal at itself in round 3
+/// and, when `graceful`, ends the run at the next round it sees the signal.
+#[derive(Clone)]
+struct Rounds {
+    signal: nix::sys::signal::Signal,
+    graceful: bool,
+    gather: Gather<u64>,
+}
+
+impl Stage for Rounds {
+    type Message = ();
+    type Report = u64;
+    type Answer = bool;
+    type Output = u64;
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<u64, StageError> {
+        for round in 1.. {
+            ring.set_step(round);
+            if ring.ask(round)? {
+                return Ok(round);
+            }
+        }
+        Ok(0)
+    }
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        round: u64,
+        coordinator: &mut Coordinator<'_, Self>,
+    ) -> Result<(), StageError> {
+        if self.gather.push(from, round).is_some() {
+            if round == 3 {
+                nix::sys::signal::raise(self.signal)?;
+            }
+            let stop = self.graceful && ringleader::stop_signal().is_some();
+            coordinator.broadcast(stop)?;
+        }
+        Ok(())
+    }
+}
+
+fn a_stop_signal_stops_the_run_in_order() {
+    use nix::sys::signal::Signal;
+    for transport in TRANSPORTS {
+        for (signal, expected) in [
+            (Signal::SIGINT, StopSignal::Interrupt),
+            (Signal::SIGTERM, StopSignal::Terminate),
+        ] {
+            let mut stage = Rounds {
+                signal,
+                graceful: false,
+                gather: Gather::new(3),
+            };
+            let err = Launcher::new()
+                .workers(3)
+                .transport(transport)
+                .launch(&mut stage)
+                .expect_err("interrupted");
+            assert!(
+                matches!(err, LaunchError::Interrupted { signal } if signal == expected),
+                "{err}"
+            );
+            assert_eq!(ringleader::stop_signal(), Some(expected));
+            assert_eq!(
+                err.to_string(),
+                format!("interrupted by {signal}: every worker was stopped")
+            );
+            assert_no_children();
+            // Gracefully: the stage ends the run at a round boundary.
+            let mut stage = Rounds {
+                signal,
+                graceful: true,
+                gather: Gather::new(3),
+            };
+            let outputs = Launcher::new()
+                .workers(3)
+                .transport(transport)
+                .stop_gracefully(true)
+                .launch(&mut stage)
+                .expect("a graceful stop");
+            assert_eq!(outputs, vec![3, 3, 3]);
+            assert_eq!(ringleader::stop_signal(), Some(expected));
+            assert_no_children();
+        }
+    }
+}
+
+/// Rank 1 ignores SIGTERM and never ends; rank 0 fails once rank 1 has said so.
+#[derive(Clone)]
+struct Stubborn;
+
+impl Stage for Stubborn {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        if ring.rank() == 1 {
+            // SAFETY: ignoring a signal installs no code of ours.
+            unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }?;
+            ring.send(Neighbour::Left, ())?;
+            loop {
+                std::thread::park();
+            }
+        }
+        ring.recv(Neighbour::Right)?;
+        Err("failing while rank 1 refuses to stop".into())
+    }
+}
+
+fn a_worker_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let started = Instant::now();
+    let err = Launcher::new()
+        .workers(2)
+        .launch(&mut Stubborn)
+        .expect_err("rank 0 fails");
+    let elapsed = started.elapsed();
+    let LaunchError::Worker(failure) = &err else {
+        panic!("expected a worker failure, got {err}");
+    };
+    assert_eq!(failure.rank, 0, "{err}");
+    // SIGTERM, 0.5 s of grace, then SIGKILL.
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert_no_children();
+}
+
 fn launch_refuses_to_fork_a_multithreaded_process() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let helper = std::thread::spawn(move || rx.recv());
@@ -310,7 +594,7 @@ fn assert_no_children() {
 }
 
 fn main() {
-    let tests: [(&str, fn()); 6] = [
+    let tests: [(&str, fn()); 11] = [
         (
             "large_blocks_do_not_deadlock_the_ring",
             large_blocks_do_not_deadlock_the_ring,
@@ -327,6 +611,26 @@ fn main() {
         (
             "the_coordinator_can_stop_a_run",
             the_coordinator_can_stop_a_run,
+        ),
+        (
+            "workers_that_all_receive_first_are_reported_as_a_deadlock",
+            workers_that_all_receive_first_are_reported_as_a_deadlock,
+        ),
+        (
+            "waiting_on_a_coordinator_that_never_answers_is_a_deadlock",
+            waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
+        ),
+        (
+            "a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it",
+            a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
+        ),
+        (
+            "a_stop_signal_stops_the_run_in_order",
+            a_stop_signal_stops_the_run_in_order,
+        ),
+        (
+            "a_worker_that_ignores_sigterm_is_killed_after_the_grace_period",
+            a_worker_that_ignores_sigterm_is_killed_after_the_grace_period,
         ),
         // Last: it starts a thread, and forking needs a single-threaded process.
         (

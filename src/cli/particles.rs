@@ -4,16 +4,19 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ringleader::Transport;
+use ringleader::{LaunchError, Transport};
 
 use super::usage;
 use crate::workers::particles::checkpoint::{self, Checkpoint, Checkpointer};
+use crate::workers::particles::fault::Fault;
 use crate::workers::particles::output::{write_csv, write_energy_log};
 use crate::workers::particles::physics::DEFAULT_DT;
-use crate::workers::particles::{Algorithm, Mode, Run, Start, Unwatched, Watch, simulate_with};
+use crate::workers::particles::{
+    Algorithm, Ending, Mode, Run, Start, Unwatched, Watch, simulate_with,
+};
 
 /// The textbook's particle count.
 const DEFAULT_N: usize = 20;
@@ -67,6 +70,9 @@ pub(crate) struct Args {
     /// Continue the run a checkpoint holds, up to -s steps in all.
     #[arg(long, value_name = "FILE")]
     resume: Option<PathBuf>,
+    /// With -p: end the run with an error if a step takes longer than SECS seconds.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = timeout, allow_negative_numbers = true)]
+    timeout: Duration,
     /// How forces are found: all pairs (the textbook's), or cell lists (O(n), same bits).
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Allpairs)]
     algorithm: AlgorithmArg,
@@ -129,6 +135,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, Some(p)) => Mode::Ring(p, args.transport.into()),
         (None, None) => Mode::Serial,
     };
+    let fault = match Fault::from_env() {
+        Ok(fault) => fault,
+        Err(message) => return usage(message),
+    };
+    if let Some(fault) = &fault {
+        let workers = match mode {
+            Mode::Ring(workers, transport) => Some((workers, transport)),
+            _ => None,
+        };
+        if let Err(message) = fault.check(workers, args.steps) {
+            return usage(message);
+        }
+    }
     // Open the output before the run, so a bad path fails before the work, not after.
     let mut out: Option<Box<dyn Write>> = match &args.out {
         None => None,
@@ -153,17 +172,38 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let start = resumed.map_or_else(|| Start::initial(n), Checkpoint::into_start);
     let mut run = Run::new(start, args.steps, dt, args.normalize);
     run.log_energy = energy_log.is_some();
+    run.step_timeout = Some(args.timeout);
+    run.fault = fault;
     let first_step = run.start.step + 1;
     let pair_checks = run.pair_checks();
     let algorithm = Algorithm::from(args.algorithm);
     let particle_steps = run.start.particles.len() as f64 * (run.steps - run.start.step) as f64;
     let watch = checkpoint_watch(&args, &mut run);
+    // SIGINT and SIGTERM stop the run at a step boundary in every mode, not mid-write.
+    let _signals = ringleader::catch_stop_signals();
     let started = Instant::now();
-    let (outcome, watch) = simulate_with(run, mode, algorithm, watch)?;
+    let (outcome, watch) = match simulate_with(run, mode, algorithm, watch) {
+        Ok(done) => done,
+        // Every worker is stopped and reaped by now; exit as the signal asks.
+        Err(err @ LaunchError::Interrupted { signal }) => {
+            eprintln!("ringleader: {err}");
+            return Ok(ExitCode::from(signal.exit_code()));
+        }
+        Err(err) => return Err(err.into()),
+    };
     let seconds = started.elapsed().as_secs_f64();
     let watch: Box<dyn std::any::Any> = watch;
     if let Ok(mut checkpointer) = watch.downcast::<Checkpointer>() {
         checkpointer.finish(&outcome)?;
+    }
+    if let (Ending::Stopped(step), Some(signal)) = (outcome.ending, ringleader::stop_signal()) {
+        let saved = if args.checkpoint.is_some() {
+            "; checkpoint written"
+        } else {
+            ""
+        };
+        eprintln!("ringleader: stopped by {signal} after step {step}{saved}");
+        return Ok(ExitCode::from(signal.exit_code()));
     }
     let line = match algorithm {
         Algorithm::AllPairs => format!(
@@ -205,6 +245,9 @@ fn checkpoint_watch(args: &Args, run: &mut Run) -> Box<dyn Watch> {
     match &args.checkpoint {
         Some(path) => {
             run.snapshot_every = args.checkpoint_every;
+            // Hearing from the workers after every step lets SIGINT or SIGTERM stop the run
+            // at a step boundary, so the checkpoint holds a whole step.
+            run.every_step = true;
             Box::new(Checkpointer::new(
                 path.clone(),
                 args.checkpoint_every,
@@ -288,4 +331,16 @@ fn dt(text: &str) -> Result<f64, String> {
         ));
     }
     Ok(value)
+}
+
+fn timeout(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("expected a number of seconds, not {text:?}"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!(
+            "the timeout must be a positive number of seconds, not {text}"
+        ));
+    }
+    Duration::try_from_secs_f64(value).map_err(|_| format!("the timeout {text} is too long"))
 }

@@ -4,6 +4,7 @@
 
 mod cells;
 pub(crate) mod checkpoint;
+pub(crate) mod fault;
 pub(crate) mod init;
 pub(crate) mod output;
 pub(crate) mod physics;
@@ -105,6 +106,10 @@ pub(crate) struct Run {
     pub(crate) snapshot_every: Option<u64>,
     /// The side of the box.
     pub(crate) size: f64,
+    /// Bounds each step of a ring run (`--timeout`).
+    pub(crate) step_timeout: Option<std::time::Duration>,
+    /// A fault to inject, for tests (`RINGLEADER_FAULT`, ring runs only).
+    pub(crate) fault: Option<fault::Fault>,
 }
 
 impl Run {
@@ -119,6 +124,8 @@ impl Run {
             every_step: false,
             snapshot_every: None,
             size,
+            step_timeout: None,
+            fault: None,
         }
     }
 
@@ -322,6 +329,10 @@ impl Tally {
         if run.every_step {
             flow = self.watch.step(step, energy);
         }
+        // SIGINT or SIGTERM: stop at this step boundary.
+        if ringleader::stop_signal().is_some() {
+            flow = Flow::Stop;
+        }
         if let Some((particles, blocks)) = snapshot {
             let snapshot = Snapshot {
                 step,
@@ -342,6 +353,15 @@ impl Tally {
 
     pub(crate) fn stopped(&self) -> bool {
         self.ending != Ending::Finished
+    }
+
+    /// Ends the run after `step` if a stop signal arrived, for loops that do not report
+    /// every step. Returns whether the run is to stop.
+    pub(crate) fn stop_on_signal(&mut self, step: u64) -> bool {
+        if self.ending == Ending::Finished && ringleader::stop_signal().is_some() {
+            self.ending = Ending::Stopped(step);
+        }
+        self.stopped()
     }
 }
 

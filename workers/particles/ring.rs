@@ -67,6 +67,9 @@ impl Stage for ParticleRing {
         for step in run.remaining_steps() {
             let step = step + 1;
             ring.set_step(step);
+            if let Some(fault) = &run.fault {
+                fault.strike(ring, step)?;
+            }
             positions[..m].copy_from_slice(&mine.x);
             positions[m..].copy_from_slice(&mine.y);
             hits.clear();
@@ -160,10 +163,15 @@ pub(crate) fn simulate(
         gather: Gather::new(workers),
         tally: Arc::clone(&tally),
     };
-    let outputs = Launcher::new()
+    let mut launcher = Launcher::new()
         .workers(workers)
         .transport(transport)
-        .launch(&mut stage)?;
+        // Workers that wait for the coordinator every step can stop at a step boundary.
+        .stop_gracefully(stage.run.normalize || stage.run.every_step);
+    if let Some(limit) = stage.run.step_timeout {
+        launcher = launcher.step_timeout(limit);
+    }
+    let outputs = launcher.launch(&mut stage)?;
     drop(stage);
     let mut particles = Particles::default();
     for block in outputs {

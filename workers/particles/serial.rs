@@ -30,9 +30,9 @@ pub(crate) fn simulate(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box<dyn Wa
             let energy = run.needs_energy().then(|| particles.energy());
             let snapshot = run.snapshot_due(step).then_some((&particles, all));
             correction = tally.after_step(run, step, energy, snapshot);
-            if tally.stopped() {
-                break;
-            }
+        }
+        if tally.stop_on_signal(step) {
+            break;
         }
     }
     let outcome = Outcome {

@@ -64,6 +64,9 @@ pub(crate) fn simulate(
                     barrier.wait();
                     // Thread 0 keeps the books while the others start the next read
                     // phase; nobody writes again until after the next barrier.
+                    if rank == 0 && !run.reports_after(step) && lock(tally).stop_on_signal(step) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
                     if rank == 0 && run.reports_after(step) {
                         let state = run.snapshot_due(step).then(|| gather(blocks));
                         let energy = run.needs_energy().then(|| {

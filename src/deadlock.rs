@@ -1,0 +1,226 @@
+//! Recognising a circular wait from the progress board.
+//!
+//! A worker marks itself waiting only after a receive has found nothing for a short while,
+//! so the hot path never touches the mark. A wait is *stuck* when nothing is in flight on
+//! the link it waits on: the sender counts a frame before it sends it and the receiver
+//! after it has it, so equal counts mean no frame is buffered or on its way. Workers that
+//! are stuck on each other in a cycle can never move again. So can a set of workers that
+//! are all stuck while the coordinator has no report left to handle: the coordinator only
+//! answers reports. The supervisor declares a deadlock only when it has seen the same
+//! stuck state, with every counter unchanged, for [`SETTLE`].
+
+use std::time::{Duration, Instant};
+
+use crate::progress::{Board, Link, Reading, WaitingOn};
+
+/// How long a stuck state must hold, unchanged, before it is called a deadlock.
+pub(crate) const SETTLE: Duration = Duration::from_millis(300);
+
+/// Who a worker waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Party {
+    /// The worker of this rank.
+    Rank(usize),
+    /// The coordinator.
+    Coordinator,
+}
+
+/// One blocked worker in a deadlock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    /// The blocked worker's rank.
+    pub rank: usize,
+    /// Its process id, for the processes transport.
+    pub pid: Option<u32>,
+    /// The step it was on.
+    pub step: Option<u64>,
+    /// Who it waits for.
+    pub on: Party,
+}
+
+/// Watches the board for a wait that can never end.
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    /// The stuck state last seen, and since when it has held.
+    seen: Option<(Vec<Reading>, Vec<u64>, Instant)>,
+}
+
+impl Watch {
+    /// Looks at the board. `live[r]` says rank `r` has not ended; `handled[r]` counts the
+    /// reports the coordinator has taken from rank `r`. Returns the waits of a deadlock
+    /// once it has held for [`SETTLE`].
+    pub(crate) fn check(
+        &mut self,
+        board: &Board,
+        live: &[bool],
+        handled: &[u64],
+    ) -> Option<Vec<(usize, Option<u64>, Party)>> {
+        let readings: Vec<Reading> = (0..live.len()).map(|rank| board.read(rank)).collect();
+        let Some(found) = stuck(&readings, live, handled) else {
+            self.seen = None;
+            return None;
+        };
+        match &self.seen {
+            Some((before, handled_before, since))
+                if *before == readings && handled_before == handled =>
+            {
+                (since.elapsed() >= SETTLE).then_some(found)
+            }
+            _ => {
+                self.seen = Some((readings, handled.to_vec(), Instant::now()));
+                None
+            }
+        }
+    }
+}
+
+/// The rank a worker's wait points at, if it is stuck: waiting, with nothing in flight.
+fn stuck_on(readings: &[Reading], live: &[bool], rank: usize) -> Option<Party> {
+    let size = readings.len();
+    let me = &readings[rank];
+    match me.waiting? {
+        WaitingOn::Coordinator => (me.answers_sent == me.answers).then_some(Party::Coordinator),
+        side => {
+            let (peer, link) = match side {
+                WaitingOn::Left => ((rank + size - 1) % size, Link::Right),
+                _ => ((rank + 1) % size, Link::Left),
+            };
+            let in_flight = readings[peer].sent[link as usize] != me.received[link as usize];
+            // A peer that ended closes the link, which ends the wait.
+            (!in_flight && live[peer]).then_some(Party::Rank(peer))
+        }
+    }
+}
+
+/// The deadlock in this state, if there is one: a cycle of stuck workers, or every live
+/// worker stuck while the coordinator has nothing left to answer.
+fn stuck(
+    readings: &[Reading],
+    live: &[bool],
+    handled: &[u64],
+) -> Option<Vec<(usize, Option<u64>, Party)>> {
+    let size = readings.len();
+    let on: Vec<Option<Party>> = (0..size)
+        .map(|rank| {
+            if live[rank] {
+                stuck_on(readings, live, rank)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let wait = |rank: usize, party: Party| (rank, readings[rank].step, party);
+    // A cycle among ranks: follow each rank's wait at most `size` times.
+    for start in 0..size {
+        let mut path = vec![start];
+        let mut at = start;
+        while let Some(Party::Rank(next)) = on[at] {
+            if let Some(pos) = path.iter().position(|&r| r == next) {
+                let cycle = &path[pos..];
+                // Start the report at the cycle's lowest rank.
+                let low = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
+                let ordered = cycle[low..].iter().chain(&cycle[..low]);
+                return Some(
+                    ordered
+                        .map(|&rank| {
+                            let party = on[rank].unwrap_or(Party::Coordinator);
+                            wait(rank, party)
+                        })
+                        .collect(),
+                );
+            }
+            if path.len() > size {
+                break;
+            }
+            path.push(next);
+            at = next;
+        }
+    }
+    // Everyone stuck, someone on the coordinator, and no report left for it to handle.
+    let alive: Vec<usize> = (0..size).filter(|&rank| live[rank]).collect();
+    let all_stuck = !alive.is_empty() && alive.iter().all(|&rank| on[rank].is_some());
+    let on_coordinator = alive
+        .iter()
+        .any(|&rank| on[rank] == Some(Party::Coordinator));
+    let reports_handled = alive
+        .iter()
+        .all(|&rank| readings[rank].reports == handled[rank]);
+    (all_stuck && on_coordinator && reports_handled).then(|| {
+        alive
+            .iter()
+            .filter_map(|&rank| on[rank].map(|party| wait(rank, party)))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(waiting: Option<WaitingOn>) -> Reading {
+        Reading {
+            step: Some(3),
+            waiting,
+            sent: [0, 0],
+            received: [0, 0],
+            reports: 0,
+            answers: 0,
+            answers_sent: 0,
+        }
+    }
+
+    #[test]
+    fn two_ranks_receiving_first_is_a_cycle() {
+        // Rank 0 waits on its right (rank 1), rank 1 on its left (rank 0).
+        let readings = [
+            reading(Some(WaitingOn::Right)),
+            reading(Some(WaitingOn::Left)),
+        ];
+        let found = stuck(&readings, &[true, true], &[0, 0]).unwrap();
+        assert_eq!(
+            found,
+            vec![(0, Some(3), Party::Rank(1)), (1, Some(3), Party::Rank(0))]
+        );
+    }
+
+    #[test]
+    fn a_frame_in_flight_is_not_a_deadlock() {
+        let mut readings = [
+            reading(Some(WaitingOn::Right)),
+            reading(Some(WaitingOn::Left)),
+        ];
+        // Rank 0 has sent rank 1 a frame it has not received yet.
+        readings[0].sent = [1, 0];
+        assert!(stuck(&readings, &[true, true], &[0, 0]).is_none());
+    }
+
+    #[test]
+    fn a_chain_into_a_cycle_reports_only_the_cycle() {
+        // 0 and 1 wait on each other; 2 waits on 1 but is not part of the cycle.
+        let readings = [
+            reading(Some(WaitingOn::Right)),
+            reading(Some(WaitingOn::Left)),
+            reading(Some(WaitingOn::Left)),
+        ];
+        let found = stuck(&readings, &[true; 3], &[0; 3]).unwrap();
+        let ranks: Vec<usize> = found.iter().map(|w| w.0).collect();
+        assert_eq!(ranks, vec![0, 1]);
+    }
+
+    #[test]
+    fn everyone_stuck_on_a_silent_coordinator_is_a_deadlock() {
+        let readings = [
+            reading(Some(WaitingOn::Coordinator)),
+            reading(Some(WaitingOn::Left)),
+        ];
+        assert!(stuck(&readings, &[true, true], &[0, 0]).is_some());
+        // But not while a report waits to be handled.
+        let mut pending = readings.clone();
+        pending[0].reports = 1;
+        assert!(stuck(&pending, &[true, true], &[0, 0]).is_none());
+        // Nor while one worker still computes.
+        let busy = [reading(Some(WaitingOn::Coordinator)), reading(None)];
+        assert!(stuck(&busy, &[true, true], &[0, 0]).is_none());
+    }
+}

@@ -1,0 +1,267 @@
+//! The progress board: one record per rank that the coordinator can read at any time, even
+//! after the worker was killed.
+//!
+//! Workers write their own record with relaxed stores (a step number, a counter per link),
+//! so keeping it costs nothing measurable on the hot path. The records live in a
+//! `MAP_SHARED` anonymous mapping made before the fork, so forked workers and the
+//! coordinator see the same memory; with the threads transport the mapping is simply shared
+//! by the threads. The coordinator only reads them, except for the `cancelled` flag and its
+//! own answer counters.
+
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a worker is blocked on, as it last said. Links, not ranks: on a ring of two, both
+/// neighbours are the same rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum WaitingOn {
+    /// A frame on the link from the left neighbour.
+    Left,
+    /// A frame on the link from the right neighbour.
+    Right,
+    /// An answer from the coordinator.
+    Coordinator,
+}
+
+/// Which of a worker's two outgoing (or incoming) ring links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Link {
+    Right = 0,
+    Left = 1,
+}
+
+/// One rank's record. Only that rank writes it, except `answers_sent`, which only the
+/// coordinator writes.
+#[repr(C, align(64))]
+struct Record {
+    /// 0 before the first step, else the step plus one.
+    step: AtomicU64,
+    /// 0 while not blocked; 1 for the coordinator; 2 for the left link, 3 for the right.
+    waiting: AtomicU64,
+    /// Frames sent to the right and to the left neighbour, counted before the send.
+    sent: [AtomicU64; 2],
+    /// Frames received, by the sender's link they came over: `[Right]` counts frames from
+    /// the left neighbour (its right link), `[Left]` those from the right neighbour.
+    received: [AtomicU64; 2],
+    /// Reports sent up, counted before the send.
+    reports: AtomicU64,
+    /// Answers received from the coordinator.
+    answers: AtomicU64,
+    /// Answers the coordinator sent this rank, counted before the send.
+    answers_sent: AtomicU64,
+}
+
+/// Every rank's record, plus the coordinator's flag that ends every wait.
+#[repr(C)]
+struct Header {
+    cancelled: AtomicU64,
+}
+
+/// The shared records of one run.
+pub(crate) struct Board {
+    base: NonNull<u8>,
+    len: usize,
+    ranks: usize,
+}
+
+// SAFETY: the mapping holds only atomics, which any thread may read and write; the pointer
+// stays valid until the board is dropped, and `Board` is shared by `Arc`.
+unsafe impl Send for Board {}
+// SAFETY: as above: every access goes through an atomic.
+unsafe impl Sync for Board {}
+
+/// A snapshot of the counters that show whether anything moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reading {
+    pub(crate) step: Option<u64>,
+    pub(crate) waiting: Option<WaitingOn>,
+    /// Frames sent to the right and to the left.
+    pub(crate) sent: [u64; 2],
+    /// Frames received, indexed by the sender's link (see `Record::received`).
+    pub(crate) received: [u64; 2],
+    pub(crate) reports: u64,
+    pub(crate) answers: u64,
+    pub(crate) answers_sent: u64,
+}
+
+const RECORD: usize = size_of::<Record>();
+const HEADER: usize = RECORD; // keeps every record on its own cache line
+
+impl Board {
+    /// Maps a zeroed board for `ranks` ranks.
+    pub(crate) fn new(ranks: usize) -> io::Result<Board> {
+        const { assert!(size_of::<Header>() <= HEADER) };
+        let len = HEADER + RECORD * ranks.max(1);
+        // SAFETY: an anonymous mapping with no address hint touches no existing memory; the
+        // result is checked for MAP_FAILED before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        // Zeroed pages are valid atomics: every field starts at 0.
+        Ok(Board { base, len, ranks })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least HEADER bytes, page-aligned, and zero-initialised,
+        // which is a valid `Header`; it lives as long as `self`.
+        unsafe { &*self.base.as_ptr().cast::<Header>() }
+    }
+
+    fn record(&self, rank: usize) -> &Record {
+        debug_assert!(rank < self.ranks);
+        let rank = rank.min(self.ranks.saturating_sub(1));
+        // SAFETY: `rank < ranks`, so the record lies inside the mapping; HEADER and RECORD
+        // are multiples of 64, so it is aligned; zeroed memory is a valid `Record`.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(HEADER + RECORD * rank)
+                .cast::<Record>()
+        }
+    }
+
+    pub(crate) fn set_step(&self, rank: usize, step: u64) {
+        self.record(rank)
+            .step
+            .store(step.saturating_add(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn step(&self, rank: usize) -> Option<u64> {
+        self.record(rank)
+            .step
+            .load(Ordering::Relaxed)
+            .checked_sub(1)
+    }
+
+    /// Counts a frame about to be sent. Only the owner writes its counters, so a load and
+    /// a store do, without a locked instruction.
+    pub(crate) fn count_sent(&self, rank: usize, link: Link) {
+        bump(&self.record(rank).sent[link as usize]);
+    }
+
+    /// Counts a frame received over the sender's `over` link.
+    pub(crate) fn count_received(&self, rank: usize, over: Link) {
+        bump(&self.record(rank).received[over as usize]);
+    }
+
+    pub(crate) fn count_report(&self, rank: usize) {
+        bump(&self.record(rank).reports);
+    }
+
+    pub(crate) fn count_answer(&self, rank: usize) {
+        bump(&self.record(rank).answers);
+    }
+
+    /// The coordinator counts an answer it is about to send to `rank`.
+    pub(crate) fn count_answer_sent(&self, rank: usize) {
+        bump(&self.record(rank).answers_sent);
+    }
+
+    pub(crate) fn set_waiting(&self, rank: usize, on: Option<WaitingOn>) {
+        let code = match on {
+            None => 0,
+            Some(WaitingOn::Coordinator) => 1,
+            Some(WaitingOn::Left) => 2,
+            Some(WaitingOn::Right) => 3,
+        };
+        // Release: the counters written before the wait are visible with it.
+        self.record(rank).waiting.store(code, Ordering::Release);
+    }
+
+    /// Ends every wait on the ring: the coordinator is stopping the run.
+    pub(crate) fn cancel(&self) {
+        self.header().cancelled.store(1, Ordering::Release);
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        self.header().cancelled.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn read(&self, rank: usize) -> Reading {
+        let record = self.record(rank);
+        let waiting = match record.waiting.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(WaitingOn::Coordinator),
+            2 => Some(WaitingOn::Left),
+            _ => Some(WaitingOn::Right),
+        };
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Reading {
+            step: load(&record.step).checked_sub(1),
+            waiting,
+            sent: [load(&record.sent[0]), load(&record.sent[1])],
+            received: [load(&record.received[0]), load(&record.received[1])],
+            reports: load(&record.reports),
+            answers: load(&record.answers),
+            answers_sent: load(&record.answers_sent),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` are exactly what mmap returned, and no reference into
+        // the mapping outlives `self`.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+impl std::fmt::Debug for Board {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Board").field("ranks", &self.ranks).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_board_reads_as_nothing_happened() {
+        let board = Board::new(3).unwrap();
+        for rank in 0..3 {
+            let reading = board.read(rank);
+            assert_eq!(reading.step, None);
+            assert_eq!(reading.waiting, None);
+            assert_eq!(reading.sent, [0, 0]);
+        }
+        assert!(!board.cancelled());
+    }
+
+    #[test]
+    fn records_are_kept_apart() {
+        let board = Board::new(2).unwrap();
+        board.set_step(1, 0);
+        board.count_sent(1, Link::Left);
+        board.count_received(0, Link::Right);
+        board.set_waiting(0, Some(WaitingOn::Right));
+        board.set_waiting(1, Some(WaitingOn::Coordinator));
+        board.cancel();
+        let (zero, one) = (board.read(0), board.read(1));
+        assert_eq!((zero.step, one.step), (None, Some(0)));
+        assert_eq!((zero.sent, one.sent), ([0, 0], [0, 1]));
+        assert_eq!(zero.received, [1, 0]);
+        assert_eq!(zero.waiting, Some(WaitingOn::Right));
+        assert_eq!(one.waiting, Some(WaitingOn::Coordinator));
+        assert!(board.cancelled());
+    }
+}

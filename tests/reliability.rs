@@ -1,0 +1,503 @@
+//! How the binary fails: a worker that dies, hangs or deadlocks, a stop signal, a
+//! coordinator that is killed. Each test checks the exit status, the one line on stderr,
+//! the time taken (with generous margins: the machine is shared) and that no process is
+//! left behind. Faults are injected with `RINGLEADER_FAULT`, never raced with a `kill`.
+//!
+//! Every test here takes one lock, so they run one at a time, and the test process is a
+//! child subreaper: a worker the coordinator failed to reap would become our child, and
+//! the tests look for exactly that.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, mpsc};
+use std::time::{Duration, Instant};
+
+use common::processes_tagged;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::unistd::Pid;
+
+/// The variable `tests/common` tags every process of a run with.
+const TAG_VAR: &str = "RINGLEADER_TEST_TAG";
+
+/// One test at a time, and orphans come to us.
+fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    static SUBREAPER: Once = Once::new();
+    SUBREAPER.call_once(|| {
+        nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
+    });
+    LOCK.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Panics if a process this test started has ended without being reaped by its parent:
+/// it was reparented to us and sits here as a zombie.
+fn assert_no_zombie_came_to_us() {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(Id::All, flags) {
+        Err(nix::errno::Errno::ECHILD) | Ok(WaitStatus::StillAlive) => {}
+        other => panic!("a process was left for us to reap: {other:?}"),
+    }
+}
+
+fn new_tag() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "rel-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn spawn(args: &[&str], env: &[(&str, &str)], tag: &str, own_group: bool) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringleader"));
+    command
+        .args(args)
+        .env(TAG_VAR, tag)
+        .env_remove("RINGLEADER_FAULT")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if own_group {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    command.spawn().expect("start ringleader")
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+struct Outcome {
+    code: Option<i32>,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    /// The single line on stderr.
+    fn line(&self) -> &str {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "stderr should be one line: {:?}",
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked at"), "{}", self.stderr);
+        lines[0]
+    }
+}
+
+/// Waits for `child` with a watchdog, then checks that nothing it started is left.
+fn finish(child: Child, tag: &str, started: Instant, deadline: Duration) -> Outcome {
+    let pid = child.id();
+    let (done, cancelled) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let hung = cancelled.recv_timeout(deadline) == Err(mpsc::RecvTimeoutError::Timeout);
+        if hung {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        hung
+    });
+    let output = child.wait_with_output().expect("wait for ringleader");
+    let _ = done.send(());
+    let hung = watchdog.join().unwrap_or(false);
+    let outcome = Outcome {
+        code: output.status.code(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    };
+    assert!(
+        !hung,
+        "the run hung; killed after {deadline:?}: {outcome:?}"
+    );
+    let left = processes_tagged(tag);
+    assert!(
+        left.is_empty(),
+        "processes left behind: {left:?} ({outcome:?})"
+    );
+    assert_no_zombie_came_to_us();
+    outcome
+}
+
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let tag = new_tag();
+    let started = Instant::now();
+    let child = spawn(args, env, &tag, false);
+    finish(child, &tag, started, Duration::from_secs(60))
+}
+
+fn fault(spec: &str, args: &[&str]) -> Outcome {
+    run_with(args, &[("RINGLEADER_FAULT", spec)])
+}
+
+/// Waits, with a deadline, until `count` processes carry the tag: the coordinator and its
+/// workers are all up.
+fn wait_for_processes(tag: &str, count: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = processes_tagged(tag);
+        if found.len() >= count {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "only {found:?} started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits, with a deadline, until process `pid` runs `count` threads: the worker threads
+/// are up, so the coordinator is supervising them.
+fn wait_for_threads(pid: u32, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |t| t.count());
+        if threads >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {threads} threads started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const TRANSPORTS: [&str; 2] = ["processes", "threads"];
+
+#[test]
+fn a_dying_worker_ends_the_run_naming_rank_pid_cause_and_step() {
+    let _serial = exclusive();
+    let cases = [
+        ("panic", "panicked: injected fault 1:4:panic"),
+        ("exit", "exited with code 3"),
+        ("abort", "was killed by SIGABRT"),
+        ("kill", "was killed by SIGKILL"),
+    ];
+    for (kind, cause) in cases {
+        for transport in TRANSPORTS {
+            if transport == "threads" && kind != "panic" {
+                continue;
+            }
+            let spec = format!("1:4:{kind}");
+            let args = [
+                "particles",
+                "-n",
+                "30",
+                "-s",
+                "20",
+                "-p",
+                "3",
+                "--transport",
+                transport,
+            ];
+            let run = fault(&spec, &args);
+            assert_eq!(run.code, Some(1), "{spec} on {transport}: {run:?}");
+            let line = run.line();
+            let who = if transport == "processes" {
+                "ringleader: worker rank 1 (pid "
+            } else {
+                "ringleader: worker rank 1 "
+            };
+            assert!(line.starts_with(who), "{line}");
+            assert!(line.contains(cause), "{line}");
+            assert!(line.ends_with(" at step 4"), "{line}");
+            // The coordinator notices within milliseconds; the bound is for a loaded machine.
+            assert!(
+                run.elapsed < Duration::from_secs(3),
+                "{spec}: {:?}",
+                run.elapsed
+            );
+        }
+    }
+}
+
+#[test]
+fn a_hung_worker_is_named_when_its_step_times_out() {
+    let _serial = exclusive();
+    for transport in TRANSPORTS {
+        let args = [
+            "particles",
+            "-n",
+            "30",
+            "-s",
+            "20",
+            "-p",
+            "3",
+            "--transport",
+            transport,
+            "--timeout",
+            "1",
+        ];
+        let run = fault("2:5:hang", &args);
+        assert_eq!(run.code, Some(1), "{run:?}");
+        let line = run.line();
+        assert!(
+            line.starts_with("ringleader: step 5 timed out after 1 s: rank 2 "),
+            "{line}"
+        );
+        assert!(line.ends_with("did not finish it"), "{line}");
+        assert_eq!(line.contains("(pid "), transport == "processes", "{line}");
+        assert!(run.elapsed >= Duration::from_secs(1), "{:?}", run.elapsed);
+        assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+    }
+}
+
+#[test]
+fn a_circular_wait_is_reported_as_a_deadlock_within_two_seconds() {
+    let _serial = exclusive();
+    for transport in TRANSPORTS {
+        for (workers, spec, expected) in [
+            (
+                "2",
+                "0:3:cycle",
+                "ringleader: deadlock: rank 0 waits for rank 1, rank 1 waits for rank 0 (at step 3)",
+            ),
+            (
+                "4",
+                "2:3:cycle",
+                "ringleader: deadlock: rank 2 waits for rank 3, rank 3 waits for rank 2 (at step 3)",
+            ),
+        ] {
+            let args = [
+                "particles",
+                "-n",
+                "30",
+                "-s",
+                "20",
+                "-p",
+                workers,
+                "--transport",
+                transport,
+            ];
+            let run = fault(spec, &args);
+            assert_eq!(run.code, Some(1), "{run:?}");
+            assert_eq!(run.line(), expected);
+            assert!(
+                run.elapsed < Duration::from_secs(2),
+                "{transport} {spec}: {:?}",
+                run.elapsed
+            );
+        }
+    }
+}
+
+/// Starts a long run, waits until every worker is up, and sends `signal` to the
+/// coordinator (or to its whole process group, as a terminal's Ctrl-C does).
+fn signalled(extra: &[&str], signal: Signal, to_group: bool) -> (Outcome, Duration) {
+    let tag = new_tag();
+    let mut args = vec!["particles", "-n", "40", "-s", "100000000", "-p", "3"];
+    args.extend(extra);
+    let started = Instant::now();
+    let child = spawn(&args, &[], &tag, to_group);
+    let pid = Pid::from_raw(child.id() as i32);
+    if extra.contains(&"threads") {
+        wait_for_threads(child.id(), 4);
+    } else {
+        wait_for_processes(&tag, 4);
+    }
+    let sent = Instant::now();
+    if to_group {
+        killpg(pid, signal).expect("signal the process group");
+    } else {
+        kill(pid, signal).expect("signal the coordinator");
+    }
+    let outcome = finish(child, &tag, started, Duration::from_secs(60));
+    let after_signal = sent.elapsed();
+    (outcome, after_signal)
+}
+
+#[test]
+fn sigint_and_sigterm_stop_the_workers_and_exit_130_or_143() {
+    let _serial = exclusive();
+    for transport in TRANSPORTS {
+        for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+            let (run, took) = signalled(&["--transport", transport], signal, false);
+            assert_eq!(run.code, Some(code), "{run:?}");
+            assert_eq!(
+                run.line(),
+                format!("ringleader: interrupted by {signal}: every worker was stopped")
+            );
+            assert!(took < Duration::from_secs(3), "{took:?}");
+        }
+    }
+}
+
+#[test]
+fn a_stop_signal_ends_a_run_that_reports_every_step_at_a_step_boundary() {
+    let _serial = exclusive();
+    for transport in TRANSPORTS {
+        for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+            // -e: workers wait for the coordinator's correction every step.
+            let (run, took) = signalled(&["--transport", transport, "-e"], signal, false);
+            assert_eq!(run.code, Some(code), "{run:?}");
+            let line = run.line();
+            let prefix = format!("ringleader: stopped by {signal} after step ");
+            let step = line
+                .strip_prefix(&prefix)
+                .unwrap_or_else(|| panic!("{line}"));
+            assert!(step.parse::<u64>().is_ok(), "{line}");
+            assert!(took < Duration::from_secs(3), "{took:?}");
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_to_the_process_group_stops_the_run_through_the_coordinator() {
+    let _serial = exclusive();
+    // Workers ignore SIGINT: had they died of it, the coordinator would report a worker
+    // killed by SIGINT instead.
+    let (run, took) = signalled(&[], Signal::SIGINT, true);
+    assert_eq!(run.code, Some(130), "{run:?}");
+    assert_eq!(
+        run.line(),
+        "ringleader: interrupted by SIGINT: every worker was stopped"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[test]
+fn every_worker_dies_within_a_second_of_a_killed_coordinator() {
+    let _serial = exclusive();
+    let tag = new_tag();
+    let args = ["particles", "-n", "40", "-s", "100000000", "-p", "3"];
+    let mut child = spawn(&args, &[], &tag, false);
+    let coordinator = child.id();
+    let workers: Vec<u32> = wait_for_processes(&tag, 4)
+        .into_iter()
+        .filter(|&pid| pid != coordinator)
+        .collect();
+    assert_eq!(workers.len(), 3, "{workers:?}");
+    let killed = Instant::now();
+    kill(Pid::from_raw(coordinator as i32), Signal::SIGKILL).expect("kill the coordinator");
+    child.wait().expect("reap the coordinator");
+    // Its workers are now our children (we are a subreaper): wait for each to die.
+    for &pid in &workers {
+        match waitpid(Pid::from_raw(pid as i32), None) {
+            Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) => {}
+            other => panic!("worker {pid} ended as {other:?}"),
+        }
+    }
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "workers outlived the coordinator by {took:?}"
+    );
+    assert!(processes_tagged(&tag).is_empty());
+    assert_no_zombie_came_to_us();
+}
+
+/// A small seeded generator, so a failing run can be replayed from its seed.
+struct Seeded(rand_mt::Mt64);
+
+impl Seeded {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0.next_u64() % n
+    }
+}
+
+#[test]
+fn stress_random_faults_never_hang_orphan_or_leave_a_zombie() {
+    let _serial = exclusive();
+    let runs: u64 = std::env::var("RINGLEADER_STRESS_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let seed: u64 = std::env::var("RINGLEADER_STRESS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5EED);
+    let mut rng = Seeded(rand_mt::Mt64::new(seed));
+    let kinds = ["panic", "exit", "abort", "kill", "hang", "cycle"];
+    let steps = 6u64;
+    let started = Instant::now();
+    for i in 0..runs {
+        let workers = 1 + rng.below(4);
+        let threads = rng.below(3) == 0;
+        let kind = loop {
+            let kind = kinds[rng.below(kinds.len() as u64) as usize];
+            if !threads || matches!(kind, "panic" | "hang" | "cycle") {
+                break kind;
+            }
+        };
+        let rank = rng.below(workers);
+        let step = 1 + rng.below(steps);
+        let normalize = rng.below(2) == 0;
+        let spec = format!("{rank}:{step}:{kind}");
+        let (workers_arg, steps_arg) = (workers.to_string(), steps.to_string());
+        let mut args = vec![
+            "particles",
+            "-n",
+            "12",
+            "-s",
+            &steps_arg,
+            "-p",
+            &workers_arg,
+            "--timeout",
+            "0.3",
+        ];
+        if threads {
+            args.extend(["--transport", "threads"]);
+        }
+        if normalize {
+            args.push("-e");
+        }
+        let run = fault(&spec, &args);
+        let what = format!("run {i} (seed {seed:#x}): {spec} {args:?}: {run:?}");
+        assert_eq!(run.code, Some(1), "{what}");
+        let line = run.line();
+        let expected = match kind {
+            "panic" => format!("worker rank {rank} "),
+            "exit" | "abort" | "kill" => format!("worker rank {rank} (pid "),
+            "hang" => format!("step {step} timed out after 0.3 s: rank {rank}"),
+            _ => format!("rank {rank} waits for rank {}", (rank + 1) % workers),
+        };
+        assert!(line.contains(&expected), "{what}: want {expected:?}");
+        if matches!(kind, "panic" | "exit" | "abort" | "kill") {
+            assert!(line.ends_with(&format!(" at step {step}")), "{what}");
+        }
+    }
+    eprintln!(
+        "{runs} faulty runs in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn bad_timeouts_and_faults_are_usage_errors() {
+    let _serial = exclusive();
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["--timeout", "0"], "", "positive number of seconds"),
+        (&["--timeout", "-5"], "", "positive number of seconds"),
+        (&["--timeout", "soon"], "", "expected a number of seconds"),
+        (&["--timeout", "inf"], "", "positive number of seconds"),
+        (&["--timeout", "NaN"], "", "positive number of seconds"),
+        (&["--timeout", "1e300"], "", "too long"),
+        (&["-p", "2"], "1:2", "RANK:STEP:KIND"),
+        (&["-p", "2"], "1:2:explode", "one of panic"),
+        (&["-p", "2"], "x:2:panic", "rank"),
+        (&["-p", "2"], "1:0:panic", "step"),
+        (&["-p", "2"], "2:1:panic", "rank 2 does not exist"),
+        (&["-p", "2"], "1:11:panic", "past the run's 10 steps"),
+        (
+            &["-p", "2", "--transport", "threads"],
+            "1:1:kill",
+            "processes transport",
+        ),
+        (&[], "0:1:panic", "needs a ring of workers"),
+        (&["-t", "2"], "0:1:panic", "needs a ring of workers"),
+    ];
+    for (extra, spec, mentions) in cases {
+        let mut args = vec!["particles", "-n", "20", "-s", "10"];
+        args.extend(*extra);
+        let env: Vec<(&str, &str)> = if spec.is_empty() {
+            Vec::new()
+        } else {
+            vec![("RINGLEADER_FAULT", spec)]
+        };
+        let run = run_with(&args, &env);
+        assert_eq!(run.code, Some(2), "{args:?} {spec}: {run:?}");
+        let line = run.line();
+        assert!(line.starts_with("ringleader: "), "{line}");
+        assert!(line.contains(mentions), "{args:?} {spec}: {line}");
+    }
+}
