@@ -1,6 +1,8 @@
 //! The command line: parse, dispatch, and turn every failure into one line and an exit code.
 
 mod particles;
+mod progress;
+mod visuals;
 
 use std::ffi::OsString;
 use std::fmt;

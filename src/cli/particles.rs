@@ -10,15 +10,21 @@ use anyhow::Context;
 use ringleader::Transport;
 
 use super::usage;
+use super::visuals::{VisualArgs, Visuals};
 use crate::workers::particles::output::{write_csv, write_energy_log};
 use crate::workers::particles::physics::DEFAULT_DT;
-use crate::workers::particles::{Mode, Run, Start, Unwatched, simulate};
+use crate::workers::particles::{Ending, Mode, Run, Start, simulate};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   ringleader particles -n 2000 -s 100 -p 2       a ring of 2 worker processes
   ringleader particles -n 300 -s 100 -t 4 -e     4 threads, energy normalization
-  ringleader particles -n 20 -s 100 --out final.csv")]
+  ringleader particles -n 20 -s 100 --out final.csv
+  ringleader particles -n 300 -s 200 -p 4 --render run.gif --every 5
+                                                 an animation coloured by worker
+  ringleader particles -n 300 -s 200 -p 4 --snapshot final.png
+  ringleader particles -n 200 -s 100000 -p 2 -g -u 10
+                                                 watch it live; q stops every worker")]
 pub(crate) struct Args {
     /// Number of particles.
     #[arg(short = 'n', default_value_t = 20, value_parser = positive, allow_negative_numbers = true)]
@@ -53,6 +59,8 @@ pub(crate) struct Args {
     /// What the -p workers run on: forked processes, or threads with in-process channels.
     #[arg(long, value_enum, default_value_t = TransportArg::Processes, requires = "processes")]
     transport: TransportArg,
+    #[command(flatten)]
+    visuals: VisualArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -107,10 +115,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut run = Run::new(Start::initial(args.n), args.steps, args.dt, args.normalize);
     run.log_energy = energy_log.is_some();
     let first_step = run.start.step + 1;
-    let pair_checks = run.pair_checks();
+    let (pair_checks, planned) = (run.pair_checks(), run.steps - run.start.step);
+    let visuals = Visuals::prepare(&args.visuals, &mut run, mode)?;
     let started = Instant::now();
-    let (outcome, _watch) = simulate(run, mode, Box::new(Unwatched))?;
+    let (outcome, watch) = simulate(run, mode, Box::new(visuals))?;
     let seconds = started.elapsed().as_secs_f64();
+    Visuals::take(watch)?.finish(&outcome)?;
+    // A run stopped early (q in the live view) made only the checks of its steps.
+    let pair_checks = match outcome.ending {
+        Ending::Stopped(step) if planned > 0 => {
+            pair_checks * (step - (first_step - 1)) as f64 / planned as f64
+        }
+        _ => pair_checks,
+    };
     let line = format!(
         "{} simulation took {seconds:.6} seconds ({:.3e} pair checks/s)",
         mode.describe(),
@@ -127,12 +144,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .and_then(|()| out.flush())
                 .context("cannot write the final state")?;
             // With the state on stdout, keep the timing line off it.
-            if args.out.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+            if args.visuals.quiet {
+                // Nothing but errors.
+            } else if args.out.as_deref().is_some_and(|p| p.as_os_str() == "-") {
                 eprintln!("{line}");
             } else {
                 println!("{line}");
             }
         }
+        None if args.visuals.quiet => {}
         None => println!("{line}"),
     }
     Ok(ExitCode::SUCCESS)

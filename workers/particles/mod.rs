@@ -3,8 +3,10 @@
 //! sharing memory behind a barrier, or with a ring of workers passing positions.
 
 pub(crate) mod init;
+pub(crate) mod live;
 pub(crate) mod output;
 pub(crate) mod physics;
+pub(crate) mod render;
 mod ring;
 mod serial;
 mod threads;
