@@ -1,6 +1,6 @@
 //! The progress bar on stderr: step and total, rate and time left.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::workers::particles::{Flow, Watch};
 
@@ -30,9 +30,15 @@ impl Progress {
                 ProgressDrawTarget::stderr_with_hz(10),
             );
             let style = ProgressStyle::with_template(
-                "{bar:40.cyan/blue} step {pos}/{len}  {per_sec}  ETA {eta}",
+                "{bar:40.cyan/blue} step {pos}/{len}  {rate} steps/s  ETA {eta}",
             )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}", state.per_sec());
+                },
+            );
             bar.set_style(style);
             bar
         })

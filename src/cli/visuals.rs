@@ -155,7 +155,10 @@ impl Visuals {
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         if quit {
-            eprintln!("ringleader: stopped after step {step} of {}", self.last_step);
+            eprintln!(
+                "ringleader: stopped after step {step} of {}",
+                self.last_step
+            );
         }
         Ok(())
     }

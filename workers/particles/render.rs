@@ -23,24 +23,25 @@ const MARGIN: u32 = 8;
 
 /// The textbook's worker colours, in rank order; rank 8 starts again at blue.
 pub(crate) const WORKER_COLOURS: [(u8, u8, u8); 8] = [
-    (0, 0, 255),     // blue
-    (255, 165, 0),   // orange
-    (255, 0, 0),     // red
-    (0, 128, 0),     // green
-    (165, 42, 42),   // brown
-    (128, 0, 128),   // purple
-    (0, 255, 255),   // cyan
-    (0, 0, 0),       // black
+    (0, 0, 255),   // blue
+    (255, 165, 0), // orange
+    (255, 0, 0),   // red
+    (0, 128, 0),   // green
+    (165, 42, 42), // brown
+    (128, 0, 128), // purple
+    (0, 255, 255), // cyan
+    (0, 0, 0),     // black
 ];
 const WHITE: (u8, u8, u8) = (255, 255, 255);
 const BORDER: (u8, u8, u8) = (160, 160, 160);
 
 /// The list slots each worker owns in `mode`, by rank: what a snapshot's `blocks` would be.
 pub(crate) fn owners(mode: Mode, n: usize) -> Vec<Range<usize>> {
-    match mode {
-        Mode::Serial => vec![0..n],
-        Mode::Threads(workers) | Mode::Ring(workers, _) => divide(n, workers),
-    }
+    let workers = match mode {
+        Mode::Serial => 1,
+        Mode::Threads(workers) | Mode::Ring(workers, _) => workers,
+    };
+    divide(n, workers)
 }
 
 /// The colour of worker `rank`.
@@ -176,7 +177,9 @@ impl Frame {
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().map_err(io::Error::other)?;
-        writer.write_image_data(&self.rgb).map_err(io::Error::other)?;
+        writer
+            .write_image_data(&self.rgb)
+            .map_err(io::Error::other)?;
         writer.finish().map_err(io::Error::other)
     }
 }
@@ -298,9 +301,7 @@ impl Animation {
             ..gif::Frame::default()
         };
         if let Some(encoder) = self.encoder.as_mut() {
-            encoder
-                .write_frame(&gif_frame)
-                .map_err(io::Error::other)?;
+            encoder.write_frame(&gif_frame).map_err(io::Error::other)?;
         }
         self.frames += 1;
         Ok(())
