@@ -480,3 +480,32 @@ fn progress_bar_shows_on_a_terminal_and_clears_itself() {
         "with a progress bar",
     );
 }
+
+#[test]
+fn readme_picture_is_what_its_command_draws() {
+    let dir = scratch("readme-picture");
+    let png = dir.join("particles.png");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let command =
+        "cargo run --release -- particles -n 400 -s 200 -p 4 --snapshot docs/particles.png";
+    assert!(readme.contains(command), "the README names the command");
+    ringleader(&[
+        "particles",
+        "-n",
+        "400",
+        "-s",
+        "200",
+        "-p",
+        "4",
+        "--snapshot",
+        png.to_str().unwrap(),
+    ])
+    .success();
+    let committed =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/particles.png")).unwrap();
+    assert!(
+        std::fs::read(&png).unwrap() == committed,
+        "docs/particles.png is stale: run `{command}`"
+    );
+}
