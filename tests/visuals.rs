@@ -439,7 +439,8 @@ fn live_view_shows_the_end_until_q() {
         "40",
         "-t",
         "2",
-        "-g",
+        // The textbook's other spelling of -g.
+        "-v",
         "-u",
         "5",
     ]);

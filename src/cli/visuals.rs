@@ -135,7 +135,8 @@ impl Visuals {
         }
         let quit = self.live.as_ref().is_some_and(Live::quit);
         if let Some(live) = self.live.take() {
-            live.close().context("the live view failed")?;
+            live.close()
+                .context("the live view failed (run without -g to skip it)")?;
         }
         if let Some(animation) = self.animation.take() {
             let path = animation.path().to_owned();

@@ -156,7 +156,7 @@ impl Frame {
         &self.rgb
     }
 
-    /// The pixels as indices into [`palette`].
+    /// The pixels as indices into the palette.
     fn indexed(&self, palette: &Palette) -> Vec<u8> {
         let mut last = ([255u8; 3], 0u8);
         self.rgb
