@@ -276,6 +276,8 @@ struct OnTerminal {
     master: File,
     /// What the program drew, as a terminal would show it.
     screen: vt100::Parser,
+    /// Every byte it wrote, for what shows too briefly to catch on the screen.
+    written: Vec<u8>,
     output: mpsc::Receiver<Vec<u8>>,
     tag: String,
 }
@@ -344,6 +346,7 @@ impl OnTerminal {
             child,
             master,
             screen: vt100::Parser::new(40.try_into().unwrap(), 100.try_into().unwrap(), 0),
+            written: Vec::new(),
             output,
             tag,
         }
@@ -360,13 +363,21 @@ impl OnTerminal {
         while !self.text().contains(needle) {
             let left = until.saturating_duration_since(Instant::now());
             match self.output.recv_timeout(left) {
-                Ok(bytes) if !left.is_zero() => self.screen.process(&bytes),
+                Ok(bytes) if !left.is_zero() => self.take(&bytes),
                 _ => {
-                    let _ = self.child.kill();
                     panic!("never showed {needle:?}; the screen:\n{}", self.text());
                 }
             }
         }
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        self.screen.process(bytes);
+        self.written.extend_from_slice(bytes);
+    }
+
+    fn written(&self) -> String {
+        String::from_utf8_lossy(&self.written).into_owned()
     }
 
     fn press(&mut self, key: &str) {
@@ -375,16 +386,15 @@ impl OnTerminal {
 
     /// Waits for the program to exit, reading the rest of what it showed; returns its
     /// exit code and the screen it left.
-    fn wait(mut self, deadline: Duration) -> (Option<i32>, String) {
+    fn wait(&mut self, deadline: Duration) -> (Option<i32>, String) {
         let until = Instant::now() + deadline;
         // The reader thread ends when the program and its workers have closed the terminal.
         loop {
             let left = until.saturating_duration_since(Instant::now());
             match self.output.recv_timeout(left) {
-                Ok(bytes) if !left.is_zero() => self.screen.process(&bytes),
+                Ok(bytes) if !left.is_zero() => self.take(&bytes),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
                     panic!("did not exit in time; the screen:\n{}", self.text());
                 }
             }
@@ -397,6 +407,16 @@ impl OnTerminal {
         assert!(!screen.alternate_screen(), "left on the alternate screen");
         assert!(!screen.hide_cursor(), "left the cursor hidden");
         (status.code(), self.text())
+    }
+}
+
+/// A test that fails half way must not leave the program running.
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -469,10 +489,13 @@ fn progress_bar_shows_on_a_terminal_and_clears_itself() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    term.wait_for("/100  ", Duration::from_secs(60));
-    assert!(term.text().contains(" steps/s  ETA "), "{}", term.text());
     let (code, text) = term.wait(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{text}");
+    // The bar may come and go between two looks at the screen: look at what was written.
+    let written = term.written();
+    assert!(written.contains(" step 1/100  "), "{written:?}");
+    assert!(written.contains(" steps/s  ETA "), "{written:?}");
+    // It is gone at the end; the timing line stays.
     assert!(!text.contains("steps/s"), "{text}");
     assert!(text.contains("multiprocess simulation took"), "{text}");
     assert_same_state(
