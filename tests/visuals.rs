@@ -119,15 +119,31 @@ fn png_snapshot_is_the_final_frame() {
     assert_eq!(count(&rgb, 3, BLUE), count(&pixels, 3, BLUE));
 }
 
-#[test]
-fn pictures_leave_the_numbers_alone() {
-    let dir = scratch("pictures-bits");
+/// Asserts that a run of `-n 300 -s 100 -e` wrote the textbook's energy log and final
+/// state, bit for bit.
+fn assert_textbook_n300e(log: &Path, out: &Path, what: &str) {
     let want_energy: Vec<u64> = std::fs::read_to_string(fixture("textbook-n300-s100-e.energy"))
         .unwrap()
         .lines()
         .map(|l| l.parse::<f64>().unwrap().to_bits())
         .collect();
+    let got: Vec<u64> = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (_, energy) = l.split_once(',').unwrap();
+            energy.parse::<f64>().unwrap().to_bits()
+        })
+        .collect();
+    assert_eq!(got, want_energy, "{what}");
     let want_state = read_state(&fixture("textbook-n300-s100-e.csv"));
+    assert_same_state(&read_state(out), &want_state, what);
+}
+
+#[test]
+fn pictures_leave_the_numbers_alone() {
+    let dir = scratch("pictures-bits");
     let modes = [
         vec![],
         vec!["-p", "3"],
@@ -139,28 +155,14 @@ fn pictures_leave_the_numbers_alone() {
         let out = dir.join(format!("s{i}.csv"));
         let gif = dir.join(format!("r{i}.gif"));
         let png = dir.join(format!("f{i}.png"));
-        let mut args = vec!["particles", "-n", "300", "-s", "100", "-e", "-g"];
+        let mut args = vec!["particles", "-n", "300", "-s", "100", "-e"];
         args.extend(mode);
         args.extend(["--energy-log", log.to_str().unwrap()]);
         args.extend(["--out", out.to_str().unwrap()]);
         args.extend(["--render", gif.to_str().unwrap(), "--every", "7"]);
         args.extend(["--snapshot", png.to_str().unwrap()]);
         ringleader(&args).success();
-        let got: Vec<u64> = std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .skip(1)
-            .map(|l| {
-                l.split_once(',')
-                    .unwrap()
-                    .1
-                    .parse::<f64>()
-                    .unwrap()
-                    .to_bits()
-            })
-            .collect();
-        assert_eq!(got, want_energy, "{args:?}");
-        assert_same_state(&read_state(&out), &want_state, &format!("{args:?}"));
+        assert_textbook_n300e(&log, &out, &format!("{args:?}"));
     }
 }
 
@@ -450,33 +452,38 @@ fn live_view_quits_on_q_and_stops_every_worker_in_every_mode() {
 }
 
 #[test]
-fn live_view_shows_the_end_until_q() {
-    let mut term = OnTerminal::start(&[
-        "particles",
-        "-n",
-        "60",
-        "-s",
-        "40",
-        "-t",
-        "2",
-        // The textbook's other spelling of -g.
-        "-v",
-        "-u",
-        "5",
-    ]);
-    term.wait_for("finished: q closes", Duration::from_secs(60));
-    assert!(term.text().contains("step = 40, energy = "));
-    term.press("q");
-    let (code, text) = term.wait(Duration::from_secs(60));
-    assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("multithreaded simulation took"), "{text}");
-    assert!(!text.contains("stopped after"), "{text}");
+fn live_view_shows_the_end_until_q_and_leaves_the_numbers_alone() {
+    let dir = scratch("live-end");
+    let (log, out) = (dir.join("energy.csv"), dir.join("final.csv"));
+    for (mode, name) in [
+        (vec!["-p", "3"], "multiprocess"),
+        (vec!["-t", "2"], "multithreaded"),
+    ] {
+        let mut args = vec!["particles", "-n", "300", "-s", "100", "-e", "-u", "5"];
+        // -v is the textbook's other spelling of -g.
+        args.extend(["-v", "--energy-log", log.to_str().unwrap()]);
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(&mode);
+        let mut term = OnTerminal::start(&args);
+        term.wait_for("finished: q closes", Duration::from_secs(60));
+        assert!(
+            term.text().contains("step = 100, energy = "),
+            "{}",
+            term.text()
+        );
+        term.press("q");
+        let (code, text) = term.wait(Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains(&format!("{name} simulation took")), "{text}");
+        assert!(!text.contains("stopped after"), "{text}");
+        assert_textbook_n300e(&log, &out, &format!("{args:?}"));
+    }
 }
 
 #[test]
 fn progress_bar_shows_on_a_terminal_and_clears_itself() {
     let dir = scratch("progress");
-    let out = dir.join("final.csv");
+    let (log, out) = (dir.join("energy.csv"), dir.join("final.csv"));
     let mut term = OnTerminal::start(&[
         "particles",
         "-n",
@@ -486,6 +493,8 @@ fn progress_bar_shows_on_a_terminal_and_clears_itself() {
         "-e",
         "-p",
         "2",
+        "--energy-log",
+        log.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -498,11 +507,7 @@ fn progress_bar_shows_on_a_terminal_and_clears_itself() {
     // It is gone at the end; the timing line stays.
     assert!(!text.contains("steps/s"), "{text}");
     assert!(text.contains("multiprocess simulation took"), "{text}");
-    assert_same_state(
-        &read_state(&out),
-        &read_state(&fixture("textbook-n300-s100-e.csv")),
-        "with a progress bar",
-    );
+    assert_textbook_n300e(&log, &out, "with a progress bar");
 }
 
 #[test]
