@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
+use std::ops::Range;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -45,6 +46,9 @@ pub(crate) struct Visuals {
     animation: Option<Animation>,
     live: Option<Live>,
     snapshot: Option<(PathBuf, BufWriter<File>)>,
+    /// Who owned which list slots at the last snapshot: how the run itself splits the
+    /// particles, which colours the pictures drawn after it.
+    owners: Option<Vec<Range<usize>>>,
     mode: Mode,
     size: f64,
     last_step: u64,
@@ -75,12 +79,10 @@ impl Visuals {
             None => None,
             Some(path) => {
                 let start = &run.start;
-                let blocks = owners(mode, start.particles.len());
                 Some(
                     Animation::create(
                         path,
                         &start.particles,
-                        &blocks,
                         run.size,
                         start.step,
                         args.every,
@@ -106,6 +108,8 @@ impl Visuals {
             run.snapshot_every,
             animation.as_ref().map(|_| args.every),
             live.as_ref().map(|_| args.update_every.unwrap_or(1)),
+            // A snapshot after the last step, for the owners of the PNG's particles.
+            snapshot.as_ref().map(|_| run.steps.max(1)),
         ];
         run.snapshot_every = intervals.into_iter().flatten().reduce(gcd);
         Ok(Visuals {
@@ -113,6 +117,7 @@ impl Visuals {
             animation,
             live,
             snapshot,
+            owners: None,
             mode,
             size: run.size,
             last_step: run.steps,
@@ -138,10 +143,16 @@ impl Visuals {
             live.close()
                 .context("the live view failed (run without -g to skip it)")?;
         }
+        // Without a snapshot (no step taken, or stopped before one), the blocks the mode
+        // would give.
+        let blocks = self
+            .owners
+            .take()
+            .unwrap_or_else(|| owners(self.mode, outcome.particles.len()));
         if let Some(animation) = self.animation.take() {
             let path = animation.path().to_owned();
             animation
-                .finish()
+                .finish(&blocks)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         let step = match outcome.ending {
@@ -149,7 +160,6 @@ impl Visuals {
             Ending::Stopped(step) => step,
         };
         if let Some((path, mut file)) = self.snapshot.take() {
-            let blocks = owners(self.mode, outcome.particles.len());
             Frame::draw(&outcome.particles, &blocks, self.size, step)
                 .and_then(|frame| frame.write_png(&mut file))
                 .and_then(|()| file.flush())
@@ -179,6 +189,9 @@ impl Watch for Visuals {
     }
 
     fn snapshot(&mut self, snapshot: &Snapshot<'_>) -> Flow {
+        if self.owners.as_deref() != Some(snapshot.blocks) {
+            self.owners = Some(snapshot.blocks.to_vec());
+        }
         let mut flow = Flow::Continue;
         if let Some(animation) = self.animation.as_mut() {
             flow = worst(flow, animation.snapshot(snapshot));

@@ -240,6 +240,8 @@ pub(crate) struct Animation {
     every: u64,
     last_step: u64,
     size: f64,
+    /// The first frame, until the first snapshot says who owns which particle.
+    start: Option<(Particles, u64)>,
     frames: usize,
     error: Option<io::Error>,
 }
@@ -258,11 +260,12 @@ impl std::fmt::Debug for Animation {
 const FRAME_DELAY: u16 = 8;
 
 impl Animation {
-    /// Creates the file at `path` and draws the first frame: `start` at step `step`.
+    /// Creates the file at `path`. The first frame will be `start` at step `step`, drawn
+    /// with the owners of the first snapshot: the run, not this code, knows how it splits
+    /// the particles.
     pub(crate) fn create(
         path: &Path,
         start: &Particles,
-        blocks: &[Range<usize>],
         size: f64,
         step: u64,
         every: u64,
@@ -276,18 +279,25 @@ impl Animation {
         encoder
             .set_repeat(gif::Repeat::Infinite)
             .map_err(io::Error::other)?;
-        let mut animation = Animation {
+        Ok(Animation {
             path: path.to_owned(),
             encoder: Some(encoder),
             palette,
             every: every.max(1),
             last_step,
             size,
+            start: Some((start.clone(), step)),
             frames: 0,
             error: None,
-        };
-        animation.add(start, blocks, step)?;
-        Ok(animation)
+        })
+    }
+
+    /// Draws the first frame if it is still to come.
+    fn add_start(&mut self, blocks: &[Range<usize>]) -> io::Result<()> {
+        match self.start.take() {
+            Some((particles, step)) => self.add(&particles, blocks, step),
+            None => Ok(()),
+        }
     }
 
     fn add(&mut self, particles: &Particles, blocks: &[Range<usize>], step: u64) -> io::Result<()> {
@@ -308,10 +318,12 @@ impl Animation {
     }
 
     /// Ends the file. Returns how many frames it holds, or the first error met on the way.
-    pub(crate) fn finish(mut self) -> io::Result<usize> {
+    /// `owners` colours the first frame if no snapshot came to tell.
+    pub(crate) fn finish(mut self, owners: &[Range<usize>]) -> io::Result<usize> {
         if let Some(err) = self.error.take() {
             return Err(err);
         }
+        self.add_start(owners)?;
         if let Some(encoder) = self.encoder.take() {
             let mut file = encoder.into_inner().map_err(io::Error::other)?;
             file.flush()?;
@@ -334,7 +346,10 @@ impl Watch for Animation {
         if !(step.is_multiple_of(self.every) || step == self.last_step) {
             return Flow::Continue;
         }
-        match self.add(snapshot.particles, snapshot.blocks, step) {
+        let added = self
+            .add_start(snapshot.blocks)
+            .and_then(|()| self.add(snapshot.particles, snapshot.blocks, step));
+        match added {
             Ok(()) => Flow::Continue,
             Err(err) => {
                 // A GIF that cannot be written is not worth the rest of the run.
