@@ -3,6 +3,8 @@
 mod crawl;
 mod demo;
 mod particles;
+mod progress;
+mod visuals;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -21,7 +23,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Simulate the textbook's particles: serially, with threads, or on a ring of workers.
-    Particles(particles::Args),
+    Particles(Box<particles::Args>),
     /// Run the textbook's parallel-computing programs.
     Demo(demo::Args),
     /// Find a site's dead links with a ring of worker processes.
@@ -62,7 +64,7 @@ fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
         Err(err) => return clap_error(err),
     };
     match cli.command {
-        Command::Particles(args) => particles::run(args),
+        Command::Particles(args) => particles::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Crawl(args) => crawl::run(args),
     }

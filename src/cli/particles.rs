@@ -10,13 +10,12 @@ use anyhow::Context;
 use ringleader::{LaunchError, Transport};
 
 use super::usage;
+use super::visuals::{VisualArgs, Visuals};
 use crate::workers::particles::checkpoint::{self, Checkpoint, Checkpointer};
 use crate::workers::particles::fault::Fault;
 use crate::workers::particles::output::{write_csv, write_energy_log};
 use crate::workers::particles::physics::DEFAULT_DT;
-use crate::workers::particles::{
-    Algorithm, Ending, Mode, Run, Start, Unwatched, Watch, simulate_with,
-};
+use crate::workers::particles::{Algorithm, Ending, Mode, Run, Start, Watch, simulate_with};
 
 /// The textbook's particle count.
 const DEFAULT_N: usize = 20;
@@ -25,7 +24,12 @@ const DEFAULT_N: usize = 20;
 #[command(after_help = "Examples:
   ringleader particles -n 2000 -s 100 -p 2       a ring of 2 worker processes
   ringleader particles -n 300 -s 100 -t 4 -e     4 threads, energy normalization
-  ringleader particles -n 20 -s 100 --out final.csv")]
+  ringleader particles -n 20 -s 100 --out final.csv
+  ringleader particles -n 300 -s 200 -p 4 --render run.gif --every 5
+                                                 an animation coloured by worker
+  ringleader particles -n 300 -s 200 -p 4 --snapshot final.png
+  ringleader particles -n 200 -s 100000 -p 2 -g -u 10
+                                                 watch it live; q stops every worker")]
 pub(crate) struct Args {
     /// Number of particles [default: 20, or with --resume the checkpoint's].
     #[arg(short = 'n', value_parser = positive, allow_negative_numbers = true)]
@@ -76,6 +80,8 @@ pub(crate) struct Args {
     /// How forces are found: all pairs (the textbook's), or cell lists (O(n), same bits).
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Allpairs)]
     algorithm: AlgorithmArg,
+    #[command(flatten)]
+    visuals: VisualArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -175,10 +181,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     run.step_timeout = Some(args.timeout);
     run.fault = fault;
     let first_step = run.start.step + 1;
-    let pair_checks = run.pair_checks();
+    let (pair_checks, planned) = (run.pair_checks(), run.steps - run.start.step);
     let algorithm = Algorithm::from(args.algorithm);
-    let particle_steps = run.start.particles.len() as f64 * (run.steps - run.start.step) as f64;
-    let watch = checkpoint_watch(&args, &mut run);
+    let particle_steps = run.start.particles.len() as f64 * planned as f64;
+    if args.checkpoint.is_some() {
+        run.snapshot_every = args.checkpoint_every;
+    }
+    // The pictures add the snapshot steps they need to the checkpoint's.
+    let visuals = Visuals::prepare(&args.visuals, &mut run, mode)?;
+    let watch = checkpoint_watch(&args, &mut run, Box::new(visuals));
     // SIGINT and SIGTERM stop the run at a step boundary in every mode, not mid-write.
     let _signals = ringleader::catch_stop_signals();
     let started = Instant::now();
@@ -192,10 +203,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(err) => return Err(err.into()),
     };
     let seconds = started.elapsed().as_secs_f64();
-    let watch: Box<dyn std::any::Any> = watch;
-    if let Ok(mut checkpointer) = watch.downcast::<Checkpointer>() {
-        checkpointer.finish(&outcome)?;
-    }
+    let watch = match Checkpointer::take(watch) {
+        Ok(mut checkpointer) => {
+            checkpointer.finish(&outcome)?;
+            checkpointer.into_inner()
+        }
+        Err(watch) => watch,
+    };
+    Visuals::take(watch)?.finish(&outcome)?;
     if let (Ending::Stopped(step), Some(signal)) = (outcome.ending, ringleader::stop_signal()) {
         let saved = if args.checkpoint.is_some() {
             "; checkpoint written"
@@ -205,17 +220,22 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("ringleader: stopped by {signal} after step {step}{saved}");
         return Ok(ExitCode::from(signal.exit_code()));
     }
+    // A run stopped early (q in the live view) made only the checks of its steps.
+    let done = match outcome.ending {
+        Ending::Stopped(step) if planned > 0 => (step - (first_step - 1)) as f64 / planned as f64,
+        _ => 1.0,
+    };
     let line = match algorithm {
         Algorithm::AllPairs => format!(
             "{} simulation took {seconds:.6} seconds ({:.3e} pair checks/s)",
             mode.describe(),
-            pair_checks / seconds
+            pair_checks * done / seconds
         ),
         // Cells check only nearby pairs: the rate that means something is particle steps.
         Algorithm::Cells => format!(
             "{} simulation took {seconds:.6} seconds ({:.3e} particle steps/s, cells)",
             mode.describe(),
-            particle_steps / seconds
+            particle_steps * done / seconds
         ),
     };
     if let Some(log) = energy_log.as_mut() {
@@ -229,22 +249,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .and_then(|()| out.flush())
                 .context("cannot write the final state")?;
             // With the state on stdout, keep the timing line off it.
-            if args.out.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+            if args.visuals.quiet {
+                // Nothing but errors.
+            } else if args.out.as_deref().is_some_and(|p| p.as_os_str() == "-") {
                 eprintln!("{line}");
             } else {
                 println!("{line}");
             }
         }
+        None if args.visuals.quiet => {}
         None => println!("{line}"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The watch for `--checkpoint` and `--checkpoint-every`.
-fn checkpoint_watch(args: &Args, run: &mut Run) -> Box<dyn Watch> {
+fn checkpoint_watch(args: &Args, run: &mut Run, inner: Box<dyn Watch>) -> Box<dyn Watch> {
     match &args.checkpoint {
         Some(path) => {
-            run.snapshot_every = args.checkpoint_every;
             // Hearing from the workers after every step lets SIGINT or SIGTERM stop the run
             // at a step boundary, so the checkpoint holds a whole step.
             run.every_step = true;
@@ -252,10 +274,10 @@ fn checkpoint_watch(args: &Args, run: &mut Run) -> Box<dyn Watch> {
                 path.clone(),
                 args.checkpoint_every,
                 run,
-                Box::new(Unwatched),
+                inner,
             ))
         }
-        None => Box::new(Unwatched),
+        None => inner,
     }
 }
 

@@ -413,6 +413,26 @@ impl Checkpointer {
         }
     }
 
+    /// Takes the checkpointer back from the watch a run returns, or hands the watch back
+    /// when it is something else.
+    pub(crate) fn take(watch: Box<dyn Watch>) -> Result<Checkpointer, Box<dyn Watch>> {
+        let is_checkpointer = (&*watch as &dyn std::any::Any).is::<Checkpointer>();
+        if !is_checkpointer {
+            return Err(watch);
+        }
+        let any: Box<dyn std::any::Any> = watch;
+        match any.downcast::<Checkpointer>() {
+            Ok(checkpointer) => Ok(*checkpointer),
+            // Checked just above.
+            Err(_) => Err(Box::new(super::Unwatched)),
+        }
+    }
+
+    /// The watch behind this one.
+    pub(crate) fn into_inner(self) -> Box<dyn Watch> {
+        self.inner
+    }
+
     /// The last step written, if any.
     #[cfg(test)]
     pub(crate) fn saved(&self) -> Option<u64> {

@@ -6,8 +6,10 @@ mod cells;
 pub(crate) mod checkpoint;
 pub(crate) mod fault;
 pub(crate) mod init;
+pub(crate) mod live;
 pub(crate) mod output;
 pub(crate) mod physics;
+pub(crate) mod render;
 mod ring;
 mod serial;
 mod strips;
@@ -81,7 +83,6 @@ pub(crate) struct Snapshot<'a> {
     /// Every particle, in list order.
     pub(crate) particles: &'a Particles,
     /// The list slots each worker owns, by rank (one block in serial mode).
-    #[cfg_attr(not(test), expect(dead_code, reason = "read by the pictures"))]
     pub(crate) blocks: &'a [std::ops::Range<usize>],
     /// The correction the next step applies.
     pub(crate) correction: f64,
