@@ -63,3 +63,5 @@ pub use self::launch::Launcher;
 pub use self::ring::{Neighbour, Ring};
 pub use self::stage::{Coordinator, Message, Stage, StageError};
 pub use self::transport::Transport;
+#[cfg(feature = "mpi")]
+pub use self::transport::mpi::mpi_world_size;
