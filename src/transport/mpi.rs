@@ -350,7 +350,8 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// Waits for the next value, for at most `timeout` if one is given.
     pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<T, RecvFailure> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let since = Instant::now();
+        let deadline = timeout.map(|t| since + t);
         match self {
             Receiver::Remote {
                 source,
@@ -372,29 +373,43 @@ impl<T: DeserializeOwned> Receiver<T> {
                 if let Some((message, status)) = probed {
                     return receive(message, status, *tag);
                 }
-                wait_a_little(pump.as_ref(), deadline)?;
+                wait_a_little(pump.as_ref(), since, deadline)?;
             },
             Receiver::Local { rx, pump } => loop {
                 match rx.try_recv() {
                     Ok(value) => return Ok(value),
                     Err(mpsc::TryRecvError::Disconnected) => return Err(RecvFailure::Closed),
-                    Err(mpsc::TryRecvError::Empty) => wait_a_little(Some(pump), deadline)?,
+                    Err(mpsc::TryRecvError::Empty) => wait_a_little(Some(pump), since, deadline)?,
                 }
             },
         }
     }
 }
 
-/// One turn of a polling wait: relay for the coordinator, then let others run (an
-/// oversubscribed machine has more ranks than cores).
-fn wait_a_little(pump: Option<&SharedPump>, deadline: Option<Instant>) -> Result<(), RecvFailure> {
+/// How long a polling wait spins before it starts yielding the core: long enough to
+/// catch a message that is on its way, short enough not to starve a rank that shares the
+/// core on an oversubscribed machine.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// One turn of a polling wait that began at `since`: relay for the coordinator, then spin
+/// or let others run.
+fn wait_a_little(
+    pump: Option<&SharedPump>,
+    since: Instant,
+    deadline: Option<Instant>,
+) -> Result<(), RecvFailure> {
     if let Some(pump) = pump {
         poll(pump).map_err(|CoordinatorGone| RecvFailure::Closed)?;
     }
-    if deadline.is_some_and(|d| Instant::now() >= d) {
+    let now = Instant::now();
+    if deadline.is_some_and(|d| now >= d) {
         return Err(RecvFailure::Timeout);
     }
-    thread::yield_now();
+    if now.duration_since(since) < SPIN {
+        std::hint::spin_loop();
+    } else {
+        thread::yield_now();
+    }
     Ok(())
 }
 
