@@ -354,19 +354,10 @@ impl<T: DeserializeOwned> Receiver<T> {
         let deadline = timeout.map(|t| since + t);
         match self {
             Receiver::Remote {
-                source,
-                tag,
-                pump: None,
-                ..
-            } if deadline.is_none() => {
-                let (message, status) = world()
-                    .process_at_rank(*source)
-                    .matched_probe_with_tag(*tag);
-                receive(message, status, *tag)
-            }
-            Receiver::Remote {
                 source, tag, pump, ..
             } => loop {
+                // A polling loop rather than a blocking MPI_Mprobe: on this OpenMPI the
+                // blocking probe takes far longer to notice a large message.
                 let probed = world()
                     .process_at_rank(*source)
                     .immediate_matched_probe_with_tag(*tag);
@@ -431,7 +422,18 @@ fn receive<T: DeserializeOwned>(
     let count = u32::from_le_bytes(*count) as usize;
     let mut blocks = Vec::with_capacity(count);
     for _ in 0..count {
-        let (message, status) = world().process_at_rank(source).matched_probe_with_tag(tag);
+        // The block is right behind its header. No relaying while waiting for it: the
+        // relay itself receives this way.
+        let since = Instant::now();
+        let (message, status) = loop {
+            let probed = world()
+                .process_at_rank(source)
+                .immediate_matched_probe_with_tag(tag);
+            match probed {
+                Some(probed) => break probed,
+                None => wait_a_little(None, since, None)?,
+            }
+        };
         let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
         blocks.push(Block::filled_by(len, |bytes| {
             message.matched_receive_into(bytes);
