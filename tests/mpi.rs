@@ -21,7 +21,7 @@ fn main() {
         role(&args[1..]);
         return;
     }
-    let tests: [(&str, fn()); 6] = [
+    let tests: [(&str, fn()); 7] = [
         (
             "n20_matches_the_textbook_on_1_2_3_ranks",
             n20_matches_the_textbook,
@@ -45,6 +45,10 @@ fn main() {
         (
             "a_panic_on_rank_0_ends_the_job_with_one_line",
             a_panic_on_rank_0_ends_the_job,
+        ),
+        (
+            "a_p_that_disagrees_with_the_job_is_a_usage_error",
+            a_mismatched_p_is_a_usage_error,
         ),
     ];
     let filter = args.iter().find(|a| !a.starts_with('-'));
@@ -267,6 +271,30 @@ fn a_panic_on_rank_0_ends_the_job() {
         lines[0]
     );
     assert!(lines[0].ends_with("at step 2"), "{}", lines[0]);
+}
+
+fn a_mismatched_p_is_a_usage_error() {
+    let job = mpirun(
+        2,
+        binary(),
+        &[
+            "particles",
+            "-n",
+            "20",
+            "-s",
+            "5",
+            "-p",
+            "3",
+            "--transport",
+            "mpi",
+        ],
+    );
+    assert_eq!(job.code, Some(2), "{job:?}");
+    assert!(
+        job.stderr
+            .contains("ringleader: -p 3 does not match the 2 ranks of this mpi job"),
+        "{job:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -653,3 +653,49 @@ fn fail(why: &str) -> ! {
     let _ = std::io::stdout().flush();
     world().abort(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Frame, Transport};
+    use super::*;
+
+    #[test]
+    fn a_block_travels_beside_its_header_not_inside_it() {
+        let data: Vec<f64> = (0..1000).map(|i| f64::from(i) * 0.25).collect();
+        let block = Block::new(Transport::Mpi, bytemuck::cast_slice(&data));
+        let (header, blocks) = encode(&Frame::<u32>::Block(block)).unwrap();
+        assert_eq!(blocks.len(), 1);
+        assert!(
+            header.len() < 16,
+            "the header carries an index, not 8000 bytes"
+        );
+        assert_eq!(u32::from_le_bytes(header[..4].try_into().unwrap()), 1);
+        let copied = Block::filled_by(blocks[0].bytes().len(), |bytes| {
+            bytes.copy_from_slice(blocks[0].bytes());
+        });
+        match decode::<Frame<u32>>(&header[4..], vec![copied]).unwrap() {
+            Frame::Block(block) => assert_eq!(block.view::<f64>().unwrap(), &data[..]),
+            Frame::Message(_) => panic!("a message came back"),
+        }
+        assert!(!carrying_blocks(), "encoding leaves no state behind");
+    }
+
+    #[test]
+    fn a_message_without_blocks_is_plain_postcard() {
+        let (header, blocks) = encode(&Frame::<(u8, String)>::Message((7, "hi".into()))).unwrap();
+        assert!(blocks.is_empty());
+        assert_eq!(&header[..4], &0u32.to_le_bytes());
+        match decode::<Frame<(u8, String)>>(&header[4..], Vec::new()).unwrap() {
+            Frame::Message(message) => assert_eq!(message, (7, "hi".to_owned())),
+            Frame::Block(_) => panic!("a block came back"),
+        }
+    }
+
+    #[test]
+    fn a_missing_block_is_an_error_not_a_panic() {
+        let block = Block::new(Transport::Mpi, &[1, 2, 3]);
+        let (header, _) = encode(&Frame::<()>::Block(block)).unwrap();
+        assert!(decode::<Frame<()>>(&header[4..], Vec::new()).is_err());
+        assert!(!carrying_blocks());
+    }
+}
