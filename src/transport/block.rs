@@ -54,7 +54,9 @@ impl Block {
             // Between ranks a block travels as one raw MPI message; in memory it is an
             // aligned buffer, as between threads.
             #[cfg(feature = "mpi")]
-            Transport::Mpi => Block::new(Transport::Threads, bytes),
+            Transport::Mpi => super::mpi::recycled_block(bytes.len(), |into| {
+                into.copy_from_slice(bytes);
+            }),
         }
     }
 
@@ -65,6 +67,18 @@ impl Block {
         let mut words = vec![0u128; len.div_ceil(BLOCK_ALIGN)];
         fill(&mut bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..len]);
         Block::Local(Arc::new(Aligned { words, len }))
+    }
+
+    /// This block's bytes for rewriting, if it is an aligned buffer of `len` bytes that
+    /// nobody else holds: then no reader can see the change.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn writable(&mut self, len: usize) -> Option<&mut [u8]> {
+        match self {
+            Block::Local(local) if local.len == len => Arc::get_mut(local).map(|aligned| {
+                &mut bytemuck::cast_slice_mut::<u128, u8>(&mut aligned.words)[..len]
+            }),
+            _ => None,
+        }
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {

@@ -177,6 +177,49 @@ fn decode<T: DeserializeOwned>(body: &[u8], blocks: Vec<Block>) -> Result<T, Str
 }
 
 // ---------------------------------------------------------------------------------------
+// Block buffers.
+
+/// How many block buffers a rank keeps for reuse.
+const POOL: usize = 8;
+
+thread_local! {
+    /// Blocks this rank made or received, kept for reuse once nobody else holds them.
+    /// A fresh buffer of a megabyte costs page faults and zeroing on every hop; a reused
+    /// one costs nothing.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A block of `len` bytes written by `fill`: a pooled buffer that nobody holds any more,
+/// or a new one.
+pub(crate) fn recycled_block(len: usize, fill: impl FnOnce(&mut [u8])) -> Block {
+    BLOCKS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if let Some(slot) = pool.iter_mut().position(|b| b.writable(len).is_some()) {
+            let block = &mut pool[slot];
+            if let Some(bytes) = block.writable(len) {
+                fill(bytes);
+                return block.clone();
+            }
+        }
+        let block = Block::filled_by(len, fill);
+        if pool.len() >= POOL {
+            // Make room by dropping a buffer nobody holds, if there is one.
+            match pool.iter_mut().position(|b| {
+                let len = b.bytes().len();
+                b.writable(len).is_some()
+            }) {
+                Some(unused) => {
+                    pool.swap_remove(unused);
+                }
+                None => return block,
+            }
+        }
+        pool.push(block.clone());
+        block
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 // Sending.
 
 /// What an in-flight send reads from: kept alive until MPI is done with it.
@@ -435,7 +478,7 @@ fn receive<T: DeserializeOwned>(
             }
         };
         let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
-        blocks.push(Block::filled_by(len, |bytes| {
+        blocks.push(recycled_block(len, |bytes| {
             message.matched_receive_into(bytes);
         }));
     }
@@ -689,6 +732,26 @@ mod tests {
             Frame::Message(message) => assert_eq!(message, (7, "hi".to_owned())),
             Frame::Block(_) => panic!("a block came back"),
         }
+    }
+
+    #[test]
+    fn a_pooled_buffer_is_reused_only_once_nobody_holds_it() {
+        let held = recycled_block(64, |b| b.fill(1));
+        let other = recycled_block(64, |b| b.fill(2));
+        assert!(
+            held.bytes().iter().all(|&b| b == 1),
+            "a held block is never rewritten"
+        );
+        let address = other.bytes().as_ptr();
+        drop(other);
+        let again = recycled_block(64, |b| b.fill(3));
+        assert_eq!(
+            again.bytes().as_ptr(),
+            address,
+            "a released buffer is reused"
+        );
+        assert!(again.bytes().iter().all(|&b| b == 3));
+        assert!(held.bytes().iter().all(|&b| b == 1));
     }
 
     #[test]
