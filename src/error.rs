@@ -209,6 +209,11 @@ pub enum LaunchError {
     /// The stage's coordinator side (`Stage::on_report`) returned an error.
     #[error("coordinator failed: {0}")]
     Coordinator(String),
+    /// MPI could not start the ring: it is not available, was started already, or the job
+    /// has another number of ranks than the ring asks for.
+    #[cfg(feature = "mpi")]
+    #[error("mpi: {0}")]
+    Mpi(String),
     /// A worker broke the control protocol (for example, reported twice).
     #[error("worker rank {rank} broke the control protocol: {what}")]
     Protocol {

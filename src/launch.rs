@@ -93,6 +93,13 @@ impl Launcher {
     /// still be single-threaded: fork workers before starting any thread. Each child dies
     /// with the coordinator (`PR_SET_PDEATHSIG`).
     ///
+    /// With `Transport::Mpi` (cargo feature `mpi`) this process is one rank of the job
+    /// `mpirun` started, and the ring has as many workers as the job has ranks. Rank 0 runs
+    /// its worker and the coordinator, and is the only rank that returns; every other rank
+    /// ends its process when its worker is done. A failure on any rank prints one line
+    /// naming the rank and cause on that rank's stderr and aborts the whole job
+    /// (`MPI_Abort`): an MPI job cannot lose a rank and go on.
+    ///
     /// # Errors
     ///
     /// [`LaunchError::Worker`] names the worker that failed first, its pid and the cause;
@@ -110,12 +117,21 @@ impl Launcher {
         if self.transport == Transport::Processes {
             ensure_single_threaded()?;
         }
-        let wiring =
-            Wiring::<S>::new(self.transport, self.workers).map_err(LaunchError::Channel)?;
         let _catch = Catch::install();
+        let wiring = |transport| Wiring::<S>::new(transport, self.workers);
         match self.transport {
-            Transport::Processes => launch_processes(stage, wiring, &self.limits),
-            Transport::Threads => launch_threads(stage, wiring, &self.limits),
+            Transport::Processes => launch_processes(
+                stage,
+                wiring(Transport::Processes).map_err(LaunchError::Channel)?,
+                &self.limits,
+            ),
+            Transport::Threads => launch_threads(
+                stage,
+                wiring(Transport::Threads).map_err(LaunchError::Channel)?,
+                &self.limits,
+            ),
+            #[cfg(feature = "mpi")]
+            Transport::Mpi => crate::transport::mpi::launch(stage, self.workers, &self.limits),
         }
     }
 }

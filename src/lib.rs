@@ -128,3 +128,5 @@ pub use self::ring::{Neighbour, Ring};
 pub use self::signal::{StopSignal, StopSignalGuard, catch_stop_signals, stop_signal};
 pub use self::stage::{Coordinator, Message, Stage, StageError};
 pub use self::transport::Transport;
+#[cfg(feature = "mpi")]
+pub use self::transport::mpi::mpi_world_size;

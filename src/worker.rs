@@ -40,7 +40,7 @@ pub(crate) fn run<S: Stage>(stage: S, mut ring: Ring<S>) -> i32 {
 }
 
 /// A worker whose only problem is a neighbour that went away failed because of another.
-fn classify(err: &(dyn std::error::Error + Send + Sync + 'static)) -> Cause {
+pub(crate) fn classify(err: &(dyn std::error::Error + Send + Sync + 'static)) -> Cause {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(ring) = e.downcast_ref::<RingError>() {

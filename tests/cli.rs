@@ -58,6 +58,11 @@ fn bad_particle_arguments_are_usage_errors() {
             "carrier-pigeon",
         ),
         (&["particles", "--bogus"], "--bogus"),
+        #[cfg(not(feature = "mpi"))]
+        (
+            &["particles", "--transport", "mpi"],
+            "needs a ringleader built with MPI",
+        ),
         (&["launch-the-rockets"], "launch-the-rockets"),
     ];
     for (args, mentions) in cases {

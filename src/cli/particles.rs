@@ -62,7 +62,14 @@ pub(crate) struct Args {
     #[arg(long, value_name = "FILE")]
     energy_log: Option<PathBuf>,
     /// What the -p workers run on: forked processes, or threads with in-process channels.
-    #[arg(long, value_enum, default_value_t = TransportArg::Processes, requires = "processes")]
+    /// `mpi` runs this process as one rank of an `mpirun` job (build with `--features mpi`);
+    /// the ring has one worker per rank.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = TransportArg::Processes,
+        requires_ifs = [("processes", "processes"), ("threads", "processes")]
+    )]
     transport: TransportArg,
     /// Write the whole state to FILE at the end of the run (or where it stops), atomically;
     /// `{step}` in FILE becomes the step.
@@ -99,18 +106,44 @@ impl From<AlgorithmArg> for Algorithm {
     }
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum TransportArg {
     Processes,
     Threads,
+    Mpi,
 }
 
-impl From<TransportArg> for Transport {
-    fn from(arg: TransportArg) -> Transport {
-        match arg {
-            TransportArg::Processes => Transport::Processes,
-            TransportArg::Threads => Transport::Threads,
+impl TransportArg {
+    fn transport(self) -> anyhow::Result<Transport> {
+        match self {
+            TransportArg::Processes => Ok(Transport::Processes),
+            TransportArg::Threads => Ok(Transport::Threads),
+            #[cfg(feature = "mpi")]
+            TransportArg::Mpi => Ok(Transport::Mpi),
+            #[cfg(not(feature = "mpi"))]
+            TransportArg::Mpi => usage(
+                "--transport mpi needs a ringleader built with MPI: cargo build --release --features mpi",
+            ),
         }
+    }
+}
+
+/// With `--transport mpi` the ring has one worker per rank of the job; `-p`, if given,
+/// must agree.
+#[cfg(feature = "mpi")]
+fn mpi_workers(args: &Args) -> anyhow::Result<Option<usize>> {
+    if args.transport != TransportArg::Mpi {
+        return Ok(args.processes);
+    }
+    if args.threads.is_some() {
+        return usage("-t cannot be used with --transport mpi");
+    }
+    let ranks = ringleader::mpi_world_size()?;
+    match args.processes {
+        Some(p) if p != ranks => usage(format!(
+            "-p {p} does not match the {ranks} ranks of this mpi job"
+        )),
+        _ => Ok(Some(ranks)),
     }
 }
 
@@ -126,7 +159,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dt = resumed
         .as_ref()
         .map_or(args.dt.unwrap_or(DEFAULT_DT), |c| c.dt);
-    let mode = match (args.threads, args.processes) {
+    let transport = args.transport.transport()?;
+    #[cfg(feature = "mpi")]
+    let processes = mpi_workers(&args)?;
+    #[cfg(not(feature = "mpi"))]
+    let processes = args.processes;
+    let mode = match (args.threads, processes) {
         (Some(t), _) if t > n => {
             return usage(format!(
                 "-t {t} asks for more threads than the {n} particles"
@@ -138,7 +176,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             ));
         }
         (Some(t), _) => Mode::Threads(t),
-        (None, Some(p)) => Mode::Ring(p, args.transport.into()),
+        (None, Some(p)) => Mode::Ring(p, transport),
         (None, None) => Mode::Serial,
     };
     let fault = match Fault::from_env() {

@@ -51,6 +51,33 @@ impl Block {
                     len: bytes.len(),
                 }))
             }
+            // Between ranks a block travels as one raw MPI message; in memory it is an
+            // aligned buffer, as between threads.
+            #[cfg(feature = "mpi")]
+            Transport::Mpi => super::mpi::recycled_block(bytes.len(), |into| {
+                into.copy_from_slice(bytes);
+            }),
+        }
+    }
+
+    /// A block of `len` bytes written in place by `fill`, so a received MPI message lands
+    /// in aligned memory without a second copy.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn filled_by(len: usize, fill: impl FnOnce(&mut [u8])) -> Block {
+        let mut words = vec![0u128; len.div_ceil(BLOCK_ALIGN)];
+        fill(&mut bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..len]);
+        Block::Local(Arc::new(Aligned { words, len }))
+    }
+
+    /// This block's bytes for rewriting, if it is an aligned buffer of `len` bytes that
+    /// nobody else holds: then no reader can see the change.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn writable(&mut self, len: usize) -> Option<&mut [u8]> {
+        match self {
+            Block::Local(local) if local.len == len => Arc::get_mut(local).map(|aligned| {
+                &mut bytemuck::cast_slice_mut::<u128, u8>(&mut aligned.words)[..len]
+            }),
+            _ => None,
         }
     }
 
@@ -104,6 +131,10 @@ impl Serialize for Block {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Block::Shm(shm) => shm.serialize(serializer),
+            #[cfg(feature = "mpi")]
+            Block::Local(_) if super::mpi::carrying_blocks() => {
+                super::mpi::serialize_block(self, serializer)
+            }
             Block::Local(_) => Err(serde::ser::Error::custom(
                 "an in-process block cannot cross a process boundary",
             )),
@@ -113,6 +144,10 @@ impl Serialize for Block {
 
 impl<'de> Deserialize<'de> for Block {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[cfg(feature = "mpi")]
+        if super::mpi::carrying_blocks() {
+            return super::mpi::deserialize_block(deserializer);
+        }
         IpcSharedMemory::deserialize(deserializer).map(Block::Shm)
     }
 }

@@ -22,6 +22,9 @@ pub(crate) enum UpTx<U> {
         rank: usize,
         tx: mpsc::Sender<(usize, Option<U>)>,
     },
+    /// A rank of an MPI job reporting to rank 0.
+    #[cfg(feature = "mpi")]
+    Mpi(super::mpi::Sender),
 }
 
 impl<U: Serialize + DeserializeOwned> UpTx<U> {
@@ -31,6 +34,8 @@ impl<U: Serialize + DeserializeOwned> UpTx<U> {
             UpTx::Local { rank, tx } => tx
                 .send((*rank, Some(value)))
                 .map_err(|_| SendFailure::Closed),
+            #[cfg(feature = "mpi")]
+            UpTx::Mpi(tx) => tx.send(&value),
         }
     }
 }
@@ -80,6 +85,9 @@ where
                 .collect();
             Ok((senders, PendingInbox::Local(rx)))
         }
+        // The MPI launcher wires rank 0's inbox itself.
+        #[cfg(feature = "mpi")]
+        Transport::Mpi => Err(io::ErrorKind::Unsupported.into()),
     }
 }
 

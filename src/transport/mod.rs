@@ -4,6 +4,8 @@
 
 mod block;
 mod control;
+#[cfg(feature = "mpi")]
+pub(crate) mod mpi;
 
 use std::io;
 use std::sync::mpsc;
@@ -27,6 +29,11 @@ pub enum Transport {
     /// Worker threads in this process connected by in-process channels. The same stage,
     /// the same ring; useful for debugging and as a baseline.
     Threads,
+    /// This process is one rank of an MPI job started by `mpirun`: the ring is built from
+    /// MPI point-to-point messages, so it spans machines. Rank 0 also coordinates. Needs
+    /// the cargo feature `mpi`.
+    #[cfg(feature = "mpi")]
+    Mpi,
 }
 
 impl Transport {
@@ -35,6 +42,8 @@ impl Transport {
         match self {
             Transport::Processes => "processes",
             Transport::Threads => "threads",
+            #[cfg(feature = "mpi")]
+            Transport::Mpi => "mpi",
         }
     }
 }
@@ -60,6 +69,8 @@ impl<M> Frame<M> {
 pub(crate) enum Tx<T> {
     Ipc(IpcSender<T>),
     Local(mpsc::Sender<T>),
+    #[cfg(feature = "mpi")]
+    Mpi(mpi::Sender),
 }
 
 /// The receiving end of a channel.
@@ -67,6 +78,8 @@ pub(crate) enum Tx<T> {
 pub(crate) enum Rx<T> {
     Ipc(IpcReceiver<T>),
     Local(mpsc::Receiver<T>),
+    #[cfg(feature = "mpi")]
+    Mpi(mpi::Receiver<T>),
 }
 
 /// Why a send failed.
@@ -103,6 +116,9 @@ where
             let (tx, rx) = mpsc::channel();
             (Tx::Local(tx), Rx::Local(rx))
         }
+        // MPI links join ranks of an MPI job; only its launcher makes them.
+        #[cfg(feature = "mpi")]
+        Transport::Mpi => return Err(io::ErrorKind::Unsupported.into()),
     })
 }
 
@@ -114,6 +130,8 @@ impl<T: Serialize + DeserializeOwned> Tx<T> {
         match self {
             Tx::Ipc(tx) => tx.send(value).map_err(ipc_send_failure),
             Tx::Local(tx) => tx.send(value).map_err(|_| SendFailure::Closed),
+            #[cfg(feature = "mpi")]
+            Tx::Mpi(tx) => tx.send(&value),
         }
     }
 }
@@ -129,6 +147,8 @@ impl<T: Serialize + DeserializeOwned> Rx<T> {
                 mpsc::RecvTimeoutError::Timeout => RecvFailure::Timeout,
                 mpsc::RecvTimeoutError::Disconnected => RecvFailure::Closed,
             }),
+            #[cfg(feature = "mpi")]
+            (Rx::Mpi(rx), timeout) => rx.recv(timeout),
         }
     }
 }

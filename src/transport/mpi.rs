@@ -1,0 +1,778 @@
+//! The MPI transport: the same ring, between the ranks of a job that `mpirun` started.
+//!
+//! Each link is a (peer rank, tag) pair of `MPI_COMM_WORLD`, one tag per protocol, so the
+//! two links to the same neighbour (with two ranks, left and right are the same rank) and
+//! the control messages never mix. A value travels as one message of postcard bytes,
+//! prefixed by the number of bulk blocks it carries; each block follows as one raw message
+//! of its bytes, never through serde. MPI keeps messages of one (source, tag) in order, so
+//! the blocks arrive right behind their header. This is how ipc-channel carries shared
+//! memory: the serializer sets the blocks aside and writes their index.
+//!
+//! Every send is non-blocking (`MPI_Isend`). A blocking send of a large block waits for
+//! the receiver (rendezvous), and in a ring where everybody sends first that is the
+//! textbook's deadlock. The sender keeps the buffer and the request until MPI says the
+//! message has gone.
+//!
+//! Rank 0 is also the coordinator. Its [`supervise`] loop runs on a second thread and
+//! never calls MPI: it talks to rank 0's worker through in-process channels, like the
+//! threads transport. MPI is called only from the worker's thread (`MPI_THREAD_SERIALIZED`
+//! is enough), which relays between the two: whenever rank 0 would wait for a message, it
+//! polls instead, and forwards the other ranks' reports to the coordinator and the
+//! coordinator's answers to them. So the coordinator costs no core of its own; it works
+//! only while rank 0 would otherwise be waiting.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mpi::Threading;
+use mpi::environment::Universe;
+use mpi::point_to_point::Status;
+use mpi::request::{Request, StaticScope};
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::{Communicator, Destination, Equivalence, Source};
+use mpi::{Rank, Tag};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Block, Inbox, RecvFailure, SendFailure, Tx, UpTx};
+use crate::error::{Cause, LaunchError, WorkerFailure};
+use crate::progress::Board;
+use crate::ring::{Ends, Ring};
+use crate::stage::{Down, Stage, Up};
+use crate::supervise::{Limits, Workers, supervise};
+
+/// Ring messages going to the right neighbour (rank + 1).
+const RIGHTWARD: Tag = 1;
+/// Ring messages going to the left neighbour (rank - 1).
+const LEFTWARD: Tag = 2;
+/// Reports to the coordinator on rank 0.
+const UP: Tag = 3;
+/// Answers from the coordinator.
+const DOWN: Tag = 4;
+
+/// The MPI environment: initialized once, finalized when the ring is done.
+static UNIVERSE: Mutex<Option<Universe>> = Mutex::new(None);
+
+fn universe() -> MutexGuard<'static, Option<Universe>> {
+    UNIVERSE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts MPI if this process has not yet, and returns the number of ranks in the job:
+/// the number of workers a [`Transport::Mpi`](crate::Transport::Mpi) ring has. Call it
+/// before [`Launcher::launch`](crate::Launcher::launch) to size the stage's data. Run
+/// outside `mpirun`, the process is a job of one rank.
+///
+/// # Errors
+///
+/// [`LaunchError::Mpi`] if MPI cannot start, has already been finalized (one MPI ring per
+/// process), or cannot serve calls from a thread other than the one that started it.
+pub fn mpi_world_size() -> Result<usize, LaunchError> {
+    let mut guard = universe();
+    if guard.is_none() {
+        if mpi::environment::is_finalized() {
+            return Err(LaunchError::Mpi(
+                "mpi has already been finalized: a process runs one mpi ring".to_owned(),
+            ));
+        }
+        let Some((started, threading)) = mpi::initialize_with_threading(Threading::Serialized)
+        else {
+            return Err(LaunchError::Mpi(
+                "mpi was initialized by someone else".to_owned(),
+            ));
+        };
+        if threading < Threading::Serialized {
+            return Err(LaunchError::Mpi(format!(
+                "this mpi library offers thread level {threading:?}; ringleader needs Serialized"
+            )));
+        }
+        *guard = Some(started);
+    }
+    let size = SimpleCommunicator::world().size();
+    Ok(usize::try_from(size).unwrap_or(0))
+}
+
+fn finalize() {
+    drop(universe().take());
+}
+
+fn world() -> SimpleCommunicator {
+    SimpleCommunicator::world()
+}
+
+fn rank_of(rank: usize) -> Rank {
+    Rank::try_from(rank).unwrap_or(Rank::MAX)
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding: postcard for the value, raw messages for its blocks.
+
+thread_local! {
+    /// While a value is encoded for MPI: the blocks it carries, in order.
+    static OUTBOUND: RefCell<Option<Vec<Block>>> = const { RefCell::new(None) };
+    /// While a value is decoded from MPI: the blocks that arrived with it.
+    static INBOUND: RefCell<Option<Vec<Option<Block>>>> = const { RefCell::new(None) };
+}
+
+/// Whether this thread is encoding or decoding a value for MPI, so that blocks go out of
+/// band.
+pub(crate) fn carrying_blocks() -> bool {
+    OUTBOUND.with(|out| out.borrow().is_some()) || INBOUND.with(|inb| inb.borrow().is_some())
+}
+
+/// Sets the block aside and writes its index in the message.
+pub(crate) fn serialize_block<S: Serializer>(
+    block: &Block,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let index = OUTBOUND.with(|out| {
+        out.borrow_mut().as_mut().map(|blocks| {
+            blocks.push(block.clone());
+            blocks.len() - 1
+        })
+    });
+    match index.and_then(|i| u32::try_from(i).ok()) {
+        Some(index) => serializer.serialize_u32(index),
+        None => Err(serde::ser::Error::custom("a block outside an mpi message")),
+    }
+}
+
+/// Takes the block the message refers to from those that arrived behind it.
+pub(crate) fn deserialize_block<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Block, D::Error> {
+    let index = u32::deserialize(deserializer)? as usize;
+    INBOUND
+        .with(|inb| {
+            inb.borrow_mut()
+                .as_mut()
+                .and_then(|blocks| blocks.get_mut(index))
+                .and_then(Option::take)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("block {index} of the message is missing")))
+}
+
+/// The header message and the blocks to send behind it.
+fn encode<T: Serialize>(value: &T) -> Result<(Vec<u8>, Vec<Block>), String> {
+    OUTBOUND.with(|out| *out.borrow_mut() = Some(Vec::new()));
+    let encoded = postcard::to_allocvec(value);
+    let blocks = OUTBOUND
+        .with(|out| out.borrow_mut().take())
+        .unwrap_or_default();
+    let body = encoded.map_err(|e| e.to_string())?;
+    let count = u32::try_from(blocks.len()).map_err(|_| "too many blocks".to_owned())?;
+    let mut header = Vec::with_capacity(4 + body.len());
+    header.extend_from_slice(&count.to_le_bytes());
+    header.extend_from_slice(&body);
+    Ok((header, blocks))
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8], blocks: Vec<Block>) -> Result<T, String> {
+    INBOUND.with(|inb| *inb.borrow_mut() = Some(blocks.into_iter().map(Some).collect()));
+    let value = postcard::from_bytes(body).map_err(|e| e.to_string());
+    INBOUND.with(|inb| inb.borrow_mut().take());
+    value
+}
+
+// ---------------------------------------------------------------------------------------
+// Block buffers.
+
+/// How many block buffers a rank keeps for reuse.
+const POOL: usize = 8;
+
+thread_local! {
+    /// Blocks this rank made or received, kept for reuse once nobody else holds them.
+    /// A fresh buffer of a megabyte costs page faults and zeroing on every hop; a reused
+    /// one costs nothing.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A block of `len` bytes written by `fill`: a pooled buffer that nobody holds any more,
+/// or a new one.
+pub(crate) fn recycled_block(len: usize, fill: impl FnOnce(&mut [u8])) -> Block {
+    BLOCKS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if let Some(slot) = pool.iter_mut().position(|b| b.writable(len).is_some()) {
+            let block = &mut pool[slot];
+            if let Some(bytes) = block.writable(len) {
+                fill(bytes);
+                return block.clone();
+            }
+        }
+        let block = Block::filled_by(len, fill);
+        if pool.len() >= POOL {
+            // Make room by dropping a buffer nobody holds, if there is one.
+            match pool.iter_mut().position(|b| {
+                let len = b.bytes().len();
+                b.writable(len).is_some()
+            }) {
+                Some(unused) => {
+                    pool.swap_remove(unused);
+                }
+                None => return block,
+            }
+        }
+        pool.push(block.clone());
+        block
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending.
+
+/// What an in-flight send reads from: kept alive until MPI is done with it.
+enum Payload {
+    Bytes(Box<[u8]>),
+    Block(Block),
+}
+
+impl Payload {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Bytes(bytes) => bytes,
+            Payload::Block(block) => block.bytes(),
+        }
+    }
+}
+
+/// One `MPI_Isend` in flight, with the buffer it reads.
+struct InFlight {
+    // Declared before `payload`: the request refers to the payload's bytes.
+    request: Option<Request<'static, [u8], StaticScope>>,
+    _payload: Payload,
+}
+
+// SAFETY: the raw request handle is only a token for MPI. The process has one ring, and a
+// `Ring` is not `Sync`, so MPI is never called from two threads at once: that is all
+// `MPI_THREAD_SERIALIZED` asks, whichever thread holds the ring.
+unsafe impl Send for InFlight {}
+
+impl InFlight {
+    fn start(dest: Rank, tag: Tag, payload: Payload) -> Result<InFlight, SendFailure> {
+        let bytes = payload.bytes();
+        if i32::try_from(bytes.len()).is_err() {
+            return Err(SendFailure::Encoding(format!(
+                "a message of {} bytes is too large for one mpi message",
+                bytes.len()
+            )));
+        }
+        // SAFETY: the bytes live on the heap (a box or a block's shared buffer) and do not
+        // move when `payload` does; `InFlight` owns the payload and completes the request
+        // (in `finish` or on drop) before the payload is dropped.
+        let bytes: &'static [u8] =
+            unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
+        let request =
+            world()
+                .process_at_rank(dest)
+                .immediate_send_with_tag(StaticScope, bytes, tag);
+        Ok(InFlight {
+            request: Some(request),
+            _payload: payload,
+        })
+    }
+
+    /// Whether MPI is done with the buffer; completes the request if it is.
+    fn done(&mut self) -> bool {
+        match self.request.take().map(Request::test) {
+            None | Some(Ok(_)) => true,
+            Some(Err(request)) => {
+                self.request = Some(request);
+                false
+            }
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(request) = self.request.take() {
+            request.wait_without_status();
+        }
+    }
+}
+
+/// The sending end of one MPI link.
+pub(crate) struct Sender {
+    dest: Rank,
+    tag: Tag,
+    in_flight: Mutex<Vec<InFlight>>,
+}
+
+impl Sender {
+    fn new(dest: usize, tag: Tag) -> Sender {
+        Sender {
+            dest: rank_of(dest),
+            tag,
+            in_flight: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts sending `value` and returns without waiting for the receiver.
+    pub(crate) fn send<T: Serialize>(&self, value: &T) -> Result<(), SendFailure> {
+        let (header, blocks) = encode(value).map_err(SendFailure::Encoding)?;
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        in_flight.retain_mut(|send| !send.done());
+        in_flight.push(InFlight::start(
+            self.dest,
+            self.tag,
+            Payload::Bytes(header.into_boxed_slice()),
+        )?);
+        for block in blocks {
+            in_flight.push(InFlight::start(self.dest, self.tag, Payload::Block(block))?);
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mpi::Sender(to rank {}, tag {})", self.dest, self.tag)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Receiving.
+
+/// Rank 0's relay between the other ranks and the coordinator thread.
+pub(crate) trait Pump: Send {
+    /// Moves whatever is waiting, without blocking. `Err` once the coordinator has ended.
+    fn poll(&mut self) -> Result<(), CoordinatorGone>;
+}
+
+#[derive(Debug)]
+pub(crate) struct CoordinatorGone;
+
+type SharedPump = Arc<Mutex<dyn Pump>>;
+
+fn poll(pump: &SharedPump) -> Result<(), CoordinatorGone> {
+    pump.lock().unwrap_or_else(PoisonError::into_inner).poll()
+}
+
+/// The receiving end of one MPI link.
+pub(crate) enum Receiver<T> {
+    /// From another rank (or this one, for a ring of one).
+    Remote {
+        source: Rank,
+        tag: Tag,
+        /// On rank 0: the relay to run while waiting.
+        pump: Option<SharedPump>,
+        _values: PhantomData<fn() -> T>,
+    },
+    /// Rank 0's answers from its own coordinator thread.
+    Local {
+        rx: mpsc::Receiver<T>,
+        pump: SharedPump,
+    },
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Receiver::Remote { source, tag, .. } => {
+                write!(f, "mpi::Receiver(from rank {source}, tag {tag})")
+            }
+            Receiver::Local { .. } => write!(f, "mpi::Receiver(from the coordinator)"),
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    fn remote(source: usize, tag: Tag, pump: Option<SharedPump>) -> Self {
+        Receiver::Remote {
+            source: rank_of(source),
+            tag,
+            pump,
+            _values: PhantomData,
+        }
+    }
+
+    /// Waits for the next value, for at most `timeout` if one is given.
+    pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<T, RecvFailure> {
+        let since = Instant::now();
+        let deadline = timeout.map(|t| since + t);
+        match self {
+            Receiver::Remote {
+                source, tag, pump, ..
+            } => loop {
+                // A polling loop rather than a blocking MPI_Mprobe: on this OpenMPI the
+                // blocking probe takes far longer to notice a large message.
+                let probed = world()
+                    .process_at_rank(*source)
+                    .immediate_matched_probe_with_tag(*tag);
+                if let Some((message, status)) = probed {
+                    return receive(message, status, *tag);
+                }
+                wait_a_little(pump.as_ref(), since, deadline)?;
+            },
+            Receiver::Local { rx, pump } => loop {
+                match rx.try_recv() {
+                    Ok(value) => return Ok(value),
+                    Err(mpsc::TryRecvError::Disconnected) => return Err(RecvFailure::Closed),
+                    Err(mpsc::TryRecvError::Empty) => wait_a_little(Some(pump), since, deadline)?,
+                }
+            },
+        }
+    }
+}
+
+/// How long a polling wait spins before it starts yielding the core: long enough to
+/// catch a message that is on its way, short enough not to starve a rank that shares the
+/// core on an oversubscribed machine.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// One turn of a polling wait that began at `since`: relay for the coordinator, then spin
+/// or let others run.
+fn wait_a_little(
+    pump: Option<&SharedPump>,
+    since: Instant,
+    deadline: Option<Instant>,
+) -> Result<(), RecvFailure> {
+    if let Some(pump) = pump {
+        poll(pump).map_err(|CoordinatorGone| RecvFailure::Closed)?;
+    }
+    let now = Instant::now();
+    if deadline.is_some_and(|d| now >= d) {
+        return Err(RecvFailure::Timeout);
+    }
+    if now.duration_since(since) < SPIN {
+        std::hint::spin_loop();
+    } else {
+        thread::yield_now();
+    }
+    Ok(())
+}
+
+/// Receives a probed header, the blocks behind it, and decodes the value.
+fn receive<T: DeserializeOwned>(
+    message: mpi::point_to_point::Message,
+    status: Status,
+    tag: Tag,
+) -> Result<T, RecvFailure> {
+    let source = status.source_rank();
+    let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
+    let mut header = vec![0u8; len];
+    message.matched_receive_into(&mut header[..]);
+    let Some((count, body)) = header.split_first_chunk::<4>() else {
+        return Err(RecvFailure::Encoding(format!(
+            "a message of {len} bytes has no header"
+        )));
+    };
+    let count = u32::from_le_bytes(*count) as usize;
+    let mut blocks = Vec::with_capacity(count);
+    for _ in 0..count {
+        // The block is right behind its header. No relaying while waiting for it: the
+        // relay itself receives this way.
+        let since = Instant::now();
+        let (message, status) = loop {
+            let probed = world()
+                .process_at_rank(source)
+                .immediate_matched_probe_with_tag(tag);
+            match probed {
+                Some(probed) => break probed,
+                None => wait_a_little(None, since, None)?,
+            }
+        };
+        let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
+        blocks.push(recycled_block(len, |bytes| {
+            message.matched_receive_into(bytes);
+        }));
+    }
+    decode(body, blocks).map_err(RecvFailure::Encoding)
+}
+
+// ---------------------------------------------------------------------------------------
+// Rank 0's relay.
+
+/// Forwards the other ranks' reports to the coordinator thread, and its answers back.
+struct Relay<R, O, A> {
+    inbox: mpsc::Sender<(usize, Option<Up<R, O>>)>,
+    /// For every other rank: the coordinator's answers to it, and the link that carries
+    /// them.
+    downs: Vec<(mpsc::Receiver<Down<A>>, Sender)>,
+}
+
+impl<R, O, A> Pump for Relay<R, O, A>
+where
+    R: Serialize + DeserializeOwned + Send,
+    O: Serialize + DeserializeOwned + Send,
+    A: Serialize + DeserializeOwned + Send,
+{
+    fn poll(&mut self) -> Result<(), CoordinatorGone> {
+        while let Some((message, status)) =
+            world().any_process().immediate_matched_probe_with_tag(UP)
+        {
+            let rank = usize::try_from(status.source_rank()).unwrap_or(usize::MAX);
+            let up = match receive::<Up<R, O>>(message, status, UP) {
+                Ok(up) => up,
+                Err(failure) => fail(&format!(
+                    "rank 0 could not read a message from rank {rank}: {failure:?}"
+                )),
+            };
+            let last = matches!(up, Up::Done(_) | Up::Failed { .. });
+            self.inbox
+                .send((rank, Some(up)))
+                .map_err(|_| CoordinatorGone)?;
+            if last {
+                // What a closed channel tells the coordinator between processes.
+                self.inbox.send((rank, None)).map_err(|_| CoordinatorGone)?;
+            }
+        }
+        for (rx, link) in &self.downs {
+            loop {
+                match rx.try_recv() {
+                    Ok(down) => {
+                        if let Err(failure) = link.send(&down) {
+                            fail(&format!(
+                                "rank 0 could not answer rank {}: {failure:?}",
+                                link.dest
+                            ));
+                        }
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return Err(CoordinatorGone),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Launch.
+
+/// Runs this process as its rank of the MPI job. Only rank 0 returns.
+pub(crate) fn launch<S: Stage>(
+    stage: &mut S,
+    workers: usize,
+    limits: &Limits,
+) -> Result<Vec<S::Output>, LaunchError> {
+    let size = mpi_world_size()?;
+    if workers != size {
+        return Err(LaunchError::Mpi(format!(
+            "the ring asks for {workers} workers but the job has {size} ranks (mpirun -n {workers})"
+        )));
+    }
+    let rank = usize::try_from(world().rank()).unwrap_or(0);
+    let right = (rank + 1) % size;
+    let left = (rank + size - 1) % size;
+    // Each rank keeps its own progress board: the coordinator on rank 0 sees only rank 0's,
+    // so it cannot time steps out or spot a cycle across ranks. mpirun's own failure
+    // handling covers what it cannot see.
+    let board = Arc::new(Board::new(size).map_err(LaunchError::Channel)?);
+    let limits = Limits {
+        step_timeout: None,
+        graceful: limits.graceful,
+    };
+    if rank != 0 {
+        let ends = Ends {
+            to_right: Tx::Mpi(Sender::new(right, RIGHTWARD)),
+            from_left: super::Rx::Mpi(Receiver::remote(left, RIGHTWARD, None)),
+            to_left: Tx::Mpi(Sender::new(left, LEFTWARD)),
+            from_right: super::Rx::Mpi(Receiver::remote(right, LEFTWARD, None)),
+            up: UpTx::Mpi(Sender::new(0, UP)),
+            down: super::Rx::Mpi(Receiver::remote(0, DOWN, None)),
+        };
+        drop(run_worker(
+            stage.clone(),
+            Ring::new(rank, size, super::Transport::Mpi, ends, board),
+        ));
+        finalize();
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        std::process::exit(0);
+    }
+    lead(stage, size, left, right, &board, &limits)
+}
+
+/// Rank 0: its worker on this thread, the coordinator on another.
+fn lead<S: Stage>(
+    stage: &mut S,
+    size: usize,
+    left: usize,
+    right: usize,
+    board: &Arc<Board>,
+    limits: &Limits,
+) -> Result<Vec<S::Output>, LaunchError> {
+    let (inbox_tx, inbox_rx) = mpsc::channel();
+    let (own_down_tx, own_down_rx) = mpsc::channel();
+    let mut downs = vec![Tx::Local(own_down_tx)];
+    let mut relayed = Vec::with_capacity(size - 1);
+    for rank in 1..size {
+        let (tx, rx) = mpsc::channel();
+        downs.push(Tx::Local(tx));
+        relayed.push((rx, Sender::new(rank, DOWN)));
+    }
+    let relay: SharedPump = Arc::new(Mutex::new(Relay::<S::Report, S::Output, S::Answer> {
+        inbox: inbox_tx.clone(),
+        downs: relayed,
+    }));
+    let own_end = inbox_tx.clone();
+    let ends = Ends {
+        to_right: Tx::Mpi(Sender::new(right, RIGHTWARD)),
+        from_left: super::Rx::Mpi(Receiver::remote(left, RIGHTWARD, Some(Arc::clone(&relay)))),
+        to_left: Tx::Mpi(Sender::new(left, LEFTWARD)),
+        from_right: super::Rx::Mpi(Receiver::remote(right, LEFTWARD, Some(Arc::clone(&relay)))),
+        up: UpTx::Local {
+            rank: 0,
+            tx: inbox_tx,
+        },
+        down: super::Rx::Mpi(Receiver::Local {
+            rx: own_down_rx,
+            pump: Arc::clone(&relay),
+        }),
+    };
+    let worker_stage = stage.clone();
+    let outputs = thread::scope(|scope| {
+        let coordinator = thread::Builder::new()
+            .name("ringleader-coordinator".to_owned())
+            .spawn_scoped(scope, move || {
+                // No process to reap: a rank that ends badly aborts the job itself.
+                let ranks = (0..size).map(|_| None).collect();
+                supervise(
+                    stage,
+                    Inbox::Local(inbox_rx),
+                    downs,
+                    Workers::Threads(ranks),
+                    board,
+                    limits,
+                )
+            });
+        let coordinator = match coordinator {
+            Ok(handle) => handle,
+            Err(e) => fail(&format!("could not start the coordinator thread: {e}")),
+        };
+        let ring = run_worker(
+            worker_stage,
+            Ring::new(0, size, super::Transport::Mpi, ends, Arc::clone(board)),
+        );
+        // Tell the coordinator this worker has ended, as a closed channel would. The ring
+        // itself stays: dropping it would wait for its last sends to be received, and the
+        // receivers may need the relay first.
+        let _ = own_end.send((0, None));
+        drop(own_end);
+        // The other ranks may still be working: relay for them until the coordinator
+        // has heard every one of them finish.
+        while !coordinator.is_finished() {
+            let _ = poll(&relay);
+            thread::yield_now();
+        }
+        drop(ring);
+        match coordinator.join() {
+            Ok(Ok(outputs)) => outputs,
+            Ok(Err(e)) => fail(&crate::error::chain(&e)),
+            Err(_) => fail("the coordinator thread panicked"),
+        }
+    });
+    // Every answer must have left before MPI ends.
+    drop(relay);
+    finalize();
+    Ok(outputs)
+}
+
+/// Runs the stage on this rank and hands its output to the coordinator. On failure it
+/// prints the cause and aborts the job. It returns the ring on success, and nothing on
+/// rank 0 when the coordinator failed first.
+fn run_worker<S: Stage>(stage: S, mut ring: Ring<S>) -> Option<Ring<S>> {
+    let outcome = crate::panic::catch(|| stage.work(&mut ring));
+    let step = ring.step;
+    let cause = match outcome {
+        Ok(Ok(output)) => match ring.up.send(Up::Done(output)) {
+            Ok(()) => return Some(ring),
+            Err(failure) => Cause::Failed(format!("could not send its output: {failure:?}")),
+        },
+        Ok(Err(err)) => crate::worker::classify(err.as_ref()),
+        Err(message) => Cause::Panicked(message),
+    };
+    // On rank 0, a worker that lost its coordinator is the echo of the coordinator's own
+    // failure; report that one instead.
+    if cause.is_secondary() && ring.rank() == 0 {
+        return None;
+    }
+    let failure = WorkerFailure {
+        rank: ring.rank(),
+        pid: Some(std::process::id()),
+        step,
+        cause,
+    };
+    fail(&failure.to_string())
+}
+
+/// Says why on this rank's stderr, then ends the whole job.
+fn fail(why: &str) -> ! {
+    eprintln!("ringleader: {why}");
+    let _ = std::io::stderr().flush();
+    let _ = std::io::stdout().flush();
+    world().abort(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Frame, Transport};
+    use super::*;
+
+    #[test]
+    fn a_block_travels_beside_its_header_not_inside_it() {
+        let data: Vec<f64> = (0..1000).map(|i| f64::from(i) * 0.25).collect();
+        let block = Block::new(Transport::Mpi, bytemuck::cast_slice(&data));
+        let (header, blocks) = encode(&Frame::<u32>::Block(block)).unwrap();
+        assert_eq!(blocks.len(), 1);
+        assert!(
+            header.len() < 16,
+            "the header carries an index, not 8000 bytes"
+        );
+        assert_eq!(u32::from_le_bytes(header[..4].try_into().unwrap()), 1);
+        let copied = Block::filled_by(blocks[0].bytes().len(), |bytes| {
+            bytes.copy_from_slice(blocks[0].bytes());
+        });
+        match decode::<Frame<u32>>(&header[4..], vec![copied]).unwrap() {
+            Frame::Block(block) => assert_eq!(block.view::<f64>().unwrap(), &data[..]),
+            Frame::Message(_) => panic!("a message came back"),
+        }
+        assert!(!carrying_blocks(), "encoding leaves no state behind");
+    }
+
+    #[test]
+    fn a_message_without_blocks_is_plain_postcard() {
+        let (header, blocks) = encode(&Frame::<(u8, String)>::Message((7, "hi".into()))).unwrap();
+        assert!(blocks.is_empty());
+        assert_eq!(&header[..4], &0u32.to_le_bytes());
+        match decode::<Frame<(u8, String)>>(&header[4..], Vec::new()).unwrap() {
+            Frame::Message(message) => assert_eq!(message, (7, "hi".to_owned())),
+            Frame::Block(_) => panic!("a block came back"),
+        }
+    }
+
+    #[test]
+    fn a_pooled_buffer_is_reused_only_once_nobody_holds_it() {
+        let held = recycled_block(64, |b| b.fill(1));
+        let other = recycled_block(64, |b| b.fill(2));
+        assert!(
+            held.bytes().iter().all(|&b| b == 1),
+            "a held block is never rewritten"
+        );
+        let address = other.bytes().as_ptr();
+        drop(other);
+        let again = recycled_block(64, |b| b.fill(3));
+        assert_eq!(
+            again.bytes().as_ptr(),
+            address,
+            "a released buffer is reused"
+        );
+        assert!(again.bytes().iter().all(|&b| b == 3));
+        assert!(held.bytes().iter().all(|&b| b == 1));
+    }
+
+    #[test]
+    fn a_missing_block_is_an_error_not_a_panic() {
+        let block = Block::new(Transport::Mpi, &[1, 2, 3]);
+        let (header, _) = encode(&Frame::<()>::Block(block)).unwrap();
+        assert!(decode::<Frame<()>>(&header[4..], Vec::new()).is_err());
+        assert!(!carrying_blocks());
+    }
+}

@@ -1,0 +1,377 @@
+//! The MPI transport under `mpirun`: the particle stage bit for bit against the textbook at
+//! P = 1, 2, 3, large blocks without deadlock, and a failed rank ending the job with one
+//! clear line.
+//!
+//! `harness = false`: this binary is both the test driver and, started by `mpirun` with
+//! `--role`, the ranks of the small stages below.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{assert_same_state, fixture, processes_tagged, read_state, scratch};
+use ringleader::{Launcher, Ring, Stage, StageError, Transport, mpi_world_size};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--role") {
+        role(&args[1..]);
+        return;
+    }
+    let tests: [(&str, fn()); 7] = [
+        (
+            "n20_matches_the_textbook_on_1_2_3_ranks",
+            n20_matches_the_textbook,
+        ),
+        (
+            "n400_matches_the_textbook_on_2_3_ranks",
+            n400_matches_the_textbook,
+        ),
+        (
+            "energy_normalization_and_log_match_the_textbook",
+            energy_normalization_matches_the_textbook,
+        ),
+        (
+            "sixteen_megabyte_blocks_rotate_without_deadlock",
+            big_blocks_rotate,
+        ),
+        (
+            "a_panicking_rank_ends_the_job_with_one_line",
+            a_panicking_rank_ends_the_job,
+        ),
+        (
+            "a_panic_on_rank_0_ends_the_job_with_one_line",
+            a_panic_on_rank_0_ends_the_job,
+        ),
+        (
+            "a_p_that_disagrees_with_the_job_is_a_usage_error",
+            a_mismatched_p_is_a_usage_error,
+        ),
+    ];
+    let filter = args.iter().find(|a| !a.starts_with('-'));
+    let mut ran = 0;
+    for (name, test) in tests {
+        if filter.is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        print!("test {name} ... ");
+        test();
+        println!("ok");
+        ran += 1;
+    }
+    println!("test result: ok. {ran} passed");
+}
+
+/// What an `mpirun` job did.
+#[derive(Debug)]
+struct Job {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `mpirun -n ranks PROGRAM ARGS` with a deadline, and checks that no process it
+/// started outlives it.
+fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> Job {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let tag = format!(
+        "mpi-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut child = Command::new("mpirun")
+        .args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-n",
+            &ranks.to_string(),
+        ])
+        .arg(program)
+        .args(args)
+        .env("RINGLEADER_TEST_TAG", &tag)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mpirun (apt-get install openmpi-bin)");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    // Reading the pipes to their end means waiting for the job to close them; a watchdog
+    // thread kills a hung job first.
+    let pid = child.id();
+    let (done, cancelled) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let hung = cancelled.recv_timeout(deadline - Instant::now())
+            == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+        if hung {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        hung
+    });
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let err_reader =
+        std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let stdout = std::io::read_to_string(stdout).unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    let status = child.wait().expect("wait for mpirun");
+    let _ = done.send(());
+    let hung = watchdog.join().unwrap_or(false);
+    let job = Job {
+        code: status.code(),
+        stdout,
+        stderr,
+    };
+    assert!(!hung, "mpirun {args:?} hung: {job:?}");
+    let left = processes_tagged(&tag);
+    assert!(
+        left.is_empty(),
+        "mpirun {args:?} left processes behind: {left:?}"
+    );
+    job
+}
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ringleader"))
+}
+
+fn check_fixture(name: &str, base: &[&str], ranks: &[usize], fixture_file: &str) {
+    let dir = scratch(name);
+    let want = read_state(&fixture(fixture_file));
+    for &p in ranks {
+        let out = dir.join(format!("p{p}.csv"));
+        let mut args = vec!["particles"];
+        args.extend(base);
+        args.extend(["--transport", "mpi", "--out", out.to_str().unwrap()]);
+        let job = mpirun(p, binary(), &args);
+        assert_eq!(job.code, Some(0), "{args:?} on {p} ranks: {job:?}");
+        // Only rank 0 reports.
+        assert_eq!(job.stdout.matches("simulation took").count(), 1, "{job:?}");
+        assert!(job.stdout.contains("ring (mpi transport)"), "{job:?}");
+        assert_same_state(&read_state(&out), &want, &format!("{args:?} on {p} ranks"));
+    }
+}
+
+fn n20_matches_the_textbook() {
+    check_fixture(
+        "mpi-n20",
+        &["-n", "20", "-s", "100"],
+        &[1, 2, 3],
+        "textbook-n20-s100.csv",
+    );
+}
+
+fn n400_matches_the_textbook() {
+    check_fixture(
+        "mpi-n400",
+        &["-n", "400", "-s", "200"],
+        &[2, 3],
+        "textbook-n400-s200.csv",
+    );
+}
+
+fn energy_normalization_matches_the_textbook() {
+    let dir = scratch("mpi-energy");
+    let want_state = read_state(&fixture("textbook-n300-s100-e.csv"));
+    let want: Vec<u64> = std::fs::read_to_string(fixture("textbook-n300-s100-e.energy"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse::<f64>().unwrap().to_bits())
+        .collect();
+    for p in [2, 3] {
+        let out = dir.join(format!("p{p}.csv"));
+        let log = dir.join(format!("p{p}.energy"));
+        let args = [
+            "particles",
+            "-n",
+            "300",
+            "-s",
+            "100",
+            "-e",
+            "--transport",
+            "mpi",
+            "--out",
+            out.to_str().unwrap(),
+            "--energy-log",
+            log.to_str().unwrap(),
+        ];
+        let job = mpirun(p, binary(), &args);
+        assert_eq!(job.code, Some(0), "{job:?}");
+        assert_same_state(&read_state(&out), &want_state, &format!("-e on {p} ranks"));
+        let got: Vec<u64> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.split(',')
+                    .nth(1)
+                    .unwrap()
+                    .parse::<f64>()
+                    .unwrap()
+                    .to_bits()
+            })
+            .collect();
+        assert_eq!(got, want, "energy log on {p} ranks");
+    }
+}
+
+fn big_blocks_rotate() {
+    let me = std::env::current_exe().unwrap();
+    for p in [2, 3] {
+        let job = mpirun(p, &me, &["--role", "blocks", &(16 << 20).to_string()]);
+        assert_eq!(job.code, Some(0), "{job:?}");
+        let sum: u64 = (0..p as u64).sum();
+        let want = format!("outputs {:?}", vec![sum; p]);
+        assert!(job.stdout.contains(&want), "want {want}: {job:?}");
+    }
+}
+
+fn a_panicking_rank_ends_the_job() {
+    let me = std::env::current_exe().unwrap();
+    let job = mpirun(3, &me, &["--role", "panic", "1", "3"]);
+    assert_ne!(job.code, Some(0), "{job:?}");
+    let lines: Vec<&str> = job
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("ringleader:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+    let line = lines[0];
+    assert!(
+        line.starts_with("ringleader: worker rank 1 (pid "),
+        "{line}"
+    );
+    assert!(line.contains("panicked: injected failure"), "{line}");
+    assert!(line.ends_with("at step 3"), "{line}");
+    assert!(!job.stdout.contains("outputs"), "{job:?}");
+}
+
+fn a_panic_on_rank_0_ends_the_job() {
+    let me = std::env::current_exe().unwrap();
+    let job = mpirun(2, &me, &["--role", "panic", "0", "2"]);
+    assert_ne!(job.code, Some(0), "{job:?}");
+    let lines: Vec<&str> = job
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("ringleader:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{job:?}");
+    assert!(
+        lines[0].starts_with("ringleader: worker rank 0 (pid "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("panicked: injected failure"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].ends_with("at step 2"), "{}", lines[0]);
+}
+
+fn a_mismatched_p_is_a_usage_error() {
+    let job = mpirun(
+        2,
+        binary(),
+        &[
+            "particles",
+            "-n",
+            "20",
+            "-s",
+            "5",
+            "-p",
+            "3",
+            "--transport",
+            "mpi",
+        ],
+    );
+    assert_eq!(job.code, Some(2), "{job:?}");
+    assert!(
+        job.stderr
+            .contains("ringleader: -p 3 does not match the 2 ranks of this mpi job"),
+        "{job:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The ranks' side.
+
+/// Every rank rotates a block of `bytes` filled with its rank; each checks every block it
+/// sees and returns the sum of their origins.
+#[derive(Clone)]
+struct Blocks {
+    bytes: usize,
+}
+
+impl Stage for Blocks {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = u64;
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<u64, StageError> {
+        let mine = vec![ring.rank() as u64; self.bytes / 8];
+        let mut sum = 0;
+        let mut wrong = None;
+        ring.rotate(&mine, |origin, block: &[u64]| {
+            if block.len() != mine.len() || block.iter().any(|&v| v != origin as u64) {
+                wrong = Some(origin);
+            }
+            sum += origin as u64;
+        })?;
+        match wrong {
+            Some(origin) => Err(format!("the block from rank {origin} arrived damaged").into()),
+            None => Ok(sum),
+        }
+    }
+}
+
+/// Five steps of a small rotation; rank `rank` panics at step `step`.
+#[derive(Clone)]
+struct PanicAt {
+    rank: usize,
+    step: u64,
+}
+
+impl Stage for PanicAt {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        for step in 1..=5 {
+            ring.set_step(step);
+            if ring.rank() == self.rank && step == self.step {
+                panic!("injected failure");
+            }
+            ring.rotate(&[step], |_, _: &[u64]| {})?;
+        }
+        Ok(())
+    }
+}
+
+fn role(args: &[String]) {
+    let ranks = mpi_world_size().expect("mpi");
+    let launcher = Launcher::new().workers(ranks).transport(Transport::Mpi);
+    match args {
+        [kind, bytes] if kind == "blocks" => {
+            let bytes = bytes.parse().expect("bytes");
+            let outputs = launcher.launch(&mut Blocks { bytes }).expect("launch");
+            println!("outputs {outputs:?}");
+        }
+        [kind, rank, step] if kind == "panic" => {
+            let mut stage = PanicAt {
+                rank: rank.parse().expect("rank"),
+                step: step.parse().expect("step"),
+            };
+            let outputs = launcher.launch(&mut stage).expect("launch");
+            println!("outputs {outputs:?}");
+        }
+        _ => panic!("unknown role {args:?}"),
+    }
+}
