@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::workers::demos::{self, DeadlockOutcome};
+use crate::workers::demos;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -48,11 +48,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Demo::Lock => demos::lock().context("could not start a thread")?,
         Demo::Barrier => demos::barrier().context("could not start a thread")?,
         Demo::Pipe => demos::pipe()?,
-        Demo::Deadlock => match demos::deadlock() {
-            Ok(()) => {}
-            Err(DeadlockOutcome::Found(found)) => anyhow::bail!("{found}"),
-            Err(DeadlockOutcome::Failed(err)) => return Err(err.into()),
-        },
+        Demo::Deadlock => demos::deadlock()?,
     }
     Ok(ExitCode::SUCCESS)
 }

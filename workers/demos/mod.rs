@@ -7,5 +7,5 @@
 mod processes;
 mod threads;
 
-pub(crate) use self::processes::{DeadlockOutcome, deadlock, pipe, processes, race_by_messages};
+pub(crate) use self::processes::{deadlock, pipe, processes, race_by_messages};
 pub(crate) use self::threads::{barrier, lock, queue, race_by_lock, race_lost_updates, threads};
