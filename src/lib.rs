@@ -47,6 +47,7 @@
 //! pid and cause. Receives on a link whose peer has gone fail with [`RingError::PeerGone`]
 //! instead of waiting forever.
 
+pub mod bench;
 mod error;
 mod gather;
 mod launch;

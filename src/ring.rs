@@ -7,7 +7,7 @@ use bytemuck::Pod;
 use crate::error::RingError;
 use crate::stage::{Down, Stage, Up};
 use crate::transport::{
-    Block, BlockError, Frame, RecvFailure, Rx, SendFailure, Transport, Tx, UpTx,
+    BlockError, Frame, Outbox, RecvFailure, Rx, SendFailure, Transport, Tx, UpTx,
 };
 
 /// One of a worker's two neighbours on the ring.
@@ -34,6 +34,8 @@ pub struct Ring<S: Stage> {
     pub(crate) up: UpTx<Up<S::Report, S::Output>>,
     down: Rx<Down<S::Answer>>,
     pub(crate) step: Option<u64>,
+    /// The buffers this worker's own rotation blocks are written into.
+    outbox: Outbox,
 }
 
 /// Every end a worker needs, handed out by the launcher.
@@ -59,6 +61,7 @@ impl<S: Stage> Ring<S> {
             up: ends.up,
             down: ends.down,
             step: None,
+            outbox: Outbox::default(),
         }
     }
 
@@ -139,7 +142,9 @@ impl<S: Stage> Ring<S> {
             visit(self.rank, mine);
             return Ok(());
         }
-        let block = Block::new(self.transport, bytemuck::cast_slice(mine));
+        let block = self
+            .outbox
+            .block(self.transport, bytemuck::cast_slice(mine));
         self.send_frame(Neighbour::Right, Frame::Block(block))?;
         visit(self.rank, mine);
         for hop in 1..self.size {

@@ -1,5 +1,6 @@
 //! The command line: parse, dispatch, and turn every failure into one line and an exit code.
 
+mod bench;
 mod particles;
 
 use std::ffi::OsString;
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Simulate the textbook's particles: serially, with threads, or on a ring of workers.
     Particles(particles::Args),
+    /// Measure the simulator in every mode, the force kernels, and the transport.
+    Bench(bench::Args),
 }
 
 /// A mistake in how the program was called: exit code 2.
@@ -57,6 +60,7 @@ fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Particles(args) => particles::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

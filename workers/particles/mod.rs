@@ -3,9 +3,10 @@
 //! sharing memory behind a barrier, or with a ring of workers passing positions.
 
 pub(crate) mod init;
+pub(crate) mod kernel;
 pub(crate) mod output;
 pub(crate) mod physics;
-mod ring;
+pub(crate) mod ring;
 mod serial;
 mod threads;
 
@@ -214,6 +215,8 @@ pub(crate) struct Outcome {
     pub(crate) correction: f64,
     /// Whether every step was taken.
     pub(crate) ending: Ending,
+    /// What each worker of a ring measured, by rank; empty in the other modes.
+    pub(crate) workers: Vec<ring::WorkerStats>,
 }
 
 /// How a run ended, when it did not fail.
