@@ -259,8 +259,8 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::physics::CUTOFF;
     use super::*;
-    use crate::workers::particles::physics::CUTOFF;
 
     /// A seeded generator, so every run tests the same inputs.
     struct Lcg(u64);
