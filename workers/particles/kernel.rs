@@ -5,8 +5,8 @@
 //!   the whole force evaluated for every pair. Kept as the baseline the bench compares with.
 //! - [`scalar`]: structure of arrays with a cheap range test first; portable.
 //! - an AVX2 version, picked at run time when the CPU has AVX2: lanes are target
-//!   particles, the range test `dx*dx + dy*dy <= cutoff²` runs on 8 targets at once (two
-//!   4-lane vectors), and only a lane that passes calls the scalar [`force`].
+//!   particles, the range test `dx*dx + dy*dy <= cutoff²` runs on 16 targets at once
+//!   (four 4-lane vectors), and only a lane that passes calls the scalar [`force`].
 //!
 //! Bit-exactness does not depend on the vector code's arithmetic: the range test only
 //! picks which pairs go to the scalar [`force`], which decides on its own, with the same
@@ -25,7 +25,7 @@ const SOURCE_CHUNK: usize = 1024;
 pub(crate) enum Kernel {
     /// The portable structure-of-arrays loop.
     Scalar,
-    /// 4-lane AVX2 range tests, 8 targets at a time.
+    /// 4-lane AVX2 range tests, 16 targets at a time.
     Avx2,
 }
 
@@ -168,9 +168,9 @@ mod avx2 {
 
     use super::{CUTOFF2, Hit, SOURCE_CHUNK, record, scalar};
 
-    /// Targets per group: two vectors of 4 lanes share each source's broadcast and one
+    /// Targets per group: four vectors of 4 lanes share each source's broadcast and one
     /// branch on the combined mask.
-    const GROUP: usize = 8;
+    const GROUP: usize = 16;
 
     /// # Safety
     ///
@@ -195,22 +195,21 @@ mod avx2 {
             for group in 0..groups {
                 let t = group * GROUP;
                 let (gx, gy) = (&tx[t..t + GROUP], &ty[t..t + GROUP]);
-                // SAFETY: `gx` and `gy` hold exactly 8 elements, so both unaligned 4-lane
-                // loads from each stay inside them.
-                let (px0, px1, py0, py1) = unsafe {
-                    (
-                        _mm256_loadu_pd(gx.as_ptr()),
-                        _mm256_loadu_pd(gx.as_ptr().add(4)),
-                        _mm256_loadu_pd(gy.as_ptr()),
-                        _mm256_loadu_pd(gy.as_ptr().add(4)),
-                    )
-                };
+                let (qx, qy) = (gx.as_chunks::<4>().0, gy.as_chunks::<4>().0);
+                let (px0, px1, px2, px3) = (load(&qx[0]), load(&qx[1]), load(&qx[2]), load(&qx[3]));
+                let (py0, py1, py2, py3) = (load(&qy[0]), load(&qy[1]), load(&qy[2]), load(&qy[3]));
                 for (offset, (&ox, &oy)) in cx.iter().zip(cy).enumerate() {
                     let (vx, vy) = (_mm256_set1_pd(ox), _mm256_set1_pd(oy));
                     let near0 = in_range(vx, vy, px0, py0, cutoff2);
                     let near1 = in_range(vx, vy, px1, py1, cutoff2);
-                    if _mm256_movemask_pd(_mm256_or_pd(near0, near1)) != 0 {
-                        let lanes = _mm256_movemask_pd(near0) | (_mm256_movemask_pd(near1) << 4);
+                    let near2 = in_range(vx, vy, px2, py2, cutoff2);
+                    let near3 = in_range(vx, vy, px3, py3, cutoff2);
+                    let any = _mm256_or_pd(_mm256_or_pd(near0, near1), _mm256_or_pd(near2, near3));
+                    if _mm256_movemask_pd(any) != 0 {
+                        let lanes = _mm256_movemask_pd(near0)
+                            | (_mm256_movemask_pd(near1) << 4)
+                            | (_mm256_movemask_pd(near2) << 8)
+                            | (_mm256_movemask_pd(near3) << 12);
                         hits_in_lanes(hits, lanes, t, gx, gy, chunk + source_base + offset, ox, oy);
                     }
                 }
@@ -219,6 +218,13 @@ mod avx2 {
         }
         let done = groups * GROUP;
         scalar(&tx[done..], &ty[done..], done, sx, sy, source_base, hits);
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load(lanes: &[f64; 4]) -> __m256d {
+        // SAFETY: the load reads exactly the 4 elements of `lanes`; it needs no alignment.
+        unsafe { _mm256_loadu_pd(lanes.as_ptr()) }
     }
 
     /// The range test on 4 lanes, with the scalar test's operations in the scalar test's
@@ -319,8 +325,8 @@ mod tests {
             (5, 0),
             (1, 1),
             (7, 9),
-            (8, 8),
-            (9, 31),
+            (16, 8),
+            (17, 31),
             (33, 1030),
             (100, 2100),
         ] {
@@ -355,15 +361,17 @@ mod tests {
             (0.25 + 0.006, 0.008),
             (1.0, 1.0),
         ];
-        let x: Vec<f64> = at.iter().map(|p| p.0).collect();
-        let y: Vec<f64> = at.iter().map(|p| p.1).collect();
+        // Three copies: enough targets for two whole vector groups and a remainder.
+        let x: Vec<f64> = at.iter().cycle().take(3 * at.len()).map(|p| p.0).collect();
+        let y: Vec<f64> = at.iter().cycle().take(3 * at.len()).map(|p| p.1).collect();
         let hits = assert_kernels_agree(&x, &y, &x, &y, 0);
         assert!(hits >= 8, "the edge cases should interact, got {hits} hits");
-        // Shifted so each lane of the 8-wide group meets each edge case.
-        for shift in 1..x.len() {
+        // Shifted so each lane of a 16-wide group meets each edge case.
+        let (ex, ey) = (&x[..at.len()], &y[..at.len()]);
+        for shift in 1..=16 {
             let (tx, ty) = (&x[shift..], &y[shift..]);
-            assert_kernels_agree(tx, ty, &x, &y, 3);
-            assert_kernels_agree(&x, &y, tx, ty, 3);
+            assert_kernels_agree(tx, ty, ex, ey, 3);
+            assert_kernels_agree(ex, ey, tx, ty, 3);
         }
     }
 }
