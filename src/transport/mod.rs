@@ -13,7 +13,7 @@ use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub(crate) use block::{Block, BlockError, Outbox, check_align};
+pub(crate) use block::{Block, BlockError, Blocks, check_align, view};
 pub(crate) use control::{Event, Inbox, PendingInbox, UpTx, up_channels};
 
 /// Which machinery carries the messages.
