@@ -156,11 +156,11 @@ pub(crate) struct KernelRow {
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         Some(What::Kernel(args)) => {
-            print!("{}", kernel_table(&kernels(args.n, args.repeat)));
+            emit(&kernel_table(&kernels(args.n, args.repeat)))?;
         }
         Some(What::Hop(args)) => {
             let reports = hops(&args)?;
-            print!("{}", hop_table(&reports));
+            emit(&hop_table(&reports))?;
         }
         None => return table(args.table),
     }
@@ -181,9 +181,9 @@ fn table(args: TableArgs) -> anyhow::Result<ExitCode> {
     let csv = args.csv.as_deref().map(create).transpose()?;
     let json = args.json.as_deref().map(create).transpose()?;
     let rows = measure(&args)?;
-    print!("{}", render(&rows));
+    emit(&render(&rows))?;
     let largest = args.n.iter().copied().max().unwrap_or(2000);
-    print!("\n{}", kernel_table(&kernels(largest, 1)));
+    emit(&format!("\n{}", kernel_table(&kernels(largest, 1))))?;
     if let (Some(file), Some(path)) = (csv, args.csv.as_deref()) {
         write_csv(&rows, file).with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -195,6 +195,15 @@ fn table(args: TableArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints to stdout. A reader that went away (`| head`) is not an error worth a word.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
 }
 
 fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
