@@ -131,7 +131,9 @@ impl<T: Serialize + DeserializeOwned> Rx<T> {
         let spin = timeout.map_or(SPIN, |t| t.min(SPIN));
         loop {
             match self.try_recv() {
-                Err(RecvFailure::Timeout) if started.elapsed() < spin => std::hint::spin_loop(),
+                // Yield rather than spin hard: when the workers outnumber the free cores,
+                // the neighbour we wait for may need this one.
+                Err(RecvFailure::Timeout) if started.elapsed() < spin => std::thread::yield_now(),
                 Err(RecvFailure::Timeout) => break,
                 done => return done,
             }
