@@ -145,7 +145,11 @@ impl<T: Serialize + DeserializeOwned> Rx<T> {
     /// Takes the next value if one is already there; [`RecvFailure::Timeout`] if not.
     pub(crate) fn try_recv(&self) -> Result<T, RecvFailure> {
         match self {
-            Rx::Ipc(rx) => rx.try_recv().map_err(ipc_try_recv_failure),
+            // A zero timeout polls the socket: one system call when it is empty, where
+            // `try_recv` makes three (it flips the socket to non-blocking and back).
+            Rx::Ipc(rx) => rx
+                .try_recv_timeout(Duration::ZERO)
+                .map_err(ipc_try_recv_failure),
             Rx::Local(rx) => rx.try_recv().map_err(|e| match e {
                 mpsc::TryRecvError::Empty => RecvFailure::Timeout,
                 mpsc::TryRecvError::Disconnected => RecvFailure::Closed,
