@@ -107,6 +107,7 @@
 //! [`Launcher::stop_gracefully`], lets the stage stop at a step boundary: see
 //! [`stop_signal`]). Workers die with the coordinator, even when it is killed.
 
+pub mod bench;
 mod deadlock;
 mod error;
 mod gather;

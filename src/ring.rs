@@ -10,7 +10,7 @@ use crate::error::RingError;
 use crate::progress::{Board, Link, WaitingOn};
 use crate::stage::{Down, Stage, Up};
 use crate::transport::{
-    Block, BlockError, Frame, RecvFailure, Rx, SendFailure, Transport, Tx, UpTx,
+    BlockError, Blocks, Frame, RecvFailure, Rx, SendFailure, Transport, Tx, UpTx, view,
 };
 
 /// One of a worker's two neighbours on the ring.
@@ -38,6 +38,8 @@ pub struct Ring<S: Stage> {
     down: Rx<Down<S::Answer>>,
     pub(crate) step: Option<u64>,
     board: Arc<Board>,
+    /// This worker's own rotation buffers, and the other workers' it has been sent.
+    blocks: Blocks,
 }
 
 /// How long a receive waits before it marks itself blocked on the progress board. Receives
@@ -77,6 +79,7 @@ impl<S: Stage> Ring<S> {
             down: ends.down,
             step: None,
             board,
+            blocks: Blocks::default(),
         }
     }
 
@@ -163,12 +166,15 @@ impl<S: Stage> Ring<S> {
         mine: &[T],
         mut visit: impl FnMut(usize, &[T]),
     ) -> Result<(), RingError> {
-        crate::transport::check_align::<T>().map_err(block_error)?;
+        let left = self.neighbour(Neighbour::Left);
+        crate::transport::check_align::<T>().map_err(|e| block_error(e, left))?;
         if self.size == 1 {
             visit(self.rank, mine);
             return Ok(());
         }
-        let block = Block::new(self.transport, bytemuck::cast_slice(mine));
+        let block = self
+            .blocks
+            .outgoing(self.transport, self.rank, bytemuck::cast_slice(mine));
         self.send_frame(Neighbour::Right, Frame::Block(block))?;
         visit(self.rank, mine);
         for hop in 1..self.size {
@@ -176,11 +182,16 @@ impl<S: Stage> Ring<S> {
                 Frame::Block(block) => block,
                 frame => return Err(self.protocol(Neighbour::Left, "a block", frame.kind())),
             };
+            self.blocks.admit(&block);
             if hop + 1 < self.size {
                 self.send_frame(Neighbour::Right, Frame::Block(block.clone()))?;
             }
             let origin = (self.rank + self.size - hop) % self.size;
-            visit(origin, block.view::<T>().map_err(block_error)?);
+            let bytes = self
+                .blocks
+                .bytes(&block)
+                .map_err(|e| block_error(e, left))?;
+            visit(origin, view::<T>(bytes).map_err(|e| block_error(e, left))?);
         }
         Ok(())
     }
@@ -325,9 +336,14 @@ pub(crate) fn recv_error(failure: RecvFailure, peer: usize) -> RingError {
     }
 }
 
-fn block_error(err: BlockError) -> RingError {
+fn block_error(err: BlockError, peer: usize) -> RingError {
     match err {
         BlockError::Size { bytes, elem_size } => RingError::BlockSize { bytes, elem_size },
         BlockError::Alignment(align) => RingError::Alignment(align),
+        BlockError::UnknownRegion => RingError::Protocol {
+            peer,
+            expected: "a block",
+            got: "a block in shared memory it was never sent",
+        },
     }
 }

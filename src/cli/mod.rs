@@ -1,5 +1,6 @@
 //! The command line: parse, dispatch, and turn every failure into one line and an exit code.
 
+mod bench;
 mod crawl;
 mod demo;
 mod particles;
@@ -28,6 +29,8 @@ enum Command {
     Demo(demo::Args),
     /// Find a site's dead links with a ring of worker processes.
     Crawl(crawl::Args),
+    /// Measure the simulator in every mode, the force kernels, and the transport.
+    Bench(bench::Args),
 }
 
 /// A mistake in how the program was called: exit code 2.
@@ -67,6 +70,7 @@ fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
         Command::Particles(args) => particles::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Crawl(args) => crawl::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -9,13 +9,13 @@ pub(crate) mod mpi;
 
 use std::io;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub(crate) use block::{Block, BlockError, check_align};
+pub(crate) use block::{Block, BlockError, Blocks, check_align, view};
 pub(crate) use control::{Event, Inbox, PendingInbox, UpTx, up_channels};
 
 /// Which machinery carries the messages.
@@ -136,9 +136,53 @@ impl<T: Serialize + DeserializeOwned> Tx<T> {
     }
 }
 
+/// How long a receive polls before it sleeps. Waking a sleeping process on the other core
+/// takes tens of microseconds; a neighbour on its own core often answers within this, and a
+/// ring step at small n is only a few hundred microseconds long.
+const SPIN: Duration = Duration::from_micros(100);
+
 impl<T: Serialize + DeserializeOwned> Rx<T> {
-    /// Waits for the next value, for at most `timeout` if one is given.
+    /// Waits for the next value, for at most `timeout` if one is given. It polls for a
+    /// short while first, and only then sleeps.
     pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<T, RecvFailure> {
+        // The MPI receiver polls in its own way (it also relays for rank 0's coordinator).
+        #[cfg(feature = "mpi")]
+        if let Rx::Mpi(rx) = self {
+            return rx.recv(timeout);
+        }
+        let started = Instant::now();
+        let spin = timeout.map_or(SPIN, |t| t.min(SPIN));
+        loop {
+            match self.try_recv() {
+                // Yield rather than spin hard: when the workers outnumber the free cores,
+                // the neighbour we wait for may need this one.
+                Err(RecvFailure::Timeout) if started.elapsed() < spin => std::thread::yield_now(),
+                Err(RecvFailure::Timeout) => break,
+                done => return done,
+            }
+        }
+        let timeout = timeout.map(|t| t.saturating_sub(started.elapsed()));
+        self.recv_blocking(timeout)
+    }
+
+    /// Takes the next value if one is already there; [`RecvFailure::Timeout`] if not.
+    pub(crate) fn try_recv(&self) -> Result<T, RecvFailure> {
+        match self {
+            // A zero timeout polls the socket: one system call when it is empty, where
+            // `try_recv` makes three (it flips the socket to non-blocking and back).
+            Rx::Ipc(rx) => rx
+                .try_recv_timeout(Duration::ZERO)
+                .map_err(ipc_try_recv_failure),
+            Rx::Local(rx) => rx.try_recv().map_err(|e| match e {
+                mpsc::TryRecvError::Empty => RecvFailure::Timeout,
+                mpsc::TryRecvError::Disconnected => RecvFailure::Closed,
+            }),
+            #[cfg(feature = "mpi")]
+            Rx::Mpi(rx) => rx.recv(Some(Duration::ZERO)),
+        }
+    }
+
+    fn recv_blocking(&self, timeout: Option<Duration>) -> Result<T, RecvFailure> {
         match (self, timeout) {
             (Rx::Ipc(rx), None) => rx.recv().map_err(ipc_recv_failure),
             (Rx::Ipc(rx), Some(t)) => rx.try_recv_timeout(t).map_err(ipc_try_recv_failure),

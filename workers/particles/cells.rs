@@ -216,6 +216,7 @@ pub(crate) fn simulate_serial(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box
         energies: tally.energies,
         correction,
         ending: tally.ending,
+        workers: Vec::new(),
     };
     (outcome, tally.watch)
 }
@@ -310,6 +311,7 @@ pub(crate) fn simulate_threads(
         energies: tally.energies,
         correction,
         ending: tally.ending,
+        workers: Vec::new(),
     };
     (outcome, tally.watch)
 }

@@ -6,11 +6,12 @@ mod cells;
 pub(crate) mod checkpoint;
 pub(crate) mod fault;
 pub(crate) mod init;
+pub(crate) mod kernel;
 pub(crate) mod live;
 pub(crate) mod output;
 pub(crate) mod physics;
 pub(crate) mod render;
-mod ring;
+pub(crate) mod ring;
 mod serial;
 mod strips;
 mod threads;
@@ -224,6 +225,8 @@ pub(crate) struct Outcome {
     pub(crate) correction: f64,
     /// Whether every step was taken.
     pub(crate) ending: Ending,
+    /// What each worker of a ring measured, by rank; empty in the other modes.
+    pub(crate) workers: Vec<ring::WorkerStats>,
 }
 
 /// How a run ended, when it did not fail.

@@ -123,9 +123,10 @@ pub(crate) struct Hit {
     pub(crate) ay: f64,
 }
 
-/// Checks every target against every source and records the pairs in range.
-/// `source_base` is the list slot of the first source. Hits come out ordered by target,
-/// then source.
+/// Checks every target against every source and records the pairs in range, with the
+/// fastest kernel this CPU runs (see [`kernel`](super::kernel)). `source_base` is the list
+/// slot of the first source. Hits come out in no particular order:
+/// [`accelerations`] sorts them.
 pub(crate) fn collect_hits(
     tx: &[f64],
     ty: &[f64],
@@ -134,25 +135,7 @@ pub(crate) fn collect_hits(
     source_base: usize,
     hits: &mut Vec<Hit>,
 ) {
-    debug_assert_eq!(tx.len(), ty.len());
-    debug_assert_eq!(sx.len(), sy.len());
-    for (target, (&px, &py)) in tx.iter().zip(ty).enumerate() {
-        for (offset, (&ox, &oy)) in sx.iter().zip(sy).enumerate() {
-            let dx = ox - px;
-            let dy = oy - py;
-            // The cheap test first: most pairs are far apart. `force` decides exactly.
-            if dx * dx + dy * dy <= CUTOFF2
-                && let Some((ax, ay)) = force(px, py, ox, oy)
-            {
-                hits.push(Hit {
-                    target: target as u32,
-                    source: (source_base + offset) as u32,
-                    ax,
-                    ay,
-                });
-            }
-        }
-    }
+    super::kernel::collect_hits(tx, ty, sx, sy, source_base, hits);
 }
 
 /// Sums the hits into accelerations, for each target in list order of its sources, whatever

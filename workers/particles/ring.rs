@@ -4,6 +4,7 @@
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use ringleader::{Coordinator, Gather, LaunchError, Launcher, Ring, Stage, StageError, Transport};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,18 @@ pub(crate) struct StepReport {
     block: Option<Particles>,
 }
 
+/// What a worker measured of its own run, for `ringleader bench`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct WorkerStats {
+    /// Seconds computing: forces, moves, reports.
+    pub(crate) compute_seconds: f64,
+    /// Seconds in the ring's rotations outside the force computation: sending, and
+    /// waiting for the next block.
+    pub(crate) comm_seconds: f64,
+    /// The most memory the worker held, in bytes, if the system says.
+    pub(crate) peak_rss: Option<u64>,
+}
+
 /// The coordinator's answer after a step.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Command {
@@ -53,9 +66,15 @@ impl Stage for ParticleRing {
     type Message = ();
     type Report = StepReport;
     type Answer = Command;
-    type Output = Particles;
+    type Output = (Particles, WorkerStats);
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<Particles, StageError> {
+    fn work(self, ring: &mut Ring<Self>) -> Result<Self::Output, StageError> {
+        // A forked worker starts with the coordinator's peak; count only its own.
+        if ring.transport() == Transport::Processes {
+            ringleader::bench::reset_peak_rss();
+        }
+        let started = Instant::now();
+        let (mut rotating, mut visiting) = (Duration::ZERO, Duration::ZERO);
         let run = &self.run;
         let mut mine = run.start.particles.slice(self.blocks[ring.rank()].clone());
         let m = mine.len();
@@ -73,11 +92,15 @@ impl Stage for ParticleRing {
             positions[..m].copy_from_slice(&mine.x);
             positions[m..].copy_from_slice(&mine.y);
             hits.clear();
+            let rotation = Instant::now();
             ring.rotate(&positions, |origin, block: &[f64]| {
+                let visit = Instant::now();
                 let (sx, sy) = block.split_at(block.len() / 2);
                 let base = self.blocks[origin].start;
                 collect_hits(&mine.x, &mine.y, sx, sy, base, &mut hits);
+                visiting += visit.elapsed();
             })?;
+            rotating += rotation.elapsed();
             accelerations(&mut hits, &mut ax, &mut ay);
             advance(&mut mine, &ax, &ay, run.dt, run.size, correction);
             if run.reports_after(step) {
@@ -97,7 +120,13 @@ impl Stage for ParticleRing {
                 }
             }
         }
-        Ok(mine)
+        let comm = rotating.saturating_sub(visiting);
+        let stats = WorkerStats {
+            compute_seconds: started.elapsed().saturating_sub(comm).as_secs_f64(),
+            comm_seconds: comm.as_secs_f64(),
+            peak_rss: ringleader::bench::peak_rss(),
+        };
+        Ok((mine, stats))
     }
 
     fn on_report(
@@ -174,8 +203,10 @@ pub(crate) fn simulate(
     let outputs = launcher.launch(&mut stage)?;
     drop(stage);
     let mut particles = Particles::default();
-    for block in outputs {
+    let mut stats = Vec::with_capacity(outputs.len());
+    for (block, worker) in outputs {
         particles.extend(block);
+        stats.push(worker);
     }
     // Every worker's copy of the stage is gone once launch returns; take the books back.
     let tally = match Arc::try_unwrap(tally) {
@@ -193,6 +224,7 @@ pub(crate) fn simulate(
         energies: tally.energies,
         correction: tally.correction,
         ending: tally.ending,
+        workers: stats,
     };
     Ok((outcome, tally.watch))
 }

@@ -40,6 +40,7 @@ pub(crate) fn simulate(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box<dyn Wa
         energies: tally.energies,
         correction,
         ending: tally.ending,
+        workers: Vec::new(),
     };
     (outcome, tally.watch)
 }

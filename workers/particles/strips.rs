@@ -470,6 +470,7 @@ pub(crate) fn simulate(
         energies: tally.energies,
         correction: tally.correction,
         ending: tally.ending,
+        workers: Vec::new(),
     };
     Ok((outcome, tally.watch))
 }

@@ -99,6 +99,7 @@ pub(crate) fn simulate(
         energies: tally.energies,
         correction: tally.correction,
         ending: tally.ending,
+        workers: Vec::new(),
     };
     (outcome, tally.watch)
 }

@@ -1,0 +1,466 @@
+//! `ringleader bench`: the particle simulator in every mode, the force kernels, and the
+//! transport alone, measured in one run.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use ringleader::Transport;
+use ringleader::bench::{HopReport, hop, peak_rss, reset_peak_rss};
+use serde::Serialize;
+
+use super::usage;
+use crate::workers::particles::init::initial_state;
+use crate::workers::particles::kernel::{self, Body, Kernel};
+use crate::workers::particles::physics::{DEFAULT_DT, Hit};
+use crate::workers::particles::{Mode, Run, Start, Unwatched, simulate};
+
+#[derive(Debug, clap::Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:
+  ringleader bench -n 2000,16000 -p 1,2 -s 5 --csv bench.csv
+  ringleader bench kernel -n 16000
+  ringleader bench hop --bytes 1600000 -p 2"
+)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    what: Option<What>,
+    #[command(flatten)]
+    table: TableArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum What {
+    /// Pair checks per second of each force kernel on one core.
+    Kernel(KernelArgs),
+    /// The transport alone: rotate one block around the ring, processes and threads.
+    Hop(HopArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TableArgs {
+    /// Particle counts, comma-separated.
+    #[arg(short = 'n', value_delimiter = ',', default_values_t = [2000, 16000], value_parser = positive)]
+    n: Vec<usize>,
+    /// Worker counts, comma-separated (serial always runs on one).
+    #[arg(short = 'p', value_delimiter = ',', default_values_t = [1, 2], value_parser = positive)]
+    workers: Vec<usize>,
+    /// Steps per run.
+    #[arg(short = 's', long = "steps", default_value_t = 5, value_parser = positive)]
+    steps: usize,
+    /// Modes, comma-separated: serial, threads (the textbook's shared memory and barrier),
+    /// processes (the ring of worker processes), ring-threads (the same ring on threads).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchMode::Serial, BenchMode::Threads, BenchMode::Processes])]
+    modes: Vec<BenchMode>,
+    /// Run each combination this many times and keep the fastest.
+    #[arg(short = 'r', long = "repeat", default_value_t = 1, value_parser = positive)]
+    repeat: usize,
+    /// Also write the rows as CSV.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Also write the rows as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct KernelArgs {
+    /// Particles: each kernel checks every pair of the textbook's initial state.
+    #[arg(short = 'n', default_value_t = 16000, value_parser = positive)]
+    n: usize,
+    /// Passes per kernel; the fastest counts.
+    #[arg(short = 'r', long = "repeat", default_value_t = 3, value_parser = positive)]
+    repeat: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct HopArgs {
+    /// Bytes per block.
+    #[arg(long, default_value_t = 1_600_000, value_parser = positive)]
+    bytes: usize,
+    /// Workers on the ring.
+    #[arg(short = 'p', default_value_t = 2, value_parser = at_least_two)]
+    workers: usize,
+    /// Rotations timed.
+    #[arg(long, default_value_t = 200, value_parser = positive)]
+    rounds: usize,
+    /// Measure each transport this many times, taking turns, and keep the fastest.
+    #[arg(short = 'r', long = "repeat", default_value_t = 3, value_parser = positive)]
+    repeat: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum BenchMode {
+    Serial,
+    Threads,
+    Processes,
+    RingThreads,
+}
+
+impl BenchMode {
+    fn name(self) -> &'static str {
+        match self {
+            BenchMode::Serial => "serial",
+            BenchMode::Threads => "threads",
+            BenchMode::Processes => "processes",
+            BenchMode::RingThreads => "ring-threads",
+        }
+    }
+
+    fn mode(self, workers: usize) -> Mode {
+        match self {
+            BenchMode::Serial => Mode::Serial,
+            BenchMode::Threads => Mode::Threads(workers),
+            BenchMode::Processes => Mode::Ring(workers, Transport::Processes),
+            BenchMode::RingThreads => Mode::Ring(workers, Transport::Threads),
+        }
+    }
+}
+
+/// One measured run: the numbers behind a line of the table, the CSV and the JSON.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Row {
+    pub(crate) mode: &'static str,
+    pub(crate) n: usize,
+    pub(crate) workers: usize,
+    pub(crate) steps: usize,
+    /// Wall-clock seconds of the whole run, start-up of the workers included.
+    pub(crate) seconds: f64,
+    pub(crate) pair_checks_per_s: f64,
+    /// Serial seconds at the same n, from the same bench run, over these seconds.
+    pub(crate) speedup: Option<f64>,
+    /// Speedup per worker.
+    pub(crate) efficiency: Option<f64>,
+    /// The workers' mean share of their time spent sending and waiting for blocks.
+    pub(crate) comm_fraction: Option<f64>,
+    /// Peak resident memory of the coordinator (the only process, in serial and threads).
+    pub(crate) coordinator_rss_bytes: Option<u64>,
+    /// Peak resident memory of the largest worker process.
+    pub(crate) worker_rss_bytes: Option<u64>,
+}
+
+/// One force kernel's speed.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct KernelRow {
+    pub(crate) kernel: &'static str,
+    pub(crate) n: usize,
+    pub(crate) seconds: f64,
+    pub(crate) pair_checks_per_s: f64,
+    /// Over the direct translation, in the same run.
+    pub(crate) vs_direct: f64,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.what {
+        Some(What::Kernel(args)) => {
+            emit(&kernel_table(&kernels(args.n, args.repeat)))?;
+        }
+        Some(What::Hop(args)) => {
+            let reports = hops(&args)?;
+            emit(&hop_table(&reports))?;
+        }
+        None => return table(args.table),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table(args: TableArgs) -> anyhow::Result<ExitCode> {
+    if let Some(&n) = args
+        .n
+        .iter()
+        .find(|&&n| args.workers.iter().any(|&p| p > n))
+    {
+        return usage(format!(
+            "-n {n} has fewer particles than the workers asked for"
+        ));
+    }
+    // Open the outputs first, so a bad path fails before the work, not after.
+    let csv = args.csv.as_deref().map(create).transpose()?;
+    let json = args.json.as_deref().map(create).transpose()?;
+    let rows = measure(&args)?;
+    emit(&render(&rows))?;
+    let largest = args.n.iter().copied().max().unwrap_or(2000);
+    emit(&format!("\n{}", kernel_table(&kernels(largest, 1))))?;
+    if let (Some(file), Some(path)) = (csv, args.csv.as_deref()) {
+        write_csv(&rows, file).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let (Some(mut file), Some(path)) = (json, args.json.as_deref()) {
+        serde_json::to_writer_pretty(&mut file, &rows)
+            .map_err(std::io::Error::from)
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.flush())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints to stdout. A reader that went away (`| head`) is not an error worth a word.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}
+
+fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
+    Ok(BufWriter::new(File::create(path).with_context(|| {
+        format!("cannot write {}", path.display())
+    })?))
+}
+
+/// Every combination, serial first at each n so the others can be compared with it.
+fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for &n in &args.n {
+        let start = Start::initial(n);
+        let mut serial_seconds = None;
+        let mut modes = args.modes.clone();
+        modes.sort_by_key(|&m| m != BenchMode::Serial);
+        modes.dedup();
+        for mode in modes {
+            let counts: &[usize] = if mode == BenchMode::Serial {
+                &[1]
+            } else {
+                &args.workers
+            };
+            for &workers in counts {
+                let mut best: Option<Row> = None;
+                for _ in 0..args.repeat {
+                    let row = once(&start, args.steps, mode, workers)?;
+                    if best.as_ref().is_none_or(|b| row.seconds < b.seconds) {
+                        best = Some(row);
+                    }
+                }
+                let Some(mut row) = best else { continue };
+                if mode == BenchMode::Serial {
+                    serial_seconds = Some(row.seconds);
+                }
+                row.speedup = serial_seconds.map(|s| s / row.seconds);
+                row.efficiency = row.speedup.map(|s| s / workers as f64);
+                rows.push(row);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn once(start: &Start, steps: usize, mode: BenchMode, workers: usize) -> anyhow::Result<Row> {
+    let run = Run::new(start.clone(), steps as u64, DEFAULT_DT, false);
+    let pair_checks = run.pair_checks();
+    reset_peak_rss();
+    let started = Instant::now();
+    let (outcome, _) = simulate(run, mode.mode(workers), Box::new(Unwatched))
+        .with_context(|| format!("{} run with {workers} workers failed", mode.name()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = &outcome.workers;
+    let comm_fraction = (!stats.is_empty()).then(|| {
+        stats
+            .iter()
+            .map(|s| s.comm_seconds / (s.comm_seconds + s.compute_seconds).max(f64::MIN_POSITIVE))
+            .sum::<f64>()
+            / stats.len() as f64
+    });
+    let worker_rss_bytes = if mode == BenchMode::Processes {
+        stats.iter().filter_map(|s| s.peak_rss).max()
+    } else {
+        None
+    };
+    Ok(Row {
+        mode: mode.name(),
+        n: start.particles.len(),
+        workers,
+        steps,
+        seconds,
+        pair_checks_per_s: pair_checks / seconds,
+        speedup: None,
+        efficiency: None,
+        comm_fraction,
+        coordinator_rss_bytes: peak_rss(),
+        worker_rss_bytes,
+    })
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<12} {:>6} {:>7} {:>5} {:>9} {:>17} {:>7} {:>10} {:>6} {:>15} {:>10}\n",
+        "mode",
+        "n",
+        "workers",
+        "steps",
+        "seconds",
+        "pair_checks_per_s",
+        "speedup",
+        "efficiency",
+        "comm",
+        "coordinator_rss",
+        "worker_rss"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>6} {:>7} {:>5} {:>9.4} {:>17.3e} {:>7} {:>10} {:>6} {:>15} {:>10}",
+            r.mode,
+            r.n,
+            r.workers,
+            r.steps,
+            r.seconds,
+            r.pair_checks_per_s,
+            opt(r.speedup, |v| format!("{v:.2}")),
+            opt(r.efficiency, |v| format!("{v:.2}")),
+            opt(r.comm_fraction, |v| format!("{:.1}%", v * 100.0)),
+            opt(r.coordinator_rss_bytes, mib),
+            opt(r.worker_rss_bytes, mib),
+        );
+    }
+    out
+}
+
+fn opt<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
+    value.map_or_else(|| "-".to_owned(), show)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+fn write_csv(rows: &[Row], file: BufWriter<File>) -> anyhow::Result<()> {
+    let mut writer = csv::Writer::from_writer(file);
+    for row in rows {
+        writer.serialize(row)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// Every kernel on every pair of the textbook's initial state for `n` particles.
+fn kernels(n: usize, repeat: usize) -> Vec<KernelRow> {
+    let particles = initial_state(n);
+    let bodies: Vec<Body> = particles
+        .x
+        .iter()
+        .zip(&particles.y)
+        .map(|(&x, &y)| Body {
+            x,
+            y,
+            ..Body::default()
+        })
+        .collect();
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut time = |pass: &mut dyn FnMut(&mut Vec<Hit>)| {
+        (0..repeat)
+            .map(|_| {
+                hits.clear();
+                let started = Instant::now();
+                pass(&mut hits);
+                started.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let pairs = (n * n) as f64;
+    let direct = time(&mut |hits| kernel::direct(&bodies, &bodies, 0, hits));
+    let mut rows = vec![("direct (AoS)", direct)];
+    let mut kinds = vec![Kernel::Scalar];
+    if Kernel::detect() != Kernel::Scalar {
+        kinds.push(Kernel::detect());
+    }
+    for kind in kinds {
+        let (x, y) = (&particles.x, &particles.y);
+        let seconds = time(&mut |hits| kind.collect_hits(x, y, x, y, 0, hits));
+        rows.push((kind.name(), seconds));
+    }
+    rows.into_iter()
+        .map(|(kernel, seconds)| KernelRow {
+            kernel,
+            n,
+            seconds,
+            pair_checks_per_s: pairs / seconds,
+            vs_direct: direct / seconds,
+        })
+        .collect()
+}
+
+fn kernel_table(rows: &[KernelRow]) -> String {
+    let mut out = format!(
+        "{:<14} {:>6} {:>9} {:>17} {:>9}\n",
+        "kernel", "n", "seconds", "pair_checks_per_s", "vs_direct"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<14} {:>6} {:>9.4} {:>17.3e} {:>8.2}x",
+            r.kernel, r.n, r.seconds, r.pair_checks_per_s, r.vs_direct
+        );
+    }
+    out
+}
+
+/// The fastest of `repeat` hops on each transport, taking turns so both see the same
+/// conditions. Processes go first: forking needs this process to have no other thread.
+fn hops(args: &HopArgs) -> anyhow::Result<Vec<HopReport>> {
+    let mut best: Vec<HopReport> = Vec::new();
+    for _ in 0..args.repeat {
+        for (i, transport) in [Transport::Processes, Transport::Threads]
+            .into_iter()
+            .enumerate()
+        {
+            let report = hop(transport, args.workers, args.bytes, args.rounds)
+                .with_context(|| format!("the {} hop failed", transport.name()))?;
+            match best.get_mut(i) {
+                Some(b) if b.seconds <= report.seconds => {}
+                Some(b) => *b = report,
+                None => best.push(report),
+            }
+        }
+    }
+    Ok(best)
+}
+
+fn hop_table(reports: &[HopReport]) -> String {
+    let threads = reports
+        .iter()
+        .find(|r| r.transport == Transport::Threads)
+        .map(|r| r.bytes_per_second);
+    let mut out = format!(
+        "{:<10} {:>7} {:>10} {:>6} {:>9} {:>10} {:>10} {:>10}\n",
+        "transport", "workers", "bytes", "rounds", "seconds", "GB/s", "vs_threads", "worker_rss"
+    );
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>7} {:>10} {:>6} {:>9.4} {:>10.2} {:>10} {:>10}",
+            r.transport.name(),
+            r.workers,
+            r.bytes,
+            r.rounds,
+            r.seconds,
+            r.bytes_per_second / 1e9,
+            opt(threads, |t| format!("{:.2}x", r.bytes_per_second / t)),
+            opt(r.worker_peak_rss, mib),
+        );
+    }
+    out
+}
+
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(value) => Ok(value),
+        Err(_) => Err(format!(
+            "expected a whole number of at least 1, not {text:?}"
+        )),
+    }
+}
+
+fn at_least_two(text: &str) -> Result<usize, String> {
+    match positive(text)? {
+        1 => Err("a hop needs at least 2 workers".to_owned()),
+        value => Ok(value),
+    }
+}
