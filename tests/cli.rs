@@ -90,3 +90,23 @@ fn help_lists_examples_and_succeeds() {
     assert!(run.stdout.contains("Examples:"));
     assert!(run.stdout.contains("-p, --processes <PROCESSES>"));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_run_quietly() {
+    // 3000 rows are far more than a pipe holds, so `head` is gone long before the last.
+    let err_file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("epipe.err");
+    let script = format!(
+        "set -o pipefail; {} particles -n 3000 -s 0 --out - 2>{} | head -n 1",
+        env!("CARGO_BIN_EXE_ringleader"),
+        err_file.display()
+    );
+    let status = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run bash");
+    assert!(status.success(), "{status:?}");
+    let stderr = std::fs::read_to_string(&err_file).unwrap_or_default();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("ringleader:"), "{stderr}");
+}

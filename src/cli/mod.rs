@@ -53,6 +53,9 @@ pub(crate) fn usage<T>(message: impl Into<String>) -> anyhow::Result<T> {
 pub(crate) fn main() -> ExitCode {
     match run(std::env::args_os().collect()) {
         Ok(code) => code,
+        // A reader that went away (`ringleader … | head`) is not a failure of ours: stop
+        // quietly, as other Unix tools do.
+        Err(err) if closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             let usage = err.downcast_ref::<UsageError>().is_some();
             eprintln!("ringleader: {}", one_line(&format!("{err:#}")));
@@ -99,6 +102,15 @@ fn clap_error(err: clap::Error) -> anyhow::Result<ExitCode> {
             usage(format!("{} (see --help)", one_line(message)))
         }
     }
+}
+
+/// Whether the error is a write to a pipe whose reader has gone.
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Joins a multi-line message into one line.

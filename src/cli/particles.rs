@@ -292,11 +292,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else if args.out.as_deref().is_some_and(|p| p.as_os_str() == "-") {
                 eprintln!("{line}");
             } else {
-                println!("{line}");
+                writeln!(io::stdout(), "{line}")?;
             }
         }
         None if args.visuals.quiet => {}
-        None => println!("{line}"),
+        None => writeln!(io::stdout(), "{line}")?,
     }
     Ok(ExitCode::SUCCESS)
 }
