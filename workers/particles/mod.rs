@@ -229,6 +229,18 @@ pub(crate) struct Outcome {
     pub(crate) workers: Vec<ring::WorkerStats>,
 }
 
+/// The step a round of ring reports is about, from each rank's report in rank order. The
+/// ranks must agree: a report from another step means the protocol broke.
+pub(crate) fn round_step(
+    mut steps: impl Iterator<Item = u64>,
+) -> Result<u64, ringleader::StageError> {
+    let first = steps.next().ok_or("an empty round of reports")?;
+    match steps.position(|step| step != first) {
+        None => Ok(first),
+        Some(i) => Err(format!("rank {} reported another step in round {first}", i + 1).into()),
+    }
+}
+
 /// How a run ended, when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ending {

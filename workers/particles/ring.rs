@@ -138,14 +138,7 @@ impl Stage for ParticleRing {
         let Some(reports) = self.gather.push(from, report) else {
             return Ok(());
         };
-        let step = reports[0].step;
-        if let Some(late) = reports.iter().position(|r| r.step != step) {
-            return Err(format!(
-                "rank {late} reported step {} in round {step}",
-                reports[late].step
-            )
-            .into());
-        }
+        let step = super::round_step(reports.iter().map(|r| r.step))?;
         // Blocks are contiguous runs of list order, so rank order is list order.
         let energy = reports[0].energy_terms.is_some().then(|| {
             sum_in_order(

@@ -333,14 +333,7 @@ impl Stage for Strips {
         let Some(reports) = self.gather.push(from, report) else {
             return Ok(());
         };
-        let step = reports[0].step;
-        if let Some(late) = reports.iter().position(|r| r.step != step) {
-            return Err(format!(
-                "rank {late} reported step {} in round {step}",
-                reports[late].step
-            )
-            .into());
-        }
+        let step = super::round_step(reports.iter().map(|r| r.step))?;
         let n = self.run.start.particles.len();
         let order = list_order(n, reports.iter().map(|r| &r.slots[..]))?;
         let energy = reports[0].energy_terms.is_some().then(|| {
