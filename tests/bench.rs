@@ -5,8 +5,9 @@ mod common;
 
 use common::{ringleader, scratch};
 
-const COLUMNS: [&str; 11] = [
+const COLUMNS: [&str; 13] = [
     "mode",
+    "algorithm",
     "n",
     "workers",
     "steps",
@@ -17,6 +18,7 @@ const COLUMNS: [&str; 11] = [
     "comm_fraction",
     "coordinator_rss_bytes",
     "worker_rss_bytes",
+    "vs_allpairs",
 ];
 
 #[test]
@@ -42,6 +44,7 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
     let header = run.stdout.lines().next().expect("a header");
     for column in [
         "mode",
+        "algorithm",
         "n",
         "workers",
         "steps",
@@ -52,6 +55,7 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
         "comm",
         "coordinator_rss",
         "worker_rss",
+        "vs_allpairs",
     ] {
         assert!(
             header.split_whitespace().any(|c| c == column),
@@ -70,32 +74,37 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
     assert_eq!(rows.len(), 2 * 7);
     for row in &rows {
         let mode = &row[0];
-        let (n, workers): (usize, usize) = (row[1].parse().unwrap(), row[2].parse().unwrap());
+        assert_eq!(&row[1], "allpairs", "the default algorithm: {row:?}");
+        let (n, workers): (usize, usize) = (row[2].parse().unwrap(), row[3].parse().unwrap());
         assert!([40, 64].contains(&n));
-        assert_eq!(&row[3], "3");
-        let seconds: f64 = row[4].parse().unwrap();
-        let rate: f64 = row[5].parse().unwrap();
+        assert_eq!(&row[4], "3");
+        let seconds: f64 = row[5].parse().unwrap();
+        let rate: f64 = row[6].parse().unwrap();
         assert!(seconds > 0.0 && rate > 0.0);
         let expected = (n * n * 3) as f64 / seconds;
         assert!((rate - expected).abs() <= 1e-6 * expected, "{row:?}");
-        let speedup: f64 = row[6].parse().expect("a speedup: serial ran");
-        let efficiency: f64 = row[7].parse().unwrap();
+        let speedup: f64 = row[7].parse().expect("a speedup: serial ran");
+        let efficiency: f64 = row[8].parse().unwrap();
         assert!((efficiency - speedup / workers as f64).abs() < 1e-9);
         if mode == "serial" {
             assert_eq!(speedup, 1.0);
         }
         let ring = mode == "processes" || mode == "ring-threads";
         assert_eq!(
-            !row[8].is_empty(),
+            !row[9].is_empty(),
             ring,
             "comm fraction only on a ring: {row:?}"
         );
         if ring {
-            let fraction: f64 = row[8].parse().unwrap();
+            let fraction: f64 = row[9].parse().unwrap();
             assert!((0.0..=1.0).contains(&fraction), "{row:?}");
         }
-        assert!(row[9].parse::<u64>().unwrap() > 0);
-        assert_eq!(!row[10].is_empty(), mode == "processes", "{row:?}");
+        assert!(row[10].parse::<u64>().unwrap() > 0);
+        assert_eq!(!row[11].is_empty(), mode == "processes", "{row:?}");
+        assert!(
+            row[12].is_empty(),
+            "vs_allpairs only on cells rows: {row:?}"
+        );
     }
 
     let json: serde_json::Value =
@@ -104,7 +113,7 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
     assert_eq!(json.len(), rows.len());
     for (object, row) in json.iter().zip(&rows) {
         assert_eq!(object["mode"], row[0]);
-        assert_eq!(object["workers"].as_u64().unwrap().to_string(), row[2]);
+        assert_eq!(object["workers"].as_u64().unwrap().to_string(), row[3]);
         for column in COLUMNS {
             assert!(object.get(column).is_some(), "{column} in {object}");
         }
@@ -144,9 +153,168 @@ fn bench_refuses_bad_input_with_a_usage_error() {
         &["bench", "hop", "-p", "1"][..],
         &["bench", "-n", "2", "-p", "3"],
         &["bench", "--modes", "serial,fast"],
+        &["bench", "--algorithms", "allpairs,fast"],
+        &["bench", "--transports", "processes,carrier-pigeon"],
     ] {
         let run = ringleader(args);
         assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
         assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+    }
+}
+
+/// CSV rows as (mode, algorithm, n, workers) and the record.
+fn csv_rows(path: &std::path::Path) -> Vec<csv::StringRecord> {
+    let mut reader = csv::Reader::from_path(path).expect("csv");
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        COLUMNS
+    );
+    reader.records().map(|r| r.expect("record")).collect()
+}
+
+#[test]
+fn bench_algorithms_puts_cells_beside_allpairs() {
+    let dir = scratch("bench-algorithms");
+    let csv_path = dir.join("rows.csv");
+    let run = ringleader(&[
+        "bench",
+        "-n",
+        "300",
+        "-p",
+        "1,2",
+        "-s",
+        "3",
+        "--modes",
+        "serial,threads,processes",
+        "--algorithms",
+        "allpairs,cells",
+        "--csv",
+        csv_path.to_str().unwrap(),
+    ]);
+    run.success();
+    let rows = csv_rows(&csv_path);
+    // Per algorithm: serial, then threads and processes on 1 and 2 workers.
+    assert_eq!(rows.len(), 2 * 5, "{}", run.stdout);
+    let seconds = |algorithm: &str, mode: &str, workers: &str| -> f64 {
+        rows.iter()
+            .find(|r| (&r[0], &r[1], &r[3]) == (mode, algorithm, workers))
+            .unwrap_or_else(|| panic!("a {algorithm} {mode} row on {workers}"))[5]
+            .parse()
+            .unwrap()
+    };
+    for row in &rows {
+        let (mode, algorithm, workers) = (&row[0], &row[1], &row[3]);
+        assert!(["allpairs", "cells"].contains(&algorithm), "{row:?}");
+        let speedup: f64 = row[7].parse().unwrap();
+        // Against serial of the same algorithm.
+        let want = seconds(algorithm, "serial", "1") / seconds(algorithm, mode, workers);
+        assert!((speedup - want).abs() <= 1e-9 * want, "{row:?}");
+        if algorithm == "cells" {
+            let vs: f64 = row[12].parse().expect("cells rows compare with allpairs");
+            let want = seconds("allpairs", mode, workers) / seconds("cells", mode, workers);
+            assert!((vs - want).abs() <= 1e-9 * want, "{row:?}");
+        } else {
+            assert!(row[12].is_empty(), "{row:?}");
+        }
+    }
+    let header = run.stdout.lines().next().unwrap();
+    assert!(header.contains("algorithm") && header.contains("vs_allpairs"));
+    assert_eq!(
+        run.stdout
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("cells"))
+            .count(),
+        5
+    );
+}
+
+#[test]
+fn bench_plot_draws_a_line_per_n_mode_and_algorithm_in_each_panel() {
+    let dir = scratch("bench-plot");
+    let svg_path = dir.join("scaling.svg");
+    let run = ringleader(&[
+        "bench",
+        "-n",
+        "40,64",
+        "-p",
+        "1,2,3",
+        "-s",
+        "2",
+        "--modes",
+        "serial,threads,processes",
+        "--plot",
+        svg_path.to_str().unwrap(),
+    ]);
+    run.success();
+    let text = std::fs::read_to_string(&svg_path).expect("the plot");
+    let svg = roxmltree::Document::parse(&text).expect("the plot is XML");
+    assert_eq!(svg.root_element().tag_name().name(), "svg");
+    let texts: Vec<String> = svg
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.text().unwrap_or("").trim().to_owned())
+        .collect();
+    for caption in [
+        "Speedup over serial",
+        "Efficiency (speedup per worker)",
+        "Pair checks per second",
+    ] {
+        assert_eq!(
+            texts.iter().filter(|t| *t == caption).count(),
+            1,
+            "{texts:?}"
+        );
+    }
+    // Four series (two n by two parallel modes), each a line in each of three panels and a
+    // legend entry beside it; the axes are drawn thinner.
+    let labels = [
+        "n=40 threads",
+        "n=40 processes",
+        "n=64 threads",
+        "n=64 processes",
+    ];
+    for label in labels {
+        assert_eq!(texts.iter().filter(|t| *t == label).count(), 3, "{texts:?}");
+    }
+    let mut lines: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+    for line in svg
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke-width") == Some("2"))
+    {
+        let points = line.attribute("points").unwrap().split_whitespace().count();
+        lines
+            .entry(line.attribute("stroke").unwrap())
+            .or_default()
+            .push(points);
+    }
+    assert_eq!(
+        lines.len(),
+        labels.len(),
+        "one colour per series: {lines:?}"
+    );
+    for (colour, mut points) in lines {
+        points.sort_unstable();
+        // Three legend marks of two points, three lines through 1, 2 and 3 workers.
+        assert_eq!(points, [2, 2, 2, 3, 3, 3], "{colour}");
+    }
+    let dots = svg
+        .descendants()
+        .filter(|n| n.has_tag_name("circle"))
+        .count();
+    assert_eq!(dots, labels.len() * 3 * 3);
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn bench_mpi_rows_without_the_feature_are_a_usage_error() {
+    for args in [
+        &["bench", "-n", "40", "--transports", "processes,threads,mpi"][..],
+        &["bench", "-n", "40", "--modes", "serial,mpi"],
+    ] {
+        let run = ringleader(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(run.stderr.contains("--features mpi"), "{}", run.stderr);
+        assert!(run.stdout.is_empty(), "nothing ran: {}", run.stdout);
     }
 }

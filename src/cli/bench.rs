@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+#[cfg(feature = "mpi")]
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -14,16 +16,21 @@ use ringleader::bench::{HopReport, hop, peak_rss, reset_peak_rss};
 use serde::Serialize;
 
 use super::usage;
+
+mod plot;
 use crate::workers::particles::init::initial_state;
 use crate::workers::particles::kernel::{self, Body, Kernel};
 use crate::workers::particles::physics::{DEFAULT_DT, Hit};
-use crate::workers::particles::{Mode, Run, Start, Unwatched, simulate};
+use crate::workers::particles::{Algorithm, Mode, Run, Start, Unwatched, simulate_with};
 
 #[derive(Debug, clap::Args)]
 #[command(
     args_conflicts_with_subcommands = true,
     after_help = "Examples:
   ringleader bench -n 2000,16000 -p 1,2 -s 5 --csv bench.csv
+  ringleader bench -n 1000,2000 -p 1,2 -s 3 --modes serial,processes --plot scaling.svg
+  ringleader bench -n 16000 --algorithms allpairs,cells
+  ringleader bench -n 2000 -p 2 --transports processes,threads,mpi   (build with --features mpi)
   ringleader bench kernel -n 16000
   ringleader bench hop --bytes 1600000 -p 2"
 )]
@@ -54,9 +61,22 @@ struct TableArgs {
     #[arg(short = 's', long = "steps", default_value_t = 5, value_parser = positive)]
     steps: usize,
     /// Modes, comma-separated: serial, threads (the textbook's shared memory and barrier),
-    /// processes (the ring of worker processes), ring-threads (the same ring on threads).
+    /// processes (the ring of worker processes), ring-threads (the same ring on threads),
+    /// mpi (the ring over the ranks of an `mpirun` job; needs --features mpi).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchMode::Serial, BenchMode::Threads, BenchMode::Processes])]
     modes: Vec<BenchMode>,
+    /// Ring transports, comma-separated, run in addition to --modes: processes (the mode
+    /// `processes`), threads (the mode `ring-threads`), mpi (the mode `mpi`: each row runs
+    /// `mpirun -n P` of this program's `particles --transport mpi` and reads its timing line,
+    /// so MPI's start-up is left out; needs a build with --features mpi).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    transports: Vec<TransportArg>,
+    /// Algorithms, comma-separated: allpairs (the textbook's), cells (cell lists). Speedup is
+    /// over serial of the same algorithm; cells rows also show their speed-up over allpairs
+    /// at the same n, mode and workers. pair_checks_per_s is n² per step over the time for
+    /// both, so for cells it is the all-pairs equivalent rate.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchAlgorithm::Allpairs])]
+    algorithms: Vec<BenchAlgorithm>,
     /// Run each combination this many times and keep the fastest.
     #[arg(short = 'r', long = "repeat", default_value_t = 1, value_parser = positive)]
     repeat: usize,
@@ -66,6 +86,10 @@ struct TableArgs {
     /// Also write the rows as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also draw speedup, efficiency and pair checks per second against workers, one line
+    /// per n, mode and algorithm, as an SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,6 +125,7 @@ enum BenchMode {
     Threads,
     Processes,
     RingThreads,
+    Mpi,
 }
 
 impl BenchMode {
@@ -110,23 +135,63 @@ impl BenchMode {
             BenchMode::Threads => "threads",
             BenchMode::Processes => "processes",
             BenchMode::RingThreads => "ring-threads",
+            BenchMode::Mpi => "mpi",
         }
     }
 
-    fn mode(self, workers: usize) -> Mode {
+    /// The mode this process runs; `None` for mpi, which runs under `mpirun`.
+    fn mode(self, workers: usize) -> Option<Mode> {
         match self {
-            BenchMode::Serial => Mode::Serial,
-            BenchMode::Threads => Mode::Threads(workers),
-            BenchMode::Processes => Mode::Ring(workers, Transport::Processes),
-            BenchMode::RingThreads => Mode::Ring(workers, Transport::Threads),
+            BenchMode::Serial => Some(Mode::Serial),
+            BenchMode::Threads => Some(Mode::Threads(workers)),
+            BenchMode::Processes => Some(Mode::Ring(workers, Transport::Processes)),
+            BenchMode::RingThreads => Some(Mode::Ring(workers, Transport::Threads)),
+            BenchMode::Mpi => None,
         }
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TransportArg {
+    Processes,
+    Threads,
+    Mpi,
+}
+
+impl TransportArg {
+    fn mode(self) -> BenchMode {
+        match self {
+            TransportArg::Processes => BenchMode::Processes,
+            TransportArg::Threads => BenchMode::RingThreads,
+            TransportArg::Mpi => BenchMode::Mpi,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchAlgorithm {
+    Allpairs,
+    Cells,
+}
+
+impl From<BenchAlgorithm> for Algorithm {
+    fn from(value: BenchAlgorithm) -> Algorithm {
+        match value {
+            BenchAlgorithm::Allpairs => Algorithm::AllPairs,
+            BenchAlgorithm::Cells => Algorithm::Cells,
+        }
+    }
+}
+
+/// What mpi rows need and a build without MPI lacks.
+const NEEDS_MPI: &str =
+    "mpi rows need a ringleader built with MPI: cargo build --release --features mpi";
 
 /// One measured run: the numbers behind a line of the table, the CSV and the JSON.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Row {
     pub(crate) mode: &'static str,
+    pub(crate) algorithm: &'static str,
     pub(crate) n: usize,
     pub(crate) workers: usize,
     pub(crate) steps: usize,
@@ -143,6 +208,8 @@ pub(crate) struct Row {
     pub(crate) coordinator_rss_bytes: Option<u64>,
     /// Peak resident memory of the largest worker process.
     pub(crate) worker_rss_bytes: Option<u64>,
+    /// On a cells row: allpairs seconds at the same n, mode and workers over these seconds.
+    pub(crate) vs_allpairs: Option<f64>,
 }
 
 /// One force kernel's speed.
@@ -170,7 +237,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn table(args: TableArgs) -> anyhow::Result<ExitCode> {
+fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
+    args.modes
+        .extend(args.transports.iter().map(|&t| TransportArg::mode(t)));
+    if args.modes.contains(&BenchMode::Mpi) && !cfg!(feature = "mpi") {
+        return usage(NEEDS_MPI);
+    }
     if let Some(&n) = args
         .n
         .iter()
@@ -183,6 +255,7 @@ fn table(args: TableArgs) -> anyhow::Result<ExitCode> {
     // Open the outputs first, so a bad path fails before the work, not after.
     let csv = args.csv.as_deref().map(create).transpose()?;
     let json = args.json.as_deref().map(create).transpose()?;
+    let svg = args.plot.as_deref().map(create).transpose()?;
     let rows = measure(&args)?;
     emit(&render(&rows))?;
     let largest = args.n.iter().copied().max().unwrap_or(2000);
@@ -194,6 +267,11 @@ fn table(args: TableArgs) -> anyhow::Result<ExitCode> {
         serde_json::to_writer_pretty(&mut file, &rows)
             .map_err(std::io::Error::from)
             .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.flush())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let (Some(mut file), Some(path)) = (svg, args.plot.as_deref()) {
+        file.write_all(plot::svg(&rows)?.as_bytes())
             .and_then(|()| file.flush())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -215,49 +293,88 @@ fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
     })?))
 }
 
-/// Every combination, serial first at each n so the others can be compared with it.
+/// Every combination, serial first at each n and algorithm so the others can be compared
+/// with it.
 fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut modes = args.modes.clone();
+    modes.sort_by_key(|&m| m != BenchMode::Serial);
+    let mut seen = Vec::new();
+    modes.retain(|m| {
+        let new = !seen.contains(m);
+        seen.push(*m);
+        new
+    });
+    let mut algorithms = args.algorithms.clone();
+    algorithms.dedup();
     for &n in &args.n {
         let start = Start::initial(n);
-        let mut serial_seconds = None;
-        let mut modes = args.modes.clone();
-        modes.sort_by_key(|&m| m != BenchMode::Serial);
-        modes.dedup();
-        for mode in modes {
-            let counts: &[usize] = if mode == BenchMode::Serial {
-                &[1]
-            } else {
-                &args.workers
-            };
-            for &workers in counts {
-                let mut best: Option<Row> = None;
-                for _ in 0..args.repeat {
-                    let row = once(&start, args.steps, mode, workers)?;
-                    if best.as_ref().is_none_or(|b| row.seconds < b.seconds) {
-                        best = Some(row);
+        for &algorithm in &algorithms {
+            let mut serial_seconds = None;
+            for &mode in &modes {
+                let counts: &[usize] = if mode == BenchMode::Serial {
+                    &[1]
+                } else {
+                    &args.workers
+                };
+                for &workers in counts {
+                    let mut best: Option<Row> = None;
+                    for _ in 0..args.repeat {
+                        let row = once(&start, args.steps, mode, algorithm.into(), workers)?;
+                        if best.as_ref().is_none_or(|b| row.seconds < b.seconds) {
+                            best = Some(row);
+                        }
                     }
+                    let Some(mut row) = best else { continue };
+                    if mode == BenchMode::Serial {
+                        serial_seconds = Some(row.seconds);
+                    }
+                    row.speedup = serial_seconds.map(|s| s / row.seconds);
+                    row.efficiency = row.speedup.map(|s| s / workers as f64);
+                    rows.push(row);
                 }
-                let Some(mut row) = best else { continue };
-                if mode == BenchMode::Serial {
-                    serial_seconds = Some(row.seconds);
-                }
-                row.speedup = serial_seconds.map(|s| s / row.seconds);
-                row.efficiency = row.speedup.map(|s| s / workers as f64);
-                rows.push(row);
             }
         }
+    }
+    let allpairs: Vec<(usize, &'static str, usize, f64)> = rows
+        .iter()
+        .filter(|r| r.algorithm == Algorithm::AllPairs.name())
+        .map(|r| (r.n, r.mode, r.workers, r.seconds))
+        .collect();
+    for row in rows
+        .iter_mut()
+        .filter(|r| r.algorithm == Algorithm::Cells.name())
+    {
+        row.vs_allpairs = allpairs
+            .iter()
+            .find(|&&(n, mode, workers, _)| (n, mode, workers) == (row.n, row.mode, row.workers))
+            .map(|&(.., seconds)| seconds / row.seconds);
     }
     Ok(rows)
 }
 
-fn once(start: &Start, steps: usize, mode: BenchMode, workers: usize) -> anyhow::Result<Row> {
+fn once(
+    start: &Start,
+    steps: usize,
+    mode: BenchMode,
+    algorithm: Algorithm,
+    workers: usize,
+) -> anyhow::Result<Row> {
+    let Some(simulated) = mode.mode(workers) else {
+        return mpi_once(start.particles.len(), steps, algorithm, workers);
+    };
     let run = Run::new(start.clone(), steps as u64, DEFAULT_DT, false);
     let pair_checks = run.pair_checks();
     reset_peak_rss();
     let started = Instant::now();
-    let (outcome, _) = simulate(run, mode.mode(workers), Box::new(Unwatched))
-        .with_context(|| format!("{} run with {workers} workers failed", mode.name()))?;
+    let (outcome, _) =
+        simulate_with(run, simulated, algorithm, Box::new(Unwatched)).with_context(|| {
+            format!(
+                "{} {} run with {workers} workers failed",
+                algorithm.name(),
+                mode.name()
+            )
+        })?;
     let seconds = started.elapsed().as_secs_f64();
     let stats = &outcome.workers;
     let comm_fraction = (!stats.is_empty()).then(|| {
@@ -274,6 +391,7 @@ fn once(start: &Start, steps: usize, mode: BenchMode, workers: usize) -> anyhow:
     };
     Ok(Row {
         mode: mode.name(),
+        algorithm: algorithm.name(),
         n: start.particles.len(),
         workers,
         steps,
@@ -284,13 +402,93 @@ fn once(start: &Start, steps: usize, mode: BenchMode, workers: usize) -> anyhow:
         comm_fraction,
         coordinator_rss_bytes: peak_rss(),
         worker_rss_bytes,
+        vs_allpairs: None,
     })
+}
+
+/// An MPI world per run: `mpirun -n workers` of this program's `particles --transport mpi`,
+/// timed by rank 0's own line, which covers the simulation but not MPI's start-up.
+#[cfg(feature = "mpi")]
+fn mpi_once(n: usize, steps: usize, algorithm: Algorithm, workers: usize) -> anyhow::Result<Row> {
+    let program =
+        std::env::current_exe().context("cannot find this program to run under mpirun")?;
+    let (n_arg, s_arg) = (n.to_string(), steps.to_string());
+    let stdout = mpirun(
+        workers,
+        &program,
+        &[
+            "particles",
+            "-n",
+            &n_arg,
+            "-s",
+            &s_arg,
+            "--transport",
+            "mpi",
+            "--algorithm",
+            algorithm.name(),
+        ],
+    )?;
+    let seconds = stdout
+        .lines()
+        .find_map(|line| line.split_once(" simulation took "))
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .filter(|&s| s > 0.0)
+        .with_context(|| format!("the mpi run printed no timing line: {stdout:?}"))?;
+    Ok(Row {
+        mode: BenchMode::Mpi.name(),
+        algorithm: algorithm.name(),
+        n,
+        workers,
+        steps,
+        seconds,
+        pair_checks_per_s: (n * n * steps) as f64 / seconds,
+        speedup: None,
+        efficiency: None,
+        comm_fraction: None,
+        coordinator_rss_bytes: None,
+        worker_rss_bytes: None,
+        vs_allpairs: None,
+    })
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_once(_: usize, _: usize, _: Algorithm, _: usize) -> anyhow::Result<Row> {
+    usage(NEEDS_MPI)
+}
+
+/// Runs `mpirun -n ranks PROGRAM ARGS` and returns its stdout; a failed job's error is the
+/// last line it wrote on stderr.
+#[cfg(feature = "mpi")]
+fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-n"])
+        .arg(ranks.to_string())
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot start mpirun (apt-get install openmpi-bin)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let why = stderr
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("no message");
+        anyhow::bail!(
+            "mpirun -n {ranks} {} failed ({}): {why}",
+            args.join(" "),
+            output.status
+        );
+    }
+    Ok(stdout)
 }
 
 fn render(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<12} {:>6} {:>7} {:>5} {:>9} {:>17} {:>7} {:>10} {:>6} {:>15} {:>10}\n",
+        "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9} {:>17} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11}\n",
         "mode",
+        "algorithm",
         "n",
         "workers",
         "steps",
@@ -300,13 +498,15 @@ fn render(rows: &[Row]) -> String {
         "efficiency",
         "comm",
         "coordinator_rss",
-        "worker_rss"
+        "worker_rss",
+        "vs_allpairs"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<12} {:>6} {:>7} {:>5} {:>9.4} {:>17.3e} {:>7} {:>10} {:>6} {:>15} {:>10}",
+            "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9.4} {:>17.3e} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11}",
             r.mode,
+            r.algorithm,
             r.n,
             r.workers,
             r.steps,
@@ -317,6 +517,7 @@ fn render(rows: &[Row]) -> String {
             opt(r.comm_fraction, |v| format!("{:.1}%", v * 100.0)),
             opt(r.coordinator_rss_bytes, mib),
             opt(r.worker_rss_bytes, mib),
+            opt(r.vs_allpairs, |v| format!("{v:.1}x")),
         );
     }
     out

@@ -1,0 +1,161 @@
+//! `ringleader bench --plot`: speedup, efficiency and pair checks per second against workers,
+//! drawn as an SVG.
+//!
+//! Plotters draws the text as SVG `<text>` elements, so no font is loaded here: the viewer
+//! picks a sans-serif one, and the layout uses plotters' size estimate.
+
+use plotters::prelude::*;
+
+use super::Row;
+
+const PANEL: (u32, u32) = (480, 400);
+
+/// One line of a panel: the rows of one n, mode and algorithm, by workers.
+struct Series {
+    label: String,
+    rows: Vec<Row>,
+}
+
+/// The SVG text of the three panels.
+pub(super) fn svg(rows: &[Row]) -> anyhow::Result<String> {
+    let series = series(rows);
+    let max_workers = rows.iter().map(|r| r.workers).max().unwrap_or(1).max(2) as f64;
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, (PANEL.0 * 3, PANEL.1)).into_drawing_area();
+        root.fill(&WHITE).map_err(drawing)?;
+        let panels = root.split_evenly((1, 3));
+        let speedups = values(&series, |r| r.speedup);
+        let top = speedups.iter().copied().fold(max_workers, f64::max) * 1.1;
+        panel(
+            &panels[0],
+            "Speedup over serial",
+            "speedup",
+            &series,
+            max_workers,
+            0.0..top,
+            |r| r.speedup,
+        )?;
+        let top = values(&series, |r| r.efficiency)
+            .into_iter()
+            .fold(1.0, f64::max)
+            * 1.1;
+        panel(
+            &panels[1],
+            "Efficiency (speedup per worker)",
+            "efficiency",
+            &series,
+            max_workers,
+            0.0..top,
+            |r| r.efficiency,
+        )?;
+        let rates = values(&series, |r| Some(r.pair_checks_per_s));
+        let top = rates.iter().copied().fold(0.0, f64::max).max(1.0) * 1.1;
+        panel(
+            &panels[2],
+            "Pair checks per second",
+            "pair checks / s",
+            &series,
+            max_workers,
+            0.0..top,
+            |r| Some(r.pair_checks_per_s),
+        )?;
+        root.present().map_err(drawing)?;
+    }
+    Ok(text)
+}
+
+/// Every non-serial combination of n, mode and algorithm that has rows, in the rows' order.
+/// Serial runs on one worker only; it is the 1 that speedup is measured against.
+fn series(rows: &[Row]) -> Vec<Series> {
+    let mut series: Vec<Series> = Vec::new();
+    for row in rows.iter().filter(|r| r.mode != "serial") {
+        let label = if rows.iter().any(|r| r.algorithm != row.algorithm) {
+            format!("n={} {} {}", row.n, row.mode, row.algorithm)
+        } else {
+            format!("n={} {}", row.n, row.mode)
+        };
+        match series.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.rows.push(row.clone()),
+            None => series.push(Series {
+                label,
+                rows: vec![row.clone()],
+            }),
+        }
+    }
+    for s in &mut series {
+        s.rows.sort_by_key(|r| r.workers);
+    }
+    series
+}
+
+fn values(series: &[Series], value: impl Fn(&Row) -> Option<f64>) -> Vec<f64> {
+    series
+        .iter()
+        .flat_map(|s| s.rows.iter().filter_map(&value))
+        .collect()
+}
+
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    caption: &str,
+    y_label: &str,
+    series: &[Series],
+    max_workers: f64,
+    y: std::ops::Range<f64>,
+    value: impl Fn(&Row) -> Option<f64>,
+) -> anyhow::Result<()> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.5..max_workers + 0.5, y)
+        .map_err(drawing)?;
+    chart
+        .configure_mesh()
+        .x_desc("workers")
+        .y_desc(y_label)
+        .x_labels(max_workers as usize + 1)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| {
+            if y.abs() >= 1e4 {
+                format!("{y:.1e}")
+            } else {
+                format!("{y:.2}")
+            }
+        })
+        .draw()
+        .map_err(drawing)?;
+    for (i, s) in series.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        let points: Vec<(f64, f64)> = s
+            .rows
+            .iter()
+            .filter_map(|r| Some((r.workers as f64, value(r)?)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(drawing)?
+            .label(&s.label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+            .map_err(drawing)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(drawing)?;
+    Ok(())
+}
+
+fn drawing(err: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("cannot draw the plot: {err}")
+}
