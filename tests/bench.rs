@@ -310,6 +310,7 @@ fn bench_mpi_rows_without_the_feature_are_a_usage_error() {
     for args in [
         &["bench", "-n", "40", "--transports", "processes,threads,mpi"][..],
         &["bench", "-n", "40", "--modes", "serial,mpi"],
+        &["bench", "hop", "--transports", "threads,mpi"],
     ] {
         let run = ringleader(args);
         assert_eq!(run.code, Some(2), "{args:?}: {run:?}");

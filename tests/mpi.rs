@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{assert_same_state, fixture, processes_tagged, read_state, scratch};
+use common::{assert_same_state, fixture, processes_tagged, read_state, ringleader, scratch};
 use ringleader::{Launcher, Ring, Stage, StageError, Transport, mpi_world_size};
 
 fn main() {
@@ -21,7 +21,7 @@ fn main() {
         role(&args[1..]);
         return;
     }
-    let tests: [(&str, fn()); 7] = [
+    let tests: [(&str, fn()); 9] = [
         (
             "n20_matches_the_textbook_on_1_2_3_ranks",
             n20_matches_the_textbook,
@@ -49,6 +49,14 @@ fn main() {
         (
             "a_p_that_disagrees_with_the_job_is_a_usage_error",
             a_mismatched_p_is_a_usage_error,
+        ),
+        (
+            "bench_puts_mpi_rows_beside_the_other_transports",
+            bench_puts_mpi_rows_beside_the_others,
+        ),
+        (
+            "bench_hop_measures_the_mpi_transport_too",
+            bench_hop_measures_mpi_too,
         ),
     ];
     let filter = args.iter().find(|a| !a.starts_with('-'));
@@ -373,5 +381,84 @@ fn role(args: &[String]) {
             println!("outputs {outputs:?}");
         }
         _ => panic!("unknown role {args:?}"),
+    }
+}
+
+/// `ringleader bench` starts the `mpirun` jobs itself: it runs outside MPI, like a user's.
+fn bench_puts_mpi_rows_beside_the_others() {
+    let dir = scratch("mpi-bench");
+    let csv_path = dir.join("rows.csv");
+    let run = ringleader(&[
+        "bench",
+        "-n",
+        "200",
+        "-p",
+        "1,2",
+        "-s",
+        "2",
+        "--modes",
+        "serial",
+        "--transports",
+        "processes,threads,mpi",
+        "--algorithms",
+        "allpairs,cells",
+        "--csv",
+        csv_path.to_str().unwrap(),
+    ]);
+    run.success();
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    // Per algorithm: serial, then processes, ring-threads and mpi on 1 and 2 workers.
+    assert_eq!(rows.len(), 2 * 7, "{}", run.stdout);
+    for algorithm in ["allpairs", "cells"] {
+        for mode in ["processes", "ring-threads", "mpi"] {
+            let workers: Vec<&str> = rows
+                .iter()
+                .filter(|r| (&r[0], &r[1]) == (mode, algorithm))
+                .map(|r| r.get(3).unwrap())
+                .collect();
+            assert_eq!(workers, ["1", "2"], "{mode} {algorithm}: {}", run.stdout);
+        }
+    }
+    for row in rows.iter().filter(|r| &r[0] == "mpi") {
+        let seconds: f64 = row[5].parse().unwrap();
+        let rate: f64 = row[6].parse().unwrap();
+        assert!(seconds > 0.0, "{row:?}");
+        assert!(
+            (rate - 200.0 * 200.0 * 2.0 / seconds).abs() <= 1e-6 * rate,
+            "{row:?}"
+        );
+        let speedup: f64 = row[7]
+            .parse()
+            .expect("against serial of the same algorithm");
+        assert!(speedup > 0.0, "{row:?}");
+        assert_eq!(row[12].is_empty(), &row[1] == "allpairs", "{row:?}");
+    }
+}
+
+fn bench_hop_measures_mpi_too() {
+    let run = ringleader(&[
+        "bench",
+        "hop",
+        "--bytes",
+        "200000",
+        "-p",
+        "3",
+        "--rounds",
+        "5",
+        "-r",
+        "1",
+        "--transports",
+        "threads,mpi",
+    ]);
+    run.success();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(lines[1].starts_with("threads") && lines[2].starts_with("mpi"));
+    for line in &lines[1..] {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[1..4], ["3", "200000", "5"]);
+        let rate: f64 = fields[5].parse().unwrap();
+        assert!(rate > 0.0, "{line}");
     }
 }

@@ -116,6 +116,13 @@ struct HopArgs {
     /// Measure each transport this many times, taking turns, and keep the fastest.
     #[arg(short = 'r', long = "repeat", default_value_t = 3, value_parser = positive)]
     repeat: usize,
+    /// Transports, comma-separated: processes, threads, mpi (each measurement an
+    /// `mpirun -n P` job of this program; needs a build with --features mpi).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [TransportArg::Processes, TransportArg::Threads])]
+    transports: Vec<TransportArg>,
+    /// Run as a rank of the `mpirun` job that measures the mpi hop, once.
+    #[arg(long, hide = true)]
+    mpi_rank: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -152,6 +159,7 @@ impl BenchMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[clap(rename_all = "kebab-case")]
 enum TransportArg {
     Processes,
     Threads,
@@ -228,7 +236,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(What::Kernel(args)) => {
             emit(&kernel_table(&kernels(args.n, args.repeat)))?;
         }
+        Some(What::Hop(args)) if args.mpi_rank => return mpi_rank_hop(&args),
         Some(What::Hop(args)) => {
+            if args.transports.contains(&TransportArg::Mpi) && !cfg!(feature = "mpi") {
+                return usage(NEEDS_MPI);
+            }
             let reports = hops(&args)?;
             emit(&hop_table(&reports))?;
         }
@@ -602,17 +614,35 @@ fn kernel_table(rows: &[KernelRow]) -> String {
     out
 }
 
-/// The fastest of `repeat` hops on each transport, taking turns so both see the same
+/// The fastest of `repeat` hops on each transport, taking turns so all see the same
 /// conditions. Processes go first: forking needs this process to have no other thread.
 fn hops(args: &HopArgs) -> anyhow::Result<Vec<HopReport>> {
+    let mut transports: Vec<TransportArg> = Vec::new();
+    for &t in [
+        TransportArg::Processes,
+        TransportArg::Threads,
+        TransportArg::Mpi,
+    ]
+    .iter()
+    .filter(|t| args.transports.contains(t))
+    {
+        transports.push(t);
+    }
     let mut best: Vec<HopReport> = Vec::new();
     for _ in 0..args.repeat {
-        for (i, transport) in [Transport::Processes, Transport::Threads]
-            .into_iter()
-            .enumerate()
-        {
-            let report = hop(transport, args.workers, args.bytes, args.rounds)
-                .with_context(|| format!("the {} hop failed", transport.name()))?;
+        for (i, &transport) in transports.iter().enumerate() {
+            let report = match transport {
+                TransportArg::Processes => {
+                    hop(Transport::Processes, args.workers, args.bytes, args.rounds)
+                        .map_err(anyhow::Error::from)
+                }
+                TransportArg::Threads => {
+                    hop(Transport::Threads, args.workers, args.bytes, args.rounds)
+                        .map_err(anyhow::Error::from)
+                }
+                TransportArg::Mpi => mpi_hop(args),
+            }
+            .with_context(|| format!("the {} hop failed", transport_name(transport)))?;
             match best.get_mut(i) {
                 Some(b) if b.seconds <= report.seconds => {}
                 Some(b) => *b = report,
@@ -621,6 +651,82 @@ fn hops(args: &HopArgs) -> anyhow::Result<Vec<HopReport>> {
         }
     }
     Ok(best)
+}
+
+fn transport_name(transport: TransportArg) -> &'static str {
+    match transport {
+        TransportArg::Processes => "processes",
+        TransportArg::Threads => "threads",
+        TransportArg::Mpi => "mpi",
+    }
+}
+
+/// The mpi hop: an `mpirun -n workers` job of this program, whose rank 0 prints the
+/// seconds and the largest worker's memory.
+#[cfg(feature = "mpi")]
+fn mpi_hop(args: &HopArgs) -> anyhow::Result<HopReport> {
+    let program =
+        std::env::current_exe().context("cannot find this program to run under mpirun")?;
+    let (bytes, rounds) = (args.bytes.to_string(), args.rounds.to_string());
+    let stdout = mpirun(
+        args.workers,
+        &program,
+        &[
+            "bench",
+            "hop",
+            "--mpi-rank",
+            "--bytes",
+            &bytes,
+            "--rounds",
+            &rounds,
+        ],
+    )?;
+    let mut fields = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("mpi hop: "))
+        .with_context(|| format!("the mpi hop printed no result: {stdout:?}"))?
+        .split_whitespace();
+    let seconds: f64 = fields
+        .next()
+        .and_then(|s| s.parse().ok())
+        .filter(|&s: &f64| s > 0.0)
+        .with_context(|| format!("the mpi hop printed no seconds: {stdout:?}"))?;
+    let worker_peak_rss = fields.next().and_then(|s| s.parse().ok());
+    let words = args.bytes / size_of::<f64>();
+    let moved = (words * size_of::<f64>() * (args.workers - 1) * args.rounds) as f64;
+    Ok(HopReport {
+        transport: Transport::Mpi,
+        workers: args.workers,
+        bytes: words * size_of::<f64>(),
+        rounds: args.rounds,
+        seconds,
+        bytes_per_second: moved / seconds,
+        worker_peak_rss,
+    })
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_hop(_: &HopArgs) -> anyhow::Result<HopReport> {
+    usage(NEEDS_MPI)
+}
+
+/// This process as a rank of the mpi hop's job: one hop over all the job's ranks (an MPI
+/// process runs one world), printed by rank 0 for the `bench hop` that started the job.
+#[cfg(feature = "mpi")]
+fn mpi_rank_hop(args: &HopArgs) -> anyhow::Result<ExitCode> {
+    let ranks = ringleader::mpi_world_size()?;
+    let report = hop(Transport::Mpi, ranks, args.bytes, args.rounds)?;
+    emit(&format!(
+        "mpi hop: {} {}\n",
+        report.seconds,
+        opt(report.worker_peak_rss, |b| b.to_string())
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_rank_hop(_: &HopArgs) -> anyhow::Result<ExitCode> {
+    usage(NEEDS_MPI)
 }
 
 fn hop_table(reports: &[HopReport]) -> String {

@@ -30,7 +30,7 @@ enum Command {
     /// Find a site's dead links with a ring of worker processes.
     Crawl(crawl::Args),
     /// Measure the simulator in every mode, the force kernels, and the transport.
-    Bench(bench::Args),
+    Bench(Box<bench::Args>),
 }
 
 /// A mistake in how the program was called: exit code 2.
@@ -73,7 +73,7 @@ fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
         Command::Particles(args) => particles::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Crawl(args) => crawl::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
     }
 }
 
