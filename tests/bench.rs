@@ -297,6 +297,17 @@ fn bench_plot_draws_a_line_per_n_mode_and_algorithm_in_each_panel() {
         // Three legend marks of two points, three lines through 1, 2 and 3 workers.
         assert_eq!(points, [2, 2, 2, 3, 3, 3], "{colour}");
     }
+    // Perfect scaling, thin and grey, in the speedup and efficiency panels.
+    assert_eq!(
+        texts.iter().filter(|t| *t == "ideal").count(),
+        2,
+        "{texts:?}"
+    );
+    let ideal = svg
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke") == Some("#969696"))
+        .count();
+    assert_eq!(ideal, 2 * 2, "a line and a legend mark in each");
     let dots = svg
         .descendants()
         .filter(|n| n.has_tag_name("circle"))

@@ -16,6 +16,40 @@ struct Series {
     rows: Vec<Row>,
 }
 
+/// What one panel draws.
+struct Panel {
+    caption: &'static str,
+    y_label: &'static str,
+    legend: SeriesLabelPosition,
+    /// Where perfect scaling would be, by workers.
+    ideal: Option<fn(f64) -> f64>,
+    value: fn(&Row) -> Option<f64>,
+}
+
+const PANELS: [Panel; 3] = [
+    Panel {
+        caption: "Speedup over serial",
+        y_label: "speedup",
+        legend: SeriesLabelPosition::UpperRight,
+        ideal: Some(|workers| workers),
+        value: |r| r.speedup,
+    },
+    Panel {
+        caption: "Efficiency (speedup per worker)",
+        y_label: "efficiency",
+        legend: SeriesLabelPosition::UpperRight,
+        ideal: Some(|_| 1.0),
+        value: |r| r.efficiency,
+    },
+    Panel {
+        caption: "Pair checks per second",
+        y_label: "pair checks / s",
+        legend: SeriesLabelPosition::LowerRight,
+        ideal: None,
+        value: |r| Some(r.pair_checks_per_s),
+    },
+];
+
 /// The SVG text of the three panels.
 pub(super) fn svg(rows: &[Row]) -> anyhow::Result<String> {
     let series = series(rows);
@@ -24,42 +58,9 @@ pub(super) fn svg(rows: &[Row]) -> anyhow::Result<String> {
     {
         let root = SVGBackend::with_string(&mut text, (PANEL.0 * 3, PANEL.1)).into_drawing_area();
         root.fill(&WHITE).map_err(drawing)?;
-        let panels = root.split_evenly((1, 3));
-        let speedups = values(&series, |r| r.speedup);
-        let top = speedups.iter().copied().fold(max_workers, f64::max) * 1.1;
-        panel(
-            &panels[0],
-            "Speedup over serial",
-            "speedup",
-            &series,
-            max_workers,
-            0.0..top,
-            |r| r.speedup,
-        )?;
-        let top = values(&series, |r| r.efficiency)
-            .into_iter()
-            .fold(1.0, f64::max)
-            * 1.1;
-        panel(
-            &panels[1],
-            "Efficiency (speedup per worker)",
-            "efficiency",
-            &series,
-            max_workers,
-            0.0..top,
-            |r| r.efficiency,
-        )?;
-        let rates = values(&series, |r| Some(r.pair_checks_per_s));
-        let top = rates.iter().copied().fold(0.0, f64::max).max(1.0) * 1.1;
-        panel(
-            &panels[2],
-            "Pair checks per second",
-            "pair checks / s",
-            &series,
-            max_workers,
-            0.0..top,
-            |r| Some(r.pair_checks_per_s),
-        )?;
+        for (area, panel) in root.split_evenly((1, 3)).iter().zip(&PANELS) {
+            draw(area, panel, &series, max_workers)?;
+        }
         root.present().map_err(drawing)?;
     }
     Ok(text)
@@ -89,33 +90,31 @@ fn series(rows: &[Row]) -> Vec<Series> {
     series
 }
 
-fn values(series: &[Series], value: impl Fn(&Row) -> Option<f64>) -> Vec<f64> {
-    series
-        .iter()
-        .flat_map(|s| s.rows.iter().filter_map(&value))
-        .collect()
-}
-
-fn panel(
+fn draw(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
-    caption: &str,
-    y_label: &str,
+    panel: &Panel,
     series: &[Series],
     max_workers: f64,
-    y: std::ops::Range<f64>,
-    value: impl Fn(&Row) -> Option<f64>,
 ) -> anyhow::Result<()> {
+    let value = panel.value;
+    let ideal_top = panel.ideal.map_or(0.0, |ideal| ideal(max_workers));
+    let top = series
+        .iter()
+        .flat_map(|s| s.rows.iter().filter_map(value))
+        .fold(ideal_top, f64::max)
+        .max(f64::MIN_POSITIVE)
+        * 1.1;
     let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 18))
+        .caption(panel.caption, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.5..max_workers + 0.5, y)
+        .build_cartesian_2d(0.5..max_workers + 0.5, 0.0..top)
         .map_err(drawing)?;
     chart
         .configure_mesh()
         .x_desc("workers")
-        .y_desc(y_label)
+        .y_desc(panel.y_label)
         .x_labels(max_workers as usize + 1)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| {
@@ -127,6 +126,18 @@ fn panel(
         })
         .draw()
         .map_err(drawing)?;
+    if let Some(ideal) = panel.ideal {
+        // Thin and grey, so the measured lines stand out.
+        let grey = RGBColor(150, 150, 150);
+        chart
+            .draw_series(LineSeries::new(
+                [1.0, max_workers].map(|w| (w, ideal(w))),
+                grey.stroke_width(1),
+            ))
+            .map_err(drawing)?
+            .label("ideal")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], grey.stroke_width(1)));
+    }
     for (i, s) in series.iter().enumerate() {
         let colour = Palette99::pick(i).to_rgba();
         let points: Vec<(f64, f64)> = s
@@ -148,7 +159,7 @@ fn panel(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(panel.legend.clone())
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
