@@ -32,7 +32,7 @@ use crate::workers::particles::{Algorithm, Mode, Run, Start, Unwatched, simulate
   ringleader bench -n 16000 --algorithms allpairs,cells
   ringleader bench -n 2000 -p 2 --transports processes,threads,mpi   (build with --features mpi)
   ringleader bench kernel -n 16000
-  ringleader bench hop --bytes 1600000 -p 2"
+  ringleader bench hop --bytes 1600000 -p 2 --transports processes,threads,mpi"
 )]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -45,7 +45,7 @@ pub(crate) struct Args {
 enum What {
     /// Pair checks per second of each force kernel on one core.
     Kernel(KernelArgs),
-    /// The transport alone: rotate one block around the ring, processes and threads.
+    /// The transport alone: rotate one block around the ring over each transport.
     Hop(HopArgs),
 }
 
@@ -68,7 +68,7 @@ struct TableArgs {
     /// Ring transports, comma-separated, run in addition to --modes: processes (the mode
     /// `processes`), threads (the mode `ring-threads`), mpi (the mode `mpi`: each row runs
     /// `mpirun -n P` of this program's `particles --transport mpi` and reads its timing line,
-    /// so MPI's start-up is left out; needs a build with --features mpi).
+    /// which leaves out starting the ranks and MPI; needs a build with --features mpi).
     #[arg(long, value_enum, value_delimiter = ',')]
     transports: Vec<TransportArg>,
     /// Algorithms, comma-separated: allpairs (the textbook's), cells (cell lists). Speedup is
@@ -419,7 +419,8 @@ fn once(
 }
 
 /// An MPI world per run: `mpirun -n workers` of this program's `particles --transport mpi`,
-/// timed by rank 0's own line, which covers the simulation but not MPI's start-up.
+/// timed by rank 0's own line, which covers the simulation but not starting the ranks and
+/// MPI.
 #[cfg(feature = "mpi")]
 fn mpi_once(n: usize, steps: usize, algorithm: Algorithm, workers: usize) -> anyhow::Result<Row> {
     let program =
