@@ -20,7 +20,9 @@ struct Series {
 struct Panel {
     caption: &'static str,
     y_label: &'static str,
-    legend: SeriesLabelPosition,
+    /// Where the legend goes, clear of the lines; the last panel has none, since its
+    /// colours are those of the others.
+    legend: Option<SeriesLabelPosition>,
     /// Where perfect scaling would be, by workers.
     ideal: Option<fn(f64) -> f64>,
     value: fn(&Row) -> Option<f64>,
@@ -30,21 +32,21 @@ const PANELS: [Panel; 3] = [
     Panel {
         caption: "Speedup over serial",
         y_label: "speedup",
-        legend: SeriesLabelPosition::UpperRight,
+        legend: Some(SeriesLabelPosition::UpperLeft),
         ideal: Some(|workers| workers),
         value: |r| r.speedup,
     },
     Panel {
         caption: "Efficiency (speedup per worker)",
         y_label: "efficiency",
-        legend: SeriesLabelPosition::UpperRight,
+        legend: Some(SeriesLabelPosition::LowerLeft),
         ideal: Some(|_| 1.0),
         value: |r| r.efficiency,
     },
     Panel {
         caption: "Pair checks per second",
         y_label: "pair checks / s",
-        legend: SeriesLabelPosition::LowerRight,
+        legend: None,
         ideal: None,
         value: |r| Some(r.pair_checks_per_s),
     },
@@ -139,7 +141,7 @@ fn draw(
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], grey.stroke_width(1)));
     }
     for (i, s) in series.iter().enumerate() {
-        let colour = Palette99::pick(i).to_rgba();
+        let colour = colour(i);
         let points: Vec<(f64, f64)> = s
             .rows
             .iter()
@@ -157,14 +159,33 @@ fn draw(
             .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
             .map_err(drawing)?;
     }
-    chart
-        .configure_series_labels()
-        .position(panel.legend.clone())
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(drawing)?;
+    if let Some(position) = &panel.legend {
+        chart
+            .configure_series_labels()
+            .position(position.clone())
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(drawing)?;
+    }
     Ok(())
+}
+
+/// Colours that stay apart on white (no yellow), then plotters' palette.
+fn colour(i: usize) -> RGBAColor {
+    const COLOURS: [RGBColor; 8] = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xff, 0x7f, 0x0e),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0xd6, 0x27, 0x28),
+        RGBColor(0x94, 0x67, 0xbd),
+        RGBColor(0x8c, 0x56, 0x4b),
+        RGBColor(0xe3, 0x77, 0xc2),
+        RGBColor(0x17, 0xbe, 0xcf),
+    ];
+    COLOURS
+        .get(i)
+        .map_or_else(|| Palette99::pick(i).to_rgba(), |c| c.to_rgba())
 }
 
 fn drawing(err: impl std::fmt::Display) -> anyhow::Error {
