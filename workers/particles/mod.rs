@@ -262,7 +262,6 @@ pub(crate) enum Algorithm {
 
 impl Algorithm {
     /// The name the command line uses.
-    #[allow(dead_code, reason = "for benchmarks that name their algorithms")]
     pub(crate) fn name(self) -> &'static str {
         match self {
             Algorithm::AllPairs => "allpairs",
@@ -271,11 +270,9 @@ impl Algorithm {
     }
 }
 
-/// Runs a simulation in the given mode, showing it to `watch` as it goes.
-#[allow(
-    dead_code,
-    reason = "the textbook's algorithm, for callers that do not choose"
-)]
+/// Runs a simulation with the textbook's algorithm in the given mode, showing it to `watch`
+/// as it goes. The command line chooses the algorithm with [`simulate_with`].
+#[cfg(test)]
 pub(crate) fn simulate(
     run: Run,
     mode: Mode,
