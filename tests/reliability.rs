@@ -342,6 +342,66 @@ fn a_stop_signal_ends_a_run_that_reports_every_step_at_a_step_boundary() {
 }
 
 #[test]
+fn a_stop_signal_writes_a_checkpoint_that_resumes_bit_for_bit() {
+    let _serial = exclusive();
+    let dir = common::scratch("signal-checkpoint");
+    let checkpoint = dir.join("stopped.ck");
+    let checkpoint = checkpoint.to_str().unwrap();
+    for (transport, signal, code) in [
+        ("processes", Signal::SIGINT, 130),
+        ("threads", Signal::SIGTERM, 143),
+    ] {
+        // With --checkpoint the workers hear from the coordinator after every step, so
+        // the signal stops the run at a step boundary and the file holds that step.
+        let (run, took) = signalled(
+            &["--transport", transport, "--checkpoint", checkpoint],
+            signal,
+            false,
+        );
+        assert_eq!(run.code, Some(code), "{run:?}");
+        let line = run.line();
+        let step: u64 = line
+            .strip_prefix(&format!("ringleader: stopped by {signal} after step "))
+            .and_then(|rest| rest.strip_suffix("; checkpoint written"))
+            .and_then(|step| step.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        // Five more steps from the checkpoint, on another worker count, against the
+        // uninterrupted run.
+        let total = (step + 5).to_string();
+        let resumed = dir.join("resumed.csv");
+        let straight = dir.join("straight.csv");
+        let resumed_run = common::ringleader(&[
+            "particles",
+            "-s",
+            &total,
+            "-p",
+            "2",
+            "--resume",
+            checkpoint,
+            "--out",
+            resumed.to_str().unwrap(),
+        ]);
+        resumed_run.success();
+        common::ringleader(&[
+            "particles",
+            "-n",
+            "40",
+            "-s",
+            &total,
+            "--out",
+            straight.to_str().unwrap(),
+        ])
+        .success();
+        common::assert_same_state(
+            &common::read_state(&resumed),
+            &common::read_state(&straight),
+            &format!("resumed after {signal} at step {step}"),
+        );
+    }
+}
+
+#[test]
 fn ctrl_c_to_the_process_group_stops_the_run_through_the_coordinator() {
     let _serial = exclusive();
     // Workers ignore SIGINT: had they died of it, the coordinator would report a worker
