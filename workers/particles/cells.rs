@@ -211,14 +211,7 @@ pub(crate) fn simulate_serial(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box
             }
         }
     }
-    let outcome = Outcome {
-        particles,
-        energies: tally.energies,
-        correction,
-        ending: tally.ending,
-        workers: Vec::new(),
-    };
-    (outcome, tally.watch)
+    tally.finish(particles, Vec::new())
 }
 
 /// Cell lists on `threads` threads that live for the whole run. Each step thread 0 builds
@@ -306,14 +299,7 @@ pub(crate) fn simulate_threads(
         }
     });
     let (particles, _) = state.into_inner().unwrap_or_else(PoisonError::into_inner);
-    let outcome = Outcome {
-        particles,
-        energies: tally.energies,
-        correction,
-        ending: tally.ending,
-        workers: Vec::new(),
-    };
-    (outcome, tally.watch)
+    tally.finish(particles, Vec::new())
 }
 
 // A panicking thread poisons the locks; scope() then re-raises its panic anyway, so the

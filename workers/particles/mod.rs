@@ -364,6 +364,36 @@ impl Tally {
         self.correction
     }
 
+    /// Closes the books on a run that ended with `particles`: its outcome, and the watch
+    /// back. `workers` is what each worker of a ring measured, if anything.
+    pub(crate) fn finish(
+        self,
+        particles: Particles,
+        workers: Vec<ring::WorkerStats>,
+    ) -> (Outcome, Box<dyn Watch>) {
+        let outcome = Outcome {
+            particles,
+            energies: self.energies,
+            correction: self.correction,
+            ending: self.ending,
+            workers,
+        };
+        (outcome, self.watch)
+    }
+
+    /// Takes the books back from a stage's shared handle. Every worker's copy of the stage
+    /// is gone once a launch returns, so the handle is normally the last one.
+    pub(crate) fn unshare(tally: std::sync::Arc<std::sync::Mutex<Tally>>) -> Tally {
+        use std::sync::PoisonError;
+        match std::sync::Arc::try_unwrap(tally) {
+            Ok(tally) => tally.into_inner().unwrap_or_else(PoisonError::into_inner),
+            Err(shared) => {
+                let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                std::mem::replace(&mut *guard, Tally::new(&Run::empty(), Box::new(Unwatched)))
+            }
+        }
+    }
+
     pub(crate) fn stopped(&self) -> bool {
         self.ending != Ending::Finished
     }

@@ -201,23 +201,6 @@ pub(crate) fn simulate(
         particles.extend(block);
         stats.push(worker);
     }
-    // Every worker's copy of the stage is gone once launch returns; take the books back.
-    let tally = match Arc::try_unwrap(tally) {
-        Ok(tally) => tally.into_inner().unwrap_or_else(PoisonError::into_inner),
-        Err(shared) => {
-            let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            std::mem::replace(
-                &mut *guard,
-                Tally::new(&Run::empty(), Box::new(super::Unwatched)),
-            )
-        }
-    };
-    let outcome = Outcome {
-        particles,
-        energies: tally.energies,
-        correction: tally.correction,
-        ending: tally.ending,
-        workers: stats,
-    };
-    Ok((outcome, tally.watch))
+    let tally = Tally::unshare(tally);
+    Ok(tally.finish(particles, stats))
 }

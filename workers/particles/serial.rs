@@ -35,12 +35,5 @@ pub(crate) fn simulate(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box<dyn Wa
             break;
         }
     }
-    let outcome = Outcome {
-        particles,
-        energies: tally.energies,
-        correction,
-        ending: tally.ending,
-        workers: Vec::new(),
-    };
-    (outcome, tally.watch)
+    tally.finish(particles, Vec::new())
 }

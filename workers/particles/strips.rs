@@ -447,25 +447,8 @@ pub(crate) fn simulate(
     let order = list_order(n, std::iter::once(&all.slots[..]))
         .map_err(|cause| LaunchError::Coordinator(cause.to_string()))?;
     let particles = in_list_order(&all, &order);
-    // Every worker's copy of the stage is gone once launch returns; take the books back.
-    let tally = match Arc::try_unwrap(tally) {
-        Ok(tally) => tally.into_inner().unwrap_or_else(PoisonError::into_inner),
-        Err(shared) => {
-            let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            std::mem::replace(
-                &mut *guard,
-                Tally::new(&Run::empty(), Box::new(super::Unwatched)),
-            )
-        }
-    };
-    let outcome = Outcome {
-        particles,
-        energies: tally.energies,
-        correction: tally.correction,
-        ending: tally.ending,
-        workers: Vec::new(),
-    };
-    Ok((outcome, tally.watch))
+    let tally = Tally::unshare(tally);
+    Ok(tally.finish(particles, Vec::new()))
 }
 
 #[cfg(test)]

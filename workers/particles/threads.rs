@@ -94,14 +94,7 @@ pub(crate) fn simulate(
     let tally = tally
         .into_inner()
         .unwrap_or_else(|poison| poison.into_inner());
-    let outcome = Outcome {
-        particles,
-        energies: tally.energies,
-        correction: tally.correction,
-        ending: tally.ending,
-        workers: Vec::new(),
-    };
-    (outcome, tally.watch)
+    tally.finish(particles, Vec::new())
 }
 
 /// Every block, in list order.
