@@ -14,7 +14,7 @@ use crate::ring::{Ends, Ring};
 use crate::signal::{self, Catch};
 use crate::stage::{Down, Stage, Up};
 use crate::supervise::{Limits, Workers, supervise};
-use crate::transport::{self, PendingInbox, Transport, Tx};
+use crate::transport::{self, Mailboxes, PendingInbox, Transport, Tx};
 use crate::worker;
 
 /// Starts a ring of workers running a [`Stage`], and supervises it to the end.
@@ -149,15 +149,21 @@ impl<S: Stage> Wiring<S> {
     fn new(transport: Transport, size: usize) -> io::Result<Self> {
         // Link r carries blocks rightwards from rank r to rank r + 1 (and the reverse links
         // leftwards from rank r to rank r - 1).
+        // Between processes, each link also has a mailbox: link r's rightward one is
+        // 2r, its leftward one 2r + 1.
+        let mailboxes = match transport {
+            Transport::Processes => Some(Mailboxes::new(2 * size)?),
+            _ => None,
+        };
         let mut to_right = Vec::with_capacity(size);
         let mut from_left: Vec<_> = (0..size).map(|_| None).collect();
         let mut to_left = Vec::with_capacity(size);
         let mut from_right: Vec<_> = (0..size).map(|_| None).collect();
         for rank in 0..size {
-            let (tx, rx) = transport::channel(transport)?;
+            let (tx, rx) = transport::link(transport, mailboxes.as_ref(), 2 * rank)?;
             to_right.push(tx);
             from_left[(rank + 1) % size] = Some(rx);
-            let (tx, rx) = transport::channel(transport)?;
+            let (tx, rx) = transport::link(transport, mailboxes.as_ref(), 2 * rank + 1)?;
             to_left.push(tx);
             from_right[(rank + size - 1) % size] = Some(rx);
         }

@@ -115,6 +115,7 @@ mod launch;
 mod panic;
 mod progress;
 mod ring;
+mod shared;
 mod signal;
 mod stage;
 mod supervise;

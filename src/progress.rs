@@ -9,8 +9,9 @@
 //! own answer counters.
 
 use std::io;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::shared::{SharedArray, SharedZeroed};
 
 /// What a worker is blocked on, as it last said. Links, not ranks: on a ring of two, both
 /// neighbours are the same rank.
@@ -52,24 +53,22 @@ struct Record {
     answers_sent: AtomicU64,
 }
 
-/// Every rank's record, plus the coordinator's flag that ends every wait.
-#[repr(C)]
+/// The coordinator's flag that ends every wait.
+#[repr(C, align(64))]
 struct Header {
     cancelled: AtomicU64,
 }
 
+// SAFETY: both hold only atomics, valid at zero.
+unsafe impl SharedZeroed for Record {}
+// SAFETY: as above.
+unsafe impl SharedZeroed for Header {}
+
 /// The shared records of one run.
 pub(crate) struct Board {
-    base: NonNull<u8>,
-    len: usize,
-    ranks: usize,
+    header: SharedArray<Header>,
+    records: SharedArray<Record>,
 }
-
-// SAFETY: the mapping holds only atomics, which any thread may read and write; the pointer
-// stays valid until the board is dropped, and `Board` is shared by `Arc`.
-unsafe impl Send for Board {}
-// SAFETY: as above: every access goes through an atomic.
-unsafe impl Sync for Board {}
 
 /// A snapshot of the counters that show whether anything moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,52 +84,22 @@ pub(crate) struct Reading {
     pub(crate) answers_sent: u64,
 }
 
-const RECORD: usize = size_of::<Record>();
-const HEADER: usize = RECORD; // keeps every record on its own cache line
-
 impl Board {
     /// Maps a zeroed board for `ranks` ranks.
     pub(crate) fn new(ranks: usize) -> io::Result<Board> {
-        const { assert!(size_of::<Header>() <= HEADER) };
-        let len = HEADER + RECORD * ranks.max(1);
-        // SAFETY: an anonymous mapping with no address hint touches no existing memory; the
-        // result is checked for MAP_FAILED before use.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-        // Zeroed pages are valid atomics: every field starts at 0.
-        Ok(Board { base, len, ranks })
+        Ok(Board {
+            header: SharedArray::new(1)?,
+            records: SharedArray::new(ranks)?,
+        })
     }
 
     fn header(&self) -> &Header {
-        // SAFETY: the mapping is at least HEADER bytes, page-aligned, and zero-initialised,
-        // which is a valid `Header`; it lives as long as `self`.
-        unsafe { &*self.base.as_ptr().cast::<Header>() }
+        &self.header[0]
     }
 
     fn record(&self, rank: usize) -> &Record {
-        debug_assert!(rank < self.ranks);
-        let rank = rank.min(self.ranks.saturating_sub(1));
-        // SAFETY: `rank < ranks`, so the record lies inside the mapping; HEADER and RECORD
-        // are multiples of 64, so it is aligned; zeroed memory is a valid `Record`.
-        unsafe {
-            &*self
-                .base
-                .as_ptr()
-                .add(HEADER + RECORD * rank)
-                .cast::<Record>()
-        }
+        debug_assert!(rank < self.records.len());
+        &self.records[rank.min(self.records.len() - 1)]
     }
 
     pub(crate) fn set_step(&self, rank: usize, step: u64) {
@@ -215,19 +184,11 @@ fn bump(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
-impl Drop for Board {
-    fn drop(&mut self) {
-        // SAFETY: `base` and `len` are exactly what mmap returned, and no reference into
-        // the mapping outlives `self`.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
-        }
-    }
-}
-
 impl std::fmt::Debug for Board {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Board").field("ranks", &self.ranks).finish()
+        f.debug_struct("Board")
+            .field("ranks", &self.records.len())
+            .finish()
     }
 }
 

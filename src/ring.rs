@@ -10,7 +10,7 @@ use crate::error::RingError;
 use crate::progress::{Board, Link, WaitingOn};
 use crate::stage::{Down, Stage, Up};
 use crate::transport::{
-    BlockError, Blocks, Frame, RecvFailure, Rx, SendFailure, Transport, Tx, UpTx, view,
+    BlockError, Blocks, Frame, LinkRx, LinkTx, RecvFailure, Rx, SendFailure, Transport, UpTx, view,
 };
 
 /// One of a worker's two neighbours on the ring.
@@ -30,10 +30,10 @@ pub struct Ring<S: Stage> {
     rank: usize,
     size: usize,
     transport: Transport,
-    to_right: Tx<Frame<S::Message>>,
-    from_left: Rx<Frame<S::Message>>,
-    to_left: Tx<Frame<S::Message>>,
-    from_right: Rx<Frame<S::Message>>,
+    to_right: LinkTx<S::Message>,
+    from_left: LinkRx<S::Message>,
+    to_left: LinkTx<S::Message>,
+    from_right: LinkRx<S::Message>,
     pub(crate) up: UpTx<Up<S::Report, S::Output>>,
     down: Rx<Down<S::Answer>>,
     pub(crate) step: Option<u64>,
@@ -51,10 +51,10 @@ const RECHECK: Duration = Duration::from_millis(100);
 
 /// Every end a worker needs, handed out by the launcher.
 pub(crate) struct Ends<S: Stage> {
-    pub(crate) to_right: Tx<Frame<S::Message>>,
-    pub(crate) from_left: Rx<Frame<S::Message>>,
-    pub(crate) to_left: Tx<Frame<S::Message>>,
-    pub(crate) from_right: Rx<Frame<S::Message>>,
+    pub(crate) to_right: LinkTx<S::Message>,
+    pub(crate) from_left: LinkRx<S::Message>,
+    pub(crate) to_left: LinkTx<S::Message>,
+    pub(crate) from_right: LinkRx<S::Message>,
     pub(crate) up: UpTx<Up<S::Report, S::Output>>,
     pub(crate) down: Rx<Down<S::Answer>>,
 }
@@ -218,7 +218,7 @@ impl<S: Stage> Ring<S> {
     ///
     /// [`RingError::CoordinatorGone`] if the coordinator stopped the run or ended.
     pub fn recv_answer(&mut self) -> Result<S::Answer, RingError> {
-        match self.wait(&self.down, WaitingOn::Coordinator) {
+        match self.wait(|t| self.down.recv(t), WaitingOn::Coordinator) {
             Ok(Down::Answer(answer)) => {
                 self.board.count_answer(self.rank);
                 Ok(answer)
@@ -257,7 +257,7 @@ impl<S: Stage> Ring<S> {
             Neighbour::Left => (&self.from_left, WaitingOn::Left, Link::Right),
             Neighbour::Right => (&self.from_right, WaitingOn::Right, Link::Left),
         };
-        match self.wait(rx, side) {
+        match self.wait(|t| rx.recv(t), side) {
             Ok(frame) => {
                 // `Link` names the sender's side: a frame from the left came over its right link.
                 self.board.count_received(self.rank, link);
@@ -268,10 +268,14 @@ impl<S: Stage> Ring<S> {
         }
     }
 
-    /// Receives from `rx`. A receive that finds nothing for [`QUIET`] marks this worker as
+    /// Receives with `recv`. A receive that finds nothing for [`QUIET`] marks this worker as
     /// waiting on `on`, for the deadlock watch, and gives up once the run is being stopped.
-    fn wait<T: crate::Message>(&self, rx: &Rx<T>, on: WaitingOn) -> Result<T, Waited> {
-        match rx.recv(Some(QUIET)) {
+    fn wait<T>(
+        &self,
+        recv: impl Fn(Option<Duration>) -> Result<T, RecvFailure>,
+        on: WaitingOn,
+    ) -> Result<T, Waited> {
+        match recv(Some(QUIET)) {
             Err(RecvFailure::Timeout) => {}
             Err(RecvFailure::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
             other => return other.map_err(Waited::Failed),
@@ -281,7 +285,7 @@ impl<S: Stage> Ring<S> {
             if self.board.cancelled() {
                 break Err(Waited::Stopped);
             }
-            match rx.recv(Some(RECHECK)) {
+            match recv(Some(RECHECK)) {
                 Err(RecvFailure::Timeout) => {}
                 Err(RecvFailure::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 other => break other.map_err(Waited::Failed),

@@ -121,6 +121,40 @@ impl Block {
     }
 }
 
+impl Block {
+    /// A block that names a region every rank already has, as three words: small enough
+    /// for a mailbox slot in shared memory (see `link`). `None` for any other block.
+    pub(crate) fn to_words(&self) -> Option<[u64; 3]> {
+        match self {
+            Block::Region(Region {
+                key,
+                len,
+                shm: None,
+            }) => Some([
+                u64::from(key.origin) | u64::from(key.turn) << 32,
+                key.generation,
+                *len as u64,
+            ]),
+            _ => None,
+        }
+    }
+
+    /// The block [`to_words`](Block::to_words) made these words from.
+    pub(crate) fn from_words([packed, generation, len]: [u64; 3]) -> Block {
+        Block::Region(Region {
+            key: RegionKey {
+                origin: packed as u32,
+                turn: (packed >> 32) as u8,
+                generation,
+            },
+            // A length that does not fit is no region this worker has: `Blocks::bytes`
+            // refuses it.
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+            shm: None,
+        })
+    }
+}
+
 impl Aligned {
     fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice::<u128, u8>(&self.words)[..self.len]

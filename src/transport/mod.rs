@@ -4,6 +4,7 @@
 
 mod block;
 mod control;
+mod link;
 #[cfg(feature = "mpi")]
 pub(crate) mod mpi;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use block::{Block, BlockError, Blocks, check_align, view};
 pub(crate) use control::{Event, Inbox, PendingInbox, UpTx, up_channels};
+pub(crate) use link::{LinkRx, LinkTx, Mailboxes, link};
 
 /// Which machinery carries the messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

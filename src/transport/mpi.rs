@@ -38,7 +38,7 @@ use mpi::{Rank, Tag};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Block, Inbox, RecvFailure, SendFailure, Tx, UpTx};
+use super::{Block, Inbox, LinkRx, LinkTx, RecvFailure, SendFailure, Tx, UpTx};
 use crate::error::{Cause, LaunchError, WorkerFailure};
 use crate::progress::Board;
 use crate::ring::{Ends, Ring};
@@ -571,10 +571,10 @@ pub(crate) fn launch<S: Stage>(
     };
     if rank != 0 {
         let ends = Ends {
-            to_right: Tx::Mpi(Sender::new(right, RIGHTWARD)),
-            from_left: super::Rx::Mpi(Receiver::remote(left, RIGHTWARD, None)),
-            to_left: Tx::Mpi(Sender::new(left, LEFTWARD)),
-            from_right: super::Rx::Mpi(Receiver::remote(right, LEFTWARD, None)),
+            to_right: LinkTx::plain(Tx::Mpi(Sender::new(right, RIGHTWARD))),
+            from_left: LinkRx::plain(super::Rx::Mpi(Receiver::remote(left, RIGHTWARD, None))),
+            to_left: LinkTx::plain(Tx::Mpi(Sender::new(left, LEFTWARD))),
+            from_right: LinkRx::plain(super::Rx::Mpi(Receiver::remote(right, LEFTWARD, None))),
             up: UpTx::Mpi(Sender::new(0, UP)),
             down: super::Rx::Mpi(Receiver::remote(0, DOWN, None)),
         };
@@ -614,10 +614,18 @@ fn lead<S: Stage>(
     }));
     let own_end = inbox_tx.clone();
     let ends = Ends {
-        to_right: Tx::Mpi(Sender::new(right, RIGHTWARD)),
-        from_left: super::Rx::Mpi(Receiver::remote(left, RIGHTWARD, Some(Arc::clone(&relay)))),
-        to_left: Tx::Mpi(Sender::new(left, LEFTWARD)),
-        from_right: super::Rx::Mpi(Receiver::remote(right, LEFTWARD, Some(Arc::clone(&relay)))),
+        to_right: LinkTx::plain(Tx::Mpi(Sender::new(right, RIGHTWARD))),
+        from_left: LinkRx::plain(super::Rx::Mpi(Receiver::remote(
+            left,
+            RIGHTWARD,
+            Some(Arc::clone(&relay)),
+        ))),
+        to_left: LinkTx::plain(Tx::Mpi(Sender::new(left, LEFTWARD))),
+        from_right: LinkRx::plain(super::Rx::Mpi(Receiver::remote(
+            right,
+            LEFTWARD,
+            Some(Arc::clone(&relay)),
+        ))),
         up: UpTx::Local {
             rank: 0,
             tx: inbox_tx,

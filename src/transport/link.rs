@@ -1,0 +1,568 @@
+//! Ring links. Between threads (and MPI ranks) a link is just the transport's channel.
+//! Between processes it is a socket plus a mailbox in shared memory.
+//!
+//! Once a rotation's regions have crossed the socket (see `block`), every later block
+//! frame only names a region: three words. Sending those words over the socket costs a
+//! `sendmsg`, a `recvmsg` and the receiver's polls, several microseconds a hop; the mailbox
+//! carries them through shared memory instead, as cheaply as a channel between threads.
+//! Everything else (messages, inline blocks, a region's first pass with its file
+//! descriptor) still takes the socket, and the socket is still how a receiver learns that
+//! its sender has gone.
+//!
+//! # The protocol
+//!
+//! Frames on a link are numbered 1, 2, … in the order they are sent, whichever way they go.
+//! The sender alone writes `delivered`, the number of frames it has handed over; the
+//! receiver alone writes `taken`, the number it has received. Frame `k` went by mailbox
+//! exactly when slot `k % SLOTS` holds sequence number `k`; otherwise it is the next frame
+//! in the socket. The sender writes slot `k % SLOTS` only once `taken >= k - SLOTS`, so a
+//! slot is never rewritten while it may still be read.
+//!
+//! A receiver spins on `delivered` for a short while and then sleeps in the socket, after
+//! raising `sleeping`. A frame for a sleeping receiver goes by socket, which wakes it. The
+//! race where the receiver falls asleep just as a frame goes into the mailbox is closed
+//! the way a futex closes it, with sequentially consistent accesses on both sides:
+//!
+//! - receiver: `sleeping = 1`, then read `delivered`; sleep only if nothing new;
+//! - sender: `delivered = k`, then read `sleeping`; if set, send a nudge (an empty frame
+//!   that only wakes the receiver) unless one is already unread.
+//!
+//! At least one side sees the other's write, so the receiver either finds the frame or
+//! is woken. A receiver woken by a nudge looks at the mailbox before it reads the socket
+//! again; nudges it meets later are skipped. At most one nudge is unread at a time, so
+//! they never fill the socket.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{Block, Frame, RecvFailure, Rx, SPIN, SendFailure, Transport, Tx, channel};
+use crate::shared::{SharedArray, SharedZeroed};
+
+/// Frames a mailbox holds at once. A rotation has at most two frames in flight on a link,
+/// so a sender rarely finds the mailbox full; when it does, the frame takes the socket.
+const SLOTS: usize = 4;
+
+/// How many times a spinning receiver reads `delivered` between yields of its core.
+const POLLS_PER_YIELD: u32 = 32;
+
+/// The mailbox of one link, on cache lines of its own: what the sender writes, what the
+/// receiver writes, and the slots.
+#[repr(C, align(64))]
+struct Mailbox {
+    sender: SenderSide,
+    receiver: ReceiverSide,
+    slots: [Slot; SLOTS],
+}
+
+#[repr(C, align(64))]
+struct SenderSide {
+    /// Frames handed over, by either way.
+    delivered: AtomicU64,
+    /// Nudges sent, counted before the send.
+    nudges: AtomicU64,
+}
+
+#[repr(C, align(64))]
+struct ReceiverSide {
+    /// Frames received.
+    taken: AtomicU64,
+    /// 1 while the receiver may be asleep in the socket.
+    sleeping: AtomicU64,
+    /// Nudges read from the socket.
+    nudges_read: AtomicU64,
+}
+
+#[repr(C)]
+struct Slot {
+    /// The frame number this slot holds; written last.
+    seq: AtomicU64,
+    words: [AtomicU64; 3],
+}
+
+// SAFETY: atomics only, valid at zero.
+unsafe impl SharedZeroed for Mailbox {}
+
+/// The mailboxes of every link of a ring, in memory every worker process shares.
+pub(crate) struct Mailboxes(SharedArray<Mailbox>);
+
+impl Mailboxes {
+    pub(crate) fn new(links: usize) -> std::io::Result<Arc<Mailboxes>> {
+        Ok(Arc::new(Mailboxes(SharedArray::new(links)?)))
+    }
+}
+
+impl fmt::Debug for Mailboxes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailboxes")
+            .field("links", &self.0.len())
+            .finish()
+    }
+}
+
+/// One link's mailbox, as either end holds it.
+#[derive(Debug, Clone)]
+struct MailboxRef {
+    boxes: Arc<Mailboxes>,
+    index: usize,
+}
+
+impl MailboxRef {
+    fn get(&self) -> &Mailbox {
+        &self.boxes.0[self.index]
+    }
+}
+
+/// What crosses a link's socket between processes.
+#[derive(Debug, Serialize, Deserialize)]
+enum Wire<M> {
+    Frame(Frame<M>),
+    /// Wakes a sleeping receiver: look in the mailbox.
+    Nudge,
+}
+
+/// The sending end of a ring link.
+#[derive(Debug)]
+pub(crate) struct LinkTx<M>(TxEnd<M>);
+
+/// The receiving end of a ring link.
+#[derive(Debug)]
+pub(crate) struct LinkRx<M>(RxEnd<M>);
+
+#[derive(Debug)]
+enum TxEnd<M> {
+    /// The transport's own channel.
+    Plain(Tx<Frame<M>>),
+    /// Between processes.
+    Mailbox {
+        tx: Tx<Wire<M>>,
+        mailbox: MailboxRef,
+    },
+}
+
+#[derive(Debug)]
+enum RxEnd<M> {
+    Plain(Rx<Frame<M>>),
+    Mailbox {
+        rx: Rx<Wire<M>>,
+        mailbox: MailboxRef,
+    },
+}
+
+impl<M> LinkTx<M> {
+    /// A link end on the transport's own channel, without a mailbox.
+    pub(crate) fn plain(tx: Tx<Frame<M>>) -> Self {
+        LinkTx(TxEnd::Plain(tx))
+    }
+}
+
+impl<M> LinkRx<M> {
+    /// A link end on the transport's own channel, without a mailbox.
+    pub(crate) fn plain(rx: Rx<Frame<M>>) -> Self {
+        LinkRx(RxEnd::Plain(rx))
+    }
+}
+
+/// Makes a link. Between processes it uses mailbox `index` of `mailboxes`, which every
+/// link of the ring must be given a different one of.
+pub(crate) fn link<M>(
+    transport: Transport,
+    mailboxes: Option<&Arc<Mailboxes>>,
+    index: usize,
+) -> std::io::Result<(LinkTx<M>, LinkRx<M>)>
+where
+    M: Serialize + DeserializeOwned,
+{
+    match (transport, mailboxes) {
+        (Transport::Processes, Some(boxes)) => {
+            let (tx, rx) = ipc::channel()?;
+            let mailbox = MailboxRef {
+                boxes: Arc::clone(boxes),
+                index,
+            };
+            // Panics now, while wiring, rather than in a worker.
+            let _ = mailbox.get();
+            Ok((
+                LinkTx(TxEnd::Mailbox {
+                    tx: Tx::Ipc(tx),
+                    mailbox: mailbox.clone(),
+                }),
+                LinkRx(RxEnd::Mailbox {
+                    rx: Rx::Ipc(rx),
+                    mailbox,
+                }),
+            ))
+        }
+        _ => {
+            let (tx, rx) = channel(transport)?;
+            Ok((LinkTx::plain(tx), LinkRx::plain(rx)))
+        }
+    }
+}
+
+impl<M: Serialize + DeserializeOwned> LinkTx<M> {
+    /// Sends a frame; as [`Tx::send`], it does not wait for the receiver.
+    pub(crate) fn send(&self, frame: Frame<M>) -> Result<(), SendFailure> {
+        let (tx, mailbox) = match self {
+            LinkTx(TxEnd::Plain(tx)) => return tx.send(frame),
+            LinkTx(TxEnd::Mailbox { tx, mailbox }) => (tx, mailbox.get()),
+        };
+        let seq = mailbox.sender.delivered.load(Ordering::Relaxed) + 1;
+        let words = match &frame {
+            Frame::Block(block) => block.to_words(),
+            Frame::Message(_) => None,
+        };
+        let room = || {
+            mailbox.receiver.taken.load(Ordering::Acquire) + SLOTS as u64 >= seq
+                && mailbox.receiver.sleeping.load(Ordering::SeqCst) == 0
+        };
+        let Some(words) = words.filter(|_| room()) else {
+            tx.send(Wire::Frame(frame))?;
+            mailbox.sender.delivered.store(seq, Ordering::SeqCst);
+            return Ok(());
+        };
+        put(mailbox, seq, words);
+        wake(tx, mailbox)
+    }
+}
+
+/// Puts frame `seq` into its slot and hands it over.
+fn put(mailbox: &Mailbox, seq: u64, words: [u64; 3]) {
+    let slot = &mailbox.slots[seq as usize % SLOTS];
+    for (word, value) in slot.words.iter().zip(words) {
+        word.store(value, Ordering::Relaxed);
+    }
+    slot.seq.store(seq, Ordering::Release);
+    mailbox.sender.delivered.store(seq, Ordering::SeqCst);
+}
+
+/// After [`put`]: the receiver may have fallen asleep without seeing the frame, so wake it,
+/// unless a nudge it has not read yet will.
+fn wake<M: Serialize + DeserializeOwned>(
+    tx: &Tx<Wire<M>>,
+    mailbox: &Mailbox,
+) -> Result<(), SendFailure> {
+    if mailbox.receiver.sleeping.load(Ordering::SeqCst) != 0
+        && mailbox.sender.nudges.load(Ordering::Relaxed)
+            == mailbox.receiver.nudges_read.load(Ordering::SeqCst)
+    {
+        let nudges = &mailbox.sender.nudges;
+        nudges.store(nudges.load(Ordering::Relaxed) + 1, Ordering::SeqCst);
+        tx.send(Wire::Nudge)?;
+    }
+    Ok(())
+}
+
+impl<M: Serialize + DeserializeOwned> LinkRx<M> {
+    /// Waits for the next frame, for at most `timeout` if one is given; as [`Rx::recv`], it
+    /// polls for a short while before it sleeps.
+    pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<Frame<M>, RecvFailure> {
+        let (rx, mailbox) = match self {
+            LinkRx(RxEnd::Plain(rx)) => return rx.recv(timeout),
+            LinkRx(RxEnd::Mailbox { rx, mailbox }) => (rx, mailbox.get()),
+        };
+        let started = Instant::now();
+        let spin = timeout.map_or(SPIN, |t| t.min(SPIN));
+        let mut polls = 0u32;
+        loop {
+            if let Some(frame) = take(rx, mailbox)? {
+                return Ok(frame);
+            }
+            polls += 1;
+            // Reading `delivered` costs nanoseconds: look at the clock, and give the core
+            // away (another worker may need it), only now and then.
+            if polls.is_multiple_of(POLLS_PER_YIELD) {
+                if started.elapsed() >= spin {
+                    break;
+                }
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        loop {
+            mailbox.receiver.sleeping.store(1, Ordering::SeqCst);
+            let result = sleep(
+                rx,
+                mailbox,
+                timeout.map(|t| t.saturating_sub(started.elapsed())),
+            );
+            mailbox.receiver.sleeping.store(0, Ordering::SeqCst);
+            match result {
+                // Woken by a nudge: the frame is in the mailbox.
+                Ok(None) => continue,
+                Ok(Some(frame)) => return Ok(frame),
+                // A sender that handed a frame over and then ended still has it taken.
+                Err(RecvFailure::Closed) => return take(rx, mailbox)?.ok_or(RecvFailure::Closed),
+                Err(failure) => return Err(failure),
+            }
+        }
+    }
+}
+
+/// One sleep in the socket, with `sleeping` raised: the next frame, or `None` for a nudge.
+fn sleep<M: Serialize + DeserializeOwned>(
+    rx: &Rx<Wire<M>>,
+    mailbox: &Mailbox,
+    timeout: Option<Duration>,
+) -> Result<Option<Frame<M>>, RecvFailure> {
+    if let Some(frame) = take(rx, mailbox)? {
+        return Ok(Some(frame));
+    }
+    match rx.recv_blocking(timeout)? {
+        Wire::Nudge => {
+            count_nudge_read(mailbox);
+            Ok(None)
+        }
+        // Nothing was delivered by mailbox when we fell asleep, and anything delivered
+        // since came with a nudge that is ahead of this frame in the socket: so this is
+        // the next frame.
+        Wire::Frame(frame) => {
+            count_taken(mailbox);
+            Ok(Some(frame))
+        }
+    }
+}
+
+/// The next frame, if the sender has handed it over: from its slot, or else from the
+/// socket, where it is then already waiting.
+fn take<M: Serialize + DeserializeOwned>(
+    rx: &Rx<Wire<M>>,
+    mailbox: &Mailbox,
+) -> Result<Option<Frame<M>>, RecvFailure> {
+    let want = mailbox.receiver.taken.load(Ordering::Relaxed) + 1;
+    if mailbox.sender.delivered.load(Ordering::SeqCst) < want {
+        return Ok(None);
+    }
+    let slot = &mailbox.slots[want as usize % SLOTS];
+    if slot.seq.load(Ordering::Acquire) == want {
+        let words = slot
+            .words
+            .each_ref()
+            .map(|word| word.load(Ordering::Relaxed));
+        count_taken(mailbox);
+        return Ok(Some(Frame::Block(Block::from_words(words))));
+    }
+    loop {
+        match rx.recv_blocking(None)? {
+            Wire::Nudge => count_nudge_read(mailbox),
+            Wire::Frame(frame) => {
+                count_taken(mailbox);
+                return Ok(Some(frame));
+            }
+        }
+    }
+}
+
+fn count_taken(mailbox: &Mailbox) {
+    let taken = &mailbox.receiver.taken;
+    // Release: the slot was read before the sender may write it again.
+    taken.store(taken.load(Ordering::Relaxed) + 1, Ordering::Release);
+}
+
+fn count_nudge_read(mailbox: &Mailbox) {
+    let read = &mailbox.receiver.nudges_read;
+    read.store(read.load(Ordering::Relaxed) + 1, Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    type Ends = (LinkTx<u64>, LinkRx<u64>);
+
+    fn processes_link() -> Ends {
+        let boxes = Mailboxes::new(1).unwrap();
+        link(Transport::Processes, Some(&boxes), 0).unwrap()
+    }
+
+    /// A frame that only names a region: the kind that may take the mailbox.
+    fn named(n: u64) -> Frame<u64> {
+        Frame::Block(Block::from_words([n, n, n]))
+    }
+
+    /// What a frame says, to compare it with what was sent.
+    fn said(frame: Frame<u64>) -> (bool, u64) {
+        match frame {
+            Frame::Message(n) => (false, n),
+            Frame::Block(block) => (true, block.to_words().expect("a named region")[1]),
+        }
+    }
+
+    fn socket(rx: &LinkRx<u64>) -> &Rx<Wire<u64>> {
+        match &rx.0 {
+            RxEnd::Mailbox { rx, .. } => rx,
+            RxEnd::Plain(_) => panic!("no mailbox"),
+        }
+    }
+
+    #[test]
+    fn named_regions_skip_the_socket_and_everything_else_takes_it() {
+        let (tx, rx) = processes_link();
+        tx.send(named(1)).unwrap();
+        tx.send(Frame::Message(2)).unwrap();
+        tx.send(named(3)).unwrap();
+        // The socket holds only the message.
+        assert!(matches!(
+            socket(&rx).try_recv(),
+            Ok(Wire::Frame(Frame::Message(2)))
+        ));
+        assert!(matches!(socket(&rx).try_recv(), Err(RecvFailure::Timeout)));
+        // Hand the message back to the socket, as the receiver expects it there.
+        let LinkTx(TxEnd::Mailbox { tx: socket_tx, .. }) = &tx else {
+            unreachable!()
+        };
+        socket_tx.send(Wire::Frame(Frame::Message(2))).unwrap();
+        let got: Vec<_> = (0..3).map(|_| said(rx.recv(None).unwrap())).collect();
+        assert_eq!(got, [(true, 1), (false, 2), (true, 3)]);
+        assert!(matches!(
+            rx.recv(Some(Duration::ZERO)),
+            Err(RecvFailure::Timeout)
+        ));
+    }
+
+    /// The race the nudge is for, played out step by step: the receiver is asleep in the
+    /// socket when a frame goes into the mailbox.
+    #[test]
+    fn a_receiver_asleep_when_a_frame_goes_into_the_mailbox_is_woken() {
+        let (tx, rx) = processes_link();
+        let LinkTx(TxEnd::Mailbox { tx, mailbox }) = &tx else {
+            unreachable!()
+        };
+        let mailbox = mailbox.get();
+        let tid = std::sync::atomic::AtomicI32::new(0);
+        let tid = &tid;
+        std::thread::scope(|scope| {
+            let receiver = scope.spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+                rx.recv(Some(Duration::from_secs(10)))
+            });
+            // Wait until the receiver has raised its flag and sleeps in the kernel.
+            while mailbox.receiver.sleeping.load(Ordering::SeqCst) == 0
+                || !asleep(tid.load(Ordering::SeqCst))
+            {
+                std::thread::yield_now();
+            }
+            put(mailbox, 1, [7, 7, 7]);
+            wake(tx, mailbox).unwrap();
+            // Without the nudge the receive would time out.
+            let frame = receiver.join().unwrap().expect("woken before the timeout");
+            assert_eq!(said(frame), (true, 7));
+        });
+        assert_eq!(mailbox.sender.nudges.load(Ordering::SeqCst), 1);
+        assert_eq!(mailbox.receiver.nudges_read.load(Ordering::SeqCst), 1);
+    }
+
+    /// Whether thread `tid` of this process is sleeping in the kernel.
+    fn asleep(tid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"));
+        // The state follows the command name, which is in parentheses.
+        stat.ok()
+            .and_then(|stat| Some(stat.get(stat.rfind(')')? + 2..)?.starts_with('S')))
+            .unwrap_or(false)
+    }
+
+    /// A nudge can outlive its reason: the receiver found the frame before it slept. The
+    /// stale nudge is skipped, and a second is not sent while one is unread.
+    #[test]
+    fn stale_nudges_are_skipped_and_never_pile_up() {
+        let (tx, rx) = processes_link();
+        let (
+            LinkTx(TxEnd::Mailbox {
+                tx: socket,
+                mailbox,
+            }),
+            RxEnd::Mailbox { .. },
+        ) = (&tx, &rx.0)
+        else {
+            unreachable!()
+        };
+        let mailbox = mailbox.get();
+        mailbox.receiver.sleeping.store(1, Ordering::SeqCst);
+        put(mailbox, 1, [1, 1, 1]);
+        wake(socket, mailbox).unwrap();
+        put(mailbox, 2, [2, 2, 2]);
+        wake(socket, mailbox).unwrap();
+        assert_eq!(mailbox.sender.nudges.load(Ordering::SeqCst), 1);
+        mailbox.receiver.sleeping.store(0, Ordering::SeqCst);
+        assert_eq!(said(rx.recv(None).unwrap()), (true, 1));
+        assert_eq!(said(rx.recv(None).unwrap()), (true, 2));
+        tx.send(Frame::Message(3)).unwrap();
+        assert_eq!(said(rx.recv(None).unwrap()), (false, 3));
+        assert_eq!(mailbox.receiver.nudges_read.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_full_mailbox_sends_by_socket_and_order_is_kept() {
+        let (tx, rx) = processes_link();
+        for n in 1..=3 * SLOTS as u64 {
+            tx.send(named(n)).unwrap();
+        }
+        for n in 1..=3 * SLOTS as u64 {
+            assert_eq!(said(rx.recv(None).unwrap()), (true, n));
+        }
+    }
+
+    #[test]
+    fn a_receiver_learns_that_its_sender_ended_after_taking_what_it_sent() {
+        let (tx, rx) = processes_link();
+        tx.send(named(1)).unwrap();
+        tx.send(Frame::Message(2)).unwrap();
+        drop(tx);
+        assert_eq!(said(rx.recv(None).unwrap()), (true, 1));
+        assert_eq!(said(rx.recv(None).unwrap()), (false, 2));
+        assert!(matches!(rx.recv(None), Err(RecvFailure::Closed)));
+    }
+
+    /// Both ends run at uneven speeds, so receivers spin, fall asleep, and wake to frames
+    /// in either place, and senders find the mailbox full or the receiver asleep. The
+    /// pauses only vary the timing; nothing waits on them.
+    #[test]
+    fn frames_arrive_in_order_whatever_the_timing() {
+        const FRAMES: u64 = 4000;
+        let (tx, rx) = processes_link();
+        let pause = |n: u64, salt: u64| {
+            let h = (n ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58;
+            match h {
+                0 => std::thread::sleep(Duration::from_micros(300)),
+                1..=3 => std::thread::sleep(Duration::from_micros(20)),
+                _ => {}
+            }
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for n in 1..=FRAMES {
+                    let frame = if n % 5 == 0 {
+                        Frame::Message(n)
+                    } else {
+                        named(n)
+                    };
+                    tx.send(frame).unwrap();
+                    pause(n, 1);
+                }
+            });
+            for n in 1..=FRAMES {
+                let (_, got) = said(rx.recv(Some(Duration::from_secs(10))).unwrap());
+                assert_eq!(got, n);
+                pause(n, 2);
+            }
+            assert!(matches!(rx.recv(None), Err(RecvFailure::Closed)));
+        });
+        // Nudges never pile up: at most one is ever unread.
+        let RxEnd::Mailbox { mailbox, .. } = &rx.0 else {
+            unreachable!()
+        };
+        let mailbox = mailbox.get();
+        let sent = mailbox.sender.nudges.load(Ordering::SeqCst);
+        let read = mailbox.receiver.nudges_read.load(Ordering::SeqCst);
+        assert!(sent - read <= 1, "{sent} nudges sent, {read} read");
+    }
+}
