@@ -25,7 +25,8 @@ pub(crate) use link::{LinkRx, LinkTx, Mailboxes, link};
 #[non_exhaustive]
 pub enum Transport {
     /// Forked worker processes connected by `ipc-channel` (Unix sockets; bulk blocks in
-    /// shared-memory regions passed by file descriptor). The default.
+    /// shared-memory regions passed by file descriptor once, then named through a mailbox
+    /// in shared memory). The default.
     #[default]
     Processes,
     /// Worker threads in this process connected by in-process channels. The same stage,
