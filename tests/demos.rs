@@ -154,3 +154,37 @@ fn unknown_demo_is_a_usage_error() {
     assert_eq!(run.code, Some(2));
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 }
+
+/// With stdout a pipe nobody reads (`| head -0`), every demo still runs to its end and
+/// exits 0, without a panic: the output is dropped, as a reader that went away wants.
+#[test]
+fn a_reader_that_went_away_ends_the_output_not_the_demo() {
+    use std::process::{Command, Stdio};
+    for demo in [
+        &["threads"][..],
+        &["processes"],
+        &["race", "--tries", "50"],
+        &["queue"],
+        &["lock"],
+        &["barrier"],
+        &["pipe"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_ringleader"))
+            .arg("demo")
+            .args(demo)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run ringleader");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{demo:?}: {:?} {stderr}",
+            output.status
+        );
+        assert!(stderr.is_empty(), "{demo:?}: {stderr}");
+    }
+}

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::workers::demos;
+use crate::workers::demos::{self, say};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -59,20 +59,22 @@ fn race(tries: u32) -> anyhow::Result<()> {
     let workers = 2;
     let by_messages = demos::race_by_messages(workers, tries)?;
     let racy = demos::race_lost_updates(tries).context("could not start a thread")?;
-    println!(
+    say!(
         "racy (read, yield, write): count is now: {} after the first try",
         racy.first
     );
-    println!(
+    say!(
         "racy (read, yield, write): lost an update in {} of {} tries",
-        racy.lost, racy.tries
+        racy.lost,
+        racy.tries
     );
     let locked = demos::race_by_lock(tries).context("could not start a thread")?;
-    println!(
+    say!(
         "fixed with a lock: lost an update in {} of {} tries",
-        locked.lost, locked.tries
+        locked.lost,
+        locked.tries
     );
-    println!(
+    say!(
         "fixed with messages: count is now: {by_messages} \
          ({workers} worker processes sent {tries} increments each to the coordinator)"
     );

@@ -4,8 +4,36 @@
 //! The thread demos show shared memory and its hazards; the process demos use only
 //! ringleader's public API and share nothing.
 
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `println!` for the demos' output, from the coordinator or from a worker. `println!`
+/// panics when stdout is a pipe whose reader has gone (`ringleader demo race | head -1`);
+/// this drops the line instead, and the demo runs to its end.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::workers::demos::say_line(format_args!($($arg)*))
+    };
+}
+
+pub(crate) use say;
+
 mod processes;
 mod threads;
 
 pub(crate) use self::processes::{deadlock, pipe, processes, race_by_messages};
 pub(crate) use self::threads::{barrier, lock, queue, race_by_lock, race_lost_updates, threads};
+
+/// Writes one line to stdout; see [`say!`]. A reader that went away is not worth a word;
+/// any other failure is said once, on stderr.
+pub(crate) fn say_line(line: std::fmt::Arguments<'_>) {
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    let mut out = io::stdout().lock();
+    let written = out.write_fmt(line).and_then(|()| out.write_all(b"\n"));
+    if let Err(e) = written
+        && e.kind() != io::ErrorKind::BrokenPipe
+        && !REPORTED.swap(true, Ordering::Relaxed)
+    {
+        let _ = writeln!(io::stderr(), "ringleader: cannot write to stdout: {e}");
+    }
+}

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Hello from two processes: the coordinator, and one worker process it forks.
 pub(crate) fn processes() -> Result<(), LaunchError> {
-    println!("hello from MainProcess");
+    say!("hello from MainProcess");
     Launcher::new().workers(1).launch(&mut Hello)?;
     Ok(())
 }
@@ -21,7 +21,7 @@ impl Stage for Hello {
     type Output = ();
 
     fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
-        println!("hello from Process-{}", ring.rank() + 1);
+        say!("hello from Process-{}", ring.rank() + 1);
         Ok(())
     }
 }
@@ -109,7 +109,7 @@ impl Stage for Pipe {
         } else {
             // `Item::End` ends the loop, like the textbook's `None`.
             while let Item::Item(item) = ring.recv(Neighbour::Left)? {
-                println!("got an item: {item}");
+                say!("got an item: {item}");
             }
         }
         Ok(())
@@ -136,7 +136,7 @@ impl Stage for Deadlock {
     fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
         // The textbook's `deadlock(in_pipe, out_pipe)`: receive, print, send the item + 1.
         let item = ring.recv(Neighbour::Left)?;
-        println!("got an item: {item}");
+        say!("got an item: {item}");
         ring.send(Neighbour::Right, item + 1)?;
         Ok(())
     }

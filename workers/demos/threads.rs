@@ -11,14 +11,14 @@ pub(crate) fn threads() -> std::io::Result<()> {
     let other = thread::Builder::new()
         .name("Thread-1".to_owned())
         .spawn(say_hello)?;
-    println!("hello from MainThread");
+    say!("hello from MainThread");
     join(other);
     Ok(())
 }
 
 fn say_hello() {
     let me = thread::current();
-    println!("hello from {}", me.name().unwrap_or("an unnamed thread"));
+    say!("hello from {}", me.name().unwrap_or("an unnamed thread"));
 }
 
 /// How a batch of two-thread increments of a shared counter ended.
@@ -102,7 +102,7 @@ pub(crate) fn queue() -> std::io::Result<()> {
     let consumer = thread::Builder::new().spawn(move || {
         // The loop ends when the producer drops its end: the queue's end-of-stream.
         for item in get {
-            println!("got an item: {item}");
+            say!("got an item: {item}");
         }
     })?;
     for item in 0..10 {
@@ -132,12 +132,12 @@ pub(crate) fn lock() -> std::io::Result<()> {
     let second = spawn("Thread-2")?;
     let first_new = first.join().unwrap_or_default();
     let second_new = second.join().unwrap_or_default();
-    println!("Thread-1 saw first: {first_new:?}");
-    println!("Thread-2 saw first: {second_new:?}");
+    say!("Thread-1 saw first: {first_new:?}");
+    say!("Thread-2 saw first: {second_new:?}");
     let mut all: Vec<u32> = first_new.iter().chain(&second_new).copied().collect();
     all.sort_unstable();
     let checks = 2 * items;
-    println!(
+    say!(
         "already_seen: {checks} checks of {items} items, {} new, {} already seen",
         all.len(),
         checks as usize - all.len()
@@ -166,7 +166,7 @@ pub(crate) fn barrier() -> std::io::Result<()> {
     count(&counters, &barrier, 0, steps);
     join(other);
     let values = counters.each_ref().map(|c| c.load(Ordering::SeqCst));
-    println!("counters: {values:?}");
+    say!("counters: {values:?}");
     Ok(())
 }
 
