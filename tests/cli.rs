@@ -110,3 +110,30 @@ fn a_reader_that_goes_away_ends_the_run_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("ringleader:"), "{stderr}");
 }
+
+/// The textbook bounces a particle back one wall at a time, so a step that throws one
+/// 1e300 box widths out would never end. Every mode stops with one line instead.
+#[test]
+fn an_absurd_step_length_fails_in_one_line_instead_of_hanging() {
+    for mode in [
+        &[][..],
+        &["-t", "2"],
+        &["-p", "2"],
+        &["-p", "2", "--transport", "threads"],
+        &["--algorithm", "cells"],
+        &["--algorithm", "cells", "-t", "2"],
+        &["--algorithm", "cells", "-p", "2"],
+    ] {
+        let mut args = vec!["particles", "-n", "200", "-s", "3", "--dt", "1e300"];
+        args.extend_from_slice(mode);
+        let run = common::ringleader_within(&args, std::time::Duration::from_secs(30));
+        assert_eq!(run.code, Some(1), "{mode:?}: {run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{mode:?}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("the step length (--dt) is too large at step 1"),
+            "{mode:?}: {}",
+            run.stderr
+        );
+    }
+}

@@ -233,12 +233,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (outcome, watch) = match simulate_with(run, mode, algorithm, watch) {
         Ok(done) => done,
-        // Every worker is stopped and reaped by now; exit as the signal asks.
-        Err(err @ LaunchError::Interrupted { signal }) => {
-            eprintln!("ringleader: {err}");
-            return Ok(ExitCode::from(signal.exit_code()));
-        }
-        Err(err) => return Err(err.into()),
+        Err(err) => match err.downcast_ref::<LaunchError>() {
+            // Every worker is stopped and reaped by now; exit as the signal asks.
+            Some(interrupted @ LaunchError::Interrupted { signal }) => {
+                eprintln!("ringleader: {interrupted}");
+                return Ok(ExitCode::from(signal.exit_code()));
+            }
+            _ => return Err(err),
+        },
     };
     let seconds = started.elapsed().as_secs_f64();
     let watch = match Checkpointer::take(watch) {

@@ -11,7 +11,9 @@ use std::sync::{
 };
 use std::thread;
 
-use super::physics::{CUTOFF, CUTOFF2, Hit, accelerations, advance, divide, force, sum_in_order};
+use super::physics::{
+    CUTOFF, CUTOFF2, Hit, Runaway, accelerations, advance, divide, force, sum_in_order,
+};
 use super::{Outcome, Run, Tally, Watch};
 
 /// The narrowest cell. Wider than the cutoff by a margin, so that rounding in the cell
@@ -184,7 +186,10 @@ fn identity(n: usize) -> Vec<u32> {
 }
 
 /// The serial simulation with cell lists.
-pub(crate) fn simulate_serial(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box<dyn Watch>) {
+pub(crate) fn simulate_serial(
+    run: &Run,
+    watch: Box<dyn Watch>,
+) -> Result<(Outcome, Box<dyn Watch>), Runaway> {
     let mut particles = run.start.particles.clone();
     let n = particles.len();
     let whole = 0..n;
@@ -201,7 +206,8 @@ pub(crate) fn simulate_serial(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box
         hits.clear();
         grid.collect_hits(&slots, 0..n, &mut hits);
         accelerations(&mut hits, &mut ax, &mut ay);
-        advance(&mut particles, &ax, &ay, run.dt, run.size, correction);
+        advance(&mut particles, &ax, &ay, run.dt, run.size, correction)
+            .map_err(|escaped| escaped.at(step))?;
         if run.reports_after(step) {
             let energy = run.needs_energy().then(|| particles.energy());
             let snapshot = run.snapshot_due(step).then_some((&particles, all));
@@ -211,7 +217,7 @@ pub(crate) fn simulate_serial(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box
             }
         }
     }
-    tally.finish(particles, Vec::new())
+    Ok(tally.finish(particles, Vec::new()))
 }
 
 /// Cell lists on `threads` threads that live for the whole run. Each step thread 0 builds
@@ -222,7 +228,7 @@ pub(crate) fn simulate_threads(
     run: &Run,
     threads: usize,
     watch: Box<dyn Watch>,
-) -> (Outcome, Box<dyn Watch>) {
+) -> Result<(Outcome, Box<dyn Watch>), Runaway> {
     let n = run.start.particles.len();
     let blocks = divide(n, threads);
     let slots = identity(n);
@@ -237,6 +243,7 @@ pub(crate) fn simulate_threads(
     let stop = AtomicBool::new(false);
     let mut tally = Tally::new(run, watch);
     let mut correction = run.start.correction;
+    let mut runaway = None;
     {
         let mut state = write(&state);
         let (particles, grid) = &mut *state;
@@ -278,28 +285,32 @@ pub(crate) fn simulate_threads(
             }
             let mut state = write(state);
             let (particles, grid) = &mut *state;
-            advance(particles, &ax, &ay, run.dt, run.size, correction);
-            if run.reports_after(step) {
+            if let Err(escaped) = advance(particles, &ax, &ay, run.dt, run.size, correction) {
+                runaway = Some(escaped.at(step));
+            } else if run.reports_after(step) {
                 let energy = run
                     .needs_energy()
                     .then(|| sum_in_order(particles.energy_terms()));
                 let snapshot = run.snapshot_due(step).then_some((&*particles, &blocks[..]));
                 correction = tally.after_step(run, step, energy, snapshot);
-                if tally.stopped() {
-                    // The others see it behind the next barrier, and stop there too.
-                    stop.store(true, Ordering::Relaxed);
-                    drop(state);
-                    if step < run.steps {
-                        barrier.wait();
-                    }
-                    break;
+            }
+            if runaway.is_some() || (run.reports_after(step) && tally.stopped()) {
+                // The others see it behind the next barrier, and stop there too.
+                stop.store(true, Ordering::Relaxed);
+                drop(state);
+                if step < run.steps {
+                    barrier.wait();
                 }
+                break;
             }
             grid.bin(&particles.x, &particles.y);
         }
     });
+    if let Some(runaway) = runaway {
+        return Err(runaway);
+    }
     let (particles, _) = state.into_inner().unwrap_or_else(PoisonError::into_inner);
-    tally.finish(particles, Vec::new())
+    Ok(tally.finish(particles, Vec::new()))
 }
 
 // A panicking thread poisons the locks; scope() then re-raises its panic anyway, so the

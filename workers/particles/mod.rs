@@ -16,7 +16,7 @@ mod serial;
 mod strips;
 mod threads;
 
-use ringleader::{LaunchError, Transport};
+use ringleader::Transport;
 
 use physics::{Particles, correction};
 
@@ -277,33 +277,33 @@ pub(crate) fn simulate(
     run: Run,
     mode: Mode,
     watch: Box<dyn Watch>,
-) -> Result<(Outcome, Box<dyn Watch>), LaunchError> {
+) -> anyhow::Result<(Outcome, Box<dyn Watch>)> {
     simulate_with(run, mode, Algorithm::AllPairs, watch)
 }
 
-/// Runs a simulation in the given mode with the given algorithm.
+/// Runs a simulation in the given mode with the given algorithm. The error is a
+/// [`LaunchError`](ringleader::LaunchError) from the ring modes (a worker's failure, or a stop signal), or a
+/// [`Runaway`](physics::Runaway) from the others.
 pub(crate) fn simulate_with(
     run: Run,
     mode: Mode,
     algorithm: Algorithm,
     watch: Box<dyn Watch>,
-) -> Result<(Outcome, Box<dyn Watch>), LaunchError> {
-    match (algorithm, mode) {
-        (Algorithm::AllPairs, Mode::Serial) => Ok(serial::simulate(&run, watch)),
-        (Algorithm::AllPairs, Mode::Threads(threads)) => {
-            Ok(threads::simulate(&run, threads, watch))
-        }
+) -> anyhow::Result<(Outcome, Box<dyn Watch>)> {
+    Ok(match (algorithm, mode) {
+        (Algorithm::AllPairs, Mode::Serial) => serial::simulate(&run, watch)?,
+        (Algorithm::AllPairs, Mode::Threads(threads)) => threads::simulate(&run, threads, watch)?,
         (Algorithm::AllPairs, Mode::Ring(workers, transport)) => {
-            ring::simulate(run, workers, transport, watch)
+            ring::simulate(run, workers, transport, watch)?
         }
-        (Algorithm::Cells, Mode::Serial) => Ok(cells::simulate_serial(&run, watch)),
+        (Algorithm::Cells, Mode::Serial) => cells::simulate_serial(&run, watch)?,
         (Algorithm::Cells, Mode::Threads(threads)) => {
-            Ok(cells::simulate_threads(&run, threads, watch))
+            cells::simulate_threads(&run, threads, watch)?
         }
         (Algorithm::Cells, Mode::Ring(workers, transport)) => {
-            strips::simulate(run, workers, transport, watch)
+            strips::simulate(run, workers, transport, watch)?
         }
-    }
+    })
 }
 
 /// The coordinator's bookkeeping after each step, the same in every mode: energy, the

@@ -13,6 +13,33 @@ pub(crate) const MIN_R2: f64 = (CUTOFF / 100.0) * (CUTOFF / 100.0);
 pub(crate) const CUTOFF2: f64 = CUTOFF * CUTOFF;
 /// The textbook's default step length.
 pub(crate) const DEFAULT_DT: f64 = 0.0005;
+/// How far outside the box, in box widths, a particle may land in one step. The textbook
+/// reflects it back one wall at a time, which for an absurd step length (`--dt 1e300`)
+/// would take forever; beyond this the run stops with [`Runaway`] instead.
+const FURTHEST: f64 = 1e6;
+
+/// A particle landed more than [`FURTHEST`] box widths outside the box (or off the number
+/// line) in one step: see [`advance`]. The caller knows the step: [`Escaped::at`]. A ring
+/// worker returns it as it is, and the framework adds the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a particle moved more than a million box widths in one step; \
+     the step length (--dt) is too large"
+)]
+pub(crate) struct Escaped;
+
+/// A run that stopped because a particle escaped, in the modes without a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{Escaped} at step {step}")]
+pub(crate) struct Runaway {
+    pub(crate) step: u64,
+}
+
+impl Escaped {
+    pub(crate) fn at(self, step: u64) -> Runaway {
+        Runaway { step }
+    }
+}
 
 /// Particles in list order, as a structure of arrays.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -152,7 +179,8 @@ pub(crate) fn accelerations(hits: &mut [Hit], ax: &mut [f64], ay: &mut [f64]) {
 }
 
 /// Moves particles by one step: accelerate, move, bounce off the walls, then apply the
-/// energy correction.
+/// energy correction. [`Escaped`] if a particle flew too far to bounce back (the others
+/// may have moved or not: the run is over).
 pub(crate) fn advance(
     p: &mut Particles,
     ax: &[f64],
@@ -160,20 +188,25 @@ pub(crate) fn advance(
     dt: f64,
     size: f64,
     correction: f64,
-) {
+) -> Result<(), Escaped> {
     for i in 0..p.len() {
         p.vx[i] += ax[i] * dt;
         p.vy[i] += ay[i] * dt;
         p.x[i] += p.vx[i] * dt;
         p.y[i] += p.vy[i] * dt;
-        bounce(&mut p.x[i], &mut p.vx[i], size);
-        bounce(&mut p.y[i], &mut p.vy[i], size);
+        bounce(&mut p.x[i], &mut p.vx[i], size)?;
+        bounce(&mut p.y[i], &mut p.vy[i], size)?;
         p.vx[i] *= correction;
         p.vy[i] *= correction;
     }
+    Ok(())
 }
 
-fn bounce(position: &mut f64, velocity: &mut f64, size: f64) {
+fn bounce(position: &mut f64, velocity: &mut f64, size: f64) -> Result<(), Escaped> {
+    // Written so that NaN fails it too.
+    if !(*position >= -FURTHEST * size && *position <= (FURTHEST + 1.0) * size) {
+        return Err(Escaped);
+    }
     while *position < 0.0 || *position > size {
         *position = if *position < 0.0 {
             -*position
@@ -182,6 +215,7 @@ fn bounce(position: &mut f64, velocity: &mut f64, size: f64) {
         };
         *velocity = -*velocity;
     }
+    Ok(())
 }
 
 /// Splits `n` items into `parts` contiguous blocks, the first `n % parts` one longer: the
@@ -263,10 +297,32 @@ mod tests {
     #[test]
     fn bounce_reflects_off_both_walls() {
         let (mut x, mut v) = (-0.1, -1.0);
-        bounce(&mut x, &mut v, 1.0);
+        bounce(&mut x, &mut v, 1.0).unwrap();
         assert_eq!((x, v), (0.1, 1.0));
         let (mut x, mut v) = (1.25, 1.0);
-        bounce(&mut x, &mut v, 1.0);
+        bounce(&mut x, &mut v, 1.0).unwrap();
         assert_eq!((x, v), (0.75, -1.0));
+        // Several walls in one step, as the textbook's loop does it.
+        let (mut x, mut v) = (5.25, 1.0);
+        bounce(&mut x, &mut v, 1.0).unwrap();
+        assert_eq!((x, v), (0.75, -1.0));
+    }
+
+    #[test]
+    fn a_particle_too_far_out_escapes_instead_of_bouncing_forever() {
+        for far in [
+            1e300,
+            -1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            2e6,
+        ] {
+            let (mut x, mut v) = (far, 1.0);
+            assert_eq!(bounce(&mut x, &mut v, 1.0), Err(Escaped), "{far}");
+        }
+        let (mut x, mut v) = (-999_999.5, -1.0);
+        assert_eq!(bounce(&mut x, &mut v, 1.0), Ok(()));
+        assert!((0.0..=1.0).contains(&x));
     }
 }

@@ -102,7 +102,7 @@ impl Stage for ParticleRing {
             })?;
             rotating += rotation.elapsed();
             accelerations(&mut hits, &mut ax, &mut ay);
-            advance(&mut mine, &ax, &ay, run.dt, run.size, correction);
+            advance(&mut mine, &ax, &ay, run.dt, run.size, correction)?;
             if run.reports_after(step) {
                 let report = StepReport {
                     step,

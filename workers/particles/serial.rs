@@ -1,9 +1,12 @@
 //! The serial simulation: one loop over all pairs.
 
-use super::physics::{accelerations, advance, collect_hits};
+use super::physics::{Runaway, accelerations, advance, collect_hits};
 use super::{Outcome, Run, Tally, Watch};
 
-pub(crate) fn simulate(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box<dyn Watch>) {
+pub(crate) fn simulate(
+    run: &Run,
+    watch: Box<dyn Watch>,
+) -> Result<(Outcome, Box<dyn Watch>), Runaway> {
     let mut particles = run.start.particles.clone();
     let n = particles.len();
     // One block: the whole list.
@@ -25,7 +28,8 @@ pub(crate) fn simulate(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box<dyn Wa
             &mut hits,
         );
         accelerations(&mut hits, &mut ax, &mut ay);
-        advance(&mut particles, &ax, &ay, run.dt, run.size, correction);
+        advance(&mut particles, &ax, &ay, run.dt, run.size, correction)
+            .map_err(|escaped| escaped.at(step))?;
         if run.reports_after(step) {
             let energy = run.needs_energy().then(|| particles.energy());
             let snapshot = run.snapshot_due(step).then_some((&particles, all));
@@ -35,5 +39,5 @@ pub(crate) fn simulate(run: &Run, watch: Box<dyn Watch>) -> (Outcome, Box<dyn Wa
             break;
         }
     }
-    tally.finish(particles, Vec::new())
+    Ok(tally.finish(particles, Vec::new()))
 }

@@ -299,7 +299,7 @@ impl Stage for Strips {
             ax.resize(m, 0.0);
             ay.resize(m, 0.0);
             accelerations(&mut hits, &mut ax, &mut ay);
-            advance(&mut own.particles, &ax, &ay, run.dt, run.size, correction);
+            advance(&mut own.particles, &ax, &ay, run.dt, run.size, correction)?;
             own = self.migrate(ring, own)?;
             if run.reports_after(step) {
                 let report = StripReport {

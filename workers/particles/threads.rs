@@ -1,18 +1,18 @@
 //! The textbook's multithreaded simulation: shared positions, and a barrier between the
 //! phase where every thread reads all positions and the phase where each writes its own.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex, RwLock};
 use std::thread;
 
-use super::physics::{Particles, accelerations, advance, collect_hits, divide};
+use super::physics::{Particles, Runaway, accelerations, advance, collect_hits, divide};
 use super::{Outcome, Run, Tally, Watch};
 
 pub(crate) fn simulate(
     run: &Run,
     threads: usize,
     watch: Box<dyn Watch>,
-) -> (Outcome, Box<dyn Watch>) {
+) -> Result<(Outcome, Box<dyn Watch>), Runaway> {
     let ranges = divide(run.start.particles.len(), threads);
     // Each thread owns the writes to its block; the barrier keeps every read of a block
     // apart from its owner's write, so these locks are never contended.
@@ -24,10 +24,12 @@ pub(crate) fn simulate(
     // Thread 0 keeps the books; the others read the correction after a barrier.
     let tally = Mutex::new(Tally::new(run, watch));
     let stop = AtomicBool::new(false);
+    // The step in which a thread's particle escaped (see `advance`), or 0.
+    let runaway = AtomicU64::new(0);
     thread::scope(|scope| {
         for (rank, range) in ranges.iter().enumerate() {
-            let (blocks, barrier, tally, stop, ranges) =
-                (&blocks, &barrier, &tally, &stop, &ranges);
+            let (blocks, barrier, tally, stop, ranges, runaway) =
+                (&blocks, &barrier, &tally, &stop, &ranges, &runaway);
             scope.spawn(move || {
                 let m = range.len();
                 let (mut ax, mut ay) = (vec![0.0; m], vec![0.0; m]);
@@ -53,7 +55,7 @@ pub(crate) fn simulate(
                     }
                     // Write phase: move my particles.
                     let correction = lock(tally).correction;
-                    advance(
+                    let moved = advance(
                         &mut write(&blocks[rank]),
                         &ax,
                         &ay,
@@ -61,7 +63,14 @@ pub(crate) fn simulate(
                         run.size,
                         correction,
                     );
+                    if moved.is_err() {
+                        runaway.store(step, Ordering::Relaxed);
+                    }
                     barrier.wait();
+                    // Written before the barrier: every thread sees it here, and stops.
+                    if runaway.load(Ordering::Relaxed) != 0 {
+                        break;
+                    }
                     // Thread 0 keeps the books while the others start the next read
                     // phase; nobody writes again until after the next barrier.
                     if rank == 0 && !run.reports_after(step) && lock(tally).stop_on_signal(step) {
@@ -90,11 +99,14 @@ pub(crate) fn simulate(
             });
         }
     });
+    if let step @ 1.. = runaway.into_inner() {
+        return Err(Runaway { step });
+    }
     let particles = gather(&blocks);
     let tally = tally
         .into_inner()
         .unwrap_or_else(|poison| poison.into_inner());
-    tally.finish(particles, Vec::new())
+    Ok(tally.finish(particles, Vec::new()))
 }
 
 /// Every block, in list order.
