@@ -137,3 +137,35 @@ fn an_absurd_step_length_fails_in_one_line_instead_of_hanging() {
         );
     }
 }
+
+/// `--out` and `--energy-log` are written whole after the run or not at all: a run that
+/// fails leaves the files of an earlier run as they were, and no temporary files.
+#[test]
+fn a_failed_run_leaves_earlier_outputs_as_they_were() {
+    let dir = common::scratch("outputs-kept");
+    let out = dir.join("state.csv");
+    let log = dir.join("energy.log");
+    let (out_arg, log_arg) = (out.to_str().unwrap(), log.to_str().unwrap());
+    let first = ["particles", "-n", "50", "-s", "4"];
+    let outputs = ["--out", out_arg, "--energy-log", log_arg];
+    ringleader(&[&first[..], &outputs[..]].concat()).success();
+    let (state, energies) = (
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&log).unwrap(),
+    );
+    assert_eq!(state.lines().count(), 51);
+    assert_eq!(energies.lines().count(), 5);
+    for mode in [&[][..], &["-p", "2"]] {
+        let failing = ["particles", "-n", "80", "-s", "4", "--dt", "1e300"];
+        let run = ringleader(&[&failing[..], &outputs[..], mode].concat());
+        assert_eq!(run.code, Some(1), "{run:?}");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), state, "{mode:?}");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), energies, "{mode:?}");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["energy.log", "state.csv"], "{mode:?}");
+    }
+}

@@ -1,7 +1,6 @@
 //! `ringleader particles`: the textbook's simulator.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -192,22 +191,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             return usage(message);
         }
     }
-    // Open the output before the run, so a bad path fails before the work, not after.
-    let mut out: Option<Box<dyn Write>> = match &args.out {
-        None => None,
-        Some(path) if path.as_os_str() == "-" => Some(Box::new(io::stdout().lock())),
-        Some(path) => Some(Box::new(BufWriter::new(
-            File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
-        ))),
-    };
-    let mut energy_log = match &args.energy_log {
-        None => None,
-        Some(path) => {
-            Some(BufWriter::new(File::create(path).with_context(|| {
-                format!("cannot write {}", path.display())
-            })?))
-        }
-    };
+    // The output files are written after the run, whole or not at all (a failed run
+    // leaves an earlier file as it was), but a bad path fails before the work, not after.
+    let to_stdout = args.out.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    for path in args
+        .energy_log
+        .iter()
+        .chain(args.out.iter().filter(|_| !to_stdout))
+    {
+        checkpoint::check_writable(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if let Some(path) = &args.checkpoint {
         let path = checkpoint::path_at(path, args.steps);
         checkpoint::check_writable(&path)
@@ -215,7 +209,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let start = resumed.map_or_else(|| Start::initial(n), Checkpoint::into_start);
     let mut run = Run::new(start, args.steps, dt, args.normalize);
-    run.log_energy = energy_log.is_some();
+    run.log_energy = args.energy_log.is_some();
     run.step_timeout = Some(args.timeout);
     run.fault = fault;
     let first_step = run.start.step + 1;
@@ -278,27 +272,28 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             particle_steps * done / seconds
         ),
     };
-    if let Some(log) = energy_log.as_mut() {
-        write_energy_log(&outcome.energies, first_step, log)
-            .and_then(|()| log.flush())
-            .context("cannot write the energy log")?;
+    if let Some(path) = &args.energy_log {
+        checkpoint::write_atomically_with(path, |log| {
+            write_energy_log(&outcome.energies, first_step, log)
+        })
+        .with_context(|| format!("cannot write the energy log {}", path.display()))?;
     }
-    match out.as_mut() {
-        Some(out) => {
-            write_csv(&outcome.particles, out)
-                .and_then(|()| out.flush())
-                .context("cannot write the final state")?;
-            // With the state on stdout, keep the timing line off it.
-            if args.visuals.quiet {
-                // Nothing but errors.
-            } else if args.out.as_deref().is_some_and(|p| p.as_os_str() == "-") {
-                eprintln!("{line}");
-            } else {
-                writeln!(io::stdout(), "{line}")?;
-            }
-        }
-        None if args.visuals.quiet => {}
-        None => writeln!(io::stdout(), "{line}")?,
+    if to_stdout {
+        let mut out = io::stdout().lock();
+        write_csv(&outcome.particles, &mut out)
+            .and_then(|()| out.flush())
+            .context("cannot write the final state")?;
+    } else if let Some(path) = &args.out {
+        checkpoint::write_atomically_with(path, |out| write_csv(&outcome.particles, out))
+            .with_context(|| format!("cannot write the final state {}", path.display()))?;
+    }
+    // With the state on stdout, keep the timing line off it.
+    if args.visuals.quiet {
+        // Nothing but errors.
+    } else if to_stdout {
+        eprintln!("{line}");
+    } else {
+        writeln!(io::stdout(), "{line}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -301,21 +301,35 @@ pub(crate) fn save_snapshot(
 /// # Errors
 /// When any of those steps fails; the temporary file is then removed.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomically_with(path, |out| out.write_all(bytes))
+}
+
+/// As [`write_atomically`], with the contents written by `write`, buffered.
+///
+/// # Errors
+/// When `write` or any step fails; the temporary file is then removed.
+pub(crate) fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let (dir, name) = split(path)?;
     let mut temporary = tempfile::Builder::new()
         .prefix(&format!(".{}.", name.to_string_lossy()))
         .suffix(".tmp")
-        // A checkpoint is an ordinary file: the umask decides, not tempfile's 0600.
+        // An ordinary file: the umask decides, not tempfile's 0600.
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)?;
-    temporary.write_all(bytes)?;
+    let mut buffered = io::BufWriter::new(temporary.as_file_mut());
+    write(&mut buffered)?;
+    buffered.flush()?;
+    drop(buffered);
     temporary.as_file().sync_all()?;
     temporary.persist(path).map_err(|err| err.error)?;
     File::open(dir)?.sync_all()
 }
 
-/// Fails now if `path` cannot take a checkpoint later: its directory must accept a new
-/// file, and `path` must not be a directory.
+/// Fails now if `path` cannot take a checkpoint (or another file written atomically) later:
+/// its directory must accept a new file, and `path` must not be a directory.
 ///
 /// # Errors
 /// When either is not so.

@@ -6,7 +6,7 @@ use super::physics::Particles;
 
 /// Writes `particles` sorted by id. Rust's `{}` for `f64` is the shortest decimal that
 /// parses back to the same bits, as Python's `repr` is.
-pub(crate) fn write_csv(particles: &Particles, out: &mut impl Write) -> io::Result<()> {
+pub(crate) fn write_csv(particles: &Particles, out: &mut (impl Write + ?Sized)) -> io::Result<()> {
     let mut order: Vec<usize> = (0..particles.len()).collect();
     order.sort_unstable_by_key(|&slot| particles.ids[slot]);
     writeln!(out, "id,x,y,vx,vy")?;
@@ -28,7 +28,7 @@ pub(crate) fn write_csv(particles: &Particles, out: &mut impl Write) -> io::Resu
 pub(crate) fn write_energy_log(
     energies: &[f64],
     first_step: u64,
-    out: &mut impl Write,
+    out: &mut (impl Write + ?Sized),
 ) -> io::Result<()> {
     writeln!(out, "step,energy")?;
     for (step, energy) in (first_step..).zip(energies) {
