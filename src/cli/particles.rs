@@ -80,9 +80,10 @@ pub(crate) struct Args {
     /// Continue the run a checkpoint holds, up to -s steps in all.
     #[arg(long, value_name = "FILE")]
     resume: Option<PathBuf>,
-    /// With -p: end the run with an error if a step takes longer than SECS seconds.
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = timeout, allow_negative_numbers = true)]
-    timeout: Duration,
+    /// With -p: end the run with an error if a step takes longer than SECS seconds
+    /// [default: 60, plus a second per 1e8 pair checks a worker makes in an all-pairs step]
+    #[arg(long, value_name = "SECS", value_parser = timeout, allow_negative_numbers = true)]
+    timeout: Option<Duration>,
     /// How forces are found: all pairs (the textbook's), or cell lists (O(n), same bits).
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Allpairs)]
     algorithm: AlgorithmArg,
@@ -210,7 +211,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let start = resumed.map_or_else(|| Start::initial(n), Checkpoint::into_start);
     let mut run = Run::new(start, args.steps, dt, args.normalize);
     run.log_energy = args.energy_log.is_some();
-    run.step_timeout = Some(args.timeout);
+    run.step_timeout = Some(
+        args.timeout
+            .unwrap_or_else(|| default_timeout(n, mode, Algorithm::from(args.algorithm))),
+    );
     run.fault = fault;
     let first_step = run.start.step + 1;
     let (pair_checks, planned) = (run.pair_checks(), run.steps - run.start.step);
@@ -390,6 +394,22 @@ fn dt(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+/// The step timeout when `--timeout` is not given: 60 s for anything that should take well
+/// under a second, and room for a slow machine (1e8 pair checks a second, a twentieth of
+/// this one) where one all-pairs step is big: n = 1,000,000 on two workers makes 5e11 pair
+/// checks per worker and step, a minute and a half here.
+fn default_timeout(n: usize, mode: Mode, algorithm: Algorithm) -> Duration {
+    let workers = match mode {
+        Mode::Ring(workers, _) => workers.max(1),
+        _ => 1,
+    };
+    let checks = match algorithm {
+        Algorithm::AllPairs => (n as f64) * (n as f64) / workers as f64,
+        Algorithm::Cells => 0.0,
+    };
+    Duration::from_secs(60) + Duration::from_secs_f64((checks / 1e8).min(1e9))
+}
+
 fn timeout(text: &str) -> Result<Duration, String> {
     let value: f64 = text
         .parse()
@@ -400,4 +420,19 @@ fn timeout(text: &str) -> Result<Duration, String> {
         ));
     }
     Duration::try_from_secs_f64(value).map_err(|_| format!("the timeout {text} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_timeout_grows_with_an_all_pairs_step() {
+        let ring = Mode::Ring(2, Transport::Processes);
+        let secs = |n, mode, algorithm| default_timeout(n, mode, algorithm).as_secs_f64();
+        assert_eq!(secs(2000, Mode::Serial, Algorithm::AllPairs), 60.04);
+        // A million particles on two workers: 5e11 pair checks each, per step.
+        assert_eq!(secs(1_000_000, ring, Algorithm::AllPairs), 5060.0);
+        assert_eq!(secs(1_000_000, ring, Algorithm::Cells), 60.0);
+    }
 }
