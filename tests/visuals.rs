@@ -41,9 +41,15 @@ fn count(pixels: &[u8], channels: usize, colour: [u8; 3]) -> usize {
 #[test]
 fn gif_has_the_start_a_frame_every_k_steps_and_the_last_in_every_mode() {
     let dir = scratch("gif-frames");
-    for (i, mode) in [vec![], vec!["-p", "3"], vec!["-t", "3"]]
-        .iter()
-        .enumerate()
+    for (i, mode) in [
+        vec![],
+        vec!["-p", "3"],
+        vec!["-t", "3"],
+        vec!["--algorithm", "cells", "-p", "3"],
+        vec!["--algorithm", "cells", "-t", "3"],
+    ]
+    .iter()
+    .enumerate()
     {
         let gif = dir.join(format!("run{i}.gif"));
         let mut args = vec!["particles", "-n", "100", "-s", "25", "--every", "10"];
@@ -537,4 +543,42 @@ fn readme_picture_is_what_its_command_draws() {
         std::fs::read(&png).unwrap() == committed,
         "docs/particles.png is stale: run `{command}`"
     );
+}
+
+/// With `--algorithm cells -p`, each worker owns a vertical strip of the box, so its
+/// colour is a band: the bands go left to right in rank order.
+#[test]
+fn cells_on_a_ring_colour_each_strip() {
+    let dir = scratch("png-strips");
+    let png_path = dir.join("strips.png");
+    let args = [
+        "particles",
+        "-n",
+        "400",
+        "-s",
+        "5",
+        "--algorithm",
+        "cells",
+        "-p",
+        "3",
+    ];
+    let snapshot = ["--snapshot", png_path.to_str().unwrap()];
+    ringleader(&[&args[..], &snapshot[..]].concat()).success();
+    let decoder = png::Decoder::new(std::io::BufReader::new(File::open(&png_path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let width = info.width as usize;
+    let mean_column = |colour: [u8; 3]| {
+        let columns: Vec<usize> = pixels
+            .chunks_exact(3)
+            .enumerate()
+            .filter(|(_, p)| p[..] == colour)
+            .map(|(i, _)| i % width)
+            .collect();
+        assert!(!columns.is_empty(), "no pixel of {colour:?}");
+        columns.iter().sum::<usize>() as f64 / columns.len() as f64
+    };
+    let (first, second, third) = (mean_column(BLUE), mean_column(ORANGE), mean_column(RED));
+    assert!(first < second && second < third, "{first} {second} {third}");
 }

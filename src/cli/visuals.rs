@@ -4,7 +4,6 @@
 use std::any::Any;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
-use std::ops::Range;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -12,7 +11,7 @@ use anyhow::Context;
 use super::progress::Progress;
 use crate::workers::particles::live::Live;
 use crate::workers::particles::render::{Animation, Frame, owners};
-use crate::workers::particles::{Ending, Flow, Mode, Outcome, Run, Snapshot, Watch};
+use crate::workers::particles::{Ending, Flow, Mode, Outcome, Owners, Run, Snapshot, Watch};
 
 /// The flags for pictures and progress.
 #[derive(Debug, clap::Args)]
@@ -48,7 +47,7 @@ pub(crate) struct Visuals {
     snapshot: Option<(PathBuf, BufWriter<File>)>,
     /// Who owned which list slots at the last snapshot: how the run itself splits the
     /// particles, which colours the pictures drawn after it.
-    owners: Option<Vec<Range<usize>>>,
+    owners: Option<Owners>,
     mode: Mode,
     size: f64,
     last_step: u64,
@@ -189,8 +188,8 @@ impl Watch for Visuals {
     }
 
     fn snapshot(&mut self, snapshot: &Snapshot<'_>) -> Flow {
-        if self.owners.as_deref() != Some(snapshot.blocks) {
-            self.owners = Some(snapshot.blocks.to_vec());
+        if self.owners.as_ref() != Some(snapshot.owners) {
+            self.owners = Some(snapshot.owners.clone());
         }
         let mut flow = Flow::Continue;
         if let Some(animation) = self.animation.as_mut() {

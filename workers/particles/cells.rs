@@ -14,7 +14,7 @@ use std::thread;
 use super::physics::{
     CUTOFF, CUTOFF2, Hit, Runaway, accelerations, advance, divide, force, sum_in_order,
 };
-use super::{Outcome, Run, Tally, Watch};
+use super::{Outcome, Owners, Run, Tally, Watch};
 
 /// The narrowest cell. Wider than the cutoff by a margin, so that rounding in the cell
 /// index can never put two particles in range more than one cell apart.
@@ -192,8 +192,7 @@ pub(crate) fn simulate_serial(
 ) -> Result<(Outcome, Box<dyn Watch>), Runaway> {
     let mut particles = run.start.particles.clone();
     let n = particles.len();
-    let whole = 0..n;
-    let all = std::slice::from_ref(&whole);
+    let all = Owners::single(n);
     let slots = identity(n);
     let mut grid = Grid::default();
     let (mut ax, mut ay) = (vec![0.0; n], vec![0.0; n]);
@@ -210,7 +209,7 @@ pub(crate) fn simulate_serial(
             .map_err(|escaped| escaped.at(step))?;
         if run.reports_after(step) {
             let energy = run.needs_energy().then(|| particles.energy());
-            let snapshot = run.snapshot_due(step).then_some((&particles, all));
+            let snapshot = run.snapshot_due(step).then_some((&particles, &all));
             correction = tally.after_step(run, step, energy, snapshot);
             if tally.stopped() {
                 break;
@@ -231,6 +230,7 @@ pub(crate) fn simulate_threads(
 ) -> Result<(Outcome, Box<dyn Watch>), Runaway> {
     let n = run.start.particles.len();
     let blocks = divide(n, threads);
+    let owners = Owners::Blocks(blocks.clone());
     let slots = identity(n);
     // Thread 0 writes the state only while every other thread waits at a barrier, so these
     // locks are never contended.
@@ -291,7 +291,7 @@ pub(crate) fn simulate_threads(
                 let energy = run
                     .needs_energy()
                     .then(|| sum_in_order(particles.energy_terms()));
-                let snapshot = run.snapshot_due(step).then_some((&*particles, &blocks[..]));
+                let snapshot = run.snapshot_due(step).then_some((&*particles, &owners));
                 correction = tally.after_step(run, step, energy, snapshot);
             }
             if runaway.is_some() || (run.reports_after(step) && tally.stopped()) {

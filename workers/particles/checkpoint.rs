@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::physics::Particles;
-use super::{Ending, Flow, Outcome, Run, Snapshot, Start, Watch, init};
+use super::{Ending, Flow, Outcome, Owners, Run, Snapshot, Start, Watch, init};
 
 /// The first bytes of every checkpoint file.
 pub(crate) const MAGIC: [u8; 8] = *b"RLPARTCK";
@@ -472,7 +472,7 @@ impl Checkpointer {
         let snapshot = Snapshot {
             step,
             particles: &outcome.particles,
-            blocks: &[],
+            owners: &Owners::Blocks(Vec::new()),
             correction: outcome.correction,
             initial_energy: self.initial_energy,
         };

@@ -264,11 +264,12 @@ impl Watch for Live {
             step,
             energy: particles.energy(),
             groups: snapshot
-                .blocks
-                .iter()
-                .map(|block| {
-                    block
-                        .clone()
+                .owners
+                .groups()
+                .into_iter()
+                .map(|group| {
+                    group
+                        .into_iter()
                         .map(|slot| (particles.x[slot], particles.y[slot]))
                         .collect()
                 })

@@ -83,12 +83,51 @@ pub(crate) struct Snapshot<'a> {
     pub(crate) step: u64,
     /// Every particle, in list order.
     pub(crate) particles: &'a Particles,
-    /// The list slots each worker owns, by rank (one block in serial mode).
-    pub(crate) blocks: &'a [std::ops::Range<usize>],
+    /// Which worker holds each particle.
+    pub(crate) owners: &'a Owners,
     /// The correction the next step applies.
     pub(crate) correction: f64,
     /// The energy normalization holds the system to.
     pub(crate) initial_energy: f64,
+}
+
+/// Which worker holds each particle of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Owners {
+    /// Runs of list slots, by rank: the textbook's blocks (one in serial mode).
+    Blocks(Vec<std::ops::Range<usize>>),
+    /// The rank of every list slot: strips of the box, where a worker's particles lie
+    /// anywhere in the list.
+    Slots(Vec<u32>),
+}
+
+impl Owners {
+    /// One worker holds all `n` particles.
+    pub(crate) fn single(n: usize) -> Owners {
+        Owners::Blocks(std::iter::once(0..n).collect())
+    }
+
+    /// How many workers.
+    pub(crate) fn workers(&self) -> usize {
+        match self {
+            Owners::Blocks(blocks) => blocks.len(),
+            Owners::Slots(ranks) => ranks.iter().max().map_or(0, |&r| r as usize + 1),
+        }
+    }
+
+    /// The list slots of each worker's particles, by rank, each in list order.
+    pub(crate) fn groups(&self) -> Vec<Vec<usize>> {
+        match self {
+            Owners::Blocks(blocks) => blocks.iter().map(|b| b.clone().collect()).collect(),
+            Owners::Slots(ranks) => {
+                let mut groups = vec![Vec::new(); self.workers()];
+                for (slot, &rank) in ranks.iter().enumerate() {
+                    groups[rank as usize].push(slot);
+                }
+                groups
+            }
+        }
+    }
 }
 
 /// One simulation to run.
@@ -332,7 +371,7 @@ impl Tally {
         run: &Run,
         step: u64,
         energy: Option<f64>,
-        snapshot: Option<(&Particles, &[std::ops::Range<usize>])>,
+        snapshot: Option<(&Particles, &Owners)>,
     ) -> f64 {
         if let Some(energy) = energy {
             self.correction = run.next_correction(energy, self.correction);
@@ -346,11 +385,11 @@ impl Tally {
         if ringleader::stop_signal().is_some() {
             flow = Flow::Stop;
         }
-        if let Some((particles, blocks)) = snapshot {
+        if let Some((particles, owners)) = snapshot {
             let snapshot = Snapshot {
                 step,
                 particles,
-                blocks,
+                owners,
                 correction: self.correction,
                 initial_energy: run.start.initial_energy,
             };
@@ -433,7 +472,7 @@ mod tests {
         fn snapshot(&mut self, snapshot: &Snapshot<'_>) -> Flow {
             let bits = snapshot.particles.x.iter().map(|x| x.to_bits()).collect();
             self.snapshots
-                .push((snapshot.step, bits, snapshot.blocks.len()));
+                .push((snapshot.step, bits, snapshot.owners.workers()));
             Flow::Continue
         }
     }

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use font8x8::UnicodeFonts;
@@ -12,7 +11,7 @@ use plotters::prelude::{BitMapBackend, Circle, IntoDrawingArea, RGBColor, Rectan
 use plotters::style::Color;
 
 use super::physics::{Particles, divide};
-use super::{Flow, Mode, Snapshot, Watch};
+use super::{Flow, Mode, Owners, Snapshot, Watch};
 
 /// Width and height of every frame, in pixels.
 pub(crate) const FRAME_SIZE: u32 = 400;
@@ -35,13 +34,14 @@ pub(crate) const WORKER_COLOURS: [(u8, u8, u8); 8] = [
 const WHITE: (u8, u8, u8) = (255, 255, 255);
 const BORDER: (u8, u8, u8) = (160, 160, 160);
 
-/// The list slots each worker owns in `mode`, by rank: what a snapshot's `blocks` would be.
-pub(crate) fn owners(mode: Mode, n: usize) -> Vec<Range<usize>> {
+/// The list slots each worker owns in `mode` at the start, by rank: what a snapshot's
+/// `owners` would be before any particle moved.
+pub(crate) fn owners(mode: Mode, n: usize) -> Owners {
     let workers = match mode {
         Mode::Serial => 1,
         Mode::Threads(workers) | Mode::Ring(workers, _) => workers,
     };
-    divide(n, workers)
+    Owners::Blocks(divide(n, workers))
 }
 
 /// The colour of worker `rank`.
@@ -61,11 +61,11 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
-    /// Draws `particles` (list order) in a box of side `size`, coloured by the block of
-    /// `blocks` that holds each one's slot, under the caption for `step`.
+    /// Draws `particles` (list order) in a box of side `size`, coloured by the worker that
+    /// holds each, under the caption for `step`.
     pub(crate) fn draw(
         particles: &Particles,
-        blocks: &[Range<usize>],
+        owners: &Owners,
         size: f64,
         step: u64,
     ) -> io::Result<Frame> {
@@ -89,9 +89,9 @@ impl Frame {
             ))
             .map_err(drawing)?;
             let scale = f64::from(extent) / size;
-            for (rank, block) in blocks.iter().enumerate() {
+            for (rank, group) in owners.groups().into_iter().enumerate() {
                 let colour = rgb_colour(worker_colour(rank)).filled();
-                for slot in block.clone() {
+                for slot in group {
                     // y grows upwards in the box, downwards in the picture.
                     let px = f64::from(left) + particles.x[slot] * scale;
                     let py = f64::from(top + extent) - particles.y[slot] * scale;
@@ -293,15 +293,15 @@ impl Animation {
     }
 
     /// Draws the first frame if it is still to come.
-    fn add_start(&mut self, blocks: &[Range<usize>]) -> io::Result<()> {
+    fn add_start(&mut self, owners: &Owners) -> io::Result<()> {
         match self.start.take() {
-            Some((particles, step)) => self.add(&particles, blocks, step),
+            Some((particles, step)) => self.add(&particles, owners, step),
             None => Ok(()),
         }
     }
 
-    fn add(&mut self, particles: &Particles, blocks: &[Range<usize>], step: u64) -> io::Result<()> {
-        let frame = Frame::draw(particles, blocks, self.size, step)?;
+    fn add(&mut self, particles: &Particles, owners: &Owners, step: u64) -> io::Result<()> {
+        let frame = Frame::draw(particles, owners, self.size, step)?;
         let side = u16::try_from(FRAME_SIZE).unwrap_or(u16::MAX);
         let gif_frame = gif::Frame {
             width: side,
@@ -319,7 +319,7 @@ impl Animation {
 
     /// Ends the file. Returns how many frames it holds, or the first error met on the way.
     /// `owners` colours the first frame if no snapshot came to tell.
-    pub(crate) fn finish(mut self, owners: &[Range<usize>]) -> io::Result<usize> {
+    pub(crate) fn finish(mut self, owners: &Owners) -> io::Result<usize> {
         if let Some(err) = self.error.take() {
             return Err(err);
         }
@@ -347,8 +347,8 @@ impl Watch for Animation {
             return Flow::Continue;
         }
         let added = self
-            .add_start(snapshot.blocks)
-            .and_then(|()| self.add(snapshot.particles, snapshot.blocks, step));
+            .add_start(snapshot.owners)
+            .and_then(|()| self.add(snapshot.particles, snapshot.owners, step));
         match added {
             Ok(()) => Flow::Continue,
             Err(err) => {
@@ -381,18 +381,25 @@ mod tests {
     #[test]
     fn particles_take_their_owners_colour() {
         let particles = initial_state(40);
-        let blocks = divide(40, 2);
-        let frame = Frame::draw(&particles, &blocks, box_size(40), 0).unwrap();
-        let count = |colour: (u8, u8, u8)| {
+        let count = |owners: &Owners, colour: (u8, u8, u8)| {
+            let frame = Frame::draw(&particles, owners, box_size(40), 0).unwrap();
             frame
                 .rgb()
                 .chunks_exact(3)
                 .filter(|p| (p[0], p[1], p[2]) == colour)
                 .count()
         };
-        assert!(count(worker_colour(0)) > 0);
-        assert!(count(worker_colour(1)) > 0);
-        assert_eq!(count(worker_colour(2)), 0);
+        let blocks = Owners::Blocks(divide(40, 2));
+        assert!(count(&blocks, worker_colour(0)) > 0);
+        assert!(count(&blocks, worker_colour(1)) > 0);
+        assert_eq!(count(&blocks, worker_colour(2)), 0);
+        // Strips: owners anywhere in the list.
+        let slots = Owners::Slots((0..40).map(|slot| slot % 3).collect());
+        assert_eq!(slots.workers(), 3);
+        for rank in 0..3 {
+            assert!(count(&slots, worker_colour(rank)) > 0, "rank {rank}");
+        }
+        assert_eq!(count(&slots, worker_colour(3)), 0);
     }
 
     #[test]

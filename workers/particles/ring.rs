@@ -10,7 +10,7 @@ use ringleader::{Coordinator, Gather, LaunchError, Launcher, Ring, Stage, StageE
 use serde::{Deserialize, Serialize};
 
 use super::physics::{Particles, accelerations, advance, collect_hits, divide, sum_in_order};
-use super::{Outcome, Run, Tally, Watch};
+use super::{Outcome, Owners, Run, Tally, Watch};
 
 /// The particle stage. Workers read the shared configuration; the coordinator's copy also
 /// keeps the books after each step.
@@ -154,13 +154,10 @@ impl Stage for ParticleRing {
             }
             all
         });
+        let owners = state.as_ref().map(|_| Owners::Blocks(self.blocks.to_vec()));
         let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
-        let correction = tally.after_step(
-            &self.run,
-            step,
-            energy,
-            state.as_ref().map(|s| (s, &self.blocks[..])),
-        );
+        let correction =
+            tally.after_step(&self.run, step, energy, state.as_ref().zip(owners.as_ref()));
         if Self::asks(&self.run, step) {
             coordinator.broadcast(Command {
                 correction,

@@ -1,7 +1,7 @@
 //! The serial simulation: one loop over all pairs.
 
 use super::physics::{Runaway, accelerations, advance, collect_hits};
-use super::{Outcome, Run, Tally, Watch};
+use super::{Outcome, Owners, Run, Tally, Watch};
 
 pub(crate) fn simulate(
     run: &Run,
@@ -10,8 +10,7 @@ pub(crate) fn simulate(
     let mut particles = run.start.particles.clone();
     let n = particles.len();
     // One block: the whole list.
-    let whole = 0..n;
-    let all = std::slice::from_ref(&whole);
+    let all = Owners::single(n);
     let (mut ax, mut ay) = (vec![0.0; n], vec![0.0; n]);
     let mut hits = Vec::new();
     let mut tally = Tally::new(run, watch);
@@ -32,7 +31,7 @@ pub(crate) fn simulate(
             .map_err(|escaped| escaped.at(step))?;
         if run.reports_after(step) {
             let energy = run.needs_energy().then(|| particles.energy());
-            let snapshot = run.snapshot_due(step).then_some((&particles, all));
+            let snapshot = run.snapshot_due(step).then_some((&particles, &all));
             correction = tally.after_step(run, step, energy, snapshot);
         }
         if tally.stop_on_signal(step) {

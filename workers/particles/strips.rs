@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cells::{CELL, Grid};
 use super::physics::{Particles, accelerations, advance, sum_in_order};
-use super::{Outcome, Run, Tally, Watch};
+use super::{Outcome, Owners, Run, Tally, Watch};
 
 /// How far from a strip's edge its neighbour's particles can act on it. Wider than the
 /// cutoff, so rounding never drops a pair in range.
@@ -352,15 +352,21 @@ impl Stage for Strips {
             }
             in_list_order(&all, &order)
         });
-        // Strips own no run of list slots; as a whole, the list is one block.
-        let whole = 0..n;
+        // Strips own no run of list slots: name the owner of each.
+        let owners = state.as_ref().map(|_| {
+            let mut ranks = vec![0; n];
+            for (rank, report) in reports.iter().enumerate() {
+                for &slot in &report.slots {
+                    if let Some(owner) = ranks.get_mut(slot as usize) {
+                        *owner = rank as u32;
+                    }
+                }
+            }
+            Owners::Slots(ranks)
+        });
         let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
-        let correction = tally.after_step(
-            &self.run,
-            step,
-            energy,
-            state.as_ref().map(|s| (s, std::slice::from_ref(&whole))),
-        );
+        let correction =
+            tally.after_step(&self.run, step, energy, state.as_ref().zip(owners.as_ref()));
         if Self::asks(&self.run) {
             coordinator.broadcast(Command {
                 correction,

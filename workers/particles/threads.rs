@@ -6,7 +6,7 @@ use std::sync::{Barrier, Mutex, RwLock};
 use std::thread;
 
 use super::physics::{Particles, Runaway, accelerations, advance, collect_hits, divide};
-use super::{Outcome, Run, Tally, Watch};
+use super::{Outcome, Owners, Run, Tally, Watch};
 
 pub(crate) fn simulate(
     run: &Run,
@@ -24,12 +24,13 @@ pub(crate) fn simulate(
     // Thread 0 keeps the books; the others read the correction after a barrier.
     let tally = Mutex::new(Tally::new(run, watch));
     let stop = AtomicBool::new(false);
+    let owners = Owners::Blocks(ranges.clone());
     // The step in which a thread's particle escaped (see `advance`), or 0.
     let runaway = AtomicU64::new(0);
     thread::scope(|scope| {
         for (rank, range) in ranges.iter().enumerate() {
-            let (blocks, barrier, tally, stop, ranges, runaway) =
-                (&blocks, &barrier, &tally, &stop, &ranges, &runaway);
+            let (blocks, barrier, tally, stop, ranges, owners, runaway) =
+                (&blocks, &barrier, &tally, &stop, &ranges, &owners, &runaway);
             scope.spawn(move || {
                 let m = range.len();
                 let (mut ax, mut ay) = (vec![0.0; m], vec![0.0; m]);
@@ -85,12 +86,7 @@ pub(crate) fn simulate(
                             )
                         });
                         let mut tally = lock(tally);
-                        tally.after_step(
-                            run,
-                            step,
-                            energy,
-                            state.as_ref().map(|p| (p, &ranges[..])),
-                        );
+                        tally.after_step(run, step, energy, state.as_ref().map(|p| (p, owners)));
                         if tally.stopped() {
                             stop.store(true, Ordering::Relaxed);
                         }
