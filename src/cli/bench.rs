@@ -306,7 +306,9 @@ fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
 }
 
 /// Every combination, serial first at each n and algorithm so the others can be compared
-/// with it.
+/// with it. The `repeat` runs of the combinations at one n and algorithm take turns, and
+/// each keeps its fastest: a noisy spell on the machine then slows one run of every
+/// combination, rather than every run of one, and the speedups stay comparable.
 fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
     let mut rows: Vec<Row> = Vec::new();
     let mut modes = args.modes.clone();
@@ -322,29 +324,35 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
     for &n in &args.n {
         let start = Start::initial(n);
         for &algorithm in &algorithms {
-            let mut serial_seconds = None;
-            for &mode in &modes {
-                let counts: &[usize] = if mode == BenchMode::Serial {
-                    &[1]
-                } else {
-                    &args.workers
-                };
-                for &workers in counts {
-                    let mut best: Option<Row> = None;
-                    for _ in 0..args.repeat {
-                        let row = once(&start, args.steps, mode, algorithm.into(), workers)?;
-                        if best.as_ref().is_none_or(|b| row.seconds < b.seconds) {
-                            best = Some(row);
-                        }
+            let combinations: Vec<(BenchMode, usize)> = modes
+                .iter()
+                .flat_map(|&mode| {
+                    let counts: &[usize] = if mode == BenchMode::Serial {
+                        &[1]
+                    } else {
+                        &args.workers
+                    };
+                    counts.iter().map(move |&workers| (mode, workers))
+                })
+                .collect();
+            let mut best: Vec<Option<Row>> = vec![None; combinations.len()];
+            for _ in 0..args.repeat {
+                for (&(mode, workers), best) in combinations.iter().zip(&mut best) {
+                    let row = once(&start, args.steps, mode, algorithm.into(), workers)?;
+                    if best.as_ref().is_none_or(|b| row.seconds < b.seconds) {
+                        *best = Some(row);
                     }
-                    let Some(mut row) = best else { continue };
-                    if mode == BenchMode::Serial {
-                        serial_seconds = Some(row.seconds);
-                    }
-                    row.speedup = serial_seconds.map(|s| s / row.seconds);
-                    row.efficiency = row.speedup.map(|s| s / workers as f64);
-                    rows.push(row);
                 }
+            }
+            let mut serial_seconds = None;
+            let measured = best.into_iter().zip(combinations);
+            for (mut row, (mode, workers)) in measured.filter_map(|(row, c)| Some((row?, c))) {
+                if mode == BenchMode::Serial {
+                    serial_seconds = Some(row.seconds);
+                }
+                row.speedup = serial_seconds.map(|s| s / row.seconds);
+                row.efficiency = row.speedup.map(|s| s / workers as f64);
+                rows.push(row);
             }
         }
     }
