@@ -52,7 +52,7 @@ impl Stage for Rounds {
 }
 
 fn main() {
-    // Empty, one word, around the inline limit (8 KiB), 64 KiB, and 1.6 MB.
+    // Empty, one word, around 8 KiB (once the inline limit), 64 KiB, and 1.6 MB.
     for words in [0, 1, 3, 1023, 1024, 1025, 8192, 200_000] {
         for transport in [Transport::Processes, Transport::Threads] {
             for workers in [2, 3] {

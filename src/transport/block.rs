@@ -1,14 +1,17 @@
 //! Bulk blocks: the payload of a ring rotation.
 //!
-//! Between threads a block is an `Arc` of an aligned buffer. Between processes:
-//! - A small block (up to [`INLINE_MAX`]) travels inline: its bytes ride in the frame, and
-//!   the receiver copies them into an aligned buffer.
-//! - A large block lives in a shared-memory region (a memfd) of the worker that made it.
-//!   The region crosses the socket, as a file descriptor, only the first time; every rank
-//!   keeps it mapped, and from then on a frame only names it (and skips the socket: see
-//!   the `link` module). Mapping a region afresh for
-//!   every hop costs a page fault for every few pages and an unmap afterwards, about 200 µs
-//!   of kernel time for 1.6 MB; a region kept mapped costs nothing after its first pass.
+//! Between threads a block is an `Arc` of an aligned buffer. Between processes a block
+//! lives in a shared-memory region (a memfd) of the worker that made it. The region crosses
+//! the socket, as a file descriptor, only the first time; every rank keeps it mapped, and
+//! from then on a frame only names it, and skips the socket (see the `link` module).
+//! Mapping a region afresh for every hop costs a page fault for every few pages and an
+//! unmap afterwards, about 200 µs of kernel time for 1.6 MB; a region kept mapped costs
+//! nothing after its first pass.
+//!
+//! Blocks once travelled inline between processes up to 8 KiB, their bytes in the frame:
+//! four copies and a socket round, 5.6 µs a hop for 16 bytes and 8.3 µs for 8 KB, where a
+//! kept region now takes 0.4 to 0.6 µs. So between processes only an empty block is inline
+//! now: it has no region to live in.
 //!
 //! A worker writes its own blocks into two buffers that take turns (see [`Blocks`]), so
 //! rotating blocks of one size allocates nothing after the first two rotations. Readers
@@ -26,16 +29,6 @@ use super::Transport;
 
 /// The alignment every block guarantees to its readers.
 pub(crate) const BLOCK_ALIGN: usize = 16;
-
-/// The largest block that travels inline between processes. Inline costs four copies
-/// (encode, into the socket, out of it, decode); a kept region costs one copy and a small
-/// frame, but its first pass makes the region (about 16 µs and a fault per page). On the
-/// bench machine regions won at 16 KB and above; at 4 KB the two were too close to tell
-/// apart under load. The limit must also stay well below half the socket buffer (about
-/// 200 KiB on Linux): then a send never waits unless its link already holds another block,
-/// and a ring where every link holds two blocks would need more blocks than a rotation
-/// ever has in flight, so sends cannot deadlock.
-pub(crate) const INLINE_MAX: usize = 8 << 10;
 
 /// A block on its way round the ring.
 #[derive(Clone)]
@@ -237,7 +230,10 @@ impl Blocks {
         self.turn ^= 1;
         self.rank = Some(origin as u32);
         let slot = &mut self.own[usize::from(turn)];
-        if transport == Transport::Processes && bytes.len() > INLINE_MAX {
+        // A frame that carries a region is small, far below half the socket buffer: a send
+        // never waits unless its link already holds another, and no rotation has enough
+        // in flight for that, so sends cannot deadlock.
+        if transport == Transport::Processes && !bytes.is_empty() {
             let key = |generation| RegionKey {
                 origin: origin as u32,
                 turn,
@@ -450,13 +446,16 @@ mod tests {
     }
 
     #[test]
-    fn small_blocks_travel_inline_and_large_ones_in_a_region() {
+    fn between_processes_every_block_but_an_empty_one_lives_in_a_region() {
         let mut blocks = Blocks::default();
-        let small = blocks.outgoing(Transport::Processes, 0, &[7u8; INLINE_MAX]);
-        assert!(matches!(small, Block::Local(_)));
-        let large = blocks.outgoing(Transport::Processes, 0, &[7u8; INLINE_MAX + 1]);
-        assert!(matches!(large, Block::Region(Region { shm: Some(_), .. })));
-        let threads = blocks.outgoing(Transport::Threads, 0, &[7u8; INLINE_MAX + 1]);
+        let empty = blocks.outgoing(Transport::Processes, 0, &[]);
+        assert!(matches!(empty, Block::Local(_)));
+        for len in [1, 16, 100_000] {
+            let block = blocks.outgoing(Transport::Processes, 0, &vec![7u8; len]);
+            assert!(matches!(block, Block::Region(Region { shm: Some(_), .. })));
+            assert_eq!(blocks.bytes(&block).unwrap(), &vec![7u8; len][..]);
+        }
+        let threads = blocks.outgoing(Transport::Threads, 0, &[7u8; 16]);
         assert!(matches!(threads, Block::Local(_)));
     }
 

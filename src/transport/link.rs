@@ -5,7 +5,7 @@
 //! frame only names a region: three words. Sending those words over the socket costs a
 //! `sendmsg`, a `recvmsg` and the receiver's polls, several microseconds a hop; the mailbox
 //! carries them through shared memory instead, as cheaply as a channel between threads.
-//! Everything else (messages, inline blocks, a region's first pass with its file
+//! Everything else (messages, empty blocks, a region's first pass with its file
 //! descriptor) still takes the socket, and the socket is still how a receiver learns that
 //! its sender has gone.
 //!
