@@ -13,6 +13,7 @@ use crate::progress::Board;
 use crate::ring::{Ends, Ring};
 use crate::signal::{self, Catch};
 use crate::stage::{Down, Stage, Up};
+use crate::stats::RunStats;
 use crate::supervise::{Limits, Workers, supervise};
 use crate::transport::{self, Mailboxes, PendingInbox, Transport, Tx};
 use crate::worker;
@@ -111,6 +112,47 @@ impl Launcher {
     /// come back when it returns), and worker processes ignore SIGINT: a terminal's Ctrl-C
     /// stops the run in order, through the coordinator.
     pub fn launch<S: Stage>(&self, stage: &mut S) -> Result<Vec<S::Output>, LaunchError> {
+        self.launch_with_stats(stage).map(|(outputs, _)| outputs)
+    }
+
+    /// Runs `stage` as [`launch`](Launcher::launch) does, and also returns what the run
+    /// measured of itself: the depth of its critical path per step (see [`RunStats`]).
+    ///
+    /// ```
+    /// use ringleader::{Launcher, Ring, Stage, StageError, Transport};
+    ///
+    /// #[derive(Clone)]
+    /// struct Rotate;
+    ///
+    /// impl Stage for Rotate {
+    ///     type Message = ();
+    ///     type Report = ();
+    ///     type Answer = ();
+    ///     type Output = ();
+    ///
+    ///     fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    ///         for step in 0..10 {
+    ///             ring.set_step(step);
+    ///             ring.rotate(&[step], |_, _: &[u64]| {})?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let launcher = Launcher::new().workers(4).transport(Transport::Threads);
+    /// let (_, stats) = launcher.launch_with_stats(&mut Rotate)?;
+    /// // Every block travels three hops each step.
+    /// assert_eq!((stats.depth, stats.steps), (Some(3.0), 10));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`launch`](Launcher::launch).
+    pub fn launch_with_stats<S: Stage>(
+        &self,
+        stage: &mut S,
+    ) -> Result<(Vec<S::Output>, RunStats), LaunchError> {
         if self.workers == 0 {
             return Err(LaunchError::NoWorkers);
         }
@@ -130,8 +172,10 @@ impl Launcher {
                 wiring(Transport::Threads).map_err(LaunchError::Channel)?,
                 &self.limits,
             ),
+            // Each rank keeps its own board, so no one sees every rank's hop count.
             #[cfg(feature = "mpi")]
-            Transport::Mpi => crate::transport::mpi::launch(stage, self.workers, &self.limits),
+            Transport::Mpi => crate::transport::mpi::launch(stage, self.workers, &self.limits)
+                .map(|outputs| (outputs, RunStats::default())),
         }
     }
 }
@@ -205,7 +249,7 @@ fn launch_processes<S: Stage>(
     stage: &mut S,
     wiring: Wiring<S>,
     limits: &Limits,
-) -> Result<Vec<S::Output>, LaunchError> {
+) -> Result<(Vec<S::Output>, RunStats), LaunchError> {
     let Wiring {
         transport,
         ends,
@@ -249,7 +293,9 @@ fn launch_processes<S: Stage>(
     drop(ends);
     let workers = Workers::Processes(pids);
     match inbox.open() {
-        Ok(inbox) => supervise(stage, inbox, downs, workers, &board, limits),
+        // Every worker has been reaped by now: their records are final.
+        Ok(inbox) => supervise(stage, inbox, downs, workers, &board, limits)
+            .map(|outputs| (outputs, RunStats::from_board(&board))),
         Err(e) => {
             let mut workers = workers;
             drop(downs);
@@ -281,7 +327,7 @@ fn launch_threads<S: Stage>(
     stage: &mut S,
     wiring: Wiring<S>,
     limits: &Limits,
-) -> Result<Vec<S::Output>, LaunchError> {
+) -> Result<(Vec<S::Output>, RunStats), LaunchError> {
     let Wiring {
         transport,
         ends,
@@ -311,7 +357,9 @@ fn launch_threads<S: Stage>(
     }
     let mut workers = Workers::Threads(handles);
     match inbox.open() {
-        Ok(inbox) => supervise(stage, inbox, downs, workers, &board, limits),
+        // Every worker has been joined by now: their records are final.
+        Ok(inbox) => supervise(stage, inbox, downs, workers, &board, limits)
+            .map(|outputs| (outputs, RunStats::from_board(&board))),
         Err(e) => {
             drop(downs);
             board.cancel();

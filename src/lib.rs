@@ -118,6 +118,7 @@ mod ring;
 mod shared;
 mod signal;
 mod stage;
+mod stats;
 mod supervise;
 mod transport;
 mod worker;
@@ -129,6 +130,7 @@ pub use self::launch::Launcher;
 pub use self::ring::{Neighbour, Ring};
 pub use self::signal::{StopSignal, StopSignalGuard, catch_stop_signals, stop_signal};
 pub use self::stage::{Coordinator, Message, Stage, StageError};
+pub use self::stats::RunStats;
 pub use self::transport::Transport;
 #[cfg(feature = "mpi")]
 pub use self::transport::mpi::mpi_world_size;

@@ -51,6 +51,12 @@ struct Record {
     answers: AtomicU64,
     /// Answers the coordinator sent this rank, counted before the send.
     answers_sent: AtomicU64,
+    /// The rank's hop count: the largest any frame or answer it received carried.
+    hops: AtomicU64,
+    /// 0 before the first step, else the first step the rank announced plus one.
+    first_step: AtomicU64,
+    /// The rank's hop count when it announced its first step.
+    hops_at_first_step: AtomicU64,
 }
 
 /// The coordinator's flag that ends every wait.
@@ -84,6 +90,19 @@ pub(crate) struct Reading {
     pub(crate) answers_sent: u64,
 }
 
+/// What one rank recorded for the run's depth (see `stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct DepthReading {
+    /// The first step it announced, if any.
+    pub(crate) first_step: Option<u64>,
+    /// The last step it announced.
+    pub(crate) last_step: Option<u64>,
+    /// Its hop count at the end.
+    pub(crate) hops: u64,
+    /// Its hop count when it announced its first step.
+    pub(crate) hops_at_first_step: u64,
+}
+
 impl Board {
     /// Maps a zeroed board for `ranks` ranks.
     pub(crate) fn new(ranks: usize) -> io::Result<Board> {
@@ -102,10 +121,38 @@ impl Board {
         &self.records[rank.min(self.records.len() - 1)]
     }
 
-    pub(crate) fn set_step(&self, rank: usize, step: u64) {
-        self.record(rank)
-            .step
-            .store(step.saturating_add(1), Ordering::Relaxed);
+    /// Records the step `rank` is on; the first one it announces is kept too, with its hop
+    /// count `hops` at that moment.
+    pub(crate) fn set_step(&self, rank: usize, step: u64, hops: u64) {
+        let record = self.record(rank);
+        let step = step.saturating_add(1);
+        if record.first_step.load(Ordering::Relaxed) == 0 {
+            record.hops_at_first_step.store(hops, Ordering::Relaxed);
+            record.first_step.store(step, Ordering::Relaxed);
+        }
+        record.step.store(step, Ordering::Relaxed);
+    }
+
+    /// Records the hop count of `rank`, after a receive raised it.
+    pub(crate) fn set_hops(&self, rank: usize, hops: u64) {
+        self.record(rank).hops.store(hops, Ordering::Relaxed);
+    }
+
+    /// What `rank` recorded for the depth. Read after the run, once the workers have ended.
+    pub(crate) fn depth_reading(&self, rank: usize) -> DepthReading {
+        let record = self.record(rank);
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        DepthReading {
+            first_step: load(&record.first_step).checked_sub(1),
+            last_step: load(&record.step).checked_sub(1),
+            hops: load(&record.hops),
+            hops_at_first_step: load(&record.hops_at_first_step),
+        }
+    }
+
+    /// How many ranks the board has records for.
+    pub(crate) fn ranks(&self) -> usize {
+        self.records.len()
     }
 
     pub(crate) fn step(&self, rank: usize) -> Option<u64> {
@@ -211,7 +258,7 @@ mod tests {
     #[test]
     fn records_are_kept_apart() {
         let board = Board::new(2).unwrap();
-        board.set_step(1, 0);
+        board.set_step(1, 0, 0);
         board.count_sent(1, Link::Left);
         board.count_received(0, Link::Right);
         board.set_waiting(0, Some(WaitingOn::Right));
@@ -224,5 +271,26 @@ mod tests {
         assert_eq!(zero.waiting, Some(WaitingOn::Right));
         assert_eq!(one.waiting, Some(WaitingOn::Coordinator));
         assert!(board.cancelled());
+    }
+
+    #[test]
+    fn the_first_step_and_its_hop_count_are_kept_and_the_last_step_follows() {
+        let board = Board::new(1).unwrap();
+        assert_eq!(board.depth_reading(0), DepthReading::default());
+        board.set_hops(0, 4);
+        board.set_step(0, 3, 4);
+        board.set_hops(0, 9);
+        board.set_step(0, 4, 9);
+        board.set_step(0, 5, 9);
+        board.set_hops(0, 12);
+        assert_eq!(
+            board.depth_reading(0),
+            DepthReading {
+                first_step: Some(3),
+                last_step: Some(5),
+                hops: 12,
+                hops_at_first_step: 4,
+            }
+        );
     }
 }

@@ -40,6 +40,8 @@ pub struct Ring<S: Stage> {
     board: Arc<Board>,
     /// This worker's own rotation buffers, and the other workers' it has been sent.
     blocks: Blocks,
+    /// The largest hop count any frame or answer brought this worker (see `stats`).
+    hops: u64,
 }
 
 /// How long a receive waits before it marks itself blocked on the progress board. Receives
@@ -80,6 +82,7 @@ impl<S: Stage> Ring<S> {
             step: None,
             board,
             blocks: Blocks::default(),
+            hops: 0,
         }
     }
 
@@ -108,11 +111,13 @@ impl<S: Stage> Ring<S> {
 
     /// Records the step this worker is on. A failure report names it, even when the worker
     /// was killed, and [`Launcher::step_timeout`](crate::Launcher::step_timeout) bounds the
-    /// time a worker spends on one step. It is a plain store into memory the coordinator
-    /// reads: call it as often as you like.
+    /// time a worker spends on one step. The steps are also what
+    /// [`Launcher::launch_with_stats`](crate::Launcher::launch_with_stats) measures the
+    /// run's depth over. It is a plain store into memory the coordinator reads: call it as
+    /// often as you like.
     pub fn set_step(&mut self, step: u64) {
         self.step = Some(step);
-        self.board.set_step(self.rank, step);
+        self.board.set_step(self.rank, step, self.hops);
     }
 
     /// Whether the coordinator is ending the run (another worker failed, say). Receives
@@ -205,7 +210,7 @@ impl<S: Stage> Ring<S> {
     pub fn report(&mut self, report: S::Report) -> Result<(), RingError> {
         self.board.count_report(self.rank);
         self.up
-            .send(Up::Report(report))
+            .send(Up::Report(report, self.hops + 1))
             .map_err(|failure| match failure {
                 SendFailure::Closed => RingError::CoordinatorGone,
                 other => send_error(other, usize::MAX),
@@ -219,8 +224,9 @@ impl<S: Stage> Ring<S> {
     /// [`RingError::CoordinatorGone`] if the coordinator stopped the run or ended.
     pub fn recv_answer(&mut self) -> Result<S::Answer, RingError> {
         match self.wait(|t| self.down.recv(t), WaitingOn::Coordinator) {
-            Ok(Down::Answer(answer)) => {
+            Ok(Down::Answer(answer, hops)) => {
                 self.board.count_answer(self.rank);
+                self.take_hops(hops);
                 Ok(answer)
             }
             Err(Waited::Stopped) => Err(RingError::Stopped),
@@ -248,23 +254,33 @@ impl<S: Stage> Ring<S> {
         // Counted before the send, so the frame is in flight as far as the deadlock watch
         // can tell from the moment it could be.
         self.board.count_sent(self.rank, link);
-        tx.send(frame)
+        tx.send(frame, self.hops + 1)
             .map_err(|failure| send_error(failure, self.neighbour(to)))
     }
 
-    fn recv_frame(&self, from: Neighbour) -> Result<Frame<S::Message>, RingError> {
+    fn recv_frame(&mut self, from: Neighbour) -> Result<Frame<S::Message>, RingError> {
         let (rx, side, link) = match from {
             Neighbour::Left => (&self.from_left, WaitingOn::Left, Link::Right),
             Neighbour::Right => (&self.from_right, WaitingOn::Right, Link::Left),
         };
         match self.wait(|t| rx.recv(t), side) {
-            Ok(frame) => {
+            Ok((frame, hops)) => {
                 // `Link` names the sender's side: a frame from the left came over its right link.
                 self.board.count_received(self.rank, link);
+                self.take_hops(hops);
                 Ok(frame)
             }
             Err(Waited::Stopped) => Err(RingError::Stopped),
             Err(Waited::Failed(failure)) => Err(recv_error(failure, self.neighbour(from))),
+        }
+    }
+
+    /// Takes the hop count a received frame or answer carried: the longest chain of
+    /// messages ending here now runs through it, if it is longer.
+    fn take_hops(&mut self, hops: u64) {
+        if hops > self.hops {
+            self.hops = hops;
+            self.board.set_hops(self.rank, hops);
         }
     }
 

@@ -71,6 +71,8 @@ pub struct Coordinator<'a, S: Stage> {
     pub(crate) downs: &'a [Tx<Down<S::Answer>>],
     pub(crate) stop: &'a mut bool,
     pub(crate) board: &'a Board,
+    /// The coordinator's hop count: the largest a report has brought it so far.
+    pub(crate) hops: u64,
 }
 
 impl<S: Stage> Coordinator<'_, S> {
@@ -92,7 +94,7 @@ impl<S: Stage> Coordinator<'_, S> {
             .ok_or(RingError::PeerGone { peer: rank })?;
         // Counted first: from now on the answer is in flight, so the worker is not stuck.
         self.board.count_answer_sent(rank);
-        down.send(Down::Answer(answer))
+        down.send(Down::Answer(answer, self.hops + 1))
             .map_err(|failure| crate::ring::send_error(failure, rank))
     }
 
@@ -122,13 +124,19 @@ impl<S: Stage> Coordinator<'_, S> {
 /// Worker to coordinator.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Up<R, O> {
-    Report(R),
+    /// A report and its hop count. The last word (`Done` or `Failed`) carries none: it ends
+    /// no chain of messages the depth could measure.
+    Report(R, u64),
     Done(O),
-    Failed { step: Option<u64>, cause: Cause },
+    Failed {
+        step: Option<u64>,
+        cause: Cause,
+    },
 }
 
 /// Coordinator to worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Down<A> {
-    Answer(A),
+    /// An answer and its hop count.
+    Answer(A, u64),
 }

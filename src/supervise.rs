@@ -132,6 +132,8 @@ struct Run<S: Stage> {
     verdict: Option<(usize, LaunchError)>,
     /// Reports taken from each rank, for the deadlock watch.
     handled: Vec<u64>,
+    /// The coordinator's hop count: the largest any report brought it (see `stats`).
+    hops: u64,
     /// Set once the run is being stopped: when SIGTERM was sent.
     stopping: Option<Instant>,
     killed: Option<Instant>,
@@ -277,6 +279,7 @@ pub(crate) fn supervise<S: Stage>(
         stop_requested: None,
         verdict: None,
         handled: vec![0; size],
+        hops: 0,
         stopping: None,
         killed: None,
     };
@@ -381,8 +384,9 @@ fn handle<S: Stage>(
     event: Event<Up<S::Report, S::Output>>,
 ) {
     match event {
-        Event::Message(rank, Up::Report(report)) => {
+        Event::Message(rank, Up::Report(report, hops)) => {
             run.handled[rank] += 1;
+            run.hops = run.hops.max(hops);
             // Once the run is stopping, reports have nobody to serve.
             if let (Some(downs), false) = (downs, run.ending()) {
                 let mut stop = false;
@@ -390,6 +394,7 @@ fn handle<S: Stage>(
                     downs,
                     stop: &mut stop,
                     board,
+                    hops: run.hops,
                 };
                 if let Err(e) = stage.on_report(rank, report, &mut coordinator) {
                     let message = crate::error::chain(e.as_ref());

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use ringleader::{
-    Cause, Coordinator, Gather, LaunchError, Launcher, Neighbour, Party, Ring, Stage, StageError,
-    StopSignal, Transport,
+    Cause, Coordinator, Gather, LaunchError, Launcher, Neighbour, Party, Ring, RunStats, Stage,
+    StageError, StopSignal, Transport,
 };
 
 const TRANSPORTS: [Transport; 2] = [Transport::Processes, Transport::Threads];
@@ -584,6 +584,146 @@ fn zero_workers_is_an_error() {
     assert!(matches!(err, Err(LaunchError::NoWorkers)));
 }
 
+// ---------------------------------------------------------------------------------------
+// The critical-path depth.
+
+/// What the depth tests do each step, besides announcing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pattern {
+    /// Rotate a small block.
+    Rotate,
+    /// A message to each neighbour, then receive both.
+    Halo,
+    /// As `Halo`, then a report and its answer.
+    HaloAndAsk,
+}
+
+/// Answers go out once every rank has reported: a rank that raced ahead could otherwise
+/// report its next step before a slower rank's answer left, and that answer would then
+/// rightly carry the longer chain.
+#[derive(Clone)]
+struct Depth {
+    pattern: Pattern,
+    steps: u64,
+    gather: Gather<()>,
+}
+
+impl Stage for Depth {
+    type Message = u64;
+    type Report = ();
+    type Answer = ();
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        for step in 10..10 + self.steps {
+            ring.set_step(step);
+            if self.pattern == Pattern::Rotate {
+                ring.rotate(&[step, 7], |_, _: &[u64]| {})?;
+                continue;
+            }
+            ring.send(Neighbour::Right, step)?;
+            ring.send(Neighbour::Left, step)?;
+            assert_eq!(ring.recv(Neighbour::Left)?, step);
+            assert_eq!(ring.recv(Neighbour::Right)?, step);
+            if self.pattern == Pattern::HaloAndAsk {
+                ring.ask(())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        _: (),
+        coordinator: &mut Coordinator<'_, Self>,
+    ) -> Result<(), StageError> {
+        if self.gather.push(from, ()).is_some() {
+            coordinator.broadcast(())?;
+        }
+        Ok(())
+    }
+}
+
+fn stats(launcher: &Launcher, stage: &mut impl Stage) -> RunStats {
+    launcher.launch_with_stats(stage).expect("the run").1
+}
+
+/// A rotation's blocks travel P - 1 hops a step; a message each way, one; a report and its
+/// answer, two more. The same on any number of workers and on either transport.
+fn the_depth_of_a_step_is_its_longest_chain_of_messages() {
+    for transport in TRANSPORTS {
+        for workers in [1, 2, 3, 5] {
+            let launcher = Launcher::new().workers(workers).transport(transport);
+            for (pattern, depth) in [
+                (Pattern::Rotate, workers as f64 - 1.0),
+                (Pattern::Halo, 1.0),
+                (Pattern::HaloAndAsk, 3.0),
+            ] {
+                let mut stage = Depth {
+                    pattern,
+                    steps: 6,
+                    gather: Gather::new(workers),
+                };
+                let got = stats(&launcher, &mut stage);
+                let what = format!("{pattern:?} on {workers} workers, {transport:?}");
+                assert_eq!(got.depth, Some(depth), "{what}");
+                assert_eq!(got.steps, 6, "{what}");
+            }
+        }
+    }
+}
+
+/// Rank 0 waits for an answer (its count becomes 2), then receives rank 1's message,
+/// which carries 1. A receive that took the count it was given instead of the larger
+/// would leave rank 0 at 1, and the depth at 1.
+#[derive(Clone)]
+struct LateMessage;
+
+impl Stage for LateMessage {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        ring.set_step(0);
+        if ring.rank() == 0 {
+            ring.ask(())?;
+            ring.recv(Neighbour::Right)?;
+        } else {
+            ring.send(Neighbour::Left, ())?;
+        }
+        Ok(())
+    }
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        _: (),
+        coordinator: &mut Coordinator<'_, Self>,
+    ) -> Result<(), StageError> {
+        coordinator.send(from, ())?;
+        Ok(())
+    }
+}
+
+fn a_receive_keeps_the_larger_hop_count() {
+    for transport in TRANSPORTS {
+        let launcher = Launcher::new().workers(2).transport(transport);
+        let got = stats(&launcher, &mut LateMessage);
+        assert_eq!((got.depth, got.steps), (Some(2.0), 1), "{transport:?}");
+    }
+}
+
+fn a_run_that_announces_no_step_has_no_depth() {
+    for transport in TRANSPORTS {
+        let launcher = Launcher::new().workers(3).transport(transport);
+        let got = stats(&launcher, &mut BigRotate { len: 4 });
+        assert_eq!((got.depth, got.steps), (None, 0), "{transport:?}");
+    }
+}
+
 /// Every child this process forked has been reaped: no zombies.
 fn assert_no_children() {
     use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -593,50 +733,30 @@ fn assert_no_children() {
     }
 }
 
+/// The tests in the order they run, each named once.
+macro_rules! tests {
+    ($($test:ident),* $(,)?) => {
+        [$((stringify!($test), $test as fn())),*]
+    };
+}
+
 fn main() {
-    let tests: [(&str, fn()); 11] = [
-        (
-            "large_blocks_do_not_deadlock_the_ring",
-            large_blocks_do_not_deadlock_the_ring,
-        ),
-        (
-            "messages_go_both_ways_and_the_coordinator_answers",
-            messages_go_both_ways_and_the_coordinator_answers,
-        ),
-        (
-            "a_failing_worker_ends_the_run_with_its_rank_pid_and_cause",
-            a_failing_worker_ends_the_run_with_its_rank_pid_and_cause,
-        ),
-        ("zero_workers_is_an_error", zero_workers_is_an_error),
-        (
-            "the_coordinator_can_stop_a_run",
-            the_coordinator_can_stop_a_run,
-        ),
-        (
-            "workers_that_all_receive_first_are_reported_as_a_deadlock",
-            workers_that_all_receive_first_are_reported_as_a_deadlock,
-        ),
-        (
-            "waiting_on_a_coordinator_that_never_answers_is_a_deadlock",
-            waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
-        ),
-        (
-            "a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it",
-            a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
-        ),
-        (
-            "a_stop_signal_stops_the_run_in_order",
-            a_stop_signal_stops_the_run_in_order,
-        ),
-        (
-            "a_worker_that_ignores_sigterm_is_killed_after_the_grace_period",
-            a_worker_that_ignores_sigterm_is_killed_after_the_grace_period,
-        ),
+    let tests = tests![
+        large_blocks_do_not_deadlock_the_ring,
+        messages_go_both_ways_and_the_coordinator_answers,
+        a_failing_worker_ends_the_run_with_its_rank_pid_and_cause,
+        zero_workers_is_an_error,
+        the_coordinator_can_stop_a_run,
+        workers_that_all_receive_first_are_reported_as_a_deadlock,
+        waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
+        a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
+        a_stop_signal_stops_the_run_in_order,
+        a_worker_that_ignores_sigterm_is_killed_after_the_grace_period,
+        the_depth_of_a_step_is_its_longest_chain_of_messages,
+        a_receive_keeps_the_larger_hop_count,
+        a_run_that_announces_no_step_has_no_depth,
         // Last: it starts a thread, and forking needs a single-threaded process.
-        (
-            "launch_refuses_to_fork_a_multithreaded_process",
-            launch_refuses_to_fork_a_multithreaded_process,
-        ),
+        launch_refuses_to_fork_a_multithreaded_process,
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)

@@ -2,12 +2,13 @@
 //! Between processes it is a socket plus a mailbox in shared memory.
 //!
 //! Once a rotation's regions have crossed the socket (see `block`), every later block
-//! frame only names a region: three words. Sending those words over the socket costs a
+//! frame only names a region: three words, and a fourth for the hop count every frame
+//! carries (see `stats`). Sending those words over the socket costs a
 //! `sendmsg`, a `recvmsg` and the receiver's polls, several microseconds a hop; the mailbox
 //! carries them through shared memory instead, as cheaply as a channel between threads.
 //! Everything else (messages, empty blocks, a region's first pass with its file
-//! descriptor) still takes the socket, and the socket is still how a receiver learns that
-//! its sender has gone.
+//! descriptor) still takes the socket, with its hop count beside it, and the socket is
+//! still how a receiver learns that its sender has gone.
 //!
 //! # The protocol
 //!
@@ -41,7 +42,7 @@ use ipc_channel::ipc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Block, Frame, RecvFailure, Rx, SPIN, SendFailure, Transport, Tx, channel};
+use super::{Frame, RecvFailure, Rx, SPIN, SendFailure, Transport, Tx, channel};
 use crate::shared::{SharedArray, SharedZeroed};
 
 /// Frames a mailbox holds at once. A rotation has at most two frames in flight on a link,
@@ -78,11 +79,14 @@ struct ReceiverSide {
     nudges_read: AtomicU64,
 }
 
-#[repr(C)]
+/// One frame's slot, on a cache line of its own: five words would otherwise straddle two
+/// lines, and a hop would move both between the cores.
+#[repr(C, align(64))]
 struct Slot {
     /// The frame number this slot holds; written last.
     seq: AtomicU64,
-    words: [AtomicU64; 3],
+    /// The three words that name a region, then the frame's hop count.
+    words: [AtomicU64; 4],
 }
 
 // SAFETY: atomics only, valid at zero.
@@ -121,7 +125,8 @@ impl MailboxRef {
 /// What crosses a link's socket between processes.
 #[derive(Debug, Serialize, Deserialize)]
 enum Wire<M> {
-    Frame(Frame<M>),
+    /// A frame and its hop count.
+    Frame(Frame<M>, u64),
     /// Wakes a sleeping receiver: look in the mailbox.
     Nudge,
 }
@@ -136,8 +141,8 @@ pub(crate) struct LinkRx<M>(RxEnd<M>);
 
 #[derive(Debug)]
 enum TxEnd<M> {
-    /// The transport's own channel.
-    Plain(Tx<Frame<M>>),
+    /// The transport's own channel: each frame with its hop count.
+    Plain(Tx<(Frame<M>, u64)>),
     /// Between processes.
     Mailbox {
         tx: Tx<Wire<M>>,
@@ -147,7 +152,7 @@ enum TxEnd<M> {
 
 #[derive(Debug)]
 enum RxEnd<M> {
-    Plain(Rx<Frame<M>>),
+    Plain(Rx<(Frame<M>, u64)>),
     Mailbox {
         rx: Rx<Wire<M>>,
         mailbox: MailboxRef,
@@ -156,14 +161,14 @@ enum RxEnd<M> {
 
 impl<M> LinkTx<M> {
     /// A link end on the transport's own channel, without a mailbox.
-    pub(crate) fn plain(tx: Tx<Frame<M>>) -> Self {
+    pub(crate) fn plain(tx: Tx<(Frame<M>, u64)>) -> Self {
         LinkTx(TxEnd::Plain(tx))
     }
 }
 
 impl<M> LinkRx<M> {
     /// A link end on the transport's own channel, without a mailbox.
-    pub(crate) fn plain(rx: Rx<Frame<M>>) -> Self {
+    pub(crate) fn plain(rx: Rx<(Frame<M>, u64)>) -> Self {
         LinkRx(RxEnd::Plain(rx))
     }
 }
@@ -206,33 +211,31 @@ where
 }
 
 impl<M: Serialize + DeserializeOwned> LinkTx<M> {
-    /// Sends a frame; as [`Tx::send`], it does not wait for the receiver.
-    pub(crate) fn send(&self, frame: Frame<M>) -> Result<(), SendFailure> {
+    /// Sends a frame with its hop count; as [`Tx::send`], it does not wait for the
+    /// receiver.
+    pub(crate) fn send(&self, frame: Frame<M>, hops: u64) -> Result<(), SendFailure> {
         let (tx, mailbox) = match self {
-            LinkTx(TxEnd::Plain(tx)) => return tx.send(frame),
+            LinkTx(TxEnd::Plain(tx)) => return tx.send((frame, hops)),
             LinkTx(TxEnd::Mailbox { tx, mailbox }) => (tx, mailbox.get()),
         };
         let seq = mailbox.sender.delivered.load(Ordering::Relaxed) + 1;
-        let words = match &frame {
-            Frame::Block(block) => block.to_words(),
-            Frame::Message(_) => None,
-        };
         let room = || {
             mailbox.receiver.taken.load(Ordering::Acquire) + SLOTS as u64 >= seq
                 && mailbox.receiver.sleeping.load(Ordering::SeqCst) == 0
         };
-        let Some(words) = words.filter(|_| room()) else {
-            tx.send(Wire::Frame(frame))?;
+        let Some([a, b, c]) = frame.to_words().filter(|_| room()) else {
+            tx.send(Wire::Frame(frame, hops))?;
             mailbox.sender.delivered.store(seq, Ordering::SeqCst);
             return Ok(());
         };
-        put(mailbox, seq, words);
+        put(mailbox, seq, [a, b, c, hops]);
         wake(tx, mailbox)
     }
 }
 
-/// Puts frame `seq` into its slot and hands it over.
-fn put(mailbox: &Mailbox, seq: u64, words: [u64; 3]) {
+/// Puts frame `seq` (the words that name its region, and its hop count) into its slot and
+/// hands it over.
+fn put(mailbox: &Mailbox, seq: u64, words: [u64; 4]) {
     let slot = &mailbox.slots[seq as usize % SLOTS];
     for (word, value) in slot.words.iter().zip(words) {
         word.store(value, Ordering::Relaxed);
@@ -259,9 +262,9 @@ fn wake<M: Serialize + DeserializeOwned>(
 }
 
 impl<M: Serialize + DeserializeOwned> LinkRx<M> {
-    /// Waits for the next frame, for at most `timeout` if one is given; as [`Rx::recv`], it
-    /// polls for a short while before it sleeps.
-    pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<Frame<M>, RecvFailure> {
+    /// Waits for the next frame and its hop count, for at most `timeout` if one is given;
+    /// as [`Rx::recv`], it polls for a short while before it sleeps.
+    pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<(Frame<M>, u64), RecvFailure> {
         let (rx, mailbox) = match self {
             LinkRx(RxEnd::Plain(rx)) => return rx.recv(timeout),
             LinkRx(RxEnd::Mailbox { rx, mailbox }) => (rx, mailbox.get()),
@@ -310,7 +313,7 @@ fn sleep<M: Serialize + DeserializeOwned>(
     rx: &Rx<Wire<M>>,
     mailbox: &Mailbox,
     timeout: Option<Duration>,
-) -> Result<Option<Frame<M>>, RecvFailure> {
+) -> Result<Option<(Frame<M>, u64)>, RecvFailure> {
     if let Some(frame) = take(rx, mailbox)? {
         return Ok(Some(frame));
     }
@@ -322,9 +325,9 @@ fn sleep<M: Serialize + DeserializeOwned>(
         // Nothing was delivered by mailbox when we fell asleep, and anything delivered
         // since came with a nudge that is ahead of this frame in the socket: so this is
         // the next frame.
-        Wire::Frame(frame) => {
+        Wire::Frame(frame, hops) => {
             count_taken(mailbox);
-            Ok(Some(frame))
+            Ok(Some((frame, hops)))
         }
     }
 }
@@ -334,26 +337,26 @@ fn sleep<M: Serialize + DeserializeOwned>(
 fn take<M: Serialize + DeserializeOwned>(
     rx: &Rx<Wire<M>>,
     mailbox: &Mailbox,
-) -> Result<Option<Frame<M>>, RecvFailure> {
+) -> Result<Option<(Frame<M>, u64)>, RecvFailure> {
     let want = mailbox.receiver.taken.load(Ordering::Relaxed) + 1;
     if mailbox.sender.delivered.load(Ordering::SeqCst) < want {
         return Ok(None);
     }
     let slot = &mailbox.slots[want as usize % SLOTS];
     if slot.seq.load(Ordering::Acquire) == want {
-        let words = slot
+        let [a, b, c, hops] = slot
             .words
             .each_ref()
             .map(|word| word.load(Ordering::Relaxed));
         count_taken(mailbox);
-        return Ok(Some(Frame::Block(Block::from_words(words))));
+        return Ok(Some((Frame::from_words([a, b, c]), hops)));
     }
     loop {
         match rx.recv_blocking(None)? {
             Wire::Nudge => count_nudge_read(mailbox),
-            Wire::Frame(frame) => {
+            Wire::Frame(frame, hops) => {
                 count_taken(mailbox);
-                return Ok(Some(frame));
+                return Ok(Some((frame, hops)));
             }
         }
     }
@@ -375,6 +378,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::transport::Block;
 
     type Ends = (LinkTx<u64>, LinkRx<u64>);
 
@@ -388,12 +392,26 @@ mod tests {
         Frame::Block(Block::from_words([n, n, n]))
     }
 
-    /// What a frame says, to compare it with what was sent.
-    fn said(frame: Frame<u64>) -> (bool, u64) {
-        match frame {
+    /// The hop count the tests send frame `n` with, so a receiver can tell that each
+    /// frame kept its own.
+    fn hops(n: u64) -> u64 {
+        3 * n + 1
+    }
+
+    /// Sends frame `n`, a message or a named region, with its hop count.
+    fn send(tx: &LinkTx<u64>, n: u64, message: bool) {
+        let frame = if message { Frame::Message(n) } else { named(n) };
+        tx.send(frame, hops(n)).unwrap();
+    }
+
+    /// What a frame says, to compare it with what was sent; its hop count is checked.
+    fn said((frame, got): (Frame<u64>, u64)) -> (bool, u64) {
+        let said = match frame {
             Frame::Message(n) => (false, n),
             Frame::Block(block) => (true, block.to_words().expect("a named region")[1]),
-        }
+        };
+        assert_eq!(got, hops(said.1), "the hop count of frame {said:?}");
+        said
     }
 
     fn socket(rx: &LinkRx<u64>) -> &Rx<Wire<u64>> {
@@ -406,20 +424,22 @@ mod tests {
     #[test]
     fn named_regions_skip_the_socket_and_everything_else_takes_it() {
         let (tx, rx) = processes_link();
-        tx.send(named(1)).unwrap();
-        tx.send(Frame::Message(2)).unwrap();
-        tx.send(named(3)).unwrap();
+        send(&tx, 1, false);
+        send(&tx, 2, true);
+        send(&tx, 3, false);
         // The socket holds only the message.
         assert!(matches!(
             socket(&rx).try_recv(),
-            Ok(Wire::Frame(Frame::Message(2)))
+            Ok(Wire::Frame(Frame::Message(2), 7))
         ));
         assert!(matches!(socket(&rx).try_recv(), Err(RecvFailure::Timeout)));
         // Hand the message back to the socket, as the receiver expects it there.
         let LinkTx(TxEnd::Mailbox { tx: socket_tx, .. }) = &tx else {
             unreachable!()
         };
-        socket_tx.send(Wire::Frame(Frame::Message(2))).unwrap();
+        socket_tx
+            .send(Wire::Frame(Frame::Message(2), hops(2)))
+            .unwrap();
         let got: Vec<_> = (0..3).map(|_| said(rx.recv(None).unwrap())).collect();
         assert_eq!(got, [(true, 1), (false, 2), (true, 3)]);
         assert!(matches!(
@@ -451,7 +471,7 @@ mod tests {
             {
                 std::thread::yield_now();
             }
-            put(mailbox, 1, [7, 7, 7]);
+            put(mailbox, 1, [7, 7, 7, hops(7)]);
             wake(tx, mailbox).unwrap();
             // Without the nudge the receive would time out.
             let frame = receiver.join().unwrap().expect("woken before the timeout");
@@ -487,15 +507,15 @@ mod tests {
         };
         let mailbox = mailbox.get();
         mailbox.receiver.sleeping.store(1, Ordering::SeqCst);
-        put(mailbox, 1, [1, 1, 1]);
+        put(mailbox, 1, [1, 1, 1, hops(1)]);
         wake(socket, mailbox).unwrap();
-        put(mailbox, 2, [2, 2, 2]);
+        put(mailbox, 2, [2, 2, 2, hops(2)]);
         wake(socket, mailbox).unwrap();
         assert_eq!(mailbox.sender.nudges.load(Ordering::SeqCst), 1);
         mailbox.receiver.sleeping.store(0, Ordering::SeqCst);
         assert_eq!(said(rx.recv(None).unwrap()), (true, 1));
         assert_eq!(said(rx.recv(None).unwrap()), (true, 2));
-        tx.send(Frame::Message(3)).unwrap();
+        send(&tx, 3, true);
         assert_eq!(said(rx.recv(None).unwrap()), (false, 3));
         assert_eq!(mailbox.receiver.nudges_read.load(Ordering::SeqCst), 1);
     }
@@ -504,7 +524,7 @@ mod tests {
     fn a_full_mailbox_sends_by_socket_and_order_is_kept() {
         let (tx, rx) = processes_link();
         for n in 1..=3 * SLOTS as u64 {
-            tx.send(named(n)).unwrap();
+            send(&tx, n, false);
         }
         for n in 1..=3 * SLOTS as u64 {
             assert_eq!(said(rx.recv(None).unwrap()), (true, n));
@@ -514,8 +534,8 @@ mod tests {
     #[test]
     fn a_receiver_learns_that_its_sender_ended_after_taking_what_it_sent() {
         let (tx, rx) = processes_link();
-        tx.send(named(1)).unwrap();
-        tx.send(Frame::Message(2)).unwrap();
+        send(&tx, 1, false);
+        send(&tx, 2, true);
         drop(tx);
         assert_eq!(said(rx.recv(None).unwrap()), (true, 1));
         assert_eq!(said(rx.recv(None).unwrap()), (false, 2));
@@ -540,12 +560,7 @@ mod tests {
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 for n in 1..=FRAMES {
-                    let frame = if n % 5 == 0 {
-                        Frame::Message(n)
-                    } else {
-                        named(n)
-                    };
-                    tx.send(frame).unwrap();
+                    send(&tx, n, n % 5 == 0);
                     pause(n, 1);
                 }
             });

@@ -65,6 +65,20 @@ impl<M> Frame<M> {
             Frame::Block(_) => "a block",
         }
     }
+
+    /// A frame that only names a region every rank already has, as three words: small
+    /// enough for a mailbox slot (see `link`). `None` for any other frame.
+    pub(crate) fn to_words(&self) -> Option<[u64; 3]> {
+        match self {
+            Frame::Block(block) => block.to_words(),
+            Frame::Message(_) => None,
+        }
+    }
+
+    /// The frame [`to_words`](Frame::to_words) made these words from.
+    pub(crate) fn from_words(words: [u64; 3]) -> Frame<M> {
+        Frame::Block(Block::from_words(words))
+    }
 }
 
 /// The sending end of a channel.
