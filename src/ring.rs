@@ -38,7 +38,7 @@ pub struct Ring<S: Stage> {
     down: Rx<Down<S::Answer>>,
     pub(crate) step: Option<u64>,
     board: Arc<Board>,
-    /// This worker's own rotation buffers, and the other workers' it has been sent.
+    /// This worker's own block buffers, and the other workers' regions it has been sent.
     blocks: Blocks,
     /// The largest hop count any frame or answer brought this worker (see `stats`).
     hops: u64,
@@ -142,7 +142,8 @@ impl<S: Stage> Ring<S> {
     /// # Errors
     ///
     /// [`RingError::PeerGone`] if the neighbour ended without sending one, and
-    /// [`RingError::Protocol`] if a rotation block arrived instead.
+    /// [`RingError::Protocol`] if a block (of a rotation, or from
+    /// [`send_block`](Ring::send_block)) arrived instead.
     pub fn recv(&mut self, from: Neighbour) -> Result<S::Message, RingError> {
         match self.recv_frame(from)? {
             Frame::Message(message) => Ok(message),
@@ -185,7 +186,9 @@ impl<S: Stage> Ring<S> {
         for hop in 1..self.size {
             let block = match self.recv_frame(Neighbour::Left)? {
                 Frame::Block(block) => block,
-                frame => return Err(self.protocol(Neighbour::Left, "a block", frame.kind())),
+                frame => {
+                    return Err(self.protocol(Neighbour::Left, "a rotation block", frame.kind()));
+                }
             };
             self.blocks.admit(&block);
             if hop + 1 < self.size {
@@ -199,6 +202,85 @@ impl<S: Stage> Ring<S> {
             visit(origin, view::<T>(bytes).map_err(|e| block_error(e, left))?);
         }
         Ok(())
+    }
+
+    /// Sends `data` to one neighbour as a bulk block: `bytemuck::Pod` elements, no serde.
+    /// It does not wait for the neighbour to receive it. The neighbour reads it with
+    /// [`recv_block`](Ring::recv_block), from the other side: a block sent to the right
+    /// is received from the left.
+    ///
+    /// Blocks and messages may be interleaved on a link in any order; the receiver must
+    /// take each with its own call. Between processes a block lives in shared memory, which
+    /// the sender keeps and writes again once the receiver has read the block: a stage that
+    /// sends blocks of one size every step, to a receiver that keeps up, allocates nothing
+    /// after the first two on each link. A sender that runs ahead makes a new region for
+    /// each block its receiver has not read yet, rather than wait.
+    ///
+    /// On a ring of one worker both neighbours are the worker itself: a block it sends
+    /// comes back to it, on the other side, and it receives it as from any neighbour.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::PeerGone`] if the neighbour has ended (a block it would never read may
+    /// also be dropped without an error); [`RingError::Alignment`] if `T` needs more than
+    /// 16-byte alignment.
+    pub fn send_block<T: Pod>(&mut self, to: Neighbour, data: &[T]) -> Result<(), RingError> {
+        let peer = self.neighbour(to);
+        crate::transport::check_align::<T>().map_err(|e| block_error(e, peer))?;
+        let (tx, link) = match to {
+            Neighbour::Left => (&self.to_left, Link::Left),
+            Neighbour::Right => (&self.to_right, Link::Right),
+        };
+        let released = tx.released();
+        let block = self.blocks.direct(
+            self.transport,
+            self.rank,
+            link as usize,
+            bytemuck::cast_slice(data),
+            released,
+        );
+        self.send_frame(to, Frame::Direct(block))
+    }
+
+    /// Receives the next frame from `from`, which must be a block sent with
+    /// [`send_block`](Ring::send_block); `read` sees its elements in place, and the block's
+    /// buffer is released back to the sender when `read` returns. Returns what `read`
+    /// returns.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::PeerGone`] if the neighbour ended without sending one;
+    /// [`RingError::Protocol`] if a message or a rotation block arrived instead;
+    /// [`RingError::BlockSize`] if the block is not a whole number of `T`s (`read` is not
+    /// called then); [`RingError::Alignment`] if `T` needs more than 16-byte alignment.
+    pub fn recv_block<T: Pod, R>(
+        &mut self,
+        from: Neighbour,
+        read: impl FnOnce(&[T]) -> R,
+    ) -> Result<R, RingError> {
+        let peer = self.neighbour(from);
+        // Before the receive, so a type that cannot be read leaves the block on the link.
+        crate::transport::check_align::<T>().map_err(|e| block_error(e, peer))?;
+        let block = match self.recv_frame(from)? {
+            Frame::Direct(block) => block,
+            frame => {
+                return Err(self.protocol(from, "a block sent with send_block", frame.kind()));
+            }
+        };
+        self.blocks.admit(&block);
+        let result = self
+            .blocks
+            .bytes(&block)
+            .and_then(view::<T>)
+            .map(read)
+            .map_err(|e| block_error(e, peer));
+        drop(block);
+        // `read` has returned and cannot have kept a view: the block is done with.
+        match from {
+            Neighbour::Left => self.from_left.release(),
+            Neighbour::Right => self.from_right.release(),
+        }
+        result
     }
 
     /// Sends a report to the coordinator, where [`Stage::on_report`] handles it. It does

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use ringleader::{
-    Cause, Coordinator, Gather, LaunchError, Launcher, Neighbour, Party, Ring, RunStats, Stage,
-    StageError, StopSignal, Transport,
+    Cause, Coordinator, Gather, LaunchError, Launcher, Neighbour, Party, Ring, RingError, RunStats,
+    Stage, StageError, StopSignal, Transport,
 };
 
 const TRANSPORTS: [Transport; 2] = [Transport::Processes, Transport::Threads];
@@ -724,6 +724,305 @@ fn a_run_that_announces_no_step_has_no_depth() {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Blocks to one neighbour.
+
+/// The largest block the tests send.
+const LARGEST_BLOCK: usize = 16 << 20;
+
+/// Seeded noise to cut blocks from: generating every block byte by byte would take the
+/// unoptimized tests longer than sending it. Made before the workers fork, so each has it.
+fn noise() -> &'static [u8] {
+    static NOISE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    NOISE.get_or_init(|| {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        (0..LARGEST_BLOCK + 65_536)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    })
+}
+
+/// The bytes of the block `origin` sends towards `to` in round `round`, `len` of them:
+/// a different cut of the noise for each.
+fn block_bytes(origin: usize, to: Neighbour, round: u64, len: usize) -> &'static [u8] {
+    let key = ((origin as u64) << 40) ^ (round << 1) ^ u64::from(to == Neighbour::Left);
+    let start = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize;
+    &noise()[start..start + len]
+}
+
+/// Each round, every worker sends a block of each size to both neighbours, then receives
+/// both and checks every byte. Returns the rounds it checked.
+#[derive(Clone)]
+struct Exchange {
+    sizes: Vec<usize>,
+}
+
+impl Stage for Exchange {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = usize;
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<usize, StageError> {
+        let me = ring.rank();
+        let (left, right) = (
+            ring.neighbour(Neighbour::Left),
+            ring.neighbour(Neighbour::Right),
+        );
+        for (round, &len) in self.sizes.iter().enumerate() {
+            let round = round as u64;
+            ring.set_step(round);
+            ring.send_block(
+                Neighbour::Right,
+                block_bytes(me, Neighbour::Right, round, len),
+            )?;
+            ring.send_block(
+                Neighbour::Left,
+                block_bytes(me, Neighbour::Left, round, len),
+            )?;
+            // A block sent to the right arrives from the left.
+            let from_left = block_bytes(left, Neighbour::Right, round, len);
+            let from_right = block_bytes(right, Neighbour::Left, round, len);
+            let same = ring.recv_block(Neighbour::Left, |got: &[u8]| got == from_left)?;
+            if !same {
+                return Err(
+                    format!("round {round}: {len} bytes from the left arrived wrong").into(),
+                );
+            }
+            let same = ring.recv_block(Neighbour::Right, |got: &[u8]| got == from_right)?;
+            if !same {
+                return Err(
+                    format!("round {round}: {len} bytes from the right arrived wrong").into(),
+                );
+            }
+        }
+        Ok(self.sizes.len())
+    }
+}
+
+fn exchange(transport: Transport, workers: usize, sizes: Vec<usize>) -> RunStats {
+    let rounds = sizes.len();
+    noise();
+    let (outputs, stats) = Launcher::new()
+        .workers(workers)
+        .transport(transport)
+        .launch_with_stats(&mut Exchange { sizes })
+        .unwrap_or_else(|e| panic!("{transport:?} on {workers} workers: {e}"));
+    assert_eq!(outputs, vec![rounds; workers]);
+    stats
+}
+
+/// A ring of one sends to itself: its block to the right comes back from the left.
+fn blocks_of_every_size_go_both_ways() {
+    let sizes = vec![0, 1, 16, 8000, 1_600_000, LARGEST_BLOCK];
+    for transport in TRANSPORTS {
+        for workers in [1, 2, 3] {
+            exchange(transport, workers, sizes.clone());
+        }
+    }
+}
+
+/// Sizes change from round to round, so buffers are rewritten in place or made anew.
+fn blocks_of_changing_sizes_arrive_whole_round_after_round() {
+    let menu = [0, 3, 8, 4096, 4099, 100_000, 1_000_000];
+    let sizes: Vec<usize> = (0..150u64)
+        .map(|round| menu[((round * 2_654_435_761) >> 7) as usize % menu.len()])
+        .collect();
+    for transport in TRANSPORTS {
+        for workers in [2, 3] {
+            exchange(transport, workers, sizes.clone());
+        }
+    }
+}
+
+/// The halo exchange of a stencil code: every rank sends to both neighbours, then receives
+/// from both, every round. One hop deep per round.
+fn a_halo_exchange_of_blocks_runs_a_thousand_rounds() {
+    let sizes = vec![4096; 1000];
+    for transport in TRANSPORTS {
+        for workers in [1, 2, 3] {
+            let stats = exchange(transport, workers, sizes.clone());
+            assert_eq!(
+                (stats.depth, stats.steps),
+                (Some(1.0), 1000),
+                "{transport:?}"
+            );
+        }
+    }
+}
+
+/// Blocks and messages in any order on one link, each taken by its own kind of receive;
+/// a receive of the other kind is a protocol error.
+#[derive(Clone)]
+struct Interleaved;
+
+impl Stage for Interleaved {
+    type Message = u64;
+    type Report = ();
+    type Answer = ();
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        for round in 0..50u64 {
+            for i in 0..4 {
+                if (round >> i) & 1 == 1 {
+                    ring.send(Neighbour::Right, round * 10 + i)?;
+                } else {
+                    ring.send_block(Neighbour::Right, &[round * 10 + i; 300])?;
+                }
+            }
+            for i in 0..4 {
+                let want = round * 10 + i;
+                if (round >> i) & 1 == 1 {
+                    assert_eq!(ring.recv(Neighbour::Left)?, want);
+                } else {
+                    let ok = ring.recv_block(Neighbour::Left, |b: &[u64]| b == [want; 300])?;
+                    assert!(ok, "round {round}, block {i}");
+                }
+            }
+        }
+        ring.send(Neighbour::Right, 1)?;
+        match ring.recv_block(Neighbour::Left, |_: &[u64]| ()) {
+            Err(RingError::Protocol { expected, got, .. }) => {
+                assert_eq!(
+                    (expected, got),
+                    ("a block sent with send_block", "a message")
+                );
+            }
+            other => panic!("a message met by recv_block: {other:?}"),
+        }
+        ring.send_block(Neighbour::Right, &[1u64])?;
+        match ring.recv(Neighbour::Left) {
+            Err(RingError::Protocol { expected, got, .. }) => {
+                assert_eq!(
+                    (expected, got),
+                    ("a message", "a block sent with send_block")
+                );
+            }
+            other => panic!("a block met by recv: {other:?}"),
+        }
+        Ok(())
+    }
+}
+
+fn blocks_and_messages_interleave_on_a_link() {
+    for transport in TRANSPORTS {
+        for workers in [1, 2, 3] {
+            Launcher::new()
+                .workers(workers)
+                .transport(transport)
+                .launch(&mut Interleaved)
+                .unwrap_or_else(|e| panic!("{transport:?} on {workers}: {e}"));
+        }
+    }
+}
+
+/// Rank 0 sends three blocks before rank 1 reads any, and tells it so on the other link.
+/// Were a buffer rewritten before its block was read, the first block would read as the
+/// third. Then rank 0 sends more once rank 1 has read them all, which may reuse buffers,
+/// and again three before a read. On a ring of one, rank 0 plays both parts.
+#[derive(Clone)]
+struct Unread;
+
+const UNREAD_WORDS: usize = 50_000;
+
+impl Stage for Unread {
+    type Message = u64;
+    type Report = ();
+    type Answer = ();
+    type Output = u64;
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<u64, StageError> {
+        let block = |n: u64| vec![n; UNREAD_WORDS];
+        let (sender, receiver) = (ring.rank() == 0, ring.rank() == 1 || ring.size() == 1);
+        let mut checked = 0;
+        for burst in 0..4u64 {
+            let first = burst * 3;
+            if sender {
+                for n in first..first + 3 {
+                    ring.send_block(Neighbour::Right, &block(n))?;
+                }
+                ring.send(Neighbour::Left, first)?;
+            }
+            if receiver {
+                assert_eq!(ring.recv(Neighbour::Right)?, first);
+                for n in first..first + 3 {
+                    let ok =
+                        ring.recv_block(Neighbour::Left, |got: &[u64]| got == &block(n)[..])?;
+                    if !ok {
+                        return Err(format!("block {n} was overwritten before it was read").into());
+                    }
+                    checked += 1;
+                }
+                ring.send(Neighbour::Left, first)?;
+            }
+            if sender {
+                assert_eq!(ring.recv(Neighbour::Right)?, first);
+            }
+        }
+        Ok(checked)
+    }
+}
+
+fn a_buffer_is_not_rewritten_before_its_block_is_read() {
+    for transport in TRANSPORTS {
+        for workers in [1, 2] {
+            let outputs = Launcher::new()
+                .workers(workers)
+                .transport(transport)
+                .launch(&mut Unread)
+                .unwrap_or_else(|e| panic!("{transport:?} on {workers}: {e}"));
+            assert_eq!(outputs[workers - 1], 12, "{transport:?}");
+        }
+    }
+}
+
+/// Rank 0 ends at once. Rank 1's blocks to it go nowhere, and its receive from it ends
+/// with `PeerGone` rather than waiting forever.
+#[derive(Clone)]
+struct Deserted;
+
+impl Stage for Deserted {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = String;
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<String, StageError> {
+        if ring.rank() == 0 {
+            return Ok("left".to_owned());
+        }
+        for _ in 0..10 {
+            for side in [Neighbour::Left, Neighbour::Right] {
+                match ring.send_block(side, &[7u64; 1000]) {
+                    Ok(()) | Err(RingError::PeerGone { peer: 0 }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        match ring.recv_block(Neighbour::Left, |_: &[u64]| ()) {
+            Err(e @ RingError::PeerGone { peer: 0 }) => Ok(e.to_string()),
+            other => Err(format!("expected PeerGone, got {other:?}").into()),
+        }
+    }
+}
+
+fn a_block_receive_from_a_peer_that_ended_is_peer_gone() {
+    for transport in TRANSPORTS {
+        let outputs = Launcher::new()
+            .workers(2)
+            .transport(transport)
+            .launch(&mut Deserted)
+            .unwrap_or_else(|e| panic!("{transport:?}: {e}"));
+        assert_eq!(outputs[1], "rank 0 is gone (its end of the channel closed)");
+    }
+}
+
 /// Every child this process forked has been reaped: no zombies.
 fn assert_no_children() {
     use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -755,6 +1054,12 @@ fn main() {
         the_depth_of_a_step_is_its_longest_chain_of_messages,
         a_receive_keeps_the_larger_hop_count,
         a_run_that_announces_no_step_has_no_depth,
+        blocks_of_every_size_go_both_ways,
+        blocks_of_changing_sizes_arrive_whole_round_after_round,
+        a_halo_exchange_of_blocks_runs_a_thousand_rounds,
+        blocks_and_messages_interleave_on_a_link,
+        a_buffer_is_not_rewritten_before_its_block_is_read,
+        a_block_receive_from_a_peer_that_ended_is_peer_gone,
         // Last: it starts a thread, and forking needs a single-threaded process.
         launch_refuses_to_fork_a_multithreaded_process,
     ];

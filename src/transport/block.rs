@@ -16,6 +16,34 @@
 //! A worker writes its own blocks into two buffers that take turns (see [`Blocks`]), so
 //! rotating blocks of one size allocates nothing after the first two rotations. Readers
 //! only ever see a block as `&[T]`: no two workers write the same memory.
+//!
+//! # Blocks to one neighbour
+//!
+//! `Ring::send_block` sends a block to one neighbour, which reads it with `recv_block`
+//! whenever it likes: maybe only after the sender has sent it several more. No collective
+//! says when a buffer is free again, so the receiver says it. The argument:
+//!
+//! - Each outgoing link (to the right, to the left) has two buffers of its own, which take
+//!   turns. Their keys (`turn` 2 and 3 to the right, 4 and 5 to the left) differ from the
+//!   rotation's and from each other's, so on a ring of two, where both neighbours are the
+//!   same rank, the receiver never mistakes one link's region for the other's.
+//! - The receiver counts the blocks it has *released*: `read` has returned, and no view of
+//!   the bytes is left. The count lives on the receiver's side of the link's mailbox, in
+//!   shared memory, and only the receiver writes it (`Release`, after the reads).
+//! - Blocks on a link are received, and so released, in the order they were sent. So a
+//!   count of `k` means every block up to the `k`-th is released.
+//! - The sender numbers the blocks it sends on the link, and notes for each turn the number
+//!   of the last block that used its buffer. It rewrites the buffer only when the count
+//!   (read with `Acquire`) has reached that number: then the receiver's reads of every
+//!   block that used it happened before the writes.
+//! - Otherwise the sender writes a new region, a new generation whose frame crosses with its
+//!   file descriptor, and the receiver keeps the old one mapped for the blocks that still
+//!   name it. It never waits for the count: the receiver may be waiting for the sender.
+//!
+//! A frame that names a region without its file descriptor names the generation its turn
+//! holds, whose first frame went before it on the same link. A receiver admits every frame
+//! in order, so it always has that generation. Between threads the count of the `Arc` says
+//! whether the receiver still holds a block, as for rotations, and no count is kept.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -117,7 +145,8 @@ impl Block {
 
 impl Block {
     /// A block that names a region every rank already has, as three words: small enough
-    /// for a mailbox slot in shared memory (see `link`). `None` for any other block.
+    /// for a mailbox slot in shared memory (see `link`). `None` for any other block. The
+    /// first word uses only its low 40 bits.
     pub(crate) fn to_words(&self) -> Option<[u64; 3]> {
         match self {
             Block::Region(Region {
@@ -195,23 +224,50 @@ pub(crate) fn check_align<T>() -> Result<(), BlockError> {
     }
 }
 
-/// A worker's blocks: the two buffers its own blocks are written into, and the regions of
-/// the other workers it has been sent.
+/// How many buffers of its own a worker keeps: two for its rotations, and two for each
+/// outgoing link's blocks to one neighbour.
+const TURNS: usize = 6;
+
+/// The key of buffer `turn` (0 or 1) of outgoing link `link` (0 to the right, 1 to the
+/// left), for blocks sent to one neighbour.
+fn direct_turn(link: usize, turn: u8) -> u8 {
+    2 + 2 * link as u8 + turn
+}
+
+/// A worker's blocks: the buffers its own blocks are written into, and the regions of the
+/// other workers it has been sent.
 ///
-/// Two buffers taking turns are enough: rotations are collective, so by the end of my
-/// rotation `k + 1` I have received the block every other rank injected in its rotation
-/// `k + 1`, which it did only after its rotation `k`, and with it every read of my
+/// For rotations two buffers taking turns are enough: rotations are collective, so by the
+/// end of my rotation `k + 1` I have received the block every other rank injected in its
+/// rotation `k + 1`, which it did only after its rotation `k`, and with it every read of my
 /// rotation-`k` block, was over. So in rotation `k + 2` nobody reads the buffer I used in
-/// rotation `k` any more, and I may write it again.
+/// rotation `k` any more, and I may write it again. Blocks to one neighbour need the
+/// receiver's word instead (see the module's docs).
 #[derive(Default)]
 pub(crate) struct Blocks {
-    own: [Option<Own>; 2],
+    /// By turn: 0 and 1 for rotations, then [`direct_turn`]'s.
+    own: [Option<Own>; TURNS],
     /// The rank whose blocks `own` holds.
     rank: Option<u32>,
+    /// The rotation's next turn.
     turn: u8,
     generation: u64,
-    /// Regions of other workers, by origin and turn, with their generation.
+    /// For each outgoing link: the blocks sent on it to one neighbour.
+    direct: [Direct; 2],
+    /// Regions of other workers (and, on a ring of one, this worker's own that came
+    /// back), by origin and turn, with their generation.
     seen: HashMap<(u32, u8), (u64, IpcSharedMemory)>,
+}
+
+/// The blocks one outgoing link has carried to one neighbour.
+#[derive(Debug, Default)]
+struct Direct {
+    /// How many were sent.
+    sent: u64,
+    /// Which of the link's two buffers is next.
+    turn: u8,
+    /// For each of the two: the number of the last block written into it.
+    last: [u64; 2],
 }
 
 enum Own {
@@ -228,6 +284,49 @@ impl Blocks {
     pub(crate) fn outgoing(&mut self, transport: Transport, origin: usize, bytes: &[u8]) -> Block {
         let turn = self.turn;
         self.turn ^= 1;
+        // Per the argument on `Blocks`, nobody reads this turn's buffer any more.
+        self.fill(transport, origin, turn, bytes, true)
+    }
+
+    /// A block holding a copy of `bytes`, for rank `origin` to send to one neighbour on
+    /// outgoing link `link` (0 to the right, 1 to the left). `released` is how many of the
+    /// link's blocks the receiver has released; 0 where nobody counts (between threads
+    /// and MPI ranks, where blocks are never regions).
+    pub(crate) fn direct(
+        &mut self,
+        transport: Transport,
+        origin: usize,
+        link: usize,
+        bytes: &[u8],
+        released: u64,
+    ) -> Block {
+        let direct = &mut self.direct[link.min(1)];
+        let turn = direct.turn;
+        direct.turn ^= 1;
+        direct.sent += 1;
+        let last = &mut direct.last[usize::from(turn)];
+        let free = released >= *last;
+        *last = direct.sent;
+        self.fill(
+            transport,
+            origin,
+            direct_turn(link.min(1), turn),
+            bytes,
+            free,
+        )
+    }
+
+    /// Writes `bytes` into buffer `turn`, in place when it fits and `free` says no reader
+    /// can still see it (between threads, the count of the `Arc` decides instead), or else
+    /// into a new one.
+    fn fill(
+        &mut self,
+        transport: Transport,
+        origin: usize,
+        turn: u8,
+        bytes: &[u8],
+        free: bool,
+    ) -> Block {
         self.rank = Some(origin as u32);
         let slot = &mut self.own[usize::from(turn)];
         // A frame that carries a region is small, far below half the socket buffer: a send
@@ -240,11 +339,13 @@ impl Blocks {
                 generation,
             };
             if let Some(Own::Region { shm, generation }) = slot
+                && free
                 && shm.len() == bytes.len()
             {
-                // SAFETY: per the argument on `Blocks`, no other worker reads this region
-                // any more, and this worker keeps no other view of it: the only aliases
-                // are the other workers' mappings, idle until this rotation's frame.
+                // SAFETY: `free` says no other worker reads this region any more (the
+                // argument on `Blocks` for rotations, the receiver's count for blocks to one
+                // neighbour), and this worker keeps no other view of it: the only aliases
+                // are the other workers' mappings, idle until the next frame names it.
                 unsafe { shm.deref_mut() }.copy_from_slice(bytes);
                 return Block::Region(Region {
                     key: key(*generation),
@@ -307,19 +408,27 @@ impl Blocks {
                 len,
                 shm: None,
             }) => {
-                let known = if self.rank == Some(key.origin) {
-                    match &self.own[usize::from(key.turn)] {
-                        Some(Own::Region { shm, generation }) => Some((*generation, shm)),
-                        _ => None,
+                let own = match self.own.get(usize::from(key.turn)) {
+                    Some(Some(Own::Region { shm, generation }))
+                        if self.rank == Some(key.origin) =>
+                    {
+                        Some((*generation, shm))
                     }
-                } else {
-                    self.seen
-                        .get(&(key.origin, key.turn))
-                        .map(|(generation, shm)| (*generation, shm))
+                    _ => None,
                 };
-                match known {
-                    Some((generation, shm)) if generation == key.generation => (shm, *len),
-                    _ => return Err(BlockError::UnknownRegion),
+                // On a ring of one a worker's blocks come back to it, and the one a frame
+                // names may be an older generation than its buffer now holds.
+                let seen = self
+                    .seen
+                    .get(&(key.origin, key.turn))
+                    .map(|(generation, shm)| (*generation, shm));
+                match [own, seen]
+                    .into_iter()
+                    .flatten()
+                    .find(|&(generation, _)| generation == key.generation)
+                {
+                    Some((_, shm)) => (shm, *len),
+                    None => return Err(BlockError::UnknownRegion),
                 }
             }
         };
@@ -496,6 +605,62 @@ mod tests {
             stranger.bytes(&round_trip(&block)),
             Err(BlockError::UnknownRegion)
         ));
+    }
+
+    fn first_pass(block: &Block) -> bool {
+        matches!(block, Block::Region(Region { shm: Some(_), .. }))
+    }
+
+    fn turn(block: &Block) -> u8 {
+        match block {
+            Block::Region(region) => region.key.turn,
+            Block::Local(_) => panic!("a local block"),
+        }
+    }
+
+    /// The receiver's count decides: a buffer whose last block is not released yet is
+    /// never written again; a new region takes its place.
+    #[test]
+    fn a_buffer_for_one_neighbour_is_rewritten_only_once_its_block_is_released() {
+        let mut blocks = Blocks::default();
+        let mut send =
+            |n: u8, released| blocks.direct(Transport::Processes, 1, 0, &[n; 4000], released);
+        // Three blocks before the receiver releases any: three regions.
+        let sent: Vec<Block> = (1..=3).map(|n| send(n, 0)).collect();
+        assert!(sent.iter().all(first_pass), "{sent:?}");
+        assert_eq!(sent.iter().map(turn).collect::<Vec<_>>(), [2, 3, 2]);
+        let receiver = Blocks::default();
+        for (n, block) in (1..=3).zip(&sent) {
+            assert_eq!(receiver.bytes(block).unwrap(), &[n; 4000], "block {n} kept");
+        }
+        // Block 2 released, not 3: turn 3's buffer is rewritten, turn 2's is not.
+        let fourth = send(4, 2);
+        assert_eq!((turn(&fourth), first_pass(&fourth)), (3, false));
+        let fifth = send(5, 2);
+        assert_eq!((turn(&fifth), first_pass(&fifth)), (2, true));
+        assert_eq!(receiver.bytes(&sent[2]).unwrap(), &[3; 4000]);
+    }
+
+    /// Rotations and each outgoing link have buffers of their own, so on a ring of two
+    /// (both neighbours the same rank) no key names two of them.
+    #[test]
+    fn rotations_and_each_link_have_their_own_keys() {
+        let mut blocks = Blocks::default();
+        let rotation = blocks.outgoing(Transport::Processes, 0, &[1; 64]);
+        let right = blocks.direct(Transport::Processes, 0, 0, &[2; 64], 0);
+        let left = blocks.direct(Transport::Processes, 0, 1, &[3; 64], 0);
+        assert_eq!([turn(&rotation), turn(&right), turn(&left)], [0, 2, 4]);
+    }
+
+    /// Between threads the `Arc` decides: a block still held is never rewritten.
+    #[test]
+    fn between_threads_a_block_still_held_is_not_rewritten() {
+        let mut blocks = Blocks::default();
+        let held = blocks.direct(Transport::Threads, 0, 0, &[1; 64], 0);
+        let _ = blocks.direct(Transport::Threads, 0, 0, &[2; 64], 0);
+        let third = blocks.direct(Transport::Threads, 0, 0, &[3; 64], u64::MAX);
+        assert_eq!(blocks.bytes(&held).unwrap(), &[1; 64]);
+        assert_eq!(blocks.bytes(&third).unwrap(), &[3; 64]);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Ring links. Between threads (and MPI ranks) a link is just the transport's channel.
 //! Between processes it is a socket plus a mailbox in shared memory.
 //!
-//! Once a rotation's regions have crossed the socket (see `block`), every later block
-//! frame only names a region: three words, and a fourth for the hop count every frame
-//! carries (see `stats`). Sending those words over the socket costs a
+//! Once a region has crossed the socket (see `block`), every later block frame (of a
+//! rotation, or sent to one neighbour) only names it: three words, and a fourth for the hop
+//! count every frame carries (see `stats`). Sending those words over the socket costs a
 //! `sendmsg`, a `recvmsg` and the receiver's polls, several microseconds a hop; the mailbox
 //! carries them through shared memory instead, as cheaply as a channel between threads.
 //! Everything else (messages, empty blocks, a region's first pass with its file
@@ -32,6 +32,10 @@
 //! is woken. A receiver woken by a nudge looks at the mailbox before it reads the socket
 //! again; nudges it meets later are skipped. At most one nudge is unread at a time, so
 //! they never fill the socket.
+//!
+//! The receiver's side also holds `released`: how many blocks sent with `Ring::send_block`
+//! the receiver is done reading. Only the receiver writes it; the sender reads it to know
+//! which of its buffers it may write again (the argument is in `block`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -77,6 +81,9 @@ struct ReceiverSide {
     sleeping: AtomicU64,
     /// Nudges read from the socket.
     nudges_read: AtomicU64,
+    /// Blocks sent with `Ring::send_block` that the receiver has released: it holds no
+    /// view of their bytes any more. Stored with `Release` after the last read.
+    released: AtomicU64,
 }
 
 /// One frame's slot, on a cache line of its own: five words would otherwise straddle two
@@ -164,12 +171,36 @@ impl<M> LinkTx<M> {
     pub(crate) fn plain(tx: Tx<(Frame<M>, u64)>) -> Self {
         LinkTx(TxEnd::Plain(tx))
     }
+
+    /// How many of the blocks sent on this link with `Ring::send_block` the receiver has
+    /// released. 0 on a link without a mailbox: nobody counts there, and no buffer of such
+    /// a link is ever rewritten on the strength of the count.
+    pub(crate) fn released(&self) -> u64 {
+        match self {
+            LinkTx(TxEnd::Plain(_)) => 0,
+            // Acquire: the receiver's reads of the blocks it counted happened before
+            // whatever the sender writes next.
+            LinkTx(TxEnd::Mailbox { mailbox, .. }) => {
+                mailbox.get().receiver.released.load(Ordering::Acquire)
+            }
+        }
+    }
 }
 
 impl<M> LinkRx<M> {
     /// A link end on the transport's own channel, without a mailbox.
     pub(crate) fn plain(rx: Rx<(Frame<M>, u64)>) -> Self {
         LinkRx(RxEnd::Plain(rx))
+    }
+
+    /// Counts one more block sent with `Ring::send_block` as released: this worker holds no
+    /// view of its bytes any more. Blocks are released in the order they arrived.
+    pub(crate) fn release(&self) {
+        if let LinkRx(RxEnd::Mailbox { mailbox, .. }) = self {
+            let released = &mailbox.get().receiver.released;
+            // Release: every read of the block happened before the sender may rewrite it.
+            released.store(released.load(Ordering::Relaxed) + 1, Ordering::Release);
+        }
     }
 }
 
@@ -409,6 +440,7 @@ mod tests {
         let said = match frame {
             Frame::Message(n) => (false, n),
             Frame::Block(block) => (true, block.to_words().expect("a named region")[1]),
+            Frame::Direct(_) => panic!("a block sent to one neighbour"),
         };
         assert_eq!(got, hops(said.1), "the hop count of frame {said:?}");
         said
@@ -518,6 +550,43 @@ mod tests {
         send(&tx, 3, true);
         assert_eq!(said(rx.recv(None).unwrap()), (false, 3));
         assert_eq!(mailbox.receiver.nudges_read.load(Ordering::SeqCst), 1);
+    }
+
+    /// Both kinds of block go by mailbox, and each comes out as the kind it went in.
+    #[test]
+    fn rotation_blocks_and_blocks_to_one_neighbour_keep_their_kind_in_the_mailbox() {
+        let (tx, rx) = processes_link();
+        let block = |n: u64| Block::from_words([n | 7 << 32, n, 100 + n]);
+        tx.send(Frame::Direct(block(1)), 5).unwrap();
+        tx.send(Frame::Block(block(2)), 6).unwrap();
+        let got: Vec<_> = (0..2)
+            .map(|_| match rx.recv(None).unwrap() {
+                (Frame::Direct(b), hops) => ("direct", b.to_words(), hops),
+                (Frame::Block(b), hops) => ("rotation", b.to_words(), hops),
+                (Frame::Message(_), _) => panic!("a message"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("direct", Some([1 | 7 << 32, 1, 101]), 5),
+                ("rotation", Some([2 | 7 << 32, 2, 102]), 6)
+            ]
+        );
+        assert!(matches!(socket(&rx).try_recv(), Err(RecvFailure::Timeout)));
+    }
+
+    #[test]
+    fn the_senders_count_of_released_blocks_is_what_the_receiver_released() {
+        let (tx, rx) = processes_link();
+        assert_eq!(tx.released(), 0);
+        rx.release();
+        rx.release();
+        assert_eq!(tx.released(), 2);
+        // Without a mailbox nobody counts, and the count says nothing is released.
+        let (tx, rx) = link::<u64>(Transport::Threads, None, 0).unwrap();
+        rx.release();
+        assert_eq!(tx.released(), 0);
     }
 
     #[test]

@@ -55,14 +55,22 @@ impl Transport {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Frame<M> {
     Message(M),
+    /// A block on its way round a rotation.
     Block(Block),
+    /// A block sent to one neighbour with `Ring::send_block`.
+    Direct(Block),
 }
+
+/// The bit of a mailbox slot's first word that marks a [`Frame::Direct`]; a block's own
+/// words leave it clear (see [`Block::to_words`]).
+const DIRECT: u64 = 1 << 63;
 
 impl<M> Frame<M> {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Frame::Message(_) => "a message",
-            Frame::Block(_) => "a block",
+            Frame::Block(_) => "a rotation block",
+            Frame::Direct(_) => "a block sent with send_block",
         }
     }
 
@@ -71,13 +79,22 @@ impl<M> Frame<M> {
     pub(crate) fn to_words(&self) -> Option<[u64; 3]> {
         match self {
             Frame::Block(block) => block.to_words(),
+            Frame::Direct(block) => block.to_words().map(|[first, generation, len]| {
+                debug_assert_eq!(first & DIRECT, 0);
+                [first | DIRECT, generation, len]
+            }),
             Frame::Message(_) => None,
         }
     }
 
     /// The frame [`to_words`](Frame::to_words) made these words from.
-    pub(crate) fn from_words(words: [u64; 3]) -> Frame<M> {
-        Frame::Block(Block::from_words(words))
+    pub(crate) fn from_words([first, generation, len]: [u64; 3]) -> Frame<M> {
+        let block = Block::from_words([first & !DIRECT, generation, len]);
+        if first & DIRECT == 0 {
+            Frame::Block(block)
+        } else {
+            Frame::Direct(block)
+        }
     }
 }
 

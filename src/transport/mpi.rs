@@ -742,7 +742,7 @@ mod tests {
             Frame::Block(block) => {
                 assert_eq!(super::super::view::<f64>(block.bytes()).unwrap(), &data[..]);
             }
-            Frame::Message(_) => panic!("a message came back"),
+            frame => panic!("{} came back", frame.kind()),
         }
         assert!(!carrying_blocks(), "encoding leaves no state behind");
     }
@@ -754,7 +754,7 @@ mod tests {
         assert_eq!(&header[..4], &0u32.to_le_bytes());
         match decode::<Frame<(u8, String)>>(&header[4..], Vec::new()).unwrap() {
             Frame::Message(message) => assert_eq!(message, (7, "hi".to_owned())),
-            Frame::Block(_) => panic!("a block came back"),
+            frame => panic!("{} came back", frame.kind()),
         }
     }
 
