@@ -108,6 +108,7 @@
 //! [`stop_signal`]). Workers die with the coordinator, even when it is killed.
 
 pub mod bench;
+mod bulk;
 mod deadlock;
 mod error;
 mod gather;
@@ -123,6 +124,7 @@ mod supervise;
 mod transport;
 mod worker;
 
+pub use self::bulk::Bulk;
 pub use self::deadlock::{Party, Wait};
 pub use self::error::{Cause, LaunchError, Peer, RingError, WorkerFailure};
 pub use self::gather::Gather;

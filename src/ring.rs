@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
+use crate::bulk::Bulk;
 use crate::error::RingError;
 use crate::progress::{Board, Link, WaitingOn};
 use crate::stage::{Down, Stage, Up};
@@ -281,6 +282,17 @@ impl<S: Stage> Ring<S> {
             Neighbour::Right => self.from_right.release(),
         }
         result
+    }
+
+    /// A copy of `data` as a [`Bulk`] array, for a report or an output: in shared memory
+    /// between processes, so it reaches the coordinator as a file descriptor rather than
+    /// through the socket; an aligned buffer, moved and never encoded, between threads.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Alignment`] if `T` needs more than 16-byte alignment.
+    pub fn bulk<T: Pod>(&self, data: &[T]) -> Result<Bulk<T>, RingError> {
+        Bulk::new(self.transport, data).map_err(|e| block_error(e, self.rank))
     }
 
     /// Sends a report to the coordinator, where [`Stage::on_report`] handles it. It does

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use ringleader::{
-    Cause, Coordinator, Gather, LaunchError, Launcher, Neighbour, Party, Ring, RingError, RunStats,
-    Stage, StageError, StopSignal, Transport,
+    Bulk, Cause, Coordinator, Gather, LaunchError, Launcher, Neighbour, Party, Ring, RingError,
+    RunStats, Stage, StageError, StopSignal, Transport,
 };
 
 const TRANSPORTS: [Transport; 2] = [Transport::Processes, Transport::Threads];
@@ -1023,6 +1023,83 @@ fn a_block_receive_from_a_peer_that_ended_is_peer_gone() {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Bulk arrays in outputs and reports.
+
+fn state_value(rank: usize, i: usize) -> f64 {
+    rank as f64 * 1e7 + i as f64 * 0.5
+}
+
+/// Each worker returns 20 MB of state, and reports a small bulk array every step.
+#[derive(Clone)]
+struct BigState {
+    words: usize,
+    gather: Gather<u64>,
+}
+
+impl Stage for BigState {
+    type Message = ();
+    type Report = (u64, Bulk<u32>);
+    type Answer = u64;
+    type Output = (usize, Bulk<f64>);
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<Self::Output, StageError> {
+        let rank = ring.rank();
+        for step in 0..3u64 {
+            ring.set_step(step);
+            let report: Vec<u32> = (0..1000).map(|i| i * (rank as u32 + 1)).collect();
+            let total = ring.ask((step, ring.bulk(&report)?))?;
+            let want: u64 = (1..=ring.size() as u64).map(|k| 999 * 1000 / 2 * k).sum();
+            assert_eq!(total, want, "step {step}");
+        }
+        let state: Vec<f64> = (0..self.words).map(|i| state_value(rank, i)).collect();
+        Ok((rank, ring.bulk(&state)?))
+    }
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        (_, report): (u64, Bulk<u32>),
+        coordinator: &mut Coordinator<'_, Self>,
+    ) -> Result<(), StageError> {
+        let want: Vec<u32> = (0..1000).map(|i| i * (from as u32 + 1)).collect();
+        if report[..] != want[..] {
+            return Err(format!("the bulk report of rank {from} arrived wrong").into());
+        }
+        let sum = report.iter().map(|&v| u64::from(v)).sum();
+        if let Some(sums) = self.gather.push(from, sum) {
+            coordinator.broadcast(sums.iter().sum())?;
+        }
+        Ok(())
+    }
+}
+
+fn workers_return_twenty_megabytes_of_state_in_bulk() {
+    let words = 20_000_000 / 8;
+    for transport in TRANSPORTS {
+        let workers = 3;
+        let mut stage = BigState {
+            words,
+            gather: Gather::new(workers),
+        };
+        let outputs = Launcher::new()
+            .workers(workers)
+            .transport(transport)
+            .launch(&mut stage)
+            .unwrap_or_else(|e| panic!("{transport:?}: {e}"));
+        for (rank, (from, state)) in outputs.iter().enumerate() {
+            assert_eq!(*from, rank);
+            assert_eq!(state.len(), words, "{transport:?}");
+            let wrong = state
+                .iter()
+                .enumerate()
+                .filter(|&(i, &x)| x != state_value(rank, i))
+                .count();
+            assert_eq!(wrong, 0, "{transport:?}: rank {rank}");
+        }
+    }
+}
+
 /// Every child this process forked has been reaped: no zombies.
 fn assert_no_children() {
     use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -1060,6 +1137,7 @@ fn main() {
         blocks_and_messages_interleave_on_a_link,
         a_buffer_is_not_rewritten_before_its_block_is_read,
         a_block_receive_from_a_peer_that_ended_is_peer_gone,
+        workers_return_twenty_megabytes_of_state_in_bulk,
         // Last: it starts a thread, and forking needs a single-threaded process.
         launch_refuses_to_fork_a_multithreaded_process,
     ];

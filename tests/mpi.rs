@@ -1,6 +1,6 @@
 //! The MPI transport under `mpirun`: the particle stage bit for bit against the textbook at
-//! P = 1, 2, 3, large blocks without deadlock, and a failed rank ending the job with one
-//! clear line.
+//! P = 1, 2, 3, large blocks without deadlock, blocks to one neighbour and bulk outputs, and
+//! a failed rank ending the job with one clear line.
 //!
 //! `harness = false`: this binary is both the test driver and, started by `mpirun` with
 //! `--role`, the ranks of the small stages below.
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{assert_same_state, fixture, processes_tagged, read_state, ringleader, scratch};
-use ringleader::{Launcher, Ring, Stage, StageError, Transport, mpi_world_size};
+use ringleader::{Bulk, Launcher, Neighbour, Ring, Stage, StageError, Transport, mpi_world_size};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,7 +21,7 @@ fn main() {
         role(&args[1..]);
         return;
     }
-    let tests: [(&str, fn()); 9] = [
+    let tests: [(&str, fn()); 10] = [
         (
             "n20_matches_the_textbook_on_1_2_3_ranks",
             n20_matches_the_textbook,
@@ -37,6 +37,10 @@ fn main() {
         (
             "sixteen_megabyte_blocks_rotate_without_deadlock",
             big_blocks_rotate,
+        ),
+        (
+            "blocks_go_to_one_neighbour_and_bulk_outputs_come_back",
+            blocks_to_one_neighbour_and_bulk_outputs,
         ),
         (
             "a_panicking_rank_ends_the_job_with_one_line",
@@ -238,6 +242,16 @@ fn big_blocks_rotate() {
     }
 }
 
+fn blocks_to_one_neighbour_and_bulk_outputs() {
+    let me = std::env::current_exe().unwrap();
+    for p in [1, 2, 3] {
+        let job = mpirun(p, &me, &["--role", "exchange"]);
+        assert_eq!(job.code, Some(0), "{job:?}");
+        let want = format!("exchanged {:?}; depth None", vec![true; p]);
+        assert!(job.stdout.contains(&want), "want {want}: {job:?}");
+    }
+}
+
 fn a_panicking_rank_ends_the_job() {
     let me = std::env::current_exe().unwrap();
     let job = mpirun(3, &me, &["--role", "panic", "1", "3"]);
@@ -363,6 +377,50 @@ impl Stage for PanicAt {
     }
 }
 
+/// The words of the block `origin` sends to the right (`right`) or left in round `round`.
+fn exchange_words(origin: usize, right: bool, round: usize, len: usize) -> Vec<u64> {
+    let seed = ((origin as u64) << 40) ^ ((round as u64) << 1) ^ u64::from(right);
+    (0..len as u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9) ^ seed)
+        .collect()
+}
+
+/// Every rank sends a block of each size to both neighbours, then receives both and checks
+/// them; it returns its rank's words as a bulk array, which rank 0 checks.
+#[derive(Clone)]
+struct Exchange;
+
+impl Stage for Exchange {
+    type Message = ();
+    type Report = ();
+    type Answer = ();
+    type Output = Bulk<u64>;
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<Bulk<u64>, StageError> {
+        let me = ring.rank();
+        let (left, right) = (
+            ring.neighbour(Neighbour::Left),
+            ring.neighbour(Neighbour::Right),
+        );
+        for (round, len) in [0, 1, 2, 1000, 200_000, 2 << 20].into_iter().enumerate() {
+            ring.set_step(round as u64);
+            ring.send_block(Neighbour::Right, &exchange_words(me, true, round, len))?;
+            ring.send_block(Neighbour::Left, &exchange_words(me, false, round, len))?;
+            let from_left = exchange_words(left, true, round, len);
+            let from_right = exchange_words(right, false, round, len);
+            if !ring.recv_block(Neighbour::Left, |got: &[u64]| got == &from_left[..])? {
+                return Err(format!("round {round}: the block from the left arrived wrong").into());
+            }
+            if !ring.recv_block(Neighbour::Right, |got: &[u64]| got == &from_right[..])? {
+                return Err(
+                    format!("round {round}: the block from the right arrived wrong").into(),
+                );
+            }
+        }
+        Ok(ring.bulk(&exchange_words(me, true, 99, 100_000))?)
+    }
+}
+
 fn role(args: &[String]) {
     let ranks = mpi_world_size().expect("mpi");
     let launcher = Launcher::new().workers(ranks).transport(Transport::Mpi);
@@ -371,6 +429,15 @@ fn role(args: &[String]) {
             let bytes = bytes.parse().expect("bytes");
             let outputs = launcher.launch(&mut Blocks { bytes }).expect("launch");
             println!("outputs {outputs:?}");
+        }
+        [kind] if kind == "exchange" => {
+            let (outputs, stats) = launcher.launch_with_stats(&mut Exchange).expect("launch");
+            let whole: Vec<bool> = outputs
+                .iter()
+                .enumerate()
+                .map(|(rank, bulk)| bulk[..] == exchange_words(rank, true, 99, 100_000)[..])
+                .collect();
+            println!("exchanged {whole:?}; depth {:?}", stats.depth);
         }
         [kind, rank, step] if kind == "panic" => {
             let mut stage = PanicAt {

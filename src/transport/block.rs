@@ -45,6 +45,7 @@
 //! in order, so it always has that generation. Between threads the count of the `Arc` says
 //! whether the receiver still holds a block, as for rotations, and no count is kept.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -110,6 +111,47 @@ impl Block {
         Block::Local(Arc::new(Aligned::copy_of(bytes)))
     }
 
+    /// A block holding a copy of `bytes` in a shared-memory region of its own, which always
+    /// travels with it: for a [`Bulk`](crate::Bulk) array, which nobody keeps mapped.
+    pub(crate) fn shared(bytes: &[u8]) -> Block {
+        if bytes.is_empty() {
+            return Block::local(bytes);
+        }
+        Block::Region(Region {
+            // No frame ever names this region: it always carries its descriptor.
+            key: RegionKey {
+                origin: u32::MAX,
+                turn: u8::MAX,
+                generation: 0,
+            },
+            len: bytes.len(),
+            shm: Some(IpcSharedMemory::from_bytes(bytes)),
+        })
+    }
+
+    /// The bytes of a block that carries them: in this process, or in a region that
+    /// travels with it. `None` for a block that only names a region.
+    pub(crate) fn carried_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Block::Local(local) => Some(local.bytes()),
+            Block::Region(Region { shm, len, .. }) => shm.as_ref()?.get(..*len),
+        }
+    }
+
+    /// The same block, claiming `len` bytes whatever it holds: a lie for tests to tell.
+    #[cfg(test)]
+    pub(crate) fn claiming(self, len: usize) -> Block {
+        match self {
+            Block::Region(region) => Block::Region(Region { len, ..region }),
+            local => local,
+        }
+    }
+
+    /// Whether the block lives in shared memory.
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Block::Region(_))
+    }
+
     /// A block of `len` bytes written in place by `fill`, so a received MPI message lands
     /// in aligned memory without a second copy.
     #[cfg(feature = "mpi")]
@@ -133,13 +175,7 @@ impl Block {
     /// travel as raw messages, never as shared-memory regions.
     #[cfg(feature = "mpi")]
     pub(crate) fn bytes(&self) -> &[u8] {
-        match self {
-            Block::Local(local) => local.bytes(),
-            Block::Region(Region { shm, len, .. }) => shm
-                .as_ref()
-                .and_then(|shm| shm.get(..*len))
-                .unwrap_or_default(),
-        }
+        self.carried_bytes().unwrap_or_default()
     }
 }
 
@@ -499,6 +535,26 @@ impl<'de> Deserialize<'de> for Aligned {
     }
 }
 
+thread_local! {
+    /// Whether this thread is encoding a value for an ipc-channel send.
+    static IPC_SENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `send`, an ipc-channel send, so that shared-memory regions cross as file
+/// descriptors. Outside it a region has nowhere to go: ipc-channel would keep it for the
+/// next message this thread sends. So a block encoded anywhere else (a user writing a
+/// [`Bulk`](crate::Bulk) to a file, say) goes as its bytes.
+pub(crate) fn by_ipc<R>(send: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IPC_SENDING.set(self.0);
+        }
+    }
+    let _reset = Reset(IPC_SENDING.replace(true));
+    send()
+}
+
 impl Serialize for Block {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // Between MPI ranks a block goes out of band, as a raw message behind its frame.
@@ -510,10 +566,18 @@ impl Serialize for Block {
             Block::Local(local) => {
                 Wire::<&IpcSharedMemory, _>::Inline(RawBytes(local.bytes())).serialize(serializer)
             }
-            Block::Region(region) => {
+            Block::Region(region) if IPC_SENDING.get() => {
                 Wire::<_, RawBytes<'_>>::Region(region.key, region.len, region.shm.as_ref())
                     .serialize(serializer)
             }
+            Block::Region(_) => match self.carried_bytes() {
+                Some(bytes) => {
+                    Wire::<&IpcSharedMemory, _>::Inline(RawBytes(bytes)).serialize(serializer)
+                }
+                None => Err(serde::ser::Error::custom(
+                    "a block that names a region cannot leave the ring",
+                )),
+            },
         }
     }
 }
@@ -540,7 +604,7 @@ mod tests {
     /// Through a real channel: regions only cross with their file descriptors.
     fn round_trip(block: &Block) -> Block {
         let (tx, rx) = ipc_channel::ipc::channel::<(u8, Block)>().unwrap();
-        tx.send((1, block.clone())).unwrap();
+        by_ipc(|| tx.send((1, block.clone()))).unwrap();
         let (tag, back) = rx.recv().unwrap();
         assert_eq!(tag, 1);
         back

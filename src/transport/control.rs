@@ -30,7 +30,7 @@ pub(crate) enum UpTx<U> {
 impl<U: Serialize + DeserializeOwned> UpTx<U> {
     pub(crate) fn send(&self, value: U) -> Result<(), SendFailure> {
         match self {
-            UpTx::Ipc(tx) => tx.send(value).map_err(ipc_send_failure),
+            UpTx::Ipc(tx) => super::by_ipc(|| tx.send(value)).map_err(ipc_send_failure),
             UpTx::Local { rank, tx } => tx
                 .send((*rank, Some(value)))
                 .map_err(|_| SendFailure::Closed),

@@ -16,7 +16,7 @@ use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub(crate) use block::{Block, BlockError, Blocks, check_align, view};
+pub(crate) use block::{Block, BlockError, Blocks, by_ipc, check_align, view};
 pub(crate) use control::{Event, Inbox, PendingInbox, UpTx, up_channels};
 pub(crate) use link::{LinkRx, LinkTx, Mailboxes, link};
 
@@ -162,7 +162,7 @@ impl<T: Serialize + DeserializeOwned> Tx<T> {
     /// they travel as shared memory, so only a file descriptor crosses the socket.
     pub(crate) fn send(&self, value: T) -> Result<(), SendFailure> {
         match self {
-            Tx::Ipc(tx) => tx.send(value).map_err(ipc_send_failure),
+            Tx::Ipc(tx) => by_ipc(|| tx.send(value)).map_err(ipc_send_failure),
             Tx::Local(tx) => tx.send(value).map_err(|_| SendFailure::Closed),
             #[cfg(feature = "mpi")]
             Tx::Mpi(tx) => tx.send(&value),
