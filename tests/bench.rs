@@ -5,7 +5,7 @@ mod common;
 
 use common::{ringleader, scratch};
 
-const COLUMNS: [&str; 13] = [
+const COLUMNS: [&str; 14] = [
     "mode",
     "algorithm",
     "n",
@@ -19,6 +19,7 @@ const COLUMNS: [&str; 13] = [
     "coordinator_rss_bytes",
     "worker_rss_bytes",
     "vs_allpairs",
+    "depth",
 ];
 
 #[test]
@@ -56,6 +57,7 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
         "coordinator_rss",
         "worker_rss",
         "vs_allpairs",
+        "depth",
     ] {
         assert!(
             header.split_whitespace().any(|c| c == column),
@@ -105,7 +107,17 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
             row[12].is_empty(),
             "vs_allpairs only on cells rows: {row:?}"
         );
+        assert_eq!(!row[13].is_empty(), ring, "depth only on a ring: {row:?}");
     }
+    let kernels = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("force kernels"))
+        .expect("a heading over the kernel table");
+    assert!(
+        kernels.contains("n = 64") && kernels.contains("16000"),
+        "{kernels}"
+    );
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).expect("json");
@@ -118,6 +130,48 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
             assert!(object.get(column).is_some(), "{column} in {object}");
         }
     }
+}
+
+/// A rotation on P workers passes each block P - 1 times a step; nothing else in an
+/// allpairs step travels.
+#[test]
+fn bench_reports_the_depth_of_a_ring_step() {
+    let dir = scratch("bench-depth");
+    let csv_path = dir.join("rows.csv");
+    let run = ringleader(&[
+        "bench",
+        "-n",
+        "300",
+        "-p",
+        "1,2,3",
+        "-s",
+        "4",
+        "--modes",
+        "ring-threads",
+        "--csv",
+        csv_path.to_str().unwrap(),
+    ]);
+    run.success();
+    let rows = csv_rows(&csv_path);
+    let depths: Vec<(&str, &str, &str)> = rows.iter().map(|r| (&r[0], &r[3], &r[13])).collect();
+    assert_eq!(
+        depths,
+        [
+            ("ring-threads", "1", "0.0"),
+            ("ring-threads", "2", "1.0"),
+            ("ring-threads", "3", "2.0")
+        ],
+        "{}",
+        run.stdout
+    );
+    let depth_column = |line: &str| line.split_whitespace().last().map(str::to_owned);
+    let mut lines = run.stdout.lines();
+    assert_eq!(
+        depth_column(lines.next().unwrap()).as_deref(),
+        Some("depth")
+    );
+    let shown: Vec<String> = lines.take(3).filter_map(depth_column).collect();
+    assert_eq!(shown, ["0.00", "1.00", "2.00"], "{}", run.stdout);
 }
 
 #[test]

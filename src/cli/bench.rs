@@ -51,7 +51,8 @@ enum What {
 
 #[derive(Debug, clap::Args)]
 struct TableArgs {
-    /// Particle counts, comma-separated.
+    /// Particle counts, comma-separated. The force kernels, printed below the table, run
+    /// at the largest, but at most at n = 16000: they check all n² pairs.
     #[arg(short = 'n', value_delimiter = ',', default_values_t = [2000, 16000], value_parser = positive)]
     n: Vec<usize>,
     /// Worker counts, comma-separated (serial always runs on one).
@@ -218,6 +219,9 @@ pub(crate) struct Row {
     pub(crate) worker_rss_bytes: Option<u64>,
     /// On a cells row: allpairs seconds at the same n, mode and workers over these seconds.
     pub(crate) vs_allpairs: Option<f64>,
+    /// The ring's critical-path depth per step, as the framework measured it (a rotation on
+    /// P workers is P - 1 hops deep); `None` off the ring.
+    pub(crate) depth: Option<f64>,
 }
 
 /// One force kernel's speed.
@@ -270,8 +274,11 @@ fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
     let svg = args.plot.as_deref().map(create).transpose()?;
     let rows = measure(&args)?;
     emit(&render(&rows))?;
-    let largest = args.n.iter().copied().max().unwrap_or(2000);
-    emit(&format!("\n{}", kernel_table(&kernels(largest, 1))))?;
+    let n = kernel_n(&args.n);
+    emit(&format!(
+        "\nforce kernels at n = {n} (the largest n, at most {KERNEL_N_MAX}: they check all n² pairs)\n{}",
+        kernel_table(&kernels(n, 1))
+    ))?;
     if let (Some(file), Some(path)) = (csv, args.csv.as_deref()) {
         write_csv(&rows, file).with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -288,6 +295,16 @@ fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The most particles the kernel table below a bench table runs at. It checks all n²
+/// pairs on one core: at n = 10⁶ that takes hours.
+const KERNEL_N_MAX: usize = 16_000;
+
+/// The n the kernel table runs at: the largest of the table's, but at most
+/// [`KERNEL_N_MAX`].
+fn kernel_n(ns: &[usize]) -> usize {
+    ns.iter().copied().max().unwrap_or(2000).min(KERNEL_N_MAX)
 }
 
 /// Prints to stdout. A reader that went away (`| head`) is not an error worth a word.
@@ -423,6 +440,7 @@ fn once(
         coordinator_rss_bytes: peak_rss(),
         worker_rss_bytes,
         vs_allpairs: None,
+        depth: outcome.depth,
     })
 }
 
@@ -469,6 +487,7 @@ fn mpi_once(n: usize, steps: usize, algorithm: Algorithm, workers: usize) -> any
         coordinator_rss_bytes: None,
         worker_rss_bytes: None,
         vs_allpairs: None,
+        depth: None,
     })
 }
 
@@ -507,7 +526,7 @@ fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> anyhow::Result<String>
 
 fn render(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9} {:>17} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11}\n",
+        "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9} {:>17} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5}\n",
         "mode",
         "algorithm",
         "n",
@@ -520,12 +539,13 @@ fn render(rows: &[Row]) -> String {
         "comm",
         "coordinator_rss",
         "worker_rss",
-        "vs_allpairs"
+        "vs_allpairs",
+        "depth"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9.4} {:>17.3e} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11}",
+            "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9.4} {:>17.3e} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5}",
             r.mode,
             r.algorithm,
             r.n,
@@ -539,6 +559,7 @@ fn render(rows: &[Row]) -> String {
             opt(r.coordinator_rss_bytes, mib),
             opt(r.worker_rss_bytes, mib),
             opt(r.vs_allpairs, |v| format!("{v:.1}x")),
+            opt(r.depth, |v| format!("{v:.2}")),
         );
     }
     out
@@ -778,5 +799,18 @@ fn at_least_two(text: &str) -> Result<usize, String> {
     match positive(text)? {
         1 => Err("a hop needs at least 2 workers".to_owned()),
         value => Ok(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels check all n² pairs: at n = 10⁶ a table would never end.
+    #[test]
+    fn the_kernel_table_runs_at_the_largest_n_up_to_16000() {
+        assert_eq!(kernel_n(&[300, 2000]), 2000);
+        assert_eq!(kernel_n(&[2000, 1_000_000]), 16_000);
+        assert_eq!(kernel_n(&[]), 2000);
     }
 }

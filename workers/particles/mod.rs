@@ -266,6 +266,9 @@ pub(crate) struct Outcome {
     pub(crate) ending: Ending,
     /// What each worker of a ring measured, by rank; empty in the other modes.
     pub(crate) workers: Vec<ring::WorkerStats>,
+    /// The ring's critical-path depth per step, as the framework measured it: messages in
+    /// a chain, each received before the next was sent. `None` where nobody measured it.
+    pub(crate) depth: Option<f64>,
 }
 
 /// The step a round of ring reports is about, from each rank's report in rank order. The
@@ -416,6 +419,7 @@ impl Tally {
             correction: self.correction,
             ending: self.ending,
             workers,
+            depth: None,
         };
         (outcome, self.watch)
     }

@@ -190,7 +190,7 @@ pub(crate) fn simulate(
     if let Some(limit) = stage.run.step_timeout {
         launcher = launcher.step_timeout(limit);
     }
-    let outputs = launcher.launch(&mut stage)?;
+    let (outputs, run_stats) = launcher.launch_with_stats(&mut stage)?;
     drop(stage);
     let mut particles = Particles::default();
     let mut stats = Vec::with_capacity(outputs.len());
@@ -199,5 +199,7 @@ pub(crate) fn simulate(
         stats.push(worker);
     }
     let tally = Tally::unshare(tally);
-    Ok(tally.finish(particles, stats))
+    let (mut outcome, watch) = tally.finish(particles, stats);
+    outcome.depth = run_stats.depth;
+    Ok((outcome, watch))
 }
