@@ -83,6 +83,28 @@ impl<T: Pod> Bulk<T> {
         Bulk::checked(block)
     }
 
+    /// `len` elements, zeroed and then written in place by `fill`, in the memory
+    /// `transport` carries best (as [`Bulk::new`]).
+    pub(crate) fn filled(
+        transport: Transport,
+        len: usize,
+        fill: impl FnOnce(&mut [T]),
+    ) -> Result<Bulk<T>, BlockError> {
+        check_align::<T>()?;
+        let bytes = len.checked_mul(size_of::<T>()).ok_or(BlockError::Size {
+            bytes: usize::MAX,
+            elem_size: size_of::<T>(),
+        })?;
+        let block = Block::filled(transport == Transport::Processes, bytes, |bytes| {
+            // Regions are page-aligned and local buffers 16-byte aligned, and `T` needs no
+            // more (checked above): the cast cannot fail.
+            if let Ok(elements) = bytemuck::try_cast_slice_mut(bytes) {
+                fill(elements);
+            }
+        });
+        Bulk::checked(block)
+    }
+
     /// A bulk array over `block`, if its bytes are a whole number of aligned `T`s.
     fn checked(block: Block) -> Result<Bulk<T>, BlockError> {
         let bytes = block.carried_bytes().ok_or(BlockError::UnknownRegion)?;

@@ -295,6 +295,49 @@ impl<S: Stage> Ring<S> {
         Bulk::new(self.transport, data).map_err(|e| block_error(e, self.rank))
     }
 
+    /// A [`Bulk`] array of `len` elements written in place by `fill`, which sees them
+    /// zeroed: for a large state that would otherwise be built in one buffer and copied
+    /// into the bulk array. Between processes `fill` writes straight into the shared memory
+    /// the coordinator will read.
+    ///
+    /// ```
+    /// use ringleader::{Bulk, Launcher, Ring, Stage, StageError, Transport};
+    ///
+    /// #[derive(Clone)]
+    /// struct Squares;
+    ///
+    /// impl Stage for Squares {
+    ///     type Message = ();
+    ///     type Report = ();
+    ///     type Answer = ();
+    ///     type Output = Bulk<u64>;
+    ///
+    ///     fn work(self, ring: &mut Ring<Self>) -> Result<Bulk<u64>, StageError> {
+    ///         Ok(ring.bulk_with(1000, |out: &mut [u64]| {
+    ///             for (i, x) in out.iter_mut().enumerate() {
+    ///                 *x = (i * i) as u64;
+    ///             }
+    ///         })?)
+    ///     }
+    /// }
+    ///
+    /// let outputs = Launcher::new().workers(2).transport(Transport::Threads).launch(&mut Squares)?;
+    /// assert_eq!(outputs[1][30], 900);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Alignment`] if `T` needs more than 16-byte alignment, and
+    /// [`RingError::BlockSize`] if `len` elements do not fit in memory's address range.
+    pub fn bulk_with<T: Pod>(
+        &self,
+        len: usize,
+        fill: impl FnOnce(&mut [T]),
+    ) -> Result<Bulk<T>, RingError> {
+        Bulk::filled(self.transport, len, fill).map_err(|e| block_error(e, self.rank))
+    }
+
     /// Sends a report to the coordinator, where [`Stage::on_report`] handles it. It does
     /// not wait for an answer.
     ///

@@ -174,6 +174,43 @@ fn bench_reports_the_depth_of_a_ring_step() {
     assert_eq!(shown, ["0.00", "1.00", "2.00"], "{}", run.stdout);
 }
 
+/// The strips trade halos and migrants with their neighbours only: the critical path of
+/// a step stays the same however many workers there are, where the ring's grows with them.
+#[test]
+fn the_depth_of_a_cells_step_does_not_grow_with_the_workers() {
+    let dir = scratch("bench-cells-depth");
+    let csv_path = dir.join("rows.csv");
+    let run = ringleader(&[
+        "bench",
+        "-n",
+        "20000",
+        "-p",
+        "2,4,8,16",
+        "-s",
+        "6",
+        "--modes",
+        "ring-threads",
+        "--algorithms",
+        "cells",
+        "--csv",
+        csv_path.to_str().unwrap(),
+    ]);
+    run.success();
+    let rows = csv_rows(&csv_path);
+    let depths: Vec<f64> = rows.iter().map(|r| r[13].parse().unwrap()).collect();
+    assert_eq!(depths.len(), 4, "{}", run.stdout);
+    assert!(
+        depths.iter().all(|&d| (2.0..=4.0).contains(&d)),
+        "{depths:?}"
+    );
+    let spread =
+        depths.iter().copied().fold(0.0, f64::max) - depths.iter().copied().fold(9.0, f64::min);
+    assert!(
+        spread < 0.01,
+        "the depth grows with the workers: {depths:?}"
+    );
+}
+
 #[test]
 fn bench_kernel_compares_every_kernel_with_the_direct_one() {
     let run = ringleader(&["bench", "kernel", "-n", "300", "-r", "1"]);

@@ -118,6 +118,35 @@ fn cells_match_allpairs_at_n3000_in_every_mode() {
 }
 
 #[test]
+fn cells_match_allpairs_when_particles_cross_several_strips_in_a_step() {
+    // A step a hundred times the textbook's: a particle moves about 0.05, while a strip of
+    // 400 particles on 20 workers is two rows (0.02) high, so particles cross several
+    // strips at once, both ways, and bounce off the walls. 60 workers have more strips than
+    // the box has rows (44): some strips are empty and relay.
+    let dir = scratch("cells-far");
+    let base = ["-n", "400", "-s", "15", "--dt", "0.05", "-e"];
+    run(&dir, "allpairs", &base, &[], true);
+    let want = read_state(&dir.join("allpairs.csv"));
+    let want_energy = read_energy_log(&dir.join("allpairs.energy"));
+    let mut cells = base.to_vec();
+    cells.extend(["--algorithm", "cells"]);
+    let modes: [&[&str]; 6] = [
+        &["-p", "7"],
+        &["-p", "20"],
+        &["-p", "60"],
+        &["-p", "20", "--transport", "threads"],
+        &["-p", "60", "--transport", "threads"],
+        &["-t", "20"],
+    ];
+    for (i, extra) in modes.iter().enumerate() {
+        let what = run(&dir, &i.to_string(), &cells, extra, true);
+        assert_same_state(&read_state(&dir.join(format!("{i}.csv"))), &want, &what);
+        let energy = read_energy_log(&dir.join(format!("{i}.energy")));
+        assert_eq!(energy, want_energy, "{what}");
+    }
+}
+
+#[test]
 fn allpairs_is_the_default_and_can_be_named() {
     let dir = scratch("cells-default");
     let base = ["-n", "50", "-s", "20", "-p", "2"];

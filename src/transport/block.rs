@@ -129,6 +129,34 @@ impl Block {
         })
     }
 
+    /// A block of `len` bytes, zeroed and then written in place by `fill`: in a
+    /// shared-memory region of its own when `shared` (see [`Block::shared`]), else in this
+    /// process. Nothing is copied: a large array is written once, where it will be read.
+    pub(crate) fn filled(shared: bool, len: usize, fill: impl FnOnce(&mut [u8])) -> Block {
+        if shared && len > 0 {
+            let mut shm = IpcSharedMemory::from_byte(0, len);
+            // SAFETY: the region was just made and nothing else maps it or holds a view of
+            // it until the block is sent.
+            fill(unsafe { shm.deref_mut() });
+            return Block::Region(Region {
+                // No frame ever names this region: it always carries its descriptor.
+                key: RegionKey {
+                    origin: u32::MAX,
+                    turn: u8::MAX,
+                    generation: 0,
+                },
+                len,
+                shm: Some(shm),
+            });
+        }
+        let mut aligned = Aligned {
+            words: bytemuck::allocation::zeroed_vec(len.div_ceil(BLOCK_ALIGN)),
+            len,
+        };
+        fill(aligned.bytes_mut());
+        Block::Local(Arc::new(aligned))
+    }
+
     /// The bytes of a block that carries them: in this process, or in a region that
     /// travels with it. `None` for a block that only names a region.
     pub(crate) fn carried_bytes(&self) -> Option<&[u8]> {

@@ -13,7 +13,6 @@ pub(crate) mod physics;
 pub(crate) mod render;
 pub(crate) mod ring;
 mod serial;
-mod strips;
 mod threads;
 
 use ringleader::Transport;
@@ -338,12 +337,10 @@ pub(crate) fn simulate_with(
         (Algorithm::AllPairs, Mode::Ring(workers, transport)) => {
             ring::simulate(run, workers, transport, watch)?
         }
-        (Algorithm::Cells, Mode::Serial) => cells::simulate_serial(&run, watch)?,
-        (Algorithm::Cells, Mode::Threads(threads)) => {
-            cells::simulate_threads(&run, threads, watch)?
-        }
+        (Algorithm::Cells, Mode::Serial) => cells::simulate_serial(run, watch)?,
+        (Algorithm::Cells, Mode::Threads(threads)) => cells::simulate_threads(run, threads, watch)?,
         (Algorithm::Cells, Mode::Ring(workers, transport)) => {
-            strips::simulate(run, workers, transport, watch)?
+            cells::ring::simulate(run, workers, transport, watch)?
         }
     })
 }

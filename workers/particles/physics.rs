@@ -189,20 +189,59 @@ pub(crate) fn advance(
     size: f64,
     correction: f64,
 ) -> Result<(), Escaped> {
+    let motion = Motion {
+        dt,
+        size,
+        correction,
+    };
     for i in 0..p.len() {
-        p.vx[i] += ax[i] * dt;
-        p.vy[i] += ay[i] * dt;
-        p.x[i] += p.vx[i] * dt;
-        p.y[i] += p.vy[i] * dt;
-        bounce(&mut p.x[i], &mut p.vx[i], size)?;
-        bounce(&mut p.y[i], &mut p.vy[i], size)?;
-        p.vx[i] *= correction;
-        p.vy[i] *= correction;
+        let (mut x, mut y, mut vx, mut vy) = (p.x[i], p.y[i], p.vx[i], p.vy[i]);
+        motion.apply(&mut x, &mut y, &mut vx, &mut vy, ax[i], ay[i])?;
+        (p.x[i], p.y[i], p.vx[i], p.vy[i]) = (x, y, vx, vy);
     }
     Ok(())
 }
 
+/// What moves a particle through one step, given its acceleration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Motion {
+    pub(crate) dt: f64,
+    /// The side of the box.
+    pub(crate) size: f64,
+    /// The energy correction this step applies.
+    pub(crate) correction: f64,
+}
+
+impl Motion {
+    /// One particle's part of [`advance`]: accelerate, move, bounce, correct.
+    #[inline]
+    pub(crate) fn apply(
+        self,
+        x: &mut f64,
+        y: &mut f64,
+        vx: &mut f64,
+        vy: &mut f64,
+        ax: f64,
+        ay: f64,
+    ) -> Result<(), Escaped> {
+        *vx += ax * self.dt;
+        *vy += ay * self.dt;
+        *x += *vx * self.dt;
+        *y += *vy * self.dt;
+        bounce(x, vx, self.size)?;
+        bounce(y, vy, self.size)?;
+        *vx *= self.correction;
+        *vy *= self.correction;
+        Ok(())
+    }
+}
+
+#[inline]
 fn bounce(position: &mut f64, velocity: &mut f64, size: f64) -> Result<(), Escaped> {
+    // Nearly every particle is still in the box: one test, and nothing to do.
+    if *position >= 0.0 && *position <= size {
+        return Ok(());
+    }
     // Written so that NaN fails it too.
     if !(*position >= -FURTHEST * size && *position <= (FURTHEST + 1.0) * size) {
         return Err(Escaped);
