@@ -214,6 +214,10 @@ pub enum LaunchError {
     #[cfg(feature = "mpi")]
     #[error("mpi: {0}")]
     Mpi(String),
+    /// The fault given to [`Launcher::fault`](crate::Launcher::fault) cannot happen on this
+    /// ring (a rank it does not have, or a kind its transport cannot play).
+    #[error("cannot inject the fault: {0}")]
+    Fault(String),
     /// A worker broke the control protocol (for example, reported twice).
     #[error("worker rank {rank} broke the control protocol: {what}")]
     Protocol {

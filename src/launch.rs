@@ -31,6 +31,7 @@ pub struct Launcher {
     workers: usize,
     transport: Transport,
     limits: Limits,
+    restarts: u32,
 }
 
 impl Default for Launcher {
@@ -39,6 +40,7 @@ impl Default for Launcher {
             workers: 1,
             transport: Transport::Processes,
             limits: Limits::default(),
+            restarts: 0,
         }
     }
 }
@@ -78,6 +80,61 @@ impl Launcher {
     pub fn stop_gracefully(mut self, graceful: bool) -> Self {
         self.limits.graceful = graceful;
         self
+    }
+
+    /// Injects a fault, for testing how a run fails: worker `fault.rank` fails as
+    /// `fault.kind` says when it announces step `fault.step` with
+    /// [`Ring::set_step`](crate::Ring::set_step). Every stage gets it without asking; see
+    /// [`Fault`](crate::Fault). `None` (the default) injects nothing.
+    pub fn fault(mut self, fault: Option<crate::Fault>) -> Self {
+        self.limits.fault = fault;
+        self
+    }
+
+    /// How many times [`Launcher::launch_restarting`] may start a new ring after a failure
+    /// (0, the default, makes every failure final).
+    pub fn restarts(mut self, restarts: u32) -> Self {
+        self.restarts = restarts;
+        self
+    }
+
+    /// As [`Launcher::launch_with_stats`], but a run that fails in a way that
+    /// [can restart](LaunchError::can_restart) starts again, up to
+    /// [`restarts`](Launcher::restarts) times: every worker of the failed ring is stopped
+    /// and reaped, [`Restart::rewind`](crate::Restart::rewind) makes the stage go on from
+    /// the last state it holds, and a new ring starts. An injected
+    /// [`fault`](Launcher::fault) strikes in the first ring only.
+    ///
+    /// `restarted` is told of every restart, before the new ring starts.
+    ///
+    /// # Errors
+    ///
+    /// As [`Launcher::launch`], for the failure that ended the run: the last one, once the
+    /// restarts are spent or the stage has nothing to go on from.
+    pub fn launch_restarting<S: crate::Restart>(
+        &self,
+        stage: &mut S,
+        mut restarted: impl FnMut(&crate::Restarted),
+    ) -> Result<(Vec<S::Output>, RunStats), LaunchError> {
+        let mut launcher = self.clone();
+        let mut attempt = 0;
+        loop {
+            match launcher.launch_with_stats(stage) {
+                Err(failure) if attempt < self.restarts && failure.can_restart() => {
+                    let Some(rewind) = stage.rewind(&failure) else {
+                        return Err(failure);
+                    };
+                    attempt += 1;
+                    restarted(&crate::Restarted {
+                        failure,
+                        rewind,
+                        attempt,
+                    });
+                    launcher.limits.fault = None;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// How many workers the ring will have.
@@ -155,6 +212,11 @@ impl Launcher {
     ) -> Result<(Vec<S::Output>, RunStats), LaunchError> {
         if self.workers == 0 {
             return Err(LaunchError::NoWorkers);
+        }
+        if let Some(fault) = &self.limits.fault {
+            fault
+                .check(self.workers, self.transport)
+                .map_err(LaunchError::Fault)?;
         }
         if self.transport == Transport::Processes {
             ensure_single_threaded()?;
@@ -276,7 +338,8 @@ fn launch_processes<S: Stage>(
                 drop(ends);
                 drop(downs);
                 drop(inbox);
-                let ring = mine.map(|ends| Ring::new(rank, size, transport, ends, board));
+                let ring =
+                    mine.map(|ends| Ring::new(rank, size, transport, ends, board, limits.fault));
                 child_main(stage.clone(), ring, coordinator)
             }
             Ok(ForkResult::Parent { child }) => pids.push(child),
@@ -339,7 +402,14 @@ fn launch_threads<S: Stage>(
     let mut handles = Vec::with_capacity(size);
     for (rank, ends) in ends.into_iter().enumerate() {
         let worker_stage = stage.clone();
-        let ring = Ring::new(rank, size, transport, ends, Arc::clone(&board));
+        let ring = Ring::new(
+            rank,
+            size,
+            transport,
+            ends,
+            Arc::clone(&board),
+            limits.fault,
+        );
         let spawned = thread::Builder::new()
             .name(format!("ringleader-rank-{rank}"))
             .spawn(move || worker::run(worker_stage, ring));

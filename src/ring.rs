@@ -8,6 +8,7 @@ use bytemuck::Pod;
 
 use crate::bulk::Bulk;
 use crate::error::RingError;
+use crate::fault::{Fault, FaultKind};
 use crate::progress::{Board, Link, WaitingOn};
 use crate::stage::{Down, Stage, Up};
 use crate::transport::{
@@ -39,6 +40,8 @@ pub struct Ring<S: Stage> {
     down: Rx<Down<S::Answer>>,
     pub(crate) step: Option<u64>,
     board: Arc<Board>,
+    /// The fault to inject, if this run has one (for any rank).
+    fault: Option<Fault>,
     /// This worker's own block buffers, and the other workers' regions it has been sent.
     blocks: Blocks,
     /// The largest hop count any frame or answer brought this worker (see `stats`).
@@ -69,6 +72,7 @@ impl<S: Stage> Ring<S> {
         transport: Transport,
         ends: Ends<S>,
         board: Arc<Board>,
+        fault: Option<Fault>,
     ) -> Self {
         Ring {
             rank,
@@ -82,6 +86,7 @@ impl<S: Stage> Ring<S> {
             down: ends.down,
             step: None,
             board,
+            fault,
             blocks: Blocks::default(),
             hops: 0,
         }
@@ -119,6 +124,45 @@ impl<S: Stage> Ring<S> {
     pub fn set_step(&mut self, step: u64) {
         self.step = Some(step);
         self.board.set_step(self.rank, step, self.hops);
+        if let Some(fault) = self.fault
+            && fault.rank == self.rank
+            && fault.step == step
+        {
+            self.strike(fault);
+        }
+    }
+
+    /// Fails as an injected [`Fault`] says.
+    fn strike(&mut self, fault: Fault) {
+        match fault.kind {
+            FaultKind::Panic => panic!("injected fault {fault}"),
+            FaultKind::Exit => {
+                let _ = std::io::Write::flush(&mut std::io::stderr());
+                // SAFETY: only a worker process gets here (`Fault::check` refuses the kind
+                // on threads); `_exit` leaves without running the coordinator's exit
+                // handlers, as every worker process does.
+                unsafe { libc::_exit(3) }
+            }
+            FaultKind::Abort => std::process::abort(),
+            FaultKind::Kill => {
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+                std::process::abort()
+            }
+            FaultKind::Hang => {
+                // A worker thread can only be stopped by returning, so it gives up once the
+                // coordinator ends the run; a process just hangs until it is killed.
+                while !(self.transport == Transport::Threads && self.stopping()) {
+                    std::thread::park_timeout(std::time::Duration::from_millis(50));
+                }
+                panic!("injected fault {fault} given up as the run stopped")
+            }
+            FaultKind::Cycle => {
+                // The right neighbour waits for something from this worker, which waits
+                // for something from it.
+                let _ = self.recv_frame(Neighbour::Right);
+                panic!("injected fault {fault} given up as the run stopped")
+            }
+        }
     }
 
     /// Whether the coordinator is ending the run (another worker failed, say). Receives

@@ -110,6 +110,8 @@ impl Workers {
 pub(crate) struct Limits {
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) graceful: bool,
+    /// The fault to inject, for tests.
+    pub(crate) fault: Option<crate::fault::Fault>,
 }
 
 /// How often the coordinator looks at the progress board while nothing arrives.
@@ -124,6 +126,9 @@ struct Run<S: Stage> {
     ended: Vec<bool>,
     failures: Vec<WorkerFailure>,
     coordinator_error: Option<LaunchError>,
+    /// Whether that error only echoes a worker that went away (an answer to a closed
+    /// channel, say): then the worker's own failure is the one to report.
+    coordinator_echo: bool,
     /// How many failures had been seen when the stage asked to stop; later ones are echoes
     /// of the stop itself.
     stop_requested: Option<usize>,
@@ -276,6 +281,7 @@ pub(crate) fn supervise<S: Stage>(
         ended: vec![false; size],
         failures: Vec::new(),
         coordinator_error: None,
+        coordinator_echo: false,
         stop_requested: None,
         verdict: None,
         handled: vec![0; size],
@@ -349,7 +355,11 @@ pub(crate) fn supervise<S: Stage>(
         }
     }
     drop(downs);
-    if let Some(err) = run.coordinator_error {
+    // The coordinator's side failed only because a worker had gone: the worker's own end
+    // says why, and that is the error to report.
+    if let Some(err) = run.coordinator_error
+        && !(run.coordinator_echo && run.failures.iter().any(|f| !f.cause.is_secondary()))
+    {
         return Err(err);
     }
     let mut failures = run.failures;
@@ -398,6 +408,8 @@ fn handle<S: Stage>(
                 };
                 if let Err(e) = stage.on_report(rank, report, &mut coordinator) {
                     let message = crate::error::chain(e.as_ref());
+                    run.coordinator_echo =
+                        matches!(crate::worker::classify(e.as_ref()), Cause::PeerLost(_));
                     run.coordinator_error = Some(LaunchError::Coordinator(message));
                 }
                 if stop {
@@ -446,8 +458,14 @@ fn handle<S: Stage>(
                 (Exit::Code(0), false) => Cause::Vanished,
                 (Exit::Code(code), _) => Cause::Exited(*code),
                 (Exit::Signal(signal), _) => {
-                    // Our own SIGTERM/SIGKILL while stopping is not a cause.
-                    if run.stopping.is_some() {
+                    // Our own SIGTERM or SIGKILL while stopping is not a cause; a worker
+                    // killed by SIGKILL before we sent any (by the OOM killer, say) is.
+                    let ours = match signal.as_str() {
+                        "SIGTERM" => run.stopping.is_some(),
+                        "SIGKILL" => run.killed.is_some(),
+                        _ => false,
+                    };
+                    if ours {
                         return;
                     }
                     Cause::Signaled(signal.clone())

@@ -422,7 +422,7 @@ fn bad_checkpoint_flags_are_usage_errors() {
         (&["particles", "--resume", ""], "a value is required"),
         (
             &["particles", "--checkpoint-every", "5"],
-            "--checkpoint <FILE>",
+            "needs --checkpoint or --restarts",
         ),
         (
             &["particles", "--checkpoint", "x", "--checkpoint-every", "0"],

@@ -541,10 +541,11 @@ fn bad_timeouts_and_faults_are_usage_errors() {
         (
             &["-p", "2", "--transport", "threads"],
             "1:1:kill",
-            "processes transport",
+            "use worker processes",
         ),
-        (&[], "0:1:panic", "needs a ring of workers"),
-        (&["-t", "2"], "0:1:panic", "needs a ring of workers"),
+        // Serial runs have one worker, and -t workers are threads.
+        (&[], "1:1:panic", "rank 1 does not exist among 1 worker"),
+        (&["-t", "2"], "0:1:exit", "a worker thread cannot exit"),
     ];
     for (extra, spec, mentions) in cases {
         let mut args = vec!["particles", "-n", "20", "-s", "10"];

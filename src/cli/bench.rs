@@ -414,7 +414,10 @@ fn once(
         })?;
     let seconds = started.elapsed().as_secs_f64();
     let stats = &outcome.workers;
-    let comm_fraction = (!stats.is_empty()).then(|| {
+    // Serial runs are a ring of one worker, and the threads mode shares memory: neither
+    // talks between workers, so neither has a share of time talking or a depth.
+    let ring = matches!(mode, BenchMode::Processes | BenchMode::RingThreads);
+    let comm_fraction = (ring && !stats.is_empty()).then(|| {
         stats
             .iter()
             .map(|s| s.comm_seconds / (s.comm_seconds + s.compute_seconds).max(f64::MIN_POSITIVE))
@@ -440,7 +443,7 @@ fn once(
         coordinator_rss_bytes: peak_rss(),
         worker_rss_bytes,
         vs_allpairs: None,
-        depth: outcome.depth,
+        depth: outcome.depth.filter(|_| ring),
     })
 }
 

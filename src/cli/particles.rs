@@ -6,18 +6,20 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ringleader::{LaunchError, Transport};
+use ringleader::{FAULT_VAR, Fault, LaunchError, Transport};
 
 use super::usage;
 use super::visuals::{VisualArgs, Visuals};
 use crate::workers::particles::checkpoint::{self, Checkpoint, Checkpointer};
-use crate::workers::particles::fault::Fault;
 use crate::workers::particles::output::{write_csv, write_energy_log};
 use crate::workers::particles::physics::DEFAULT_DT;
 use crate::workers::particles::{Algorithm, Ending, Mode, Run, Start, Watch, simulate_with};
 
 /// The textbook's particle count.
 const DEFAULT_N: usize = 20;
+
+/// How often a run with `--restarts` keeps its state, without `--checkpoint-every`.
+const DEFAULT_KEEP_EVERY: u64 = 100;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -75,7 +77,7 @@ pub(crate) struct Args {
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
     /// Also write the checkpoint after every step that is a multiple of K.
-    #[arg(long, value_name = "K", value_parser = every, requires = "checkpoint", allow_negative_numbers = true)]
+    #[arg(long, value_name = "K", value_parser = every, allow_negative_numbers = true)]
     checkpoint_every: Option<u64>,
     /// Continue the run a checkpoint holds, up to -s steps in all.
     #[arg(long, value_name = "FILE")]
@@ -84,6 +86,12 @@ pub(crate) struct Args {
     /// [default: 60, plus a second per 1e8 pair checks a worker makes in an all-pairs step]
     #[arg(long, value_name = "SECS", value_parser = timeout, allow_negative_numbers = true)]
     timeout: Option<Duration>,
+    /// When a worker fails (killed, panicked, timed out, deadlocked), start the workers
+    /// again from the last state kept, up to N times; the state is kept every
+    /// --checkpoint-every K steps (default 100 with --restarts). The result is the same,
+    /// bit for bit, as a run that did not fail.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    restarts: u32,
     /// How forces are found: all pairs (the textbook's), or cell lists (O(n), same bits).
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Allpairs)]
     algorithm: AlgorithmArg,
@@ -184,12 +192,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(message) => return usage(message),
     };
     if let Some(fault) = &fault {
-        let workers = match mode {
-            Mode::Ring(workers, transport) => Some((workers, transport)),
-            _ => None,
+        // Every mode runs on the framework's workers: serially one thread, with -t one
+        // thread each.
+        let (workers, transport) = match mode {
+            Mode::Serial => (1, Transport::Threads),
+            Mode::Threads(threads) => (threads, Transport::Threads),
+            Mode::Ring(workers, transport) => (workers, transport),
         };
-        if let Err(message) = fault.check(workers, args.steps) {
+        if let Err(message) = fault.check(workers, transport) {
             return usage(message);
+        }
+        if fault.step > args.steps {
+            return usage(format!(
+                "{FAULT_VAR}: step {} is past the run's {} steps",
+                fault.step, args.steps
+            ));
         }
     }
     // The output files are written after the run, whole or not at all (a failed run
@@ -220,9 +237,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (pair_checks, planned) = (run.pair_checks(), run.steps - run.start.step);
     let algorithm = Algorithm::from(args.algorithm);
     let particle_steps = run.start.particles.len() as f64 * planned as f64;
-    if args.checkpoint.is_some() {
-        run.snapshot_every = args.checkpoint_every;
+    if args.checkpoint_every.is_some() && args.checkpoint.is_none() && args.restarts == 0 {
+        return usage("--checkpoint-every needs --checkpoint or --restarts");
     }
+    if args.checkpoint.is_some() || args.restarts > 0 {
+        // The state to restart from is the one checkpoints write, kept in memory.
+        let default = (args.restarts > 0).then_some(DEFAULT_KEEP_EVERY);
+        run.snapshot_every = args.checkpoint_every.or(default);
+    }
+    run.restarts = args.restarts;
     // The pictures add the snapshot steps they need to the checkpoint's.
     let visuals = Visuals::prepare(&args.visuals, &mut run, mode)?;
     let watch = checkpoint_watch(&args, &mut run, Box::new(visuals));

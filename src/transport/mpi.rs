@@ -568,6 +568,7 @@ pub(crate) fn launch<S: Stage>(
     let limits = Limits {
         step_timeout: None,
         graceful: limits.graceful,
+        fault: limits.fault,
     };
     if rank != 0 {
         let ends = Ends {
@@ -580,7 +581,7 @@ pub(crate) fn launch<S: Stage>(
         };
         drop(run_worker(
             stage.clone(),
-            Ring::new(rank, size, super::Transport::Mpi, ends, board),
+            Ring::new(rank, size, super::Transport::Mpi, ends, board, limits.fault),
         ));
         finalize();
         let _ = std::io::stdout().flush();
@@ -657,7 +658,14 @@ fn lead<S: Stage>(
         };
         let ring = run_worker(
             worker_stage,
-            Ring::new(0, size, super::Transport::Mpi, ends, Arc::clone(board)),
+            Ring::new(
+                0,
+                size,
+                super::Transport::Mpi,
+                ends,
+                Arc::clone(board),
+                limits.fault,
+            ),
         );
         // Tell the coordinator this worker has ended, as a closed channel would. The ring
         // itself stays: dropping it would wait for its last sends to be received, and the

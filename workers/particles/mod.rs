@@ -2,9 +2,9 @@
 //! short-range repulsive force between all pairs, in a closed box, serially, with threads
 //! sharing memory behind a barrier, or with a ring of workers passing positions.
 
+mod barrier;
 mod cells;
 pub(crate) mod checkpoint;
-pub(crate) mod fault;
 pub(crate) mod init;
 pub(crate) mod kernel;
 pub(crate) mod live;
@@ -12,7 +12,6 @@ pub(crate) mod output;
 pub(crate) mod physics;
 pub(crate) mod render;
 pub(crate) mod ring;
-mod serial;
 mod threads;
 
 use ringleader::Transport;
@@ -101,11 +100,6 @@ pub(crate) enum Owners {
 }
 
 impl Owners {
-    /// One worker holds all `n` particles.
-    pub(crate) fn single(n: usize) -> Owners {
-        Owners::Blocks(std::iter::once(0..n).collect())
-    }
-
     /// How many workers.
     pub(crate) fn workers(&self) -> usize {
         match self {
@@ -148,8 +142,11 @@ pub(crate) struct Run {
     pub(crate) size: f64,
     /// Bounds each step of a ring run (`--timeout`).
     pub(crate) step_timeout: Option<std::time::Duration>,
-    /// A fault to inject, for tests (`RINGLEADER_FAULT`, ring runs only).
-    pub(crate) fault: Option<fault::Fault>,
+    /// A fault to inject, for tests (`RINGLEADER_FAULT`).
+    pub(crate) fault: Option<ringleader::Fault>,
+    /// How many times a failed run may start again from the last state kept
+    /// (`--restarts`); the state is kept at every snapshot.
+    pub(crate) restarts: u32,
 }
 
 impl Run {
@@ -166,6 +163,7 @@ impl Run {
             size,
             step_timeout: None,
             fault: None,
+            restarts: 0,
         }
     }
 
@@ -324,7 +322,7 @@ pub(crate) fn simulate(
 
 /// Runs a simulation in the given mode with the given algorithm. The error is a
 /// [`LaunchError`](ringleader::LaunchError) from the ring modes (a worker's failure, or a stop signal), or a
-/// [`Runaway`](physics::Runaway) from the others.
+/// [`Escaped`](physics::Escaped) from a worker.
 pub(crate) fn simulate_with(
     run: Run,
     mode: Mode,
@@ -332,17 +330,35 @@ pub(crate) fn simulate_with(
     watch: Box<dyn Watch>,
 ) -> anyhow::Result<(Outcome, Box<dyn Watch>)> {
     Ok(match (algorithm, mode) {
-        (Algorithm::AllPairs, Mode::Serial) => serial::simulate(&run, watch)?,
-        (Algorithm::AllPairs, Mode::Threads(threads)) => threads::simulate(&run, threads, watch)?,
+        // Serially the ring has one worker, on a thread of this process: the same code, with
+        // every guarantee of the framework.
+        (Algorithm::AllPairs, Mode::Serial) => ring::simulate(run, 1, Transport::Threads, watch)?,
+        (Algorithm::AllPairs, Mode::Threads(threads)) => threads::simulate(run, threads, watch)?,
         (Algorithm::AllPairs, Mode::Ring(workers, transport)) => {
             ring::simulate(run, workers, transport, watch)?
         }
-        (Algorithm::Cells, Mode::Serial) => cells::simulate_serial(run, watch)?,
-        (Algorithm::Cells, Mode::Threads(threads)) => cells::simulate_threads(run, threads, watch)?,
+        (Algorithm::Cells, Mode::Serial) => {
+            cells::ring::simulate(run, 1, Transport::Threads, watch)?
+        }
+        (Algorithm::Cells, Mode::Threads(threads)) => {
+            cells::threads::simulate(run, threads, watch)?
+        }
         (Algorithm::Cells, Mode::Ring(workers, transport)) => {
             cells::ring::simulate(run, workers, transport, watch)?
         }
     })
+}
+
+/// Tells the user that a failed run starts again: one line on stderr.
+pub(crate) fn say_restarted(restarted: &ringleader::Restarted, restarts: u32) {
+    let from = restarted
+        .rewind
+        .step
+        .map_or_else(String::new, |step| format!(" from step {step}"));
+    eprintln!(
+        "ringleader: {}; restarting{from} ({} of {restarts})",
+        restarted.failure, restarted.attempt
+    );
 }
 
 /// The coordinator's bookkeeping after each step, the same in every mode: energy, the
@@ -352,6 +368,15 @@ pub(crate) struct Tally {
     pub(crate) energies: Vec<f64>,
     pub(crate) correction: f64,
     pub(crate) ending: Ending,
+    /// The step the run started after: `energies[k]` is the energy after step
+    /// `first + k + 1`.
+    first: u64,
+    /// The last whole state seen, to restart from (kept only when the run may restart).
+    kept: Option<Start>,
+    keep: bool,
+    /// The last step shown to the watch: after a restart, the steps the new ring takes
+    /// again are not shown twice.
+    shown: u64,
 }
 
 impl Tally {
@@ -361,6 +386,10 @@ impl Tally {
             energies: run.energy_log(),
             correction: run.start.correction,
             ending: Ending::Finished,
+            first: run.start.step,
+            kept: None,
+            keep: run.restarts > 0,
+            shown: run.start.step,
         }
     }
 
@@ -377,15 +406,28 @@ impl Tally {
             self.correction = run.next_correction(energy, self.correction);
             self.energies.push(energy);
         }
+        if let Some((particles, _)) = snapshot
+            && self.keep
+        {
+            self.kept = Some(Start {
+                particles: particles.clone(),
+                step,
+                correction: self.correction,
+                initial_energy: run.start.initial_energy,
+            });
+        }
+        // A step taken again after a restart was shown already.
+        let fresh = step > self.shown;
+        self.shown = self.shown.max(step);
         let mut flow = Flow::Continue;
-        if run.every_step {
+        if run.every_step && fresh {
             flow = self.watch.step(step, energy);
         }
         // SIGINT or SIGTERM: stop at this step boundary.
         if ringleader::stop_signal().is_some() {
             flow = Flow::Stop;
         }
-        if let Some((particles, owners)) = snapshot {
+        if let Some((particles, owners)) = snapshot.filter(|_| fresh) {
             let snapshot = Snapshot {
                 step,
                 particles,
@@ -401,6 +443,24 @@ impl Tally {
             self.ending = Ending::Stopped(step);
         }
         self.correction
+    }
+
+    /// After a failure: the run to start the next ring with, from the last whole state
+    /// kept (or `run`'s own start, if none was), and the books put back to that step.
+    pub(crate) fn rewind(&mut self, run: &std::sync::Arc<Run>) -> (std::sync::Arc<Run>, u64) {
+        let run = match self.kept.clone() {
+            Some(start) => {
+                let mut next = Run::clone(run);
+                next.start = start;
+                std::sync::Arc::new(next)
+            }
+            None => std::sync::Arc::clone(run),
+        };
+        let step = run.start.step;
+        self.energies
+            .truncate(usize::try_from(step - self.first).unwrap_or(usize::MAX));
+        self.correction = run.start.correction;
+        (run, step)
     }
 
     /// Closes the books on a run that ended with `particles`: its outcome, and the watch
@@ -436,15 +496,6 @@ impl Tally {
 
     pub(crate) fn stopped(&self) -> bool {
         self.ending != Ending::Finished
-    }
-
-    /// Ends the run after `step` if a stop signal arrived, for loops that do not report
-    /// every step. Returns whether the run is to stop.
-    pub(crate) fn stop_on_signal(&mut self, step: u64) -> bool {
-        if self.ending == Ending::Finished && ringleader::stop_signal().is_some() {
-            self.ending = Ending::Stopped(step);
-        }
-        self.stopped()
     }
 }
 

@@ -15,31 +15,18 @@ pub(crate) const CUTOFF2: f64 = CUTOFF * CUTOFF;
 pub(crate) const DEFAULT_DT: f64 = 0.0005;
 /// How far outside the box, in box widths, a particle may land in one step. The textbook
 /// reflects it back one wall at a time, which for an absurd step length (`--dt 1e300`)
-/// would take forever; beyond this the run stops with [`Runaway`] instead.
+/// would take forever; beyond this the run stops with [`Escaped`] instead.
 const FURTHEST: f64 = 1e6;
 
 /// A particle landed more than [`FURTHEST`] box widths outside the box (or off the number
-/// line) in one step: see [`advance`]. The caller knows the step: [`Escaped::at`]. A ring
-/// worker returns it as it is, and the framework adds the step.
+/// line) in one step: see [`advance`]. A worker returns it as it is, and the framework adds
+/// the step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
     "a particle moved more than a million box widths in one step; \
      the step length (--dt) is too large"
 )]
 pub(crate) struct Escaped;
-
-/// A run that stopped because a particle escaped, in the modes without a ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{Escaped} at step {step}")]
-pub(crate) struct Runaway {
-    pub(crate) step: u64,
-}
-
-impl Escaped {
-    pub(crate) fn at(self, step: u64) -> Runaway {
-        Runaway { step }
-    }
-}
 
 /// Particles in list order, as a structure of arrays.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -6,7 +6,9 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ringleader::{Coordinator, Gather, LaunchError, Launcher, Ring, Stage, StageError, Transport};
+use ringleader::{
+    Coordinator, Gather, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError, Transport,
+};
 use serde::{Deserialize, Serialize};
 
 use super::physics::{Particles, accelerations, advance, collect_hits, divide, sum_in_order};
@@ -86,9 +88,6 @@ impl Stage for ParticleRing {
         for step in run.remaining_steps() {
             let step = step + 1;
             ring.set_step(step);
-            if let Some(fault) = &run.fault {
-                fault.strike(ring, step)?;
-            }
             positions[..m].copy_from_slice(&mine.x);
             positions[m..].copy_from_slice(&mine.y);
             hits.clear();
@@ -168,6 +167,19 @@ impl Stage for ParticleRing {
     }
 }
 
+impl Restart for ParticleRing {
+    fn rewind(&mut self, _failure: &LaunchError) -> Option<Rewind> {
+        let (run, step) = self
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rewind(&self.run);
+        self.run = run;
+        self.gather = Gather::new(self.blocks.len());
+        Some(Rewind::from_step(step))
+    }
+}
+
 pub(crate) fn simulate(
     run: Run,
     workers: usize,
@@ -190,7 +202,11 @@ pub(crate) fn simulate(
     if let Some(limit) = stage.run.step_timeout {
         launcher = launcher.step_timeout(limit);
     }
-    let (outputs, run_stats) = launcher.launch_with_stats(&mut stage)?;
+    launcher = launcher.fault(stage.run.fault);
+    let restarts = stage.run.restarts;
+    let (outputs, run_stats) = launcher
+        .restarts(restarts)
+        .launch_restarting(&mut stage, |r| super::say_restarted(r, restarts))?;
     drop(stage);
     let mut particles = Particles::default();
     let mut stats = Vec::with_capacity(outputs.len());

@@ -1,129 +1,218 @@
 //! The textbook's multithreaded simulation: shared positions, and a barrier between the
 //! phase where every thread reads all positions and the phase where each writes its own.
+//!
+//! The threads are the framework's workers on the threads transport, so the run gets every
+//! guarantee a ring gets (step timeouts, stop signals, injected faults, failures named);
+//! they share the positions directly, which only threads can. Thread 0 asks the
+//! coordinator, which keeps the books, after every step that reports.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Barrier, Mutex, RwLock};
-use std::thread;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use super::physics::{Particles, Runaway, accelerations, advance, collect_hits, divide};
+use ringleader::{
+    Coordinator, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError, Transport,
+};
+use serde::{Deserialize, Serialize};
+
+use super::barrier::Barrier;
+use super::physics::{Particles, accelerations, advance, collect_hits, divide, sum_in_order};
 use super::{Outcome, Owners, Run, Tally, Watch};
 
+/// The stage: every thread's view of the shared state.
+#[derive(Clone)]
+pub(crate) struct SharedThreads {
+    run: Arc<Run>,
+    ranges: Arc<Vec<Range<usize>>>,
+    /// Each thread owns the writes to its block; the barrier keeps every read of a block
+    /// apart from its owner's write, so these locks are never contended.
+    blocks: Arc<Vec<RwLock<Particles>>>,
+    barrier: Arc<Barrier>,
+    /// The coordinator's last answer, which thread 0 hands on to the others.
+    correction: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    // The coordinator's books; worker threads never touch them.
+    tally: Arc<Mutex<Tally>>,
+}
+
+/// Thread 0's account of a step: the energy, summed in list order, and the state when a
+/// snapshot is due.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StepReport {
+    step: u64,
+    energy: Option<f64>,
+    state: Option<Particles>,
+}
+
+/// The coordinator's answer after a step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Command {
+    correction: f64,
+    stop: bool,
+}
+
+impl SharedThreads {
+    fn gather(&self) -> Particles {
+        let mut particles = Particles::default();
+        for block in self.blocks.iter() {
+            particles.extend(read(block).clone());
+        }
+        particles
+    }
+}
+
+impl Stage for SharedThreads {
+    type Message = ();
+    type Report = StepReport;
+    type Answer = Command;
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        let run = &self.run;
+        let rank = ring.rank();
+        let range = self.ranges[rank].clone();
+        let m = range.len();
+        let (mut ax, mut ay) = (vec![0.0; m], vec![0.0; m]);
+        let mut hits = Vec::new();
+        let wait = |ring: &Ring<Self>| self.barrier.wait(|| ring.stopping());
+        for step in run.remaining_steps() {
+            let step = step + 1;
+            ring.set_step(step);
+            // Read phase: forces on my particles from everyone's positions.
+            let (tx, ty) = {
+                let mine = read(&self.blocks[rank]);
+                (mine.x.clone(), mine.y.clone())
+            };
+            hits.clear();
+            for (block, source) in self.blocks.iter().zip(self.ranges.iter()) {
+                let block = read(block);
+                collect_hits(&tx, &ty, &block.x, &block.y, source.start, &mut hits);
+            }
+            accelerations(&mut hits, &mut ax, &mut ay);
+            wait(ring)?;
+            // Thread 0 decided before this barrier whether the last step was the last one;
+            // every thread sees the same answer here.
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // Write phase: move my particles.
+            let correction = f64::from_bits(self.correction.load(Ordering::Relaxed));
+            advance(
+                &mut write(&self.blocks[rank]),
+                &ax,
+                &ay,
+                run.dt,
+                run.size,
+                correction,
+            )?;
+            wait(ring)?;
+            // Thread 0 asks while the others start the next read phase; nobody writes
+            // again until after the next barrier.
+            if rank == 0 && run.reports_after(step) {
+                let energy = run.needs_energy().then(|| {
+                    let parts: Vec<_> = self.blocks.iter().map(read).collect();
+                    sum_in_order(parts.iter().flat_map(|p| p.energy_terms()))
+                });
+                let state = run.snapshot_due(step).then(|| self.gather());
+                let command = ring.ask(StepReport {
+                    step,
+                    energy,
+                    state,
+                })?;
+                self.correction
+                    .store(command.correction.to_bits(), Ordering::Relaxed);
+                self.stop.store(command.stop, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_report(
+        &mut self,
+        _from: usize,
+        report: StepReport,
+        coordinator: &mut Coordinator<'_, Self>,
+    ) -> Result<(), StageError> {
+        let owners = Owners::Blocks(self.ranges.to_vec());
+        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+        let snapshot = report.state.as_ref().map(|p| (p, &owners));
+        let correction = tally.after_step(&self.run, report.step, report.energy, snapshot);
+        coordinator.send(
+            0,
+            Command {
+                correction,
+                stop: tally.stopped(),
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// Every thread's block of `start`, in list order.
+fn blocks_of(start: &Particles, ranges: &[Range<usize>]) -> Vec<RwLock<Particles>> {
+    ranges
+        .iter()
+        .map(|range| RwLock::new(start.slice(range.clone())))
+        .collect()
+}
+
+impl Restart for SharedThreads {
+    fn rewind(&mut self, _failure: &LaunchError) -> Option<Rewind> {
+        let (run, step) = self
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rewind(&self.run);
+        self.blocks = Arc::new(blocks_of(&run.start.particles, &self.ranges));
+        self.barrier = Arc::new(Barrier::new(self.ranges.len()));
+        self.correction = Arc::new(AtomicU64::new(run.start.correction.to_bits()));
+        self.stop = Arc::new(AtomicBool::new(false));
+        self.run = run;
+        Some(Rewind::from_step(step))
+    }
+}
+
 pub(crate) fn simulate(
-    run: &Run,
+    run: Run,
     threads: usize,
     watch: Box<dyn Watch>,
-) -> Result<(Outcome, Box<dyn Watch>), Runaway> {
+) -> Result<(Outcome, Box<dyn Watch>), LaunchError> {
     let ranges = divide(run.start.particles.len(), threads);
-    // Each thread owns the writes to its block; the barrier keeps every read of a block
-    // apart from its owner's write, so these locks are never contended.
-    let blocks: Vec<RwLock<Particles>> = ranges
-        .iter()
-        .map(|range| RwLock::new(run.start.particles.slice(range.clone())))
-        .collect();
-    let barrier = Barrier::new(threads);
-    // Thread 0 keeps the books; the others read the correction after a barrier.
-    let tally = Mutex::new(Tally::new(run, watch));
-    let stop = AtomicBool::new(false);
-    let owners = Owners::Blocks(ranges.clone());
-    // The step in which a thread's particle escaped (see `advance`), or 0.
-    let runaway = AtomicU64::new(0);
-    thread::scope(|scope| {
-        for (rank, range) in ranges.iter().enumerate() {
-            let (blocks, barrier, tally, stop, ranges, owners, runaway) =
-                (&blocks, &barrier, &tally, &stop, &ranges, &owners, &runaway);
-            scope.spawn(move || {
-                let m = range.len();
-                let (mut ax, mut ay) = (vec![0.0; m], vec![0.0; m]);
-                let mut hits = Vec::new();
-                for step in run.remaining_steps() {
-                    let step = step + 1;
-                    // Read phase: forces on my particles from everyone's positions.
-                    let (tx, ty) = {
-                        let mine = read(&blocks[rank]);
-                        (mine.x.clone(), mine.y.clone())
-                    };
-                    hits.clear();
-                    for (block, source) in blocks.iter().zip(ranges) {
-                        let block = read(block);
-                        collect_hits(&tx, &ty, &block.x, &block.y, source.start, &mut hits);
-                    }
-                    accelerations(&mut hits, &mut ax, &mut ay);
-                    barrier.wait();
-                    // Thread 0 decided before this barrier whether the last step was the
-                    // last one; every thread sees the same answer here.
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    // Write phase: move my particles.
-                    let correction = lock(tally).correction;
-                    let moved = advance(
-                        &mut write(&blocks[rank]),
-                        &ax,
-                        &ay,
-                        run.dt,
-                        run.size,
-                        correction,
-                    );
-                    if moved.is_err() {
-                        runaway.store(step, Ordering::Relaxed);
-                    }
-                    barrier.wait();
-                    // Written before the barrier: every thread sees it here, and stops.
-                    if runaway.load(Ordering::Relaxed) != 0 {
-                        break;
-                    }
-                    // Thread 0 keeps the books while the others start the next read
-                    // phase; nobody writes again until after the next barrier.
-                    if rank == 0 && !run.reports_after(step) && lock(tally).stop_on_signal(step) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    if rank == 0 && run.reports_after(step) {
-                        let state = run.snapshot_due(step).then(|| gather(blocks));
-                        let energy = run.needs_energy().then(|| {
-                            let parts: Vec<_> = blocks.iter().map(read).collect();
-                            super::physics::sum_in_order(
-                                parts.iter().flat_map(|p| p.energy_terms()),
-                            )
-                        });
-                        let mut tally = lock(tally);
-                        tally.after_step(run, step, energy, state.as_ref().map(|p| (p, owners)));
-                        if tally.stopped() {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let step @ 1.. = runaway.into_inner() {
-        return Err(Runaway { step });
+    let blocks = blocks_of(&run.start.particles, &ranges);
+    let tally = Arc::new(Mutex::new(Tally::new(&run, watch)));
+    let mut launcher = Launcher::new()
+        .workers(threads)
+        .transport(Transport::Threads)
+        // Thread 0 hears from the coordinator after every step that reports.
+        .stop_gracefully(run.normalize || run.every_step)
+        .fault(run.fault);
+    if let Some(limit) = run.step_timeout {
+        launcher = launcher.step_timeout(limit);
     }
-    let particles = gather(&blocks);
-    let tally = tally
-        .into_inner()
-        .unwrap_or_else(|poison| poison.into_inner());
-    Ok(tally.finish(particles, Vec::new()))
+    let mut stage = SharedThreads {
+        correction: Arc::new(AtomicU64::new(run.start.correction.to_bits())),
+        run: Arc::new(run),
+        ranges: Arc::new(ranges),
+        blocks: Arc::new(blocks),
+        barrier: Arc::new(Barrier::new(threads)),
+        stop: Arc::new(AtomicBool::new(false)),
+        tally: Arc::clone(&tally),
+    };
+    let restarts = stage.run.restarts;
+    launcher
+        .restarts(restarts)
+        .launch_restarting(&mut stage, |r| super::say_restarted(r, restarts))?;
+    let particles = stage.gather();
+    drop(stage);
+    Ok(Tally::unshare(tally).finish(particles, Vec::new()))
 }
 
-/// Every block, in list order.
-fn gather(blocks: &[RwLock<Particles>]) -> Particles {
-    let mut particles = Particles::default();
-    for block in blocks {
-        particles.extend(read(block).clone());
-    }
-    particles
-}
-
-// A panicking thread poisons the locks; scope() then re-raises its panic anyway, so the
-// data behind a poisoned lock is never used for a result.
+// A panicking thread poisons the locks; the framework then ends the run with its panic, so
+// the data behind a poisoned lock is never used for a result.
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poison| poison.into_inner())
+    lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|poison| poison.into_inner())
-}
-
-fn lock<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    lock.lock().unwrap_or_else(|poison| poison.into_inner())
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }

@@ -7,28 +7,25 @@
 //! sources (see [`strip`]): the same bits.
 //!
 //! Work is split by *strips*: runs of whole grid rows, balanced by particle count at the
-//! start. Serially one strip holds every row. With threads (`-t`) each thread steps its own
-//! strip, reading the rows next to it from its neighbours' published copies. On a ring
-//! ([`ring`]), each worker owns a strip and trades those rows, and the particles that cross
-//! into another strip, with its neighbours.
+//! start. On a ring ([`ring`]) each worker owns a strip and trades those rows, and the
+//! particles that cross into another strip, with its neighbours; serially the ring has one
+//! worker, whose strip holds every row. With threads (`-t`, [`threads`]) each thread steps
+//! its own strip, reading the rows next to it from its neighbours' published copies.
 
 mod grid;
 pub(crate) mod ring;
 mod strip;
 #[cfg(test)]
 mod tests;
+pub(crate) mod threads;
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Barrier, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
-use std::thread;
 
 use grid::slot_window;
 pub(crate) use grid::{Body, Grid};
-use strip::Strip;
 
-use super::physics::{Motion, Particles, Runaway, energy_term, sum_in_order};
-use super::{Outcome, Owners, Run, Tally, Watch};
+use super::Owners;
+use super::physics::{Particles, energy_term, sum_in_order};
 
 /// How many particles of `y` (their row coordinates) each row of the grid holds: one pass
 /// the coordinator makes, from which it cuts the strips and each worker sizes its own.
@@ -194,240 +191,4 @@ fn energy<'a>(bodies: impl Iterator<Item = &'a Body>, terms: &mut [f64]) -> f64 
         terms[b.slot as usize] = energy_term(b.vx, b.vy);
     }
     sum_in_order(terms.iter().copied())
-}
-
-/// The serial simulation with cell lists: one strip of every row.
-pub(crate) fn simulate_serial(
-    mut run: Run,
-    watch: Box<dyn Watch>,
-) -> Result<(Outcome, Box<dyn Watch>), Runaway> {
-    // The start's arrays become the end's: see `into_list_order`.
-    let start = std::mem::take(&mut run.start.particles);
-    let run = &run;
-    let n = start.len();
-    let grid = Grid::new(run.size);
-    let per_row = row_counts(&grid, &start.y);
-    let mut strip = Strip::from_start(&grid, &start, 0..grid.lanes(), &per_row);
-    let all = Owners::single(n);
-    let mut terms = if run.needs_energy() {
-        vec![0.0; n]
-    } else {
-        Vec::new()
-    };
-    let mut tally = Tally::new(run, watch);
-    let mut correction = run.start.correction;
-    for step in run.remaining_steps() {
-        let step = step + 1;
-        let motion = Motion {
-            dt: run.dt,
-            size: run.size,
-            correction,
-        };
-        strip
-            .step(&grid, &[], motion)
-            .map_err(|escaped| escaped.at(step))?;
-        strip.settle(&grid);
-        if run.reports_after(step) {
-            let energy = run
-                .needs_energy()
-                .then(|| energy(strip.bodies(), &mut terms));
-            let state = run
-                .snapshot_due(step)
-                .then(|| in_list_order(strip.bodies(), &start.ids));
-            correction = tally.after_step(run, step, energy, state.as_ref().map(|p| (p, &all)));
-        }
-        if tally.stop_on_signal(step) {
-            break;
-        }
-    }
-    let out = into_list_order(&[&strip.into_slot_windows()], start, 1)
-        .expect("one strip holds every particle once");
-    Ok(tally.finish(out, Vec::new()))
-}
-
-/// What a thread shares with the others: the rows at the edges of its strip, copied at
-/// the start of each step, and the particles that left its strip in the step.
-#[derive(Debug, Default)]
-struct Shared {
-    edges: RwLock<(Vec<Body>, Vec<Body>)>,
-    leaving: RwLock<Vec<Body>>,
-}
-
-/// Cell lists on `threads` threads that live for the whole run, one strip each. A step has
-/// three phases between barriers, all of them parallel: each thread copies out its strip's
-/// edge rows; each steps its strip, reading its neighbours' edge rows, and puts the
-/// particles that left it aside; each takes in those that entered its rows. The coordinating
-/// thread then keeps the books, while the others wait only when a step reports.
-pub(crate) fn simulate_threads(
-    mut run: Run,
-    threads: usize,
-    watch: Box<dyn Watch>,
-) -> Result<(Outcome, Box<dyn Watch>), Runaway> {
-    // The start's arrays become the end's: see `into_list_order`.
-    let owned = std::mem::take(&mut run.start.particles);
-    let (run, start) = (&run, &owned);
-    let n = start.len();
-    let grid = Grid::new(run.size);
-    let per_row = row_counts(&grid, &start.y);
-    let edges = balanced_edges(&per_row, threads);
-    let rows: Vec<Range<u32>> = edges.windows(2).map(|w| w[0]..w[1]).collect();
-    // The nearest strip below and above each that has rows: its edge row is the halo.
-    let below: Vec<Option<usize>> = (0..threads)
-        .map(|t| (0..t).rev().find(|&u| !rows[u].is_empty()))
-        .collect();
-    let above: Vec<Option<usize>> = (0..threads)
-        .map(|t| (t + 1..threads).find(|&u| !rows[u].is_empty()))
-        .collect();
-    let shared: Vec<Shared> = (0..threads).map(|_| Shared::default()).collect();
-    // Each strip is locked only by its own thread, except while the books are kept.
-    // Each thread builds its own strip, and in the end sorts it by slot, in parallel.
-    let strips: Vec<Mutex<Strip>> = (0..threads).map(|_| Mutex::default()).collect();
-    let finals: Vec<Mutex<Vec<Body>>> = (0..threads).map(|_| Mutex::default()).collect();
-    let barrier = Barrier::new(threads);
-    let stop = AtomicBool::new(false);
-    // The step in which a particle escaped, or 0.
-    let runaway = AtomicU64::new(0);
-    let correction = AtomicU64::new(run.start.correction.to_bits());
-    let tally = Mutex::new(Tally::new(run, watch));
-    let terms = Mutex::new(if run.needs_energy() {
-        vec![0.0; n]
-    } else {
-        Vec::new()
-    });
-    thread::scope(|scope| {
-        for t in 0..threads {
-            let (shared, strips, barrier, stop, runaway, correction, tally, terms) = (
-                &shared,
-                &strips,
-                &barrier,
-                &stop,
-                &runaway,
-                &correction,
-                &tally,
-                &terms,
-            );
-            let (below, above, grid, finals, per_row) =
-                (below[t], above[t], &grid, &finals, &per_row);
-            let rows = rows[t].clone();
-            let worker = move || {
-                *lock(&strips[t]) = Strip::from_start(grid, start, rows, per_row);
-                for step in run.remaining_steps() {
-                    let step = step + 1;
-                    {
-                        let strip = lock(&strips[t]);
-                        let mut edges = write(&shared[t].edges);
-                        let range = strip.rows();
-                        if !range.is_empty() {
-                            let (bottom, top) = &mut *edges;
-                            strip.row_into(grid, range.start, bottom);
-                            strip.row_into(grid, range.end - 1, top);
-                        }
-                    }
-                    barrier.wait();
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    {
-                        let halo_below = below.map(|u| read(&shared[u].edges));
-                        let halo_above = above.map(|u| read(&shared[u].edges));
-                        let halo_below = halo_below.as_ref().map_or(&[][..], |e| &e.1[..]);
-                        let halo_above = halo_above.as_ref().map_or(&[][..], |e| &e.0[..]);
-                        let motion = Motion {
-                            dt: run.dt,
-                            size: run.size,
-                            correction: f64::from_bits(correction.load(Ordering::Relaxed)),
-                        };
-                        let mut strip = lock(&strips[t]);
-                        let moved = strip.step(grid, &[halo_below, halo_above], motion);
-                        let mut leaving = write(&shared[t].leaving);
-                        leaving.clear();
-                        leaving.extend_from_slice(&strip.leaving_down);
-                        leaving.extend_from_slice(&strip.leaving_up);
-                        if moved.is_err() {
-                            runaway.store(step, Ordering::Relaxed);
-                        }
-                    }
-                    barrier.wait();
-                    if runaway.load(Ordering::Relaxed) != 0 {
-                        break;
-                    }
-                    {
-                        let mut strip = lock(&strips[t]);
-                        let range = strip.rows();
-                        for other in shared.iter() {
-                            let leaving = read(&other.leaving);
-                            let arriving = leaving
-                                .iter()
-                                .filter(|b| range.contains(&grid.row_of(b.key)));
-                            strip.admit(arriving);
-                        }
-                        strip.settle(grid);
-                    }
-                    if !run.reports_after(step) {
-                        if t == 0 && lock(tally).stop_on_signal(step) {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                        continue;
-                    }
-                    // The books: every strip is settled before the coordinating thread
-                    // reads them, and nobody steps on until it has decided.
-                    barrier.wait();
-                    if t == 0 {
-                        let strips: Vec<_> = strips.iter().map(lock).collect();
-                        let bodies = || strips.iter().flat_map(|s| s.bodies());
-                        let energy = run
-                            .needs_energy()
-                            .then(|| energy(bodies(), &mut lock(terms)));
-                        let state = run.snapshot_due(step).then(|| {
-                            let owners = owners(strips.iter().map(|s| s.bodies()), n);
-                            (in_list_order(bodies(), &start.ids), owners)
-                        });
-                        let mut tally = lock(tally);
-                        let next = tally.after_step(
-                            run,
-                            step,
-                            energy,
-                            state.as_ref().map(|(p, o)| (p, o)),
-                        );
-                        correction.store(next.to_bits(), Ordering::Relaxed);
-                        if tally.stopped() {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                    }
-                    barrier.wait();
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                }
-                *lock(&finals[t]) = std::mem::take(&mut *lock(&strips[t])).into_slot_windows();
-            };
-            scope.spawn(worker);
-        }
-    });
-    if let step @ 1.. = runaway.into_inner() {
-        return Err(Runaway { step });
-    }
-    let finals: Vec<Vec<Body>> = finals
-        .into_iter()
-        .map(|f| f.into_inner().unwrap_or_else(PoisonError::into_inner))
-        .collect();
-    let parts: Vec<&[Body]> = finals.iter().map(|f| &f[..]).collect();
-    let particles =
-        into_list_order(&parts, owned, threads).expect("the strips hold every particle once");
-    let tally = tally.into_inner().unwrap_or_else(PoisonError::into_inner);
-    Ok(tally.finish(particles, Vec::new()))
-}
-
-// A panicking thread poisons the locks; scope() then re-raises its panic anyway, so the
-// data behind a poisoned lock is never used for a result.
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
-    lock.lock().unwrap_or_else(PoisonError::into_inner)
 }

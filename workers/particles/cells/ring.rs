@@ -37,7 +37,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ringleader::{
-    Bulk, Coordinator, Gather, LaunchError, Launcher, Neighbour, Ring, Stage, StageError, Transport,
+    Bulk, Coordinator, Gather, LaunchError, Launcher, Neighbour, Restart, Rewind, Ring, Stage,
+    StageError, Transport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -213,6 +214,52 @@ impl CellRing {
     }
 }
 
+/// Whether the coordinator's answer to `step` matters to a lone worker: for the
+/// correction, or because the watch, shown the step or a snapshot, may stop the run.
+fn asks(run: &Run, step: u64) -> bool {
+    run.normalize || run.every_step || run.snapshot_due(step)
+}
+
+impl CellRing {
+    /// Reports a step to the coordinator: how far the furthest departing particle goes,
+    /// and the energy and state of every particle this worker moved, when the run needs
+    /// them.
+    fn report(
+        &self,
+        ring: &mut Ring<Self>,
+        strip: &Strip,
+        step: u64,
+        reach: u32,
+    ) -> Result<(), StageError> {
+        let run = &self.run;
+        let moved = || {
+            strip
+                .bodies()
+                .chain(&strip.leaving_down)
+                .chain(&strip.leaving_up)
+        };
+        let energy = if run.needs_energy() {
+            let slots: Vec<u32> = moved().map(|b| b.slot).collect();
+            let terms: Vec<f64> = moved().map(|b| energy_term(b.vx, b.vy)).collect();
+            Some((ring.bulk(&slots)?, ring.bulk(&terms)?))
+        } else {
+            None
+        };
+        let bodies = if run.snapshot_due(step) {
+            Some(ring.bulk(&moved().copied().collect::<Vec<_>>())?)
+        } else {
+            None
+        };
+        ring.report(Report {
+            step,
+            reach,
+            energy,
+            bodies,
+        })?;
+        Ok(())
+    }
+}
+
 impl Stage for CellRing {
     type Message = ();
     type Report = Report;
@@ -239,9 +286,6 @@ impl Stage for CellRing {
         for step in run.remaining_steps() {
             let step = step + 1;
             ring.set_step(step);
-            if let Some(fault) = &run.fault {
-                fault.strike(ring, step)?;
-            }
             let talk = Instant::now();
             self.trade_halos(ring, &strip, &mut below, &mut above, &mut scratch)?;
             if answer_due {
@@ -264,12 +308,6 @@ impl Stage for CellRing {
             };
             strip.step(&self.grid, &[&below, &above], motion)?;
             let talk = Instant::now();
-            let moved = || {
-                strip
-                    .bodies()
-                    .chain(&strip.leaving_down)
-                    .chain(&strip.leaving_up)
-            };
             let reach = strip
                 .leaving_down
                 .iter()
@@ -277,25 +315,13 @@ impl Stage for CellRing {
                 .map(|b| self.owner(self.grid.row_of(b.key)).abs_diff(rank) as u32)
                 .max()
                 .unwrap_or(0);
-            let energy = if run.needs_energy() {
-                let slots: Vec<u32> = moved().map(|b| b.slot).collect();
-                let terms: Vec<f64> = moved().map(|b| energy_term(b.vx, b.vy)).collect();
-                Some((ring.bulk(&slots)?, ring.bulk(&terms)?))
-            } else {
-                None
-            };
-            let bodies = if run.snapshot_due(step) {
-                Some(ring.bulk(&moved().copied().collect::<Vec<_>>())?)
-            } else {
-                None
-            };
-            ring.report(Report {
-                step,
-                reach,
-                energy,
-                bodies,
-            })?;
-            answer_due = true;
+            // A lone worker has no neighbour to lose a particle to, so the coordinator
+            // hears from it only when the run needs it to.
+            let alone = ring.size() == 1;
+            if !alone || run.reports_after(step) {
+                self.report(ring, &strip, step, reach)?;
+                answer_due = !alone || asks(run, step);
+            }
             let outgoing = Passing {
                 down: std::mem::take(&mut strip.leaving_down),
                 up: std::mem::take(&mut strip.leaving_up),
@@ -360,12 +386,30 @@ impl Stage for CellRing {
         let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
         let correction =
             tally.after_step(&self.run, step, energy, state.as_ref().map(|(p, o)| (p, o)));
+        if coordinator.size() == 1 && !asks(&self.run, step) {
+            return Ok(());
+        }
         coordinator.broadcast(Command {
             correction,
             stop: tally.stopped(),
             reach,
         })?;
         Ok(())
+    }
+}
+
+impl Restart for CellRing {
+    fn rewind(&mut self, _failure: &LaunchError) -> Option<Rewind> {
+        let (run, step) = self
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rewind(&self.run);
+        // The strips keep their rows; the workers size them from the new start's counts.
+        self.per_row = Arc::new(row_counts(&self.grid, &run.start.particles.y));
+        self.run = run;
+        self.gather = Gather::new(self.edges.len() - 1);
+        Some(Rewind::from_step(step))
     }
 }
 
@@ -380,6 +424,8 @@ pub(crate) fn simulate(
     let edges = balanced_edges(&per_row, workers);
     let tally = Arc::new(Mutex::new(Tally::new(&run, watch)));
     let step_timeout = run.step_timeout;
+    let graceful = workers > 1 || run.normalize || run.every_step;
+    let fault = run.fault;
     let mut stage = CellRing {
         run: Arc::new(run),
         grid,
@@ -388,15 +434,20 @@ pub(crate) fn simulate(
         gather: Gather::new(workers),
         tally: Arc::clone(&tally),
     };
-    // Workers wait for the coordinator every step, so they can stop at a step boundary.
+    // Workers on a ring of two or more wait for the coordinator every step, so they can
+    // stop at a step boundary; a lone worker does when the run asks it to.
     let mut launcher = Launcher::new()
         .workers(workers)
         .transport(transport)
-        .stop_gracefully(true);
+        .stop_gracefully(graceful)
+        .fault(fault);
     if let Some(limit) = step_timeout {
         launcher = launcher.step_timeout(limit);
     }
-    let (outputs, stats) = launcher.launch_with_stats(&mut stage)?;
+    let restarts = stage.run.restarts;
+    let (outputs, stats) = launcher
+        .restarts(restarts)
+        .launch_restarting(&mut stage, |r| super::super::say_restarted(r, restarts))?;
     let run = Arc::clone(&stage.run);
     drop(stage);
     // Every worker's copy is gone: the start's arrays become the end's (`into_list_order`).

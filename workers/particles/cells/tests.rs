@@ -4,7 +4,8 @@ use ringleader::Transport;
 
 use super::*;
 use crate::workers::particles::{
-    Algorithm, Ending, Flow, Mode, Snapshot, Start, init, physics, simulate_with,
+    Algorithm, Ending, Flow, Mode, Outcome, Run, Snapshot, Start, Watch, init, physics,
+    simulate_with,
 };
 
 /// Records what it is shown, and stops after `stop_at`.

@@ -1,0 +1,127 @@
+//! Runs that heal themselves: when a worker fails, the coordinator stops the ring and
+//! starts a new one from the last state it holds.
+//!
+//! The framework cannot know a stage's state; the stage keeps it. A stage opts in by
+//! implementing [`Restart`]: its workers send their state to the coordinator from time to
+//! time (in reports, as any other data), its coordinator side keeps the last whole one, and
+//! [`Restart::rewind`] makes the next workers start from it. [`Launcher::restarts`] and
+//! [`Launcher::launch_restarting`] do the rest: stop and reap the failed ring (as any failure
+//! does), ask the stage to rewind, tell the caller, and start a new ring, up to the given
+//! number of times.
+//!
+//! [`Launcher::restarts`]: crate::Launcher::restarts
+//! [`Launcher::launch_restarting`]: crate::Launcher::launch_restarting
+
+use crate::error::LaunchError;
+use crate::stage::Stage;
+
+/// A stage whose run can go on after a worker fails, from a state its coordinator side
+/// holds.
+///
+/// ```
+/// use ringleader::{Coordinator, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError,
+///     Transport};
+///
+/// /// Counts to 20, one step at a time; the coordinator keeps every count it hears.
+/// #[derive(Clone)]
+/// struct Count {
+///     from: u64,
+///     kept: u64,
+/// }
+///
+/// impl Stage for Count {
+///     type Message = ();
+///     type Report = u64;
+///     type Answer = ();
+///     type Output = u64;
+///
+///     fn work(self, ring: &mut Ring<Self>) -> Result<u64, StageError> {
+///         for step in self.from + 1..=20 {
+///             ring.set_step(step);
+///             ring.report(step)?;
+///         }
+///         Ok(20)
+///     }
+///
+///     fn on_report(&mut self, _: usize, step: u64, _: &mut Coordinator<'_, Self>)
+///         -> Result<(), StageError> {
+///         self.kept = step;
+///         Ok(())
+///     }
+/// }
+///
+/// impl Restart for Count {
+///     fn rewind(&mut self, _failure: &LaunchError) -> Option<Rewind> {
+///         self.from = self.kept;
+///         Some(Rewind::from_step(self.kept))
+///     }
+/// }
+///
+/// // The worker panics at step 5 of the first run; the second goes on from step 4.
+/// let fault = "0:5:panic".parse()?;
+/// let mut stage = Count { from: 0, kept: 0 };
+/// let (outputs, _) = Launcher::new()
+///     .transport(Transport::Threads)
+///     .fault(Some(fault))
+///     .restarts(1)
+///     .launch_restarting(&mut stage, |restarted| {
+///         assert_eq!(restarted.rewind, Rewind::from_step(4));
+///     })?;
+/// assert_eq!(outputs, vec![20]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// (An injected [`Fault`](crate::Fault) strikes on the first run only, so the restarted
+/// run goes through.)
+pub trait Restart: Stage {
+    /// Called on the coordinator's copy when a run failed with `failure` and a restart
+    /// remains: make the stage start its next workers from the last whole state it holds,
+    /// and say where that is. `None` when there is nothing to go on from: the failure then
+    /// ends the run.
+    fn rewind(&mut self, failure: &LaunchError) -> Option<Rewind>;
+}
+
+/// Where a restarted run goes on from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Rewind {
+    /// The step whose state the new workers start from, for stages that count steps.
+    pub step: Option<u64>,
+}
+
+impl Rewind {
+    /// The new workers go on from the state after `step`.
+    pub fn from_step(step: u64) -> Rewind {
+        Rewind { step: Some(step) }
+    }
+
+    /// The new workers start over, for stages without steps (their coordinator side keeps
+    /// what was done).
+    pub fn over() -> Rewind {
+        Rewind { step: None }
+    }
+}
+
+/// A restart that happened: the failure that caused it, and where the run went on from.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Restarted {
+    /// Why the ring was restarted.
+    pub failure: LaunchError,
+    /// Where it went on from.
+    pub rewind: Rewind,
+    /// Which restart this was, from 1.
+    pub attempt: u32,
+}
+
+impl LaunchError {
+    /// Whether a run that failed this way may be restarted: a worker failed, a step timed
+    /// out or the workers deadlocked. A stop signal, a deliberate stop, the coordinator's
+    /// own failure and a launch that could not start are final.
+    pub fn can_restart(&self) -> bool {
+        matches!(
+            self,
+            LaunchError::Worker(_) | LaunchError::Timeout { .. } | LaunchError::Deadlock { .. }
+        )
+    }
+}

@@ -1,0 +1,302 @@
+//! Cell lists on the textbook's threads (`-t`): each thread owns a strip, as a ring worker
+//! does, but reads the rows next to it straight from its neighbours, and takes in the
+//! particles that entered its rows from every other thread's list. A step has three phases
+//! between barriers, all of them parallel: each thread copies out its strip's edge rows;
+//! each steps its strip and puts the particles that left it aside; each takes in those that
+//! entered its rows.
+//!
+//! The threads are the framework's workers on the threads transport, so the run gets every
+//! guarantee a ring gets. Thread 0 asks the coordinator, which keeps the books, after every
+//! step that reports.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+
+use ringleader::{
+    Coordinator, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError, Transport,
+};
+use serde::{Deserialize, Serialize};
+
+use super::super::barrier::Barrier;
+use super::super::physics::{Motion, Particles};
+use super::super::{Outcome, Run, Tally, Watch};
+use super::strip::Strip;
+use super::{
+    Body, Grid, balanced_edges, energy, in_list_order, into_list_order, owners, row_counts,
+};
+
+/// What a thread shares with the others: the rows at the edges of its strip, copied at the
+/// start of each step, and the particles that left its strip in the step.
+#[derive(Debug, Default)]
+struct Shared {
+    edges: RwLock<(Vec<Body>, Vec<Body>)>,
+    leaving: RwLock<Vec<Body>>,
+}
+
+/// The stage: every thread's view of the shared state.
+#[derive(Clone)]
+pub(crate) struct CellThreads {
+    run: Arc<Run>,
+    grid: Grid,
+    rows: Arc<Vec<Range<u32>>>,
+    per_row: Arc<Vec<u32>>,
+    /// The nearest thread below and above each that has rows: its edge row is the halo.
+    below: Arc<Vec<Option<usize>>>,
+    above: Arc<Vec<Option<usize>>>,
+    shared: Arc<Vec<Shared>>,
+    /// Each strip is locked only by its own thread, except while thread 0 keeps the books
+    /// and every other thread waits at a barrier.
+    strips: Arc<Vec<Mutex<Strip>>>,
+    /// Each thread's particles at the end, for `into_list_order`.
+    finals: Arc<Vec<Mutex<Vec<Body>>>>,
+    barrier: Arc<Barrier>,
+    /// The coordinator's last answer, which thread 0 hands on to the others.
+    correction: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    // The coordinator's books; worker threads never touch them.
+    tally: Arc<Mutex<Tally>>,
+}
+
+/// Thread 0's account of a step.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StepReport {
+    step: u64,
+    energy: Option<f64>,
+    state: Option<(Particles, Vec<u32>)>,
+}
+
+/// The coordinator's answer after a step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Command {
+    correction: f64,
+    stop: bool,
+}
+
+impl Stage for CellThreads {
+    type Message = ();
+    type Report = StepReport;
+    type Answer = Command;
+    type Output = ();
+
+    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+        let run = &self.run;
+        let t = ring.rank();
+        let (grid, shared) = (&self.grid, &self.shared);
+        let wait = |ring: &Ring<Self>| self.barrier.wait(|| ring.stopping());
+        *lock(&self.strips[t]) = Strip::from_start(
+            grid,
+            &run.start.particles,
+            self.rows[t].clone(),
+            &self.per_row,
+        );
+        let n = run.start.particles.len();
+        let mut terms = Vec::new();
+        for step in run.remaining_steps() {
+            let step = step + 1;
+            ring.set_step(step);
+            {
+                let strip = lock(&self.strips[t]);
+                let mut edges = write(&shared[t].edges);
+                let range = strip.rows();
+                if !range.is_empty() {
+                    let (bottom, top) = &mut *edges;
+                    strip.row_into(grid, range.start, bottom);
+                    strip.row_into(grid, range.end - 1, top);
+                }
+            }
+            wait(ring)?;
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            {
+                let halo_below = self.below[t].map(|u| read(&shared[u].edges));
+                let halo_above = self.above[t].map(|u| read(&shared[u].edges));
+                let halo_below = halo_below.as_ref().map_or(&[][..], |e| &e.1[..]);
+                let halo_above = halo_above.as_ref().map_or(&[][..], |e| &e.0[..]);
+                let motion = Motion {
+                    dt: run.dt,
+                    size: run.size,
+                    correction: f64::from_bits(self.correction.load(Ordering::Relaxed)),
+                };
+                let mut strip = lock(&self.strips[t]);
+                strip.step(grid, &[halo_below, halo_above], motion)?;
+                let mut leaving = write(&shared[t].leaving);
+                leaving.clear();
+                leaving.extend_from_slice(&strip.leaving_down);
+                leaving.extend_from_slice(&strip.leaving_up);
+            }
+            wait(ring)?;
+            {
+                let mut strip = lock(&self.strips[t]);
+                let range = strip.rows();
+                for other in shared.iter() {
+                    let leaving = read(&other.leaving);
+                    let arriving = leaving
+                        .iter()
+                        .filter(|b| range.contains(&grid.row_of(b.key)));
+                    strip.admit(arriving);
+                }
+                strip.settle(grid);
+            }
+            if !run.reports_after(step) {
+                continue;
+            }
+            // The books: every strip is settled before thread 0 reads them, and nobody
+            // steps on until the coordinator has answered.
+            wait(ring)?;
+            if t == 0 {
+                let report = {
+                    let strips: Vec<_> = self.strips.iter().map(lock).collect();
+                    let bodies = || strips.iter().flat_map(|s| s.bodies());
+                    if run.needs_energy() && terms.is_empty() {
+                        terms = vec![0.0; n];
+                    }
+                    StepReport {
+                        step,
+                        energy: run.needs_energy().then(|| energy(bodies(), &mut terms)),
+                        state: run.snapshot_due(step).then(|| {
+                            let super::super::Owners::Slots(ranks) =
+                                owners(strips.iter().map(|s| s.bodies()), n)
+                            else {
+                                unreachable!("strips own slots")
+                            };
+                            (in_list_order(bodies(), &run.start.particles.ids), ranks)
+                        }),
+                    }
+                };
+                let command = ring.ask(report)?;
+                self.correction
+                    .store(command.correction.to_bits(), Ordering::Relaxed);
+                self.stop.store(command.stop, Ordering::Relaxed);
+            }
+            wait(ring)?;
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        *lock(&self.finals[t]) = std::mem::take(&mut *lock(&self.strips[t])).into_slot_windows();
+        Ok(())
+    }
+
+    fn on_report(
+        &mut self,
+        _from: usize,
+        report: StepReport,
+        coordinator: &mut Coordinator<'_, Self>,
+    ) -> Result<(), StageError> {
+        let state = report
+            .state
+            .map(|(particles, ranks)| (particles, super::super::Owners::Slots(ranks)));
+        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+        let correction = tally.after_step(
+            &self.run,
+            report.step,
+            report.energy,
+            state.as_ref().map(|(p, o)| (p, o)),
+        );
+        coordinator.send(
+            0,
+            Command {
+                correction,
+                stop: tally.stopped(),
+            },
+        )?;
+        Ok(())
+    }
+}
+
+impl Restart for CellThreads {
+    fn rewind(&mut self, _failure: &LaunchError) -> Option<Rewind> {
+        let (run, step) = self
+            .tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rewind(&self.run);
+        let threads = self.rows.len();
+        self.per_row = Arc::new(row_counts(&self.grid, &run.start.particles.y));
+        self.shared = Arc::new((0..threads).map(|_| Shared::default()).collect());
+        self.strips = Arc::new((0..threads).map(|_| Mutex::default()).collect());
+        self.finals = Arc::new((0..threads).map(|_| Mutex::default()).collect());
+        self.barrier = Arc::new(Barrier::new(threads));
+        self.correction = Arc::new(AtomicU64::new(run.start.correction.to_bits()));
+        self.stop = Arc::new(AtomicBool::new(false));
+        self.run = run;
+        Some(Rewind::from_step(step))
+    }
+}
+
+pub(crate) fn simulate(
+    run: Run,
+    threads: usize,
+    watch: Box<dyn Watch>,
+) -> Result<(Outcome, Box<dyn Watch>), LaunchError> {
+    let grid = Grid::new(run.size);
+    let per_row = row_counts(&grid, &run.start.particles.y);
+    let edges = balanced_edges(&per_row, threads);
+    let rows: Vec<Range<u32>> = edges.windows(2).map(|w| w[0]..w[1]).collect();
+    let below = (0..threads)
+        .map(|t| (0..t).rev().find(|&u| !rows[u].is_empty()))
+        .collect();
+    let above = (0..threads)
+        .map(|t| (t + 1..threads).find(|&u| !rows[u].is_empty()))
+        .collect();
+    let tally = Arc::new(Mutex::new(Tally::new(&run, watch)));
+    let mut launcher = Launcher::new()
+        .workers(threads)
+        .transport(Transport::Threads)
+        // Thread 0 hears from the coordinator after every step that reports.
+        .stop_gracefully(run.normalize || run.every_step)
+        .fault(run.fault);
+    if let Some(limit) = run.step_timeout {
+        launcher = launcher.step_timeout(limit);
+    }
+    let mut stage = CellThreads {
+        correction: Arc::new(AtomicU64::new(run.start.correction.to_bits())),
+        run: Arc::new(run),
+        grid,
+        rows: Arc::new(rows),
+        per_row: Arc::new(per_row),
+        below: Arc::new(below),
+        above: Arc::new(above),
+        shared: Arc::new((0..threads).map(|_| Shared::default()).collect()),
+        strips: Arc::new((0..threads).map(|_| Mutex::default()).collect()),
+        finals: Arc::new((0..threads).map(|_| Mutex::default()).collect()),
+        barrier: Arc::new(Barrier::new(threads)),
+        stop: Arc::new(AtomicBool::new(false)),
+        tally: Arc::clone(&tally),
+    };
+    let restarts = stage.run.restarts;
+    launcher
+        .restarts(restarts)
+        .launch_restarting(&mut stage, |r| super::super::say_restarted(r, restarts))?;
+    let finals: Vec<Vec<Body>> = stage
+        .finals
+        .iter()
+        .map(|f| std::mem::take(&mut *lock(f)))
+        .collect();
+    let run = Arc::clone(&stage.run);
+    drop(stage);
+    // Every thread is done with the start: its arrays become the end's (`into_list_order`).
+    let start = match Arc::try_unwrap(run) {
+        Ok(mut run) => std::mem::take(&mut run.start.particles),
+        Err(run) => run.start.particles.clone(),
+    };
+    let parts: Vec<&[Body]> = finals.iter().map(|f| &f[..]).collect();
+    let particles = into_list_order(&parts, start, threads).map_err(LaunchError::Coordinator)?;
+    Ok(Tally::unshare(tally).finish(particles, Vec::new()))
+}
+
+// A panicking thread poisons the locks; the framework then ends the run with its panic, so
+// the data behind a poisoned lock is never used for a result.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
+}
