@@ -24,6 +24,8 @@ pub enum Party {
     Rank(usize),
     /// The coordinator.
     Coordinator,
+    /// The other workers, at a barrier.
+    Barrier,
 }
 
 /// One blocked worker in a deadlock.
@@ -81,6 +83,9 @@ fn stuck_on(readings: &[Reading], live: &[bool], rank: usize) -> Option<Party> {
     let me = &readings[rank];
     match me.waiting? {
         WaitingOn::Coordinator => (me.answers_sent == me.answers).then_some(Party::Coordinator),
+        // A barrier releases no one until every worker has arrived, so a worker waiting
+        // there is stuck exactly as long as some other one is.
+        WaitingOn::Barrier => Some(Party::Barrier),
         side => {
             let (peer, link) = match side {
                 WaitingOn::Left => ((rank + size - 1) % size, Link::Right),
@@ -137,16 +142,14 @@ fn stuck(
             at = next;
         }
     }
-    // Everyone stuck, someone on the coordinator, and no report left for it to handle.
+    // Everyone stuck, on each other, a barrier or the coordinator, and no report left for
+    // the coordinator to handle: only an answer could move anyone, and none will come.
     let alive: Vec<usize> = (0..size).filter(|&rank| live[rank]).collect();
     let all_stuck = !alive.is_empty() && alive.iter().all(|&rank| on[rank].is_some());
-    let on_coordinator = alive
-        .iter()
-        .any(|&rank| on[rank] == Some(Party::Coordinator));
     let reports_handled = alive
         .iter()
         .all(|&rank| readings[rank].reports == handled[rank]);
-    (all_stuck && on_coordinator && reports_handled).then(|| {
+    (all_stuck && reports_handled).then(|| {
         alive
             .iter()
             .filter_map(|&rank| on[rank].map(|party| wait(rank, party)))
@@ -221,6 +224,23 @@ mod tests {
         assert!(stuck(&pending, &[true, true], &[0, 0]).is_none());
         // Nor while one worker still computes.
         let busy = [reading(Some(WaitingOn::Coordinator)), reading(None)];
+        assert!(stuck(&busy, &[true, true], &[0, 0]).is_none());
+    }
+
+    #[test]
+    fn a_barrier_that_a_stuck_worker_never_reaches_is_a_deadlock() {
+        // Rank 1 waits on rank 0, which waits at a barrier rank 1 never reaches.
+        let readings = [
+            reading(Some(WaitingOn::Barrier)),
+            reading(Some(WaitingOn::Right)),
+        ];
+        let found = stuck(&readings, &[true, true], &[0, 0]).unwrap();
+        assert_eq!(
+            found,
+            vec![(0, Some(3), Party::Barrier), (1, Some(3), Party::Rank(0))]
+        );
+        // While one of them still works, the barrier may yet open.
+        let busy = [reading(Some(WaitingOn::Barrier)), reading(None)];
         assert!(stuck(&busy, &[true, true], &[0, 0]).is_none());
     }
 }

@@ -246,6 +246,7 @@ fn describe_waits(waits: &[Wait]) -> String {
         .map(|wait| match wait.on {
             Party::Rank(peer) => format!("rank {} waits for rank {peer}", wait.rank),
             Party::Coordinator => format!("rank {} waits for the coordinator", wait.rank),
+            Party::Barrier => format!("rank {} waits at a barrier", wait.rank),
         })
         .collect::<Vec<_>>()
         .join(", ");

@@ -9,7 +9,7 @@
 //! own answer counters.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::shared::{SharedArray, SharedZeroed};
 
@@ -23,6 +23,8 @@ pub(crate) enum WaitingOn {
     Right,
     /// An answer from the coordinator.
     Coordinator,
+    /// The other workers, at a barrier.
+    Barrier,
 }
 
 /// Which of a worker's two outgoing (or incoming) ring links.
@@ -63,12 +65,55 @@ struct Record {
 #[repr(C, align(64))]
 struct Header {
     cancelled: AtomicU64,
+    /// The barrier: how many have arrived in the current round, and the round's number,
+    /// which waiters sleep on (a futex, so a wake is immediate across processes too).
+    arrived: AtomicU32,
+    round: AtomicU32,
 }
 
 // SAFETY: both hold only atomics, valid at zero.
 unsafe impl SharedZeroed for Record {}
 // SAFETY: as above.
 unsafe impl SharedZeroed for Header {}
+
+/// Sleeps while `word` holds `expected`, for at most `timeout`, or until woken. The word
+/// lives in memory every process of the run maps, so the futex is a shared one.
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: std::time::Duration) {
+    let timeout = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: `word` is a live, aligned u32 for the duration of the call, and `timeout` a
+    // valid timespec; FUTEX_WAIT only reads the word. Early returns (a wake, a signal, the
+    // value already changed) are all fine: callers look at the word again.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &timeout as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every process or thread sleeping on `word`.
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not touch it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
 
 /// The shared records of one run.
 pub(crate) struct Board {
@@ -192,6 +237,7 @@ impl Board {
             Some(WaitingOn::Coordinator) => 1,
             Some(WaitingOn::Left) => 2,
             Some(WaitingOn::Right) => 3,
+            Some(WaitingOn::Barrier) => 4,
         };
         // Release: the counters written before the wait are visible with it.
         self.record(rank).waiting.store(code, Ordering::Release);
@@ -200,6 +246,38 @@ impl Board {
     /// Ends every wait on the ring: the coordinator is stopping the run.
     pub(crate) fn cancel(&self) {
         self.header().cancelled.store(1, Ordering::Release);
+        // Workers asleep at the barrier look at the flag now rather than at their next
+        // timeout.
+        futex_wake(&self.header().round);
+    }
+
+    /// Arrives at the barrier of a ring of `ranks`. Returns the round to wait out, or
+    /// `None` for the last to arrive, which has released the others.
+    ///
+    /// The round is read before arriving: it cannot move on until this worker has arrived
+    /// too, so a waiter never mistakes the next round for its own.
+    pub(crate) fn arrive(&self, ranks: usize) -> Option<u32> {
+        let header = self.header();
+        let round = header.round.load(Ordering::SeqCst);
+        if header.arrived.fetch_add(1, Ordering::SeqCst) + 1 < ranks as u32 {
+            return Some(round);
+        }
+        // Nobody can arrive for the next round before the round number moves, so the count
+        // is reset first.
+        header.arrived.store(0, Ordering::SeqCst);
+        header.round.fetch_add(1, Ordering::SeqCst);
+        futex_wake(&header.round);
+        None
+    }
+
+    /// Whether barrier round `round` is over.
+    pub(crate) fn released(&self, round: u32) -> bool {
+        self.header().round.load(Ordering::SeqCst) != round
+    }
+
+    /// Sleeps while barrier round `round` lasts, for at most `timeout`.
+    pub(crate) fn sleep_in_round(&self, round: u32, timeout: std::time::Duration) {
+        futex_wait(&self.header().round, round, timeout);
     }
 
     pub(crate) fn cancelled(&self) -> bool {
@@ -212,6 +290,7 @@ impl Board {
             0 => None,
             1 => Some(WaitingOn::Coordinator),
             2 => Some(WaitingOn::Left),
+            4 => Some(WaitingOn::Barrier),
             _ => Some(WaitingOn::Right),
         };
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);

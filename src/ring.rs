@@ -157,9 +157,10 @@ impl<S: Stage> Ring<S> {
                 panic!("injected fault {fault} given up as the run stopped")
             }
             FaultKind::Cycle => {
-                // The right neighbour waits for something from this worker, which waits
-                // for something from it.
-                let _ = self.recv_frame(Neighbour::Right);
+                // Wait for the right neighbour, and never send it anything: whatever it
+                // sends first is taken, and then it waits for this worker, which waits for
+                // it, until the run is stopped.
+                while self.recv_frame(Neighbour::Right).is_ok() {}
                 panic!("injected fault {fault} given up as the run stopped")
             }
         }
@@ -380,6 +381,79 @@ impl<S: Stage> Ring<S> {
         fill: impl FnOnce(&mut [T]),
     ) -> Result<Bulk<T>, RingError> {
         Bulk::filled(self.transport, len, fill).map_err(|e| block_error(e, self.rank))
+    }
+
+    /// Waits until every worker of the ring has called `barrier` as often as this one:
+    /// the textbook's barrier between the phase that reads shared positions and the phase
+    /// that writes them. Between processes and threads the workers meet in memory the
+    /// framework shares (a waiter sleeps on a futex, and the last to arrive wakes them all);
+    /// over MPI they pass an empty block round the ring.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use ringleader::{Launcher, Ring, Stage, StageError, Transport};
+    ///
+    /// #[derive(Clone)]
+    /// struct Phases(Arc<AtomicUsize>);
+    ///
+    /// impl Stage for Phases {
+    ///     type Message = ();
+    ///     type Report = ();
+    ///     type Answer = ();
+    ///     type Output = usize;
+    ///
+    ///     fn work(self, ring: &mut Ring<Self>) -> Result<usize, StageError> {
+    ///         self.0.fetch_add(1, Ordering::SeqCst);
+    ///         ring.barrier()?;
+    ///         // Every worker has counted by now.
+    ///         Ok(self.0.load(Ordering::SeqCst))
+    ///     }
+    /// }
+    ///
+    /// let mut stage = Phases(Arc::new(AtomicUsize::new(0)));
+    /// let seen = Launcher::new().workers(3).transport(Transport::Threads).launch(&mut stage)?;
+    /// assert_eq!(seen, vec![3, 3, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Stopped`] if the run is being stopped while this worker waits (another
+    /// worker failed, say); over MPI, as [`Ring::rotate`].
+    pub fn barrier(&mut self) -> Result<(), RingError> {
+        #[cfg(feature = "mpi")]
+        if self.transport == Transport::Mpi {
+            return self.rotate::<u8>(&[], |_, _| {});
+        }
+        let Some(round) = self.board.arrive(self.size) else {
+            return Ok(());
+        };
+        // Another worker a few microseconds behind is common: look before sleeping.
+        let started = std::time::Instant::now();
+        while started.elapsed() < crate::transport::SPIN {
+            if self.board.released(round) {
+                return Ok(());
+            }
+            std::thread::yield_now();
+        }
+        self.board.sleep_in_round(round, QUIET);
+        if self.board.released(round) {
+            return Ok(());
+        }
+        // A long wait: say so on the board, for the deadlock watch and the step timeout.
+        self.board.set_waiting(self.rank, Some(WaitingOn::Barrier));
+        let result = loop {
+            if self.board.released(round) {
+                break Ok(());
+            }
+            if self.board.cancelled() {
+                break Err(RingError::Stopped);
+            }
+            self.board.sleep_in_round(round, RECHECK);
+        };
+        self.board.set_waiting(self.rank, None);
+        result
     }
 
     /// Sends a report to the coordinator, where [`Stage::on_report`] handles it. It does

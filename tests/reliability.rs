@@ -482,6 +482,7 @@ fn stress_random_faults_never_hang_orphan_or_leave_a_zombie() {
         let rank = rng.below(workers);
         let step = 1 + rng.below(steps);
         let normalize = rng.below(2) == 0;
+        let algorithm = ["allpairs", "cells"][rng.below(2) as usize];
         let spec = format!("{rank}:{step}:{kind}");
         let (workers_arg, steps_arg) = (workers.to_string(), steps.to_string());
         let mut args = vec![
@@ -501,6 +502,7 @@ fn stress_random_faults_never_hang_orphan_or_leave_a_zombie() {
         if normalize {
             args.push("-e");
         }
+        args.extend(["--algorithm", algorithm]);
         let run = fault(&spec, &args);
         let what = format!("run {i} (seed {seed:#x}): {spec} {args:?}: {run:?}");
         assert_eq!(run.code, Some(1), "{what}");
@@ -561,4 +563,255 @@ fn bad_timeouts_and_faults_are_usage_errors() {
         assert!(line.starts_with("ringleader: "), "{line}");
         assert!(line.contains(mentions), "{args:?} {spec}: {line}");
     }
+}
+
+/// Every mode a run can take, as command-line arguments: serially one worker thread, the
+/// textbook's threads, a ring of processes, a ring of threads.
+const MODES: [&[&str]; 4] = [
+    &[],
+    &["-t", "2"],
+    &["-p", "2"],
+    &["-p", "2", "--transport", "threads"],
+];
+
+const ALGORITHMS: [&str; 2] = ["allpairs", "cells"];
+
+/// Every fault kind against every mode and both algorithms: the guarantees come from the
+/// framework, so they hold wherever a run goes. A kind a worker thread cannot play is a
+/// usage error, said before anything runs.
+#[test]
+fn every_fault_ends_every_mode_and_algorithm_in_one_line() {
+    let _serial = exclusive();
+    for algorithm in ALGORITHMS {
+        for mode in MODES {
+            let threads = !mode.contains(&"-p") || mode.contains(&"threads");
+            for kind in ["panic", "exit", "abort", "kill", "hang", "cycle"] {
+                let mut args = vec!["particles", "-n", "200", "-s", "10", "--timeout", "1"];
+                args.extend(["--algorithm", algorithm]);
+                args.extend(mode);
+                let spec = format!("0:3:{kind}");
+                let run = fault(&spec, &args);
+                let what = format!("{spec} {args:?}: {run:?}");
+                let line = run.line();
+                if threads && matches!(kind, "exit" | "abort" | "kill") {
+                    assert_eq!(run.code, Some(2), "{what}");
+                    assert!(line.contains("a worker thread cannot"), "{what}");
+                    continue;
+                }
+                assert_eq!(run.code, Some(1), "{what}");
+                let expected = match kind {
+                    "panic" => "panicked: injected fault 0:3:panic",
+                    "exit" => "exited with code 3 at step 3",
+                    "abort" => "was killed by SIGABRT at step 3",
+                    "kill" => "was killed by SIGKILL at step 3",
+                    "hang" => "ringleader: step 3 timed out after 1 s: rank 0",
+                    _ => "ringleader: deadlock: rank 0 waits ",
+                };
+                assert!(line.contains(expected), "{what}: want {expected:?}");
+                if matches!(kind, "panic" | "exit" | "abort" | "kill") {
+                    assert!(line.starts_with("ringleader: worker rank 0 "), "{what}");
+                }
+            }
+        }
+    }
+}
+
+/// Starts a long run of `args` and waits until its workers are up: the coordinator and
+/// `workers` worker processes, or the coordinator's threads.
+fn started(args: &[&str], tag: &str, workers: usize) -> Child {
+    let child = spawn(args, &[], tag, false);
+    if args.contains(&"-p") && !args.contains(&"threads") {
+        wait_for_processes(tag, workers + 1);
+    } else {
+        // The coordinator's own thread and one per worker.
+        wait_for_threads(child.id(), workers + 1);
+    }
+    child
+}
+
+/// The worker processes of a run: every tagged process but the coordinator.
+fn workers_of(tag: &str, coordinator: u32) -> Vec<u32> {
+    processes_tagged(tag)
+        .into_iter()
+        .filter(|&pid| pid != coordinator)
+        .collect()
+}
+
+/// A step timeout, a stop signal with a checkpoint, and SIGSTOP, in every mode and both
+/// algorithms: each ends as the framework promises.
+#[test]
+fn stop_signals_write_a_checkpoint_in_every_mode_and_algorithm() {
+    let _serial = exclusive();
+    for algorithm in ALGORITHMS {
+        for mode in MODES {
+            let dir = std::env::temp_dir().join(new_tag());
+            std::fs::create_dir_all(&dir).expect("scratch directory");
+            let ck = dir.join("stop.ck");
+            let ck_arg = ck.to_str().expect("a UTF-8 path");
+            let mut args = vec!["particles", "-n", "200", "-s", "100000000", "-e"];
+            args.extend(["--algorithm", algorithm, "--checkpoint", ck_arg]);
+            args.extend(mode);
+            let tag = new_tag();
+            let begun = Instant::now();
+            let child = started(&args, &tag, if mode.is_empty() { 1 } else { 2 });
+            kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("signal");
+            let run = finish(child, &tag, begun, Duration::from_secs(60));
+            let what = format!("{args:?}: {run:?}");
+            assert_eq!(run.code, Some(130), "{what}");
+            let line = run.line();
+            assert!(
+                line.starts_with("ringleader: stopped by SIGINT after step "),
+                "{what}"
+            );
+            assert!(line.ends_with("; checkpoint written"), "{what}");
+            assert!(ck.exists(), "{what}");
+        }
+    }
+}
+
+/// A worker process stopped by SIGSTOP never finishes its step: the step timeout names it,
+/// whichever algorithm it runs.
+#[test]
+fn a_stopped_worker_process_times_out_in_both_algorithms() {
+    let _serial = exclusive();
+    for algorithm in ALGORITHMS {
+        let args = [
+            "particles",
+            "-n",
+            "200",
+            "-s",
+            "100000000",
+            "-p",
+            "2",
+            "--timeout",
+            "1",
+            "--algorithm",
+            algorithm,
+        ];
+        let tag = new_tag();
+        let begun = Instant::now();
+        let child = started(&args, &tag, 2);
+        let workers = workers_of(&tag, child.id());
+        kill(Pid::from_raw(workers[0] as i32), Signal::SIGSTOP).expect("stop a worker");
+        let run = finish(child, &tag, begun, Duration::from_secs(60));
+        let line = run.line();
+        assert_eq!(run.code, Some(1), "{algorithm}: {run:?}");
+        assert!(line.contains("timed out after 1 s: rank "), "{line}");
+        assert!(line.contains(&format!("(pid {})", workers[0])), "{line}");
+    }
+}
+
+/// The state of `run`'s --out file, as bits.
+fn out_state(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).expect("the final state")
+}
+
+/// Workers killed or stopped from outside during a run with --restarts: the run starts
+/// again from the last state kept and ends with the bits of a run that never failed, on
+/// processes and threads and with both algorithms.
+#[test]
+fn restarted_runs_end_with_the_bits_of_an_unbroken_run() {
+    let _serial = exclusive();
+    for algorithm in ALGORITHMS {
+        let dir = std::env::temp_dir().join(new_tag());
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        let want = dir.join("want.csv");
+        let base = ["particles", "-n", "300", "-s", "2000", "-e"];
+        let mut args = base.to_vec();
+        args.extend(["--algorithm", algorithm, "--out", want.to_str().unwrap()]);
+        assert_eq!(run_with(&args, &[]).code, Some(0));
+        let want = out_state(&want);
+        // On processes a worker is killed, then one is stopped; on threads one panics.
+        let cases: [(&[&str], &str); 3] = [
+            (&["-p", "3"], "kill"),
+            (&["-p", "3"], "stop"),
+            (&["-p", "3", "--transport", "threads"], "panic"),
+        ];
+        for (mode, how) in cases {
+            let got = dir.join(format!("{how}.csv"));
+            let mut args = base.to_vec();
+            args.extend(["--algorithm", algorithm, "--out", got.to_str().unwrap()]);
+            args.extend([
+                "--restarts",
+                "2",
+                "--checkpoint-every",
+                "50",
+                "--timeout",
+                "1",
+            ]);
+            args.extend(mode);
+            let run = if how == "panic" {
+                fault("1:700:panic", &args)
+            } else {
+                let tag = new_tag();
+                let begun = Instant::now();
+                let child = started(&args, &tag, 3);
+                let worker = Pid::from_raw(workers_of(&tag, child.id())[1] as i32);
+                let signal = if how == "kill" {
+                    Signal::SIGKILL
+                } else {
+                    Signal::SIGSTOP
+                };
+                kill(worker, signal).expect("signal a worker");
+                finish(child, &tag, begun, Duration::from_secs(120))
+            };
+            let what = format!("{algorithm} {how} {args:?}: {run:?}");
+            assert_eq!(run.code, Some(0), "{what}");
+            let line = run.line();
+            assert!(line.contains("; restarting from step "), "{what}");
+            assert!(line.ends_with(" (1 of 2)"), "{what}");
+            assert_eq!(out_state(&got), want, "{what}");
+        }
+    }
+}
+
+/// Every ring of a run with one restart fails: the second failure ends the run as any
+/// failure does, named, after the one restart line.
+#[test]
+fn a_run_that_fails_after_its_last_restart_ends_with_that_failure() {
+    let _serial = exclusive();
+    let args = [
+        "particles",
+        "-n",
+        "200",
+        "-s",
+        "100000000",
+        "-p",
+        "2",
+        "--restarts",
+        "1",
+    ];
+    let tag = new_tag();
+    let begun = Instant::now();
+    let child = started(&args, &tag, 2);
+    let first = workers_of(&tag, child.id());
+    kill(Pid::from_raw(first[0] as i32), Signal::SIGKILL).expect("kill a worker");
+    // The new ring's workers: tagged processes that were not there before.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        let now: Vec<u32> = workers_of(&tag, child.id())
+            .into_iter()
+            .filter(|pid| !first.contains(pid))
+            .collect();
+        if now.len() == 2 {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "no new ring: {now:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    kill(Pid::from_raw(second[1] as i32), Signal::SIGKILL).expect("kill a worker again");
+    let run = finish(child, &tag, begun, Duration::from_secs(60));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{run:?}");
+    assert!(lines[0].contains(&format!("(pid {}) was killed by SIGKILL", first[0])));
+    assert!(lines[0].ends_with(" (1 of 1)"), "{}", lines[0]);
+    assert!(
+        lines[1].starts_with(&format!(
+            "ringleader: worker rank 1 (pid {}) was killed by SIGKILL",
+            second[1]
+        )),
+        "{}",
+        lines[1]
+    );
 }

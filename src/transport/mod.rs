@@ -173,7 +173,7 @@ impl<T: Serialize + DeserializeOwned> Tx<T> {
 /// How long a receive polls before it sleeps. Waking a sleeping process on the other core
 /// takes tens of microseconds; a neighbour on its own core often answers within this, and a
 /// ring step at small n is only a few hundred microseconds long.
-const SPIN: Duration = Duration::from_micros(100);
+pub(crate) const SPIN: Duration = Duration::from_micros(100);
 
 impl<T: Serialize + DeserializeOwned> Rx<T> {
     /// Waits for the next value, for at most `timeout` if one is given. It polls for a

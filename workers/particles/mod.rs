@@ -2,7 +2,6 @@
 //! short-range repulsive force between all pairs, in a closed box, serially, with threads
 //! sharing memory behind a barrier, or with a ring of workers passing positions.
 
-mod barrier;
 mod cells;
 pub(crate) mod checkpoint;
 pub(crate) mod init;

@@ -15,7 +15,6 @@ use ringleader::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::barrier::Barrier;
 use super::physics::{Particles, accelerations, advance, collect_hits, divide, sum_in_order};
 use super::{Outcome, Owners, Run, Tally, Watch};
 
@@ -27,7 +26,6 @@ pub(crate) struct SharedThreads {
     /// Each thread owns the writes to its block; the barrier keeps every read of a block
     /// apart from its owner's write, so these locks are never contended.
     blocks: Arc<Vec<RwLock<Particles>>>,
-    barrier: Arc<Barrier>,
     /// The coordinator's last answer, which thread 0 hands on to the others.
     correction: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -74,7 +72,6 @@ impl Stage for SharedThreads {
         let m = range.len();
         let (mut ax, mut ay) = (vec![0.0; m], vec![0.0; m]);
         let mut hits = Vec::new();
-        let wait = |ring: &Ring<Self>| self.barrier.wait(|| ring.stopping());
         for step in run.remaining_steps() {
             let step = step + 1;
             ring.set_step(step);
@@ -89,7 +86,7 @@ impl Stage for SharedThreads {
                 collect_hits(&tx, &ty, &block.x, &block.y, source.start, &mut hits);
             }
             accelerations(&mut hits, &mut ax, &mut ay);
-            wait(ring)?;
+            ring.barrier()?;
             // Thread 0 decided before this barrier whether the last step was the last one;
             // every thread sees the same answer here.
             if self.stop.load(Ordering::Relaxed) {
@@ -105,7 +102,7 @@ impl Stage for SharedThreads {
                 run.size,
                 correction,
             )?;
-            wait(ring)?;
+            ring.barrier()?;
             // Thread 0 asks while the others start the next read phase; nobody writes
             // again until after the next barrier.
             if rank == 0 && run.reports_after(step) {
@@ -164,7 +161,6 @@ impl Restart for SharedThreads {
             .unwrap_or_else(PoisonError::into_inner)
             .rewind(&self.run);
         self.blocks = Arc::new(blocks_of(&run.start.particles, &self.ranges));
-        self.barrier = Arc::new(Barrier::new(self.ranges.len()));
         self.correction = Arc::new(AtomicU64::new(run.start.correction.to_bits()));
         self.stop = Arc::new(AtomicBool::new(false));
         self.run = run;
@@ -194,7 +190,6 @@ pub(crate) fn simulate(
         run: Arc::new(run),
         ranges: Arc::new(ranges),
         blocks: Arc::new(blocks),
-        barrier: Arc::new(Barrier::new(threads)),
         stop: Arc::new(AtomicBool::new(false)),
         tally: Arc::clone(&tally),
     };

@@ -18,7 +18,6 @@ use ringleader::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::super::barrier::Barrier;
 use super::super::physics::{Motion, Particles};
 use super::super::{Outcome, Run, Tally, Watch};
 use super::strip::Strip;
@@ -50,7 +49,6 @@ pub(crate) struct CellThreads {
     strips: Arc<Vec<Mutex<Strip>>>,
     /// Each thread's particles at the end, for `into_list_order`.
     finals: Arc<Vec<Mutex<Vec<Body>>>>,
-    barrier: Arc<Barrier>,
     /// The coordinator's last answer, which thread 0 hands on to the others.
     correction: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -83,7 +81,6 @@ impl Stage for CellThreads {
         let run = &self.run;
         let t = ring.rank();
         let (grid, shared) = (&self.grid, &self.shared);
-        let wait = |ring: &Ring<Self>| self.barrier.wait(|| ring.stopping());
         *lock(&self.strips[t]) = Strip::from_start(
             grid,
             &run.start.particles,
@@ -105,7 +102,7 @@ impl Stage for CellThreads {
                     strip.row_into(grid, range.end - 1, top);
                 }
             }
-            wait(ring)?;
+            ring.barrier()?;
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -126,7 +123,7 @@ impl Stage for CellThreads {
                 leaving.extend_from_slice(&strip.leaving_down);
                 leaving.extend_from_slice(&strip.leaving_up);
             }
-            wait(ring)?;
+            ring.barrier()?;
             {
                 let mut strip = lock(&self.strips[t]);
                 let range = strip.rows();
@@ -144,7 +141,7 @@ impl Stage for CellThreads {
             }
             // The books: every strip is settled before thread 0 reads them, and nobody
             // steps on until the coordinator has answered.
-            wait(ring)?;
+            ring.barrier()?;
             if t == 0 {
                 let report = {
                     let strips: Vec<_> = self.strips.iter().map(lock).collect();
@@ -170,7 +167,7 @@ impl Stage for CellThreads {
                     .store(command.correction.to_bits(), Ordering::Relaxed);
                 self.stop.store(command.stop, Ordering::Relaxed);
             }
-            wait(ring)?;
+            ring.barrier()?;
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -218,7 +215,6 @@ impl Restart for CellThreads {
         self.shared = Arc::new((0..threads).map(|_| Shared::default()).collect());
         self.strips = Arc::new((0..threads).map(|_| Mutex::default()).collect());
         self.finals = Arc::new((0..threads).map(|_| Mutex::default()).collect());
-        self.barrier = Arc::new(Barrier::new(threads));
         self.correction = Arc::new(AtomicU64::new(run.start.correction.to_bits()));
         self.stop = Arc::new(AtomicBool::new(false));
         self.run = run;
@@ -262,7 +258,6 @@ pub(crate) fn simulate(
         shared: Arc::new((0..threads).map(|_| Shared::default()).collect()),
         strips: Arc::new((0..threads).map(|_| Mutex::default()).collect()),
         finals: Arc::new((0..threads).map(|_| Mutex::default()).collect()),
-        barrier: Arc::new(Barrier::new(threads)),
         stop: Arc::new(AtomicBool::new(false)),
         tally: Arc::clone(&tally),
     };
