@@ -149,8 +149,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     if let Some(signal) = interrupted {
         eprintln!(
-            "ringleader: interrupted by {signal}: {} URLs were still to check",
-            findings.unchecked
+            "ringleader: interrupted by {signal}; {} still to check",
+            count(findings.unchecked, "URL")
         );
         return Ok(ExitCode::from(signal.exit_code()));
     }
@@ -225,53 +225,49 @@ fn summary(
     } else {
         "not fetched".to_owned()
     };
-    let mut line = format!(
+    let mut clauses = vec![format!(
         "crawl: {} fetched by {}; {} distinct links, {} external ({external}); {dead} dead",
         count(counts.fetched, "page"),
         count(workers as u64, "worker"),
         counts.links,
         counts.external,
-    );
-    let mut add = |n: u64, what: &str| {
+    )];
+    let mut add = |n: u64, what: String| {
         if n > 0 {
-            line.push_str(&format!("; {n} {what}"));
+            clauses.push(what);
         }
     };
-    add(counts.resources_checked, "sub-resources checked");
+    let n = counts.resources_checked;
+    add(n, format!("{} checked", count(n, "sub-resource")));
+    let n = findings.warnings.len() as u64;
+    add(n, format!("{n} still rate-limited (warnings, not dead)"));
+    let n = counts.depth_checked;
     add(
-        findings.warnings.len() as u64,
-        "still rate-limited (warnings, not dead)",
+        n,
+        format!("{} at --max-depth checked, not crawled", count(n, "page")),
     );
+    let n = counts.left_origin;
     add(
-        counts.depth_checked,
-        "pages at --max-depth checked, not crawled",
+        n,
+        format!("{n} redirected to another origin (checked, not crawled)"),
     );
+    let (n, mib) = (counts.truncated, MAX_PARSED >> 20);
     add(
-        counts.left_origin,
-        "redirected to another origin (checked, not crawled)",
+        n,
+        format!("{n} larger than {mib} MiB (links read from the first {mib} MiB only)"),
     );
-    add(
-        counts.truncated,
-        &format!(
-            "larger than {} MiB (links read from the first {} MiB only)",
-            MAX_PARSED >> 20,
-            MAX_PARSED >> 20
-        ),
-    );
-    add(counts.excluded, "excluded (--exclude)");
-    add(counts.disallowed, "disallowed by robots.txt");
-    if findings.unfetched > 0 {
-        line.push_str(&format!(
-            "; {} not fetched (--max-pages)",
-            count(findings.unfetched, "page")
-        ));
-    }
+    let n = counts.excluded;
+    add(n, format!("{n} excluded (--exclude)"));
+    let n = counts.disallowed;
+    add(n, format!("{n} disallowed by robots.txt"));
+    let n = findings.unfetched;
+    add(n, format!("{} not fetched (--max-pages)", count(n, "page")));
     if let Some(note) = &findings.robots_note {
-        line.push_str(&format!(
-            "; {note}, so only the start page was fetched (RFC 9309; --ignore-robots to crawl)"
+        clauses.push(format!(
+            "{note}, so only the start page was fetched (RFC 9309; --ignore-robots to crawl)"
         ));
     }
-    line
+    clauses.join("; ")
 }
 
 /// `1 page`, `2 pages`.
