@@ -442,7 +442,7 @@ impl Frontier {
         match purpose {
             Purpose::Crawl => self.counts.fetched += 1,
             Purpose::Check if !entry.local => self.counts.external_checked += 1,
-            Purpose::Check if entry.page_link => self.counts.depth_checked += 1,
+            Purpose::Check if entry.page_link && !entry.crawl => self.counts.depth_checked += 1,
             Purpose::Check => self.counts.resources_checked += 1,
             Purpose::Robots => {}
         }
