@@ -3,6 +3,7 @@
 mod bench;
 mod crawl;
 mod demo;
+mod outputs;
 mod particles;
 mod progress;
 mod visuals;
