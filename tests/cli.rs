@@ -463,6 +463,100 @@ fn two_bench_outputs_on_one_file_are_a_usage_error() {
     assert!(!dir.join("x").exists());
 }
 
+/// `-n 1000000000000` once grew memory at 0.5 GB/s until the machine killed it, and
+/// `-p 10000` failed late on "Too many open files". A run that cannot fit is refused at
+/// once, naming what it needs and what there is.
+#[test]
+fn a_run_that_cannot_fit_is_refused_before_it_starts() {
+    let started = std::time::Instant::now();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["particles", "-n", "1000000000000"],
+            "more particles than a run can number",
+        ),
+        (&["particles", "-n", "4000000000"], "of memory, but"),
+        (&["particles", "-n", "4000000000", "-p", "2"], "needs about"),
+        (
+            &[
+                "particles",
+                "-n",
+                "4000000000",
+                "--algorithm",
+                "cells",
+                "-t",
+                "2",
+            ],
+            "is available",
+        ),
+        (
+            &["particles", "-n", "20", "-s", "1000000000000", "-e"],
+            "an energy kept for each of",
+        ),
+        (
+            &["bench", "-n", "2000,4000000000", "-p", "1", "-s", "1"],
+            "bench -n 4000000000",
+        ),
+    ];
+    for (args, mentions) in cases {
+        assert_usage_error(args, mentions);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Runs the binary with `ulimit -n` set by a shell first: `limit` is `N` (both limits) or
+/// `-S N` (the soft one alone).
+fn with_open_file_limit(limit: &str, args: &[&str]) -> common::Run {
+    let script = format!("ulimit -n {limit} && exec \"$0\" \"$@\"");
+    let output = std::process::Command::new("sh")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_ringleader")])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sh");
+    common::Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: std::time::Duration::ZERO,
+    }
+}
+
+#[test]
+fn more_workers_than_open_files_allow_are_refused_before_the_run() {
+    for args in [
+        &["particles", "-n", "40", "-s", "2", "-p", "16"][..],
+        &[
+            "bench",
+            "-n",
+            "40",
+            "-p",
+            "1,16",
+            "-s",
+            "1",
+            "--modes",
+            "processes",
+        ],
+    ] {
+        let run = with_open_file_limit("64", args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("-p 16 needs about 144 open files, but this process may open 64"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+    }
+    // Only the soft limit low: it is a default, and the run raises it.
+    let run = with_open_file_limit("-S 64", &["particles", "-n", "40", "-s", "2", "-p", "16"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+}
+
 /// `--energy-log -` once wrote a file named `-`, where `--out -` meant stdout. `-` is stdout
 /// for every output, and the timing line moves to stderr.
 #[test]

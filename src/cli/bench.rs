@@ -17,7 +17,7 @@ use ringleader::bench::{HopReport, hop, peak_rss, reset_peak_rss};
 use serde::Serialize;
 
 use super::outputs::{self, Output};
-use super::usage;
+use super::{limits, usage};
 
 mod plot;
 use crate::workers::particles::init::initial_state;
@@ -240,6 +240,8 @@ pub(crate) struct KernelRow {
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         Some(What::Kernel(args)) => {
+            let n = args.n;
+            limits::ensure_memory(limits::kernel_bytes(n), || format!("bench kernel -n {n}"))?;
             emit(&kernel_table(&kernels(args.n, args.repeat)))?;
         }
         Some(What::Hop(args)) if args.mpi_rank => return mpi_rank_hop(&args),
@@ -247,6 +249,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             if args.transports.contains(&TransportArg::Mpi) && !cfg!(feature = "mpi") {
                 return usage(NEEDS_MPI);
             }
+            let (bytes, workers) = (args.bytes, args.workers);
+            if args.transports.contains(&TransportArg::Processes) {
+                limits::ensure_descriptors(workers, &format!("bench hop -p {workers}"))?;
+            }
+            limits::ensure_memory(limits::hop_bytes(bytes, workers), || {
+                format!("bench hop --bytes {bytes} -p {workers}")
+            })?;
             let reports = hops(&args)?;
             emit(&hop_table(&reports))?;
         }
@@ -281,6 +290,7 @@ fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
     .collect();
     // With a file on stdout, the tables go to stderr.
     let to_stderr = outputs::check(&files)?;
+    check_limits(&args)?;
     let rows = measure(&args)?;
     show(&render(&rows), to_stderr)?;
     let n = kernel_n(&args.n);
@@ -337,6 +347,48 @@ fn show(text: &str, to_stderr: bool) -> anyhow::Result<()> {
     } else {
         emit(text)
     }
+}
+
+/// Refuses, before any work, a table whose largest run cannot fit in memory or whose
+/// largest ring of processes needs more file descriptors than this process may open.
+fn check_limits(args: &TableArgs) -> anyhow::Result<()> {
+    let modes = bench_modes(args);
+    for &n in &args.n {
+        for &algorithm in &args.algorithms {
+            for &mode in &modes {
+                let counts: &[usize] = if mode == BenchMode::Serial {
+                    &[1]
+                } else {
+                    &args.workers
+                };
+                for &workers in counts {
+                    let Some(simulated) = mode.mode(workers) else {
+                        continue;
+                    };
+                    // The table keeps the start of every n while each run copies it.
+                    let need = limits::start_bytes(n).saturating_add(limits::run_bytes(
+                        n,
+                        simulated,
+                        algorithm.into(),
+                        0,
+                    ));
+                    limits::ensure_memory(need, || {
+                        format!(
+                            "bench -n {n} ({} {} on {workers})",
+                            Algorithm::from(algorithm).name(),
+                            mode.name()
+                        )
+                    })?;
+                }
+            }
+        }
+    }
+    if modes.contains(&BenchMode::Processes)
+        && let Some(&workers) = args.workers.iter().max()
+    {
+        limits::ensure_descriptors(workers, &format!("bench -p {workers}"))?;
+    }
+    Ok(())
 }
 
 /// The modes a table measures, each once, serial first.

@@ -3,6 +3,7 @@
 mod bench;
 mod crawl;
 mod demo;
+mod limits;
 mod outputs;
 mod particles;
 mod progress;

@@ -9,8 +9,8 @@ use anyhow::Context;
 use ringleader::{LaunchError, Transport};
 
 use super::outputs::{self, Output};
-use super::usage;
 use super::visuals::{VisualArgs, Visuals};
+use super::{limits, usage};
 use crate::workers::particles::checkpoint::{self, Checkpoint, Checkpointer};
 use crate::workers::particles::fault::Fault;
 use crate::workers::particles::output::{write_csv, write_energy_log};
@@ -197,6 +197,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // all, but a bad path fails before the work, not after.
     let first = resumed.as_ref().map_or(0, |c| c.step);
     let on_stdout = check_outputs(&args, first)?;
+    // Every energy is kept for the log, or for normalization.
+    let energies = if args.normalize || args.energy_log.is_some() {
+        args.steps.saturating_sub(first)
+    } else {
+        0
+    };
+    limits::check_particles(n, mode, Algorithm::from(args.algorithm), energies)?;
     let start = resumed.map_or_else(|| Start::initial(n), Checkpoint::into_start);
     let mut run = Run::new(start, args.steps, dt, args.normalize);
     run.log_energy = args.energy_log.is_some();
