@@ -496,6 +496,14 @@ fn a_run_that_cannot_fit_is_refused_before_it_starts() {
             &["bench", "-n", "2000,4000000000", "-p", "1", "-s", "1"],
             "bench -n 4000000000",
         ),
+        (
+            &["bench", "kernel", "-n", "4000000000"],
+            "bench kernel -n 4000000000",
+        ),
+        (
+            &["bench", "hop", "--bytes", "100000000000000", "-p", "2"],
+            "bench hop --bytes 100000000000000 -p 2 needs about",
+        ),
     ];
     for (args, mentions) in cases {
         assert_usage_error(args, mentions);
