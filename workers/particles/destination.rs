@@ -33,13 +33,24 @@ pub(crate) enum Destination {
     Through {
         /// The file, symlinks followed.
         path: PathBuf,
-        /// Empty a regular file first (false: append to a descriptor's file; a device or
-        /// FIFO has nothing to empty).
-        truncate: bool,
+        /// How it is opened.
+        opening: Opening,
     },
     /// A regular file replaced atomically, or created. The path has its symlinks followed
     /// and its directory made canonical.
     Replace(PathBuf),
+}
+
+/// How a file written through is opened; it is never created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// A device or FIFO, as it is: appending would put a block device's writes past its end.
+    Stream,
+    /// A regular file written in place: emptied first.
+    Emptied,
+    /// A regular file a descriptor names (say stdout redirected to a file): appended to,
+    /// after what the program's other writes put there.
+    Appended,
 }
 
 /// What two outputs compare by: they collide when they would write the same file.
@@ -77,9 +88,14 @@ impl Destination {
             }
             Some(meta) if descriptor || !meta.is_file() => {
                 writable(&target)?;
+                let opening = if meta.is_file() {
+                    Opening::Appended
+                } else {
+                    Opening::Stream
+                };
                 Ok(Destination::Through {
                     path: target,
-                    truncate: false,
+                    opening,
                 })
             }
             // A regular file, or none yet.
@@ -93,7 +109,7 @@ impl Destination {
                     // it in place, which is not atomic but is what the user asked for.
                     (Err(_), Some(_)) if writable(&target).is_ok() => Ok(Destination::Through {
                         path: target,
-                        truncate: true,
+                        opening: Opening::Emptied,
                     }),
                     (Err(err), _) => Err(err),
                 }
@@ -116,13 +132,13 @@ impl Destination {
                 write(&mut out)?;
                 out.flush()
             }
-            Destination::Through { path, truncate } => {
+            Destination::Through { path, opening } => {
                 // Never create: a device or FIFO that went away is an error, not a new
                 // regular file in its place.
                 let file = OpenOptions::new()
                     .write(true)
-                    .truncate(*truncate)
-                    .append(!*truncate)
+                    .truncate(*opening == Opening::Emptied)
+                    .append(*opening == Opening::Appended)
                     .open(path)?;
                 let mut out = BufWriter::new(&file);
                 write(&mut out)?;
@@ -434,6 +450,8 @@ fn alive(pid: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::OpenOptionsExt;
+
     use super::*;
 
     fn names(dir: &Path) -> Vec<String> {
@@ -550,7 +568,7 @@ mod tests {
             null,
             Destination::Through {
                 path: PathBuf::from("/dev/null"),
-                truncate: false
+                opening: Opening::Stream
             }
         );
         assert_eq!(null.identity().expect("id"), Identity::Null);
@@ -567,15 +585,25 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .expect("mkfifo");
         let destination = Destination::resolve(&fifo).expect("resolve");
-        assert!(matches!(destination, Destination::Through { .. }));
-        let reader = {
-            let fifo = fifo.clone();
-            std::thread::spawn(move || fs::read(fifo).expect("read the fifo"))
-        };
+        assert!(matches!(
+            destination,
+            Destination::Through {
+                opening: Opening::Stream,
+                ..
+            }
+        ));
+        // The reader opens first, without waiting for a writer, so the write never waits.
+        let mut reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .expect("open the fifo to read");
         destination
             .write_with(|out| out.write_all(b"through"))
             .expect("write");
-        assert_eq!(reader.join().expect("reader"), b"through");
+        let mut read = Vec::new();
+        io::Read::read_to_end(&mut reader, &mut read).expect("read the fifo");
+        assert_eq!(read, b"through");
         assert!(
             fs::symlink_metadata(&fifo)
                 .expect("lstat")
@@ -587,7 +615,7 @@ mod tests {
             matches!(
                 own,
                 Destination::Through {
-                    truncate: false,
+                    opening: Opening::Appended | Opening::Stream,
                     ..
                 }
             ),
