@@ -222,7 +222,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The pictures add the snapshot steps they need to the checkpoint's.
     let visuals = Visuals::prepare(&args.visuals, &mut run, mode)?;
     let watch = checkpoint_watch(&args, &mut run, Box::new(visuals));
-    // SIGINT and SIGTERM stop the run at a step boundary in every mode, not mid-write.
+    // SIGINT, SIGTERM and SIGHUP stop the run at a step boundary in every mode, not
+    // mid-write.
     let _signals = ringleader::catch_stop_signals();
     let started = Instant::now();
     let (outcome, watch) = match simulate_with(run, mode, algorithm, watch) {
@@ -325,7 +326,7 @@ fn check_outputs(args: &Args, first: u64) -> anyhow::Result<bool> {
 fn checkpoint_watch(args: &Args, run: &mut Run, inner: Box<dyn Watch>) -> Box<dyn Watch> {
     match &args.checkpoint {
         Some(path) => {
-            // Hearing from the workers after every step lets SIGINT or SIGTERM stop the run
+            // Hearing from the workers after every step lets a stop signal stop the run
             // at a step boundary, so the checkpoint holds a whole step.
             run.every_step = true;
             Box::new(Checkpointer::new(
