@@ -659,7 +659,8 @@ fn write_csv(rows: &[Row], out: &mut dyn Write) -> std::io::Result<()> {
     writer.flush()
 }
 
-/// Every kernel on every pair of the textbook's initial state for `n` particles.
+/// Every kernel this CPU runs on every pair of the textbook's initial state for `n`
+/// particles.
 fn kernels(n: usize, repeat: usize) -> Vec<KernelRow> {
     let particles = initial_state(n);
     let bodies: Vec<Body> = particles
@@ -686,11 +687,7 @@ fn kernels(n: usize, repeat: usize) -> Vec<KernelRow> {
     let pairs = (n * n) as f64;
     let direct = time(&mut |hits| kernel::direct(&bodies, &bodies, 0, hits));
     let mut rows = vec![("direct (AoS)", direct)];
-    let mut kinds = vec![Kernel::Scalar];
-    if Kernel::detect() != Kernel::Scalar {
-        kinds.push(Kernel::detect());
-    }
-    for kind in kinds {
+    for kind in Kernel::supported_kernels() {
         let (x, y) = (&particles.x, &particles.y);
         let seconds = time(&mut |hits| kind.collect_hits(x, y, x, y, 0, hits));
         rows.push((kind.name(), seconds));
