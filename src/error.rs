@@ -200,7 +200,7 @@ pub enum LaunchError {
         /// The ranks still working on it (not blocked waiting for another), with their pids.
         ranks: Vec<(usize, Option<u32>)>,
     },
-    /// The coordinator received SIGINT or SIGTERM; every worker was stopped and reaped.
+    /// The coordinator received SIGINT, SIGTERM or SIGHUP; every worker was stopped and reaped.
     #[error("interrupted by {signal}: every worker was stopped")]
     Interrupted {
         /// The signal.

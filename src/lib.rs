@@ -103,9 +103,9 @@
 //!
 //! Nothing else hangs either. Workers that wait on each other in a cycle, with nothing in
 //! flight, end the run with [`LaunchError::Deadlock`]; a step that takes longer than
-//! [`Launcher::step_timeout`] ends it with [`LaunchError::Timeout`]; SIGINT or SIGTERM to
-//! the coordinator stops every worker and returns [`LaunchError::Interrupted`] (or, with
-//! [`Launcher::stop_gracefully`], lets the stage stop at a step boundary: see
+//! [`Launcher::step_timeout`] ends it with [`LaunchError::Timeout`]; SIGINT, SIGTERM or
+//! SIGHUP to the coordinator stops every worker and returns [`LaunchError::Interrupted`]
+//! (or, with [`Launcher::stop_gracefully`], lets the stage stop at a step boundary: see
 //! [`stop_signal`]). Workers die with the coordinator, even when it is killed. A handler
 //! that keeps the workers' state can have a failed run start again from it: see
 //! [`Restart`]. [`Launcher::fault`] injects failures, for tests.

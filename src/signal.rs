@@ -1,10 +1,11 @@
-//! SIGINT and SIGTERM to the coordinator: an orderly stop instead of sudden death.
+//! SIGINT, SIGTERM and SIGHUP to the coordinator: an orderly stop instead of sudden death.
 //!
-//! While a run is supervised, the coordinator catches both signals and only records them;
+//! While a run is supervised, the coordinator catches these signals and only records them;
 //! the supervisor then stops and reaps the workers (or lets the stage stop at a step
 //! boundary) and [`Launcher::launch`](crate::Launcher::launch) returns. Workers ignore
-//! SIGINT, so a terminal's Ctrl-C, which reaches the whole process group, stops them only
-//! through the coordinator.
+//! SIGINT and SIGHUP: a terminal's Ctrl-C or hangup reaches the whole process group, and
+//! stops them only through the coordinator. Every other fatal signal kills a worker, so
+//! the coordinator can name it.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -20,14 +21,17 @@ pub enum StopSignal {
     Interrupt,
     /// SIGTERM, as from `kill`.
     Terminate,
+    /// SIGHUP, as when the terminal or the ssh session goes away.
+    Hangup,
 }
 
 impl StopSignal {
-    /// The exit status a shell gives a process killed by this signal: 130 or 143.
+    /// The exit status a shell gives a process killed by this signal: 130, 143 or 129.
     pub fn exit_code(self) -> u8 {
         match self {
             StopSignal::Interrupt => 130,
             StopSignal::Terminate => 143,
+            StopSignal::Hangup => 129,
         }
     }
 
@@ -36,6 +40,7 @@ impl StopSignal {
         match self {
             StopSignal::Interrupt => "SIGINT",
             StopSignal::Terminate => "SIGTERM",
+            StopSignal::Hangup => "SIGHUP",
         }
     }
 
@@ -43,6 +48,7 @@ impl StopSignal {
         match raw {
             libc::SIGINT => Some(StopSignal::Interrupt),
             libc::SIGTERM => Some(StopSignal::Terminate),
+            libc::SIGHUP => Some(StopSignal::Hangup),
             _ => None,
         }
     }
@@ -59,8 +65,11 @@ static CAUGHT: AtomicI32 = AtomicI32::new(0);
 /// How many stop signals were caught: a second one while a stage stops gracefully forces
 /// the stop.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// The signals that stop a run.
+const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
 /// The handlers to restore when the last guard goes, and how many guards are alive.
-static INSTALLED: Mutex<(usize, Option<[SigAction; 2]>)> = Mutex::new((0, None));
+static INSTALLED: Mutex<(usize, Option<[SigAction; 3]>)> = Mutex::new((0, None));
 
 extern "C" fn on_stop_signal(raw: libc::c_int) {
     // Only atomics here: that is all a signal handler may touch.
@@ -68,7 +77,7 @@ extern "C" fn on_stop_signal(raw: libc::c_int) {
     COUNT.fetch_add(1, Ordering::SeqCst);
 }
 
-/// The stop signal (SIGINT or SIGTERM) the coordinator received during the latest
+/// The stop signal (SIGINT, SIGTERM or SIGHUP) the coordinator received during the latest
 /// supervised run, if any. It stays readable after [`Launcher::launch`](crate::Launcher::launch)
 /// returns, until the next run starts; a stage's coordinator side can poll it to stop at a
 /// step boundary.
@@ -81,8 +90,8 @@ pub(crate) fn stop_count() -> usize {
     COUNT.load(Ordering::SeqCst)
 }
 
-/// Catches SIGINT and SIGTERM while alive, and restores the previous handlers when the last
-/// guard is dropped.
+/// Catches SIGINT, SIGTERM and SIGHUP while alive, and restores the previous handlers when
+/// the last guard is dropped.
 #[derive(Debug)]
 pub(crate) struct Catch(());
 
@@ -99,15 +108,10 @@ impl Catch {
                 SigSet::empty(),
             );
             // SAFETY: the handler only touches atomics, which is async-signal-safe.
-            let previous = unsafe {
-                (
-                    sigaction(Signal::SIGINT, &action),
-                    sigaction(Signal::SIGTERM, &action),
-                )
-            };
-            // If either failed the signal keeps its old meaning; the run still works.
-            if let (Ok(int), Ok(term)) = previous {
-                installed.1 = Some([int, term]);
+            let previous = STOP_SIGNALS.map(|signal| unsafe { sigaction(signal, &action) });
+            // If one failed that signal keeps its old meaning; the run still works.
+            if let [Ok(int), Ok(term), Ok(hup)] = previous {
+                installed.1 = Some([int, term, hup]);
             }
         }
         installed.0 += 1;
@@ -120,38 +124,56 @@ impl Drop for Catch {
         let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
         installed.0 = installed.0.saturating_sub(1);
         if installed.0 == 0
-            && let Some([int, term]) = installed.1.take()
+            && let Some(previous) = installed.1.take()
         {
-            // SAFETY: these are the actions that were in place before; restoring them
-            // hands the signals back to whoever set them.
-            unsafe {
-                let _ = sigaction(Signal::SIGINT, &int);
-                let _ = sigaction(Signal::SIGTERM, &term);
+            for (signal, action) in STOP_SIGNALS.into_iter().zip(previous) {
+                // SAFETY: these are the actions that were in place before; restoring them
+                // hands the signals back to whoever set them.
+                let _ = unsafe { sigaction(signal, &action) };
             }
         }
     }
 }
 
-/// In a forked worker: ignore SIGINT (the coordinator stops us) and let SIGTERM kill.
+/// The signals a forked worker must die of, whoever sends them, with their default
+/// action. The coordinator's handler for SIGTERM is inherited through the fork. The Rust
+/// runtime's handler for SIGSEGV and SIGBUS, also inherited, only reports stack overflows:
+/// for any other SIGSEGV or SIGBUS it restores the default action and returns, so a
+/// signal *sent* to the worker (by `kill`, not by a fault, which would recur) is swallowed
+/// once and the worker runs on. A worker's stack overflow then ends as SIGSEGV, which the
+/// coordinator names.
+const WORKER_FATAL: [Signal; 5] = [
+    Signal::SIGTERM,
+    Signal::SIGSEGV,
+    Signal::SIGBUS,
+    Signal::SIGILL,
+    Signal::SIGFPE,
+];
+
+/// In a forked worker: ignore SIGINT and SIGHUP (they reach the whole process group, and
+/// the coordinator stops us), and die of the fatal signals in [`WORKER_FATAL`].
 pub(crate) fn worker_defaults() {
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: ignoring or defaulting a signal installs no code of ours.
-    unsafe {
-        let _ = sigaction(Signal::SIGINT, &ignore);
-        let _ = sigaction(Signal::SIGTERM, &default);
+    for signal in [Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: ignoring a signal installs no code of ours.
+        let _ = unsafe { sigaction(signal, &ignore) };
+    }
+    for signal in WORKER_FATAL {
+        // SAFETY: the default action installs no code of ours.
+        let _ = unsafe { sigaction(signal, &default) };
     }
 }
 
-/// While alive, SIGINT and SIGTERM no longer kill this process: they are recorded for
-/// [`stop_signal`] instead, so code that runs without a [`Launcher`](crate::Launcher) (a
+/// While alive, SIGINT, SIGTERM and SIGHUP no longer kill this process: they are recorded
+/// for [`stop_signal`] instead, so code that runs without a [`Launcher`](crate::Launcher) (a
 /// serial loop, a thread pool) can stop at a boundary of its choosing. Dropping the guard
 /// restores the previous handlers. [`Launcher::launch`](crate::Launcher::launch) catches
 /// the signals by itself; holding a guard around it as well is fine.
 #[derive(Debug)]
 pub struct StopSignalGuard(#[allow(dead_code)] Catch);
 
-/// Starts catching SIGINT and SIGTERM; see [`StopSignalGuard`].
+/// Starts catching SIGINT, SIGTERM and SIGHUP; see [`StopSignalGuard`].
 pub fn catch_stop_signals() -> StopSignalGuard {
     StopSignalGuard(Catch::install())
 }

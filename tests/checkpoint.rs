@@ -500,3 +500,165 @@ fn a_periodic_checkpoint_that_cannot_be_written_ends_the_run_with_one_line() {
     assert_eq!(files(&dir), ["100"]);
     assert!(files(&dir.join("100")).is_empty());
 }
+
+/// A pid no process has: a child that has been reaped.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    child.wait().unwrap();
+    child.id()
+}
+
+/// A coordinator killed while writing a checkpoint once left `.NAME.XXXXXX.tmp` files
+/// that no later run cleaned up. The next write to the same file, or to any file of the
+/// same `{step}` template, removes the temporaries whose writer is provably gone, and
+/// nothing else.
+#[test]
+fn temporaries_a_killed_write_left_are_removed_by_the_next_write() {
+    let dir = scratch("stale-temporaries");
+    let dead = dead_pid();
+    let parent = nix::unistd::getppid();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    // (name, modified long ago, kept)
+    let files_before = [
+        // Left by a write whose process is gone.
+        (format!(".state.ck.{dead}.Ab3dE9.tmp"), false, false),
+        // Named as earlier versions named them, untouched for hours.
+        (".state.ck.Zq81xW.tmp".to_owned(), true, false),
+        // A step of the template this run never writes.
+        (format!(".ck-7.{dead}.aaaaaa.tmp"), false, false),
+        // Perhaps being written right now: a live pid, or no pid and fresh.
+        (format!(".state.ck.{parent}.Ab3dE9.tmp"), false, true),
+        (".state.ck.Zq81xX.tmp".to_owned(), false, true),
+        // Not ours: another target, another pattern.
+        (format!(".other.ck.{dead}.Ab3dE9.tmp"), false, true),
+        (format!(".state.ck.{dead}.Ab3dE9.tmp.bak"), true, true),
+        (format!(".ck-x.{dead}.aaaaaa.tmp"), true, true),
+    ];
+    for (name, old, _) in &files_before {
+        let file = std::fs::File::create(dir.join(name)).unwrap();
+        if *old {
+            file.set_modified(hour_ago).unwrap();
+        }
+    }
+    let (state, template) = (dir.join("state.ck"), dir.join("ck-{step}"));
+    ringleader(&[
+        "particles",
+        "-s",
+        "10",
+        "-p",
+        "2",
+        "--checkpoint",
+        path(&state),
+    ])
+    .success();
+    ringleader(&[
+        "particles",
+        "-s",
+        "10",
+        "--checkpoint",
+        path(&template),
+        "--checkpoint-every",
+        "5",
+    ])
+    .success();
+    let mut want: Vec<String> = files_before
+        .iter()
+        .filter(|(.., kept)| *kept)
+        .map(|(name, ..)| name.clone())
+        .chain(["state.ck", "ck-5", "ck-10"].map(String::from))
+        .collect();
+    want.sort();
+    assert_eq!(files(&dir), want);
+}
+
+/// `--checkpoint -` writes the checkpoint to stdout, for a pipe or a file; it resumes
+/// like any other.
+#[test]
+fn a_checkpoint_to_stdout_resumes_like_a_file() {
+    let dir = scratch("checkpoint-stdout");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ringleader"))
+        .args([
+            "particles",
+            "-n",
+            "300",
+            "-e",
+            "-s",
+            "37",
+            "-p",
+            "2",
+            "--checkpoint",
+            "-",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("simulation took"));
+    let ck = dir.join("from-stdout.ck");
+    std::fs::write(&ck, &run.stdout).unwrap();
+    let out = dir.join("final.csv");
+    ringleader(&[
+        "particles",
+        "-e",
+        "-s",
+        "100",
+        "-t",
+        "3",
+        "--resume",
+        path(&ck),
+        "--out",
+        path(&out),
+    ])
+    .success();
+    assert_same_state(
+        &read_state(&out),
+        &read_state(&fixture("textbook-n300-s100-e.csv")),
+        "resumed from a checkpoint on stdout",
+    );
+}
+
+/// A checkpoint is binary: `--checkpoint -` on a terminal is refused rather than garbling
+/// it, as is `-` with `--checkpoint-every`, which would write many into one stream.
+#[test]
+fn a_checkpoint_to_stdout_refuses_a_terminal_and_checkpoint_every() {
+    use std::os::fd::OwnedFd;
+    let dir = scratch("checkpoint-terminal");
+    let master = nix::pty::posix_openpt(
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+    )
+    .unwrap();
+    nix::pty::grantpt(&master).unwrap();
+    nix::pty::unlockpt(&master).unwrap();
+    let terminal: OwnedFd = std::fs::OpenOptions::new()
+        .write(true)
+        .open(nix::pty::ptsname_r(&master).unwrap())
+        .unwrap()
+        .into();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringleader"))
+        .args(["particles", "-s", "5", "--checkpoint", "-"])
+        .current_dir(&dir)
+        .stdout(terminal)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("would write binary to the terminal"),
+        "{stderr}"
+    );
+    drop(master);
+    let run = ringleader(&[
+        "particles",
+        "-s",
+        "5",
+        "--checkpoint",
+        "-",
+        "--checkpoint-every",
+        "2",
+    ]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("--checkpoint-every"), "{}", run.stderr);
+    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+}

@@ -169,3 +169,421 @@ fn a_failed_run_leaves_earlier_outputs_as_they_were() {
         assert_eq!(names, ["energy.log", "state.csv"], "{mode:?}");
     }
 }
+
+/// The character device a test writes through. As root, a node of the null device made for
+/// the test: a regression that replaced the node would then replace that one, not the
+/// machine's `/dev/null`. Otherwise `/dev/null` itself, which a user cannot replace.
+fn null_device(dir: &std::path::Path) -> std::path::PathBuf {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let node = dir.join("null");
+    let made = mknod(
+        &node,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(1, 3),
+    );
+    // A file system mounted `nodev` takes the node but refuses to open it.
+    if made.is_ok() && std::fs::OpenOptions::new().write(true).open(&node).is_ok() {
+        node
+    } else {
+        std::path::PathBuf::from("/dev/null")
+    }
+}
+
+fn assert_null_device(path: &std::path::Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(path).expect("stat the device");
+    assert!(
+        meta.file_type().is_char_device(),
+        "{} is no longer a device: {meta:?}",
+        path.display()
+    );
+    assert_eq!(meta.rdev(), nix::sys::stat::makedev(1, 3));
+}
+
+/// Run as root, `--out /dev/null` once replaced the machine's null device with a regular
+/// file. Every output is now written through a device; outputs may share the null device.
+#[test]
+fn outputs_onto_a_device_are_written_through_and_the_device_kept() {
+    let dir = common::scratch("device-outputs");
+    let null = null_device(&dir);
+    let null = null.to_str().unwrap();
+    for outputs in [
+        &["--out", null][..],
+        &["--energy-log", null],
+        &["--checkpoint", null],
+        &["--out", null, "--energy-log", null, "--checkpoint", null],
+    ] {
+        let args = [
+            &["particles", "-n", "30", "-s", "3", "-p", "2"][..],
+            outputs,
+        ]
+        .concat();
+        let run = ringleader(&args);
+        run.success();
+        assert!(run.stdout.contains("simulation took"), "{}", run.stdout);
+        assert_null_device(std::path::Path::new(null));
+    }
+    assert_null_device(std::path::Path::new("/dev/null"));
+}
+
+/// A FIFO is written through, not replaced by a regular file: a reader on it gets the
+/// output, after the run.
+#[test]
+fn an_output_onto_a_fifo_is_written_through_to_its_reader() {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let dir = common::scratch("fifo-output");
+    for (flag, header) in [("--out", "id,x,y,vx,vy"), ("--energy-log", "step,energy")] {
+        let fifo = dir.join(format!("fifo{flag}"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        // The reader opens first, without waiting for a writer, so the run's open finds it
+        // and nothing blocks; 21 rows fit in the pipe's buffer.
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .expect("open the fifo to read");
+        let run = ringleader(&[
+            "particles",
+            "-n",
+            "20",
+            "-s",
+            "5",
+            flag,
+            fifo.to_str().unwrap(),
+        ]);
+        run.success();
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .expect("stat")
+                .file_type()
+                .is_fifo(),
+            "{flag}: the fifo was replaced"
+        );
+        let mut text = String::new();
+        reader.read_to_string(&mut text).expect("read the fifo");
+        assert!(text.starts_with(header), "{flag}: {text:?}");
+        let rows = if flag == "--out" { 21 } else { 6 };
+        assert_eq!(text.lines().count(), rows, "{flag}: {text}");
+    }
+}
+
+/// A symlink is followed: its target is replaced atomically and the link stays a link,
+/// for a target that exists and for one the link names before it does.
+#[test]
+fn an_output_through_a_symlink_writes_its_target_and_keeps_the_link() {
+    let dir = common::scratch("symlink-output");
+    let real = dir.join("real.csv");
+    let link = dir.join("link.csv");
+    std::os::unix::fs::symlink("real.csv", &link).unwrap();
+    let ck_link = dir.join("state.ck");
+    std::fs::create_dir(dir.join("kept")).unwrap();
+    std::os::unix::fs::symlink("kept/real.ck", &ck_link).unwrap();
+    for existing in [false, true] {
+        let args = [
+            "particles",
+            "-n",
+            "20",
+            "-s",
+            "5",
+            "--out",
+            link.to_str().unwrap(),
+            "--checkpoint",
+            ck_link.to_str().unwrap(),
+        ];
+        ringleader(&args).success();
+        for path in [&link, &ck_link] {
+            let meta = std::fs::symlink_metadata(path).unwrap();
+            assert!(meta.file_type().is_symlink(), "{existing}: {path:?}");
+        }
+        assert_eq!(std::fs::read_to_string(&real).unwrap().lines().count(), 21);
+        assert!(dir.join("kept/real.ck").is_file());
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["kept", "link.csv", "real.csv", "state.ck"]);
+}
+
+/// As a user who may not create files in `/dev`, `--out /dev/stdout` once failed on the
+/// probe file of the writable check. An output may now be any file the user may write:
+/// here the pipe a shell would give `ringleader … --out /dev/stdout | cat`.
+#[test]
+fn out_to_dev_stdout_works_for_a_user_who_cannot_write_dev() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ringleader"));
+    command
+        .args(["particles", "-n", "20", "-s", "5", "--out", "/dev/stdout"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped());
+    // As root, run as nobody, who may not create files in /dev, as the user who found it
+    // did; the pipe is then theirs, as their shell's would be.
+    if nix::unistd::geteuid().is_root() {
+        let nobody = (
+            nix::unistd::Uid::from_raw(65534),
+            nix::unistd::Gid::from_raw(65534),
+        );
+        nix::unistd::fchown(&reader, Some(nobody.0), Some(nobody.1)).expect("chown the pipe");
+        command.uid(65534).gid(65534).current_dir("/");
+    }
+    let mut child = command.spawn().expect("run ringleader");
+    // Our copy of the write end goes with the command, so the read ends with the child.
+    drop(command);
+    let mut stdout = String::new();
+    reader.read_to_string(&mut stdout).expect("read stdout");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(child.wait().expect("wait").success(), "{stderr}");
+    assert_eq!(common::parse_state(&stdout).len(), 20, "{stdout}");
+    assert!(
+        stderr.is_empty() || stderr.contains("simulation took"),
+        "{stderr}"
+    );
+    assert!(std::fs::symlink_metadata("/dev/stdout").is_ok_and(|m| m.file_type().is_symlink()));
+}
+
+/// Two outputs on one file: one of them would be silently lost. Refused before the run,
+/// and nothing is written.
+#[test]
+fn two_outputs_on_one_file_are_a_usage_error() {
+    let dir = common::scratch("colliding-outputs");
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    std::fs::write(dir.join("old.csv"), "kept").unwrap();
+    std::os::unix::fs::symlink("old.csv", dir.join("alias.csv")).unwrap();
+    std::fs::hard_link(dir.join("old.csv"), dir.join("hard.csv")).unwrap();
+    std::os::unix::fs::symlink("shared.gif", dir.join("alias.gif")).unwrap();
+    let (x, old, alias, hard) = (
+        file("x"),
+        file("old.csv"),
+        file("alias.csv"),
+        file("hard.csv"),
+    );
+    let (gif, alias_gif, png) = (file("shared.gif"), file("alias.gif"), file("x.png"));
+    let (ck5, template) = (file("ck-5"), file("ck-{step}"));
+    let dotted = format!("{}/./x", dir.display());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--out", &x, "--energy-log", &x],
+            "--out and --energy-log both write",
+        ),
+        (
+            vec!["--out", &x, "--checkpoint", &dotted],
+            "--out and --checkpoint both write",
+        ),
+        (
+            vec!["--energy-log", &x, "--checkpoint", &x],
+            "--energy-log and --checkpoint",
+        ),
+        (vec!["--out", &old, "--energy-log", &alias], "both write"),
+        (vec!["--out", &old, "--energy-log", &hard], "both write"),
+        (vec!["--out", "-", "--energy-log", "-"], "both write stdout"),
+        (
+            vec!["--out", "-", "--energy-log", "/dev/stdout"],
+            "both write",
+        ),
+        (
+            vec!["--render", &gif, "--snapshot", &png, "--out", &gif],
+            "--out and --render",
+        ),
+        (
+            vec!["--render", &gif, "--energy-log", &alias_gif],
+            "--energy-log and --render",
+        ),
+        (
+            vec!["--snapshot", &png, "--checkpoint", &png],
+            "--checkpoint and --snapshot",
+        ),
+        (
+            vec![
+                "--out",
+                &ck5,
+                "--checkpoint",
+                &template,
+                "--checkpoint-every",
+                "5",
+            ],
+            "--out and --checkpoint both write",
+        ),
+    ];
+    for (outputs, mentions) in cases {
+        let args = [&["particles", "-n", "20", "-s", "10"][..], &outputs].concat();
+        assert_usage_error(&args, mentions);
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["alias.csv", "alias.gif", "hard.csv", "old.csv"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("old.csv")).unwrap(),
+        "kept"
+    );
+    // A template and a file it never names, for a step the run never reaches, are fine.
+    let late = file("ck-11");
+    ringleader(&[
+        "particles",
+        "-n",
+        "20",
+        "-s",
+        "10",
+        "--out",
+        &late,
+        "--checkpoint",
+        &template,
+        "--checkpoint-every",
+        "5",
+        "-q",
+    ])
+    .success();
+}
+
+/// Bench's files are outputs too: two on one file are refused before any work.
+#[test]
+fn two_bench_outputs_on_one_file_are_a_usage_error() {
+    let dir = common::scratch("colliding-bench-outputs");
+    let x = dir.join("x").to_str().unwrap().to_owned();
+    let base = [
+        "bench", "-n", "40", "-p", "1", "-s", "1", "--modes", "serial",
+    ];
+    for outputs in [["--csv", &x, "--json", &x], ["--json", &x, "--plot", &x]] {
+        assert_usage_error(&[&base[..], &outputs[..]].concat(), "both write");
+    }
+    assert!(!dir.join("x").exists());
+}
+
+/// `-n 1000000000000` once grew memory at 0.5 GB/s until the machine killed it, and
+/// `-p 10000` failed late on "Too many open files". A run that cannot fit is refused at
+/// once, naming what it needs and what there is.
+#[test]
+fn a_run_that_cannot_fit_is_refused_before_it_starts() {
+    let started = std::time::Instant::now();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["particles", "-n", "1000000000000"],
+            "more particles than a run can number",
+        ),
+        (&["particles", "-n", "4000000000"], "of memory, but"),
+        (&["particles", "-n", "4000000000", "-p", "2"], "needs about"),
+        (
+            &[
+                "particles",
+                "-n",
+                "4000000000",
+                "--algorithm",
+                "cells",
+                "-t",
+                "2",
+            ],
+            "is available",
+        ),
+        (
+            &["particles", "-n", "20", "-s", "1000000000000", "-e"],
+            "an energy kept for each of",
+        ),
+        (
+            &["bench", "-n", "2000,4000000000", "-p", "1", "-s", "1"],
+            "bench -n 4000000000",
+        ),
+        (
+            &["bench", "kernel", "-n", "4000000000"],
+            "bench kernel -n 4000000000",
+        ),
+        (
+            &["bench", "hop", "--bytes", "100000000000000", "-p", "2"],
+            "bench hop --bytes 100000000000000 -p 2 needs about",
+        ),
+    ];
+    for (args, mentions) in cases {
+        assert_usage_error(args, mentions);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Runs the binary with `ulimit -n` set by a shell first: `limit` is `N` (both limits) or
+/// `-S N` (the soft one alone).
+fn with_open_file_limit(limit: &str, args: &[&str]) -> common::Run {
+    let script = format!("ulimit -n {limit} && exec \"$0\" \"$@\"");
+    let output = std::process::Command::new("sh")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_ringleader")])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sh");
+    common::Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: std::time::Duration::ZERO,
+    }
+}
+
+#[test]
+fn more_workers_than_open_files_allow_are_refused_before_the_run() {
+    for args in [
+        &["particles", "-n", "40", "-s", "2", "-p", "16"][..],
+        &[
+            "bench",
+            "-n",
+            "40",
+            "-p",
+            "1,16",
+            "-s",
+            "1",
+            "--modes",
+            "processes",
+        ],
+    ] {
+        let run = with_open_file_limit("64", args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("-p 16 needs about 144 open files, but this process may open 64"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+    }
+    // Only the soft limit low: it is a default, and the run raises it.
+    let run = with_open_file_limit("-S 64", &["particles", "-n", "40", "-s", "2", "-p", "16"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+}
+
+/// `--energy-log -` once wrote a file named `-`, where `--out -` meant stdout. `-` is stdout
+/// for every output, and the timing line moves to stderr.
+#[test]
+fn a_dash_is_stdout_for_every_output() {
+    let dir = common::scratch("dash-outputs");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringleader"))
+        .args(["particles", "-n", "20", "-s", "5", "--energy-log", "-"])
+        .current_dir(&dir)
+        .output()
+        .expect("run ringleader");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stdout.starts_with("step,energy\n1,"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 6, "{stdout}");
+    assert!(stderr.contains("simulation took"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "a file was written"
+    );
+}

@@ -815,3 +815,79 @@ fn a_run_that_fails_after_its_last_restart_ends_with_that_failure() {
         lines[1]
     );
 }
+
+/// SIGHUP (a closed terminal or ssh session) once ended a run with no message and no
+/// checkpoint. It is a stop signal like SIGTERM: the run stops at a step boundary, writes
+/// its checkpoint, names the signal and exits 129.
+#[test]
+fn sighup_stops_the_run_like_sigterm_and_writes_the_checkpoint() {
+    let _serial = exclusive();
+    let dir = common::scratch("sighup-checkpoint");
+    let checkpoint = dir.join("hup.ck");
+    let checkpoint = checkpoint.to_str().unwrap();
+    for transport in TRANSPORTS {
+        let (run, took) = signalled(
+            &["--transport", transport, "--checkpoint", checkpoint],
+            Signal::SIGHUP,
+            false,
+        );
+        assert_eq!(run.code, Some(129), "{transport}: {run:?}");
+        let line = run.line();
+        let step: u64 = line
+            .strip_prefix("ringleader: stopped by SIGHUP after step ")
+            .and_then(|rest| rest.strip_suffix("; checkpoint written"))
+            .and_then(|step| step.parse().ok())
+            .unwrap_or_else(|| panic!("{transport}: {line}"));
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        let total = (step + 2).to_string();
+        common::ringleader(&["particles", "-s", &total, "--resume", checkpoint, "-q"]).success();
+        let (run, _) = signalled(&["--transport", transport], Signal::SIGHUP, false);
+        assert_eq!(run.code, Some(129), "{transport}: {run:?}");
+        assert_eq!(
+            run.line(),
+            "ringleader: interrupted by SIGHUP: every worker was stopped"
+        );
+    }
+    // A hangup reaches the whole process group, workers too: they leave the stop to the
+    // coordinator, as they do for Ctrl-C, or one would be reported killed by SIGHUP.
+    let (run, took) = signalled(&[], Signal::SIGHUP, true);
+    assert_eq!(run.code, Some(129), "{run:?}");
+    assert_eq!(
+        run.line(),
+        "ringleader: interrupted by SIGHUP: every worker was stopped"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+/// A SIGSEGV sent to a worker was once swallowed by the Rust runtime's handler, which is
+/// there for stack overflows, and the worker ran on. Any fatal signal a worker receives
+/// kills it, and the coordinator names the rank, pid, signal and step.
+#[test]
+fn a_worker_sent_a_fatal_signal_dies_of_it_and_is_named() {
+    let _serial = exclusive();
+    for signal in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGILL,
+        Signal::SIGFPE,
+    ] {
+        let tag = new_tag();
+        let args = ["particles", "-n", "40", "-s", "100000000", "-p", "3"];
+        let started = Instant::now();
+        let child = spawn(&args, &[], &tag, false);
+        let coordinator = child.id();
+        let worker = wait_for_processes(&tag, 4)
+            .into_iter()
+            .find(|&pid| pid != coordinator)
+            .expect("a worker");
+        kill(Pid::from_raw(worker as i32), signal).expect("signal the worker");
+        let run = finish(child, &tag, started, Duration::from_secs(20));
+        assert_eq!(run.code, Some(1), "{signal}: {run:?}");
+        let line = run.line();
+        let cause = format!(" (pid {worker}) was killed by {signal} at step ");
+        assert!(
+            line.starts_with("ringleader: worker rank ") && line.contains(&cause),
+            "{signal}: {line}"
+        );
+    }
+}

@@ -2,9 +2,10 @@
 //! transport alone, measured in one run.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+#[cfg(feature = "mpi")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 #[cfg(feature = "mpi")]
 use std::process::{Command, Stdio};
@@ -15,7 +16,8 @@ use ringleader::Transport;
 use ringleader::bench::{HopReport, hop, peak_rss, reset_peak_rss};
 use serde::Serialize;
 
-use super::usage;
+use super::outputs::{self, Output};
+use super::{limits, usage};
 
 mod plot;
 use crate::workers::particles::init::initial_state;
@@ -238,6 +240,8 @@ pub(crate) struct KernelRow {
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         Some(What::Kernel(args)) => {
+            let n = args.n;
+            limits::ensure_memory(limits::kernel_bytes(n), || format!("bench kernel -n {n}"))?;
             emit(&kernel_table(&kernels(args.n, args.repeat)))?;
         }
         Some(What::Hop(args)) if args.mpi_rank => return mpi_rank_hop(&args),
@@ -245,6 +249,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             if args.transports.contains(&TransportArg::Mpi) && !cfg!(feature = "mpi") {
                 return usage(NEEDS_MPI);
             }
+            let (bytes, workers) = (args.bytes, args.workers);
+            if args.transports.contains(&TransportArg::Processes) {
+                limits::ensure_descriptors(workers, &format!("bench hop -p {workers}"))?;
+            }
+            limits::ensure_memory(limits::hop_bytes(bytes, workers), || {
+                format!("bench hop --bytes {bytes} -p {workers}")
+            })?;
             let reports = hops(&args)?;
             emit(&hop_table(&reports))?;
         }
@@ -268,31 +279,43 @@ fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
             "-n {n} has fewer particles than the workers asked for"
         ));
     }
-    // Open the outputs first, so a bad path fails before the work, not after.
-    let csv = args.csv.as_deref().map(create).transpose()?;
-    let json = args.json.as_deref().map(create).transpose()?;
-    let svg = args.plot.as_deref().map(create).transpose()?;
+    // The outputs are written after the work, but a bad path fails before it.
+    let files: Vec<Output<'_>> = [
+        Output::new("--csv", args.csv.as_ref()),
+        Output::new("--json", args.json.as_ref()),
+        Output::new("--plot", args.plot.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    // With a file on stdout, the tables go to stderr.
+    let to_stderr = outputs::check(&files)?;
+    check_limits(&args)?;
     let rows = measure(&args)?;
-    emit(&render(&rows))?;
+    show(&render(&rows), to_stderr)?;
     let n = kernel_n(&args.n);
-    emit(&format!(
-        "\nforce kernels at n = {n} (the largest n, at most {KERNEL_N_MAX}: they check all n² pairs)\n{}",
-        kernel_table(&kernels(n, 1))
-    ))?;
-    if let (Some(file), Some(path)) = (csv, args.csv.as_deref()) {
-        write_csv(&rows, file).with_context(|| format!("cannot write {}", path.display()))?;
+    show(
+        &format!(
+            "\nforce kernels at n = {n} (the largest n, at most {KERNEL_N_MAX}: they check all n² pairs)\n{}",
+            kernel_table(&kernels(n, 1))
+        ),
+        to_stderr,
+    )?;
+    if let Some(path) = &args.csv {
+        outputs::write(path, |out| write_csv(&rows, out))
+            .with_context(|| format!("cannot write {}", outputs::shown(path)))?;
     }
-    if let (Some(mut file), Some(path)) = (json, args.json.as_deref()) {
-        serde_json::to_writer_pretty(&mut file, &rows)
-            .map_err(std::io::Error::from)
-            .and_then(|()| file.write_all(b"\n"))
-            .and_then(|()| file.flush())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(path) = &args.json {
+        outputs::write(path, |out| {
+            serde_json::to_writer_pretty(&mut *out, &rows).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")
+        })
+        .with_context(|| format!("cannot write {}", outputs::shown(path)))?;
     }
-    if let (Some(mut file), Some(path)) = (svg, args.plot.as_deref()) {
-        file.write_all(plot::svg(&rows)?.as_bytes())
-            .and_then(|()| file.flush())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(path) = &args.plot {
+        let svg = plot::svg(&rows)?;
+        outputs::write(path, |out| out.write_all(svg.as_bytes()))
+            .with_context(|| format!("cannot write {}", outputs::shown(path)))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -316,18 +339,60 @@ fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
-fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
-    Ok(BufWriter::new(File::create(path).with_context(|| {
-        format!("cannot write {}", path.display())
-    })?))
+/// Prints to stdout, or to stderr when a file goes to stdout.
+fn show(text: &str, to_stderr: bool) -> anyhow::Result<()> {
+    if to_stderr {
+        eprint!("{text}");
+        Ok(())
+    } else {
+        emit(text)
+    }
 }
 
-/// Every combination, serial first at each n and algorithm so the others can be compared
-/// with it. The `repeat` runs of the combinations at one n and algorithm take turns, and
-/// each keeps its fastest: a noisy spell on the machine then slows one run of every
-/// combination, rather than every run of one, and the speedups stay comparable.
-fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
-    let mut rows: Vec<Row> = Vec::new();
+/// Refuses, before any work, a table whose largest run cannot fit in memory or whose
+/// largest ring of processes needs more file descriptors than this process may open.
+fn check_limits(args: &TableArgs) -> anyhow::Result<()> {
+    let modes = bench_modes(args);
+    for &n in &args.n {
+        for &algorithm in &args.algorithms {
+            for &mode in &modes {
+                let counts: &[usize] = if mode == BenchMode::Serial {
+                    &[1]
+                } else {
+                    &args.workers
+                };
+                for &workers in counts {
+                    let Some(simulated) = mode.mode(workers) else {
+                        continue;
+                    };
+                    // The table keeps the start of every n while each run copies it.
+                    let need = limits::start_bytes(n).saturating_add(limits::run_bytes(
+                        n,
+                        simulated,
+                        algorithm.into(),
+                        0,
+                    ));
+                    limits::ensure_memory(need, || {
+                        format!(
+                            "bench -n {n} ({} {} on {workers})",
+                            Algorithm::from(algorithm).name(),
+                            mode.name()
+                        )
+                    })?;
+                }
+            }
+        }
+    }
+    if modes.contains(&BenchMode::Processes)
+        && let Some(&workers) = args.workers.iter().max()
+    {
+        limits::ensure_descriptors(workers, &format!("bench -p {workers}"))?;
+    }
+    Ok(())
+}
+
+/// The modes a table measures, each once, serial first.
+fn bench_modes(args: &TableArgs) -> Vec<BenchMode> {
     let mut modes = args.modes.clone();
     modes.sort_by_key(|&m| m != BenchMode::Serial);
     let mut seen = Vec::new();
@@ -336,6 +401,16 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
         seen.push(*m);
         new
     });
+    modes
+}
+
+/// Every combination, serial first at each n and algorithm so the others can be compared
+/// with it. The `repeat` runs of the combinations at one n and algorithm take turns, and
+/// each keeps its fastest: a noisy spell on the machine then slows one run of every
+/// combination, rather than every run of one, and the speedups stay comparable.
+fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
+    let mut rows: Vec<Row> = Vec::new();
+    let modes = bench_modes(args);
     let mut algorithms = args.algorithms.clone();
     algorithms.dedup();
     for &n in &args.n {
@@ -576,16 +651,16 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
-fn write_csv(rows: &[Row], file: BufWriter<File>) -> anyhow::Result<()> {
-    let mut writer = csv::Writer::from_writer(file);
+fn write_csv(rows: &[Row], out: &mut dyn Write) -> std::io::Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
     for row in rows {
         writer.serialize(row)?;
     }
-    writer.flush()?;
-    Ok(())
+    writer.flush()
 }
 
-/// Every kernel on every pair of the textbook's initial state for `n` particles.
+/// Every kernel this CPU runs on every pair of the textbook's initial state for `n`
+/// particles.
 fn kernels(n: usize, repeat: usize) -> Vec<KernelRow> {
     let particles = initial_state(n);
     let bodies: Vec<Body> = particles
@@ -612,11 +687,7 @@ fn kernels(n: usize, repeat: usize) -> Vec<KernelRow> {
     let pairs = (n * n) as f64;
     let direct = time(&mut |hits| kernel::direct(&bodies, &bodies, 0, hits));
     let mut rows = vec![("direct (AoS)", direct)];
-    let mut kinds = vec![Kernel::Scalar];
-    if Kernel::detect() != Kernel::Scalar {
-        kinds.push(Kernel::detect());
-    }
-    for kind in kinds {
+    for kind in Kernel::supported_kernels() {
         let (x, y) = (&particles.x, &particles.y);
         let seconds = time(&mut |hits| kind.collect_hits(x, y, x, y, 0, hits));
         rows.push((kind.name(), seconds));

@@ -3,6 +3,8 @@
 mod bench;
 mod crawl;
 mod demo;
+mod limits;
+mod outputs;
 mod particles;
 mod progress;
 mod visuals;

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ringleader::{FAULT_VAR, Fault, LaunchError, Transport};
 
-use super::usage;
+use super::outputs::{self, Output};
 use super::visuals::{VisualArgs, Visuals};
+use super::{limits, usage};
 use crate::workers::particles::checkpoint::{self, Checkpoint, Checkpointer};
 use crate::workers::particles::output::{write_csv, write_energy_log};
 use crate::workers::particles::physics::DEFAULT_DT;
@@ -59,7 +60,7 @@ pub(crate) struct Args {
     /// Write the final state as CSV (id,x,y,vx,vy), sorted by id; `-` for stdout.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Write the energy after every step as CSV (step,energy).
+    /// Write the energy after every step as CSV (step,energy); `-` for stdout.
     #[arg(long, value_name = "FILE")]
     energy_log: Option<PathBuf>,
     /// What the -p workers run on: forked processes, or threads with in-process channels.
@@ -73,7 +74,7 @@ pub(crate) struct Args {
     )]
     transport: TransportArg,
     /// Write the whole state to FILE at the end of the run (or where it stops), atomically;
-    /// `{step}` in FILE becomes the step.
+    /// `{step}` in FILE becomes the step; `-` for stdout (not a terminal).
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
     /// Also write the checkpoint after every step that is a multiple of K.
@@ -209,22 +210,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             ));
         }
     }
-    // The output files are written after the run, whole or not at all (a failed run
-    // leaves an earlier file as it was), but a bad path fails before the work, not after.
-    let to_stdout = args.out.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    for path in args
-        .energy_log
-        .iter()
-        .chain(args.out.iter().filter(|_| !to_stdout))
-    {
-        checkpoint::check_writable(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if let Some(path) = &args.checkpoint {
-        let path = checkpoint::path_at(path, args.steps);
-        checkpoint::check_writable(&path)
-            .with_context(|| format!("cannot write checkpoint {}", path.display()))?;
-    }
+    // The outputs are written after the run (checkpoints also during it), whole or not at
+    // all, but a bad path fails before the work, not after.
+    let first = resumed.as_ref().map_or(0, |c| c.step);
+    let on_stdout = check_outputs(&args, first)?;
+    // Every energy is kept for the log, or for normalization.
+    let energies = if args.normalize || args.energy_log.is_some() {
+        args.steps.saturating_sub(first)
+    } else {
+        0
+    };
+    limits::check_particles(n, mode, Algorithm::from(args.algorithm), energies)?;
     let start = resumed.map_or_else(|| Start::initial(n), Checkpoint::into_start);
     let mut run = Run::new(start, args.steps, dt, args.normalize);
     run.log_energy = args.energy_log.is_some();
@@ -249,7 +245,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The pictures add the snapshot steps they need to the checkpoint's.
     let visuals = Visuals::prepare(&args.visuals, &mut run, mode)?;
     let watch = checkpoint_watch(&args, &mut run, Box::new(visuals));
-    // SIGINT and SIGTERM stop the run at a step boundary in every mode, not mid-write.
+    // SIGINT, SIGTERM and SIGHUP stop the run at a step boundary in every mode, not
+    // mid-write.
     let _signals = ringleader::catch_stop_signals();
     let started = Instant::now();
     let (outcome, watch) = match simulate_with(run, mode, algorithm, watch) {
@@ -300,24 +297,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     };
     if let Some(path) = &args.energy_log {
-        checkpoint::write_atomically_with(path, |log| {
+        outputs::write(path, |log| {
             write_energy_log(&outcome.energies, first_step, log)
         })
-        .with_context(|| format!("cannot write the energy log {}", path.display()))?;
+        .with_context(|| format!("cannot write the energy log {}", outputs::shown(path)))?;
     }
-    if to_stdout {
-        let mut out = io::stdout().lock();
-        write_csv(&outcome.particles, &mut out)
-            .and_then(|()| out.flush())
-            .context("cannot write the final state")?;
-    } else if let Some(path) = &args.out {
-        checkpoint::write_atomically_with(path, |out| write_csv(&outcome.particles, out))
-            .with_context(|| format!("cannot write the final state {}", path.display()))?;
+    if let Some(path) = &args.out {
+        outputs::write(path, |out| write_csv(&outcome.particles, out))
+            .with_context(|| format!("cannot write the final state {}", outputs::shown(path)))?;
     }
-    // With the state on stdout, keep the timing line off it.
+    // With an output on stdout, keep the timing line off it.
     if args.visuals.quiet {
         // Nothing but errors.
-    } else if to_stdout {
+    } else if on_stdout {
         eprintln!("{line}");
     } else {
         writeln!(io::stdout(), "{line}")?;
@@ -325,11 +317,39 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Checks every output before the run, and says whether one goes to stdout: see
+/// [`outputs::check`]. `first` is the step the run starts after.
+fn check_outputs(args: &Args, first: u64) -> anyhow::Result<bool> {
+    let mut list: Vec<Output<'_>> = [
+        Output::new("--out", args.out.as_ref()),
+        Output::new("--energy-log", args.energy_log.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Some(path) = &args.checkpoint {
+        outputs::refuse_binary_on_terminal("--checkpoint", path)?;
+        if path.as_os_str() == "-" && args.checkpoint_every.is_some() {
+            return usage(
+                "--checkpoint - holds one checkpoint: give a file for --checkpoint-every",
+            );
+        }
+        list.push(Output {
+            flag: "--checkpoint",
+            noun: "checkpoint ",
+            path,
+            steps: checkpoint::is_template(path).then_some(first..=args.steps),
+        });
+    }
+    list.extend(args.visuals.outputs());
+    outputs::check(&list)
+}
+
 /// The watch for `--checkpoint` and `--checkpoint-every`.
 fn checkpoint_watch(args: &Args, run: &mut Run, inner: Box<dyn Watch>) -> Box<dyn Watch> {
     match &args.checkpoint {
         Some(path) => {
-            // Hearing from the workers after every step lets SIGINT or SIGTERM stop the run
+            // Hearing from the workers after every step lets a stop signal stop the run
             // at a step boundary, so the checkpoint holds a whole step.
             run.every_step = true;
             Box::new(Checkpointer::new(

@@ -2,13 +2,14 @@
 //! animated GIF, the final PNG and the live view. One watch drives them all.
 
 use std::any::Any;
-use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
 
+use super::outputs::{self, Output};
 use super::progress::Progress;
+use crate::workers::particles::destination::{Destination, Staged};
 use crate::workers::particles::live::Live;
 use crate::workers::particles::render::{Animation, Frame, owners};
 use crate::workers::particles::{Ending, Flow, Mode, Outcome, Owners, Run, Snapshot, Watch};
@@ -38,13 +39,31 @@ pub(crate) struct VisualArgs {
     pub(crate) quiet: bool,
 }
 
+impl VisualArgs {
+    /// The pictures' files, for the checks before the run.
+    pub(crate) fn outputs(&self) -> impl Iterator<Item = Output<'_>> {
+        [
+            Output::new("--render", self.render.as_ref()),
+            Output::new("--snapshot", self.snapshot.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 /// The watches a run asked for, shown every step and snapshot in turn.
 #[derive(Debug)]
 pub(crate) struct Visuals {
     progress: Option<Progress>,
     animation: Option<Animation>,
     live: Option<Live>,
-    snapshot: Option<(PathBuf, BufWriter<File>)>,
+    /// The GIF's temporary file, when the GIF replaces a regular file: it is renamed over
+    /// the target once the animation ends, so a failed run leaves an earlier GIF whole.
+    staged: Option<Staged>,
+    /// Where the GIF goes, as given.
+    render: Option<PathBuf>,
+    /// Where the PNG goes; it is written after the run.
+    snapshot: Option<PathBuf>,
     /// Who owned which list slots at the last snapshot: how the run itself splits the
     /// particles, which colours the pictures drawn after it.
     owners: Option<Owners>,
@@ -54,8 +73,8 @@ pub(crate) struct Visuals {
 }
 
 impl Visuals {
-    /// Sets up what `args` ask for and tells `run` which callbacks they need. Files are
-    /// created now, so a bad path fails before the run.
+    /// Sets up what `args` ask for and tells `run` which callbacks they need. The GIF is
+    /// started now, so a bad path fails before the run (the caller has checked the PNG's).
     pub(crate) fn prepare(args: &VisualArgs, run: &mut Run, mode: Mode) -> anyhow::Result<Self> {
         let live = if !args.live {
             None
@@ -74,33 +93,32 @@ impl Visuals {
         // The live view owns the terminal; a bar on the same screen would tear it.
         let progress = (!args.quiet && live.is_none() && std::io::stderr().is_terminal())
             .then(|| Progress::new(run.start.step, run.steps));
-        let animation = match &args.render {
-            None => None,
+        let (animation, staged) = match &args.render {
+            None => (None, None),
             Some(path) => {
+                let cannot = || format!("cannot write {}", path.display());
+                // The animation is written frame by frame during the run: into a temporary
+                // beside a regular file, or straight into a device or FIFO.
+                let staged = match Destination::resolve(path).with_context(cannot)? {
+                    Destination::Replace(target) => {
+                        Some(Staged::new(&target).with_context(cannot)?)
+                    }
+                    _ => None,
+                };
                 let start = &run.start;
-                Some(
-                    Animation::create(
-                        path,
-                        &start.particles,
-                        run.size,
-                        start.step,
-                        args.every,
-                        run.steps,
-                    )
-                    .with_context(|| format!("cannot write {}", path.display()))?,
+                let animation = Animation::create(
+                    staged.as_ref().map_or(path.as_path(), Staged::path),
+                    &start.particles,
+                    run.size,
+                    start.step,
+                    args.every,
+                    run.steps,
                 )
+                .with_context(cannot)?;
+                (Some(animation), staged)
             }
         };
-        let snapshot = match &args.snapshot {
-            None => None,
-            Some(path) => Some((
-                path.clone(),
-                BufWriter::new(
-                    File::create(path)
-                        .with_context(|| format!("cannot write {}", path.display()))?,
-                ),
-            )),
-        };
+        let snapshot = args.snapshot.clone();
         // Per-step calls cost a round trip in ring mode: only ask for them when needed.
         run.every_step |= progress.is_some() || live.is_some();
         let intervals = [
@@ -115,6 +133,8 @@ impl Visuals {
             progress,
             animation,
             live,
+            staged,
+            render: args.render.clone(),
             snapshot,
             owners: None,
             mode,
@@ -149,19 +169,22 @@ impl Visuals {
             .take()
             .unwrap_or_else(|| owners(self.mode, outcome.particles.len()));
         if let Some(animation) = self.animation.take() {
-            let path = animation.path().to_owned();
+            let path = self
+                .render
+                .clone()
+                .unwrap_or_else(|| animation.path().to_owned());
             animation
                 .finish(&blocks)
+                .and_then(|_| self.staged.take().map_or(Ok(()), Staged::commit))
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         let step = match outcome.ending {
             Ending::Finished => self.last_step,
             Ending::Stopped(step) => step,
         };
-        if let Some((path, mut file)) = self.snapshot.take() {
+        if let Some(path) = self.snapshot.take() {
             Frame::draw(&outcome.particles, &blocks, self.size, step)
-                .and_then(|frame| frame.write_png(&mut file))
-                .and_then(|()| file.flush())
+                .and_then(|frame| outputs::write(&path, |out| frame.write_png(out)))
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         if quit {

@@ -1,77 +1,126 @@
 //! The textbook's parallel dead-link finder, rebuilt on message passing.
 //!
-//! The coordinator owns the queue of pages to fetch and the set of URLs seen, so nothing
+//! The coordinator owns the queue of URLs to fetch and the set of URLs seen, so nothing
 //! is shared and nothing needs a lock. Each worker process asks for a URL, fetches it,
-//! parses its links, and reports the status and the links back with its next request.
+//! parses its links, and reports the answer and the links back with its next request.
 //! When the queue is empty and no fetch is in flight, the coordinator ends the workers.
+//!
+//! Politeness lives on the coordinator too, because only it sees every request: it fetches
+//! robots.txt before anything else, paces each host (`--rate`), and schedules retries. A
+//! fetch that must wait goes out with the time to wait, and the worker sleeps it off; the
+//! coordinator only acts when a report arrives, so it never needs a timer of its own.
+//!
+//! Ctrl-C stops the workers at once; the coordinator's copy of the stage still holds all
+//! that came back, so the caller reports it.
 
+mod charset;
 mod fetch;
+mod frontier;
 mod links;
+mod progress;
+mod retry;
+mod robots;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ringleader::{Coordinator, LaunchError, Launcher, Ring, Stage, StageError};
+use regex::Regex;
+use ringleader::{Coordinator, LaunchError, Launcher, Ring, Stage, StageError, StopSignal};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-pub(crate) use self::fetch::Outcome;
+use self::fetch::{Answer, Body, Fetcher, Purpose};
+use self::frontier::{Frontier, Rules};
+use self::progress::Progress;
+
+pub(crate) use self::fetch::MAX_PARSED;
+pub(crate) use self::frontier::{Counts, Findings, Problem};
 
 /// What to crawl and how.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    /// The first page; only URLs with its scheme, host and port are fetched.
+    /// The first page; only URLs with its scheme, host and port are crawled.
     pub(crate) start: Url,
     /// Worker processes.
     pub(crate) workers: usize,
-    /// The most pages to fetch.
+    /// The most pages to crawl.
     pub(crate) max_pages: Option<u64>,
+    /// Pages this many links from the start are checked, not crawled.
+    pub(crate) max_depth: Option<u32>,
     /// Deadline of each request.
     pub(crate) timeout: Duration,
+    /// Check links to other origins (without crawling them).
+    pub(crate) check_external: bool,
+    /// Report `page#fragment` links whose page has no such id.
+    pub(crate) check_fragments: bool,
+    /// URLs matching any of these are neither fetched nor reported.
+    pub(crate) exclude: Vec<Regex>,
+    /// Honour the start origin's robots.txt.
+    pub(crate) robots: bool,
+    /// Requests per second per host.
+    pub(crate) rate: Option<f64>,
+    /// Retries after 429, 503 or a failed connection.
+    pub(crate) retries: u32,
+    /// Draw a progress line on stderr.
+    pub(crate) progress: bool,
 }
 
-/// What a crawl found.
-#[derive(Debug, Clone, Default)]
+/// What a crawl found, and whether a signal cut it short.
+#[derive(Debug, Clone)]
 pub(crate) struct Report {
-    /// Dead links: `(outcome, url, page it was found on)`, one per page that links to it;
-    /// the start page, if dead, has no page it was found on.
-    pub(crate) dead: Vec<(Outcome, String, Option<String>)>,
-    /// Pages fetched.
-    pub(crate) fetched: u64,
-    /// Distinct URLs the pages link to.
-    pub(crate) links: usize,
-    /// Distinct linked URLs on another scheme, host or port: counted, not fetched.
-    pub(crate) external: usize,
-    /// Same-site URLs left unfetched because of the page limit.
-    pub(crate) unfetched: usize,
+    pub(crate) findings: Findings,
+    pub(crate) interrupted: Option<StopSignal>,
 }
 
 /// Crawls from `config.start` on a ring of worker processes.
 pub(crate) fn crawl(config: &Config) -> Result<Report, LaunchError> {
-    let start = without_fragment(&config.start);
+    let mut start = config.start.clone();
+    start.set_fragment(None);
+    let rules = Rules {
+        origin: start.origin(),
+        check_external: config.check_external,
+        check_fragments: config.check_fragments,
+        exclude: config.exclude.clone(),
+        max_depth: config.max_depth,
+        max_pages: config.max_pages,
+        retries: config.retries,
+        rate: config.rate,
+        robots: config.robots,
+    };
     let mut stage = Crawl {
         origin: start.origin(),
         timeout: config.timeout,
-        max_pages: config.max_pages,
-        frontier: Frontier::new(start.to_string()),
+        fragments: config.check_fragments,
+        frontier: Frontier::new(&start, rules, Instant::now()),
+        progress: Progress::new(config.progress),
+        finished: false,
+        idle: Vec::new(),
     };
-    Launcher::new().workers(config.workers).launch(&mut stage)?;
-    Ok(stage.frontier.report(&stage.origin))
+    let launched = Launcher::new().workers(config.workers).launch(&mut stage);
+    stage.progress.clear();
+    let interrupted = match launched {
+        Ok(_) => None,
+        // Every worker is stopped and reaped; what came back before is still here.
+        Err(LaunchError::Interrupted { signal }) => Some(signal),
+        Err(err) => return Err(err),
+    };
+    Ok(Report {
+        findings: stage.frontier.findings(interrupted.is_some()),
+        interrupted,
+    })
 }
 
-fn without_fragment(url: &Url) -> Url {
-    let mut url = url.clone();
-    url.set_fragment(None);
-    url
-}
-
-/// The stage. Workers use only `timeout`; the frontier lives on the coordinator's copy.
+/// The stage. Workers use only `origin`, `timeout` and `fragments`; the frontier lives on
+/// the coordinator's copy.
 #[derive(Debug, Clone)]
 struct Crawl {
     origin: url::Origin,
     timeout: Duration,
-    max_pages: Option<u64>,
+    fragments: bool,
     frontier: Frontier,
+    progress: Progress,
+    finished: bool,
+    /// Workers waiting for a job.
+    idle: Vec<usize>,
 }
 
 /// Worker to coordinator.
@@ -82,15 +131,21 @@ enum Request {
     /// Here is what I fetched; give me the next URL.
     Fetched {
         url: String,
-        outcome: Outcome,
-        links: Vec<String>,
+        purpose: Purpose,
+        answer: Answer,
+        body: Body,
     },
 }
 
 /// Coordinator to worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Job {
-    Fetch(String),
+    /// Wait `wait`, then fetch `url`.
+    Fetch {
+        url: String,
+        purpose: Purpose,
+        wait: Duration,
+    },
     /// The crawl is over: return.
     Finish,
 }
@@ -102,14 +157,19 @@ impl Stage for Crawl {
     type Output = ();
 
     fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
-        let agent = fetch::agent(self.timeout);
+        let fetcher = Fetcher::new(self.origin, self.timeout, self.fragments);
         let mut job = ring.ask(Request::Ready)?;
-        while let Job::Fetch(url) = job {
-            let (outcome, links) = fetch::fetch(&agent, &url);
+        while let Job::Fetch { url, purpose, wait } = job {
+            // The coordinator's schedule: a host's rate, or a retry's backoff.
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            let (answer, body) = fetcher.fetch(&url, purpose);
             job = ring.ask(Request::Fetched {
                 url,
-                outcome,
-                links,
+                purpose,
+                answer,
+                body,
             })?;
         }
         Ok(())
@@ -121,195 +181,53 @@ impl Stage for Crawl {
         request: Request,
         coordinator: &mut Coordinator<'_, Self>,
     ) -> Result<(), StageError> {
-        let frontier = &mut self.frontier;
-        if frontier.finished {
+        if self.finished {
             return Ok(());
         }
+        let now = Instant::now();
         if let Request::Fetched {
             url,
-            outcome,
-            links,
+            purpose,
+            answer,
+            body,
         } = request
         {
-            frontier.record(&self.origin, url, outcome, links);
+            self.frontier.record(&url, purpose, answer, body, now);
         }
-        frontier.idle.push(from);
-        while self.max_pages.is_none_or(|max| frontier.dispatched < max)
-            && !frontier.queue.is_empty()
-        {
-            let Some(rank) = frontier.idle.pop() else {
+        self.idle.push(from);
+        while !self.idle.is_empty() {
+            let Some(next) = self.frontier.next(now) else {
                 break;
             };
-            let Some(url) = frontier.queue.pop_front() else {
+            let Some(rank) = self.idle.pop() else {
                 break;
             };
-            coordinator.send(rank, Job::Fetch(url))?;
-            frontier.in_flight += 1;
-            frontier.dispatched += 1;
+            coordinator.send(
+                rank,
+                Job::Fetch {
+                    url: next.url,
+                    purpose: next.purpose,
+                    wait: next.wait,
+                },
+            )?;
         }
-        if frontier.in_flight == 0 {
+        if self.frontier.in_flight() == 0 {
             // Nothing queued that may still be fetched, and nothing left to come back.
-            frontier.finished = true;
+            self.finished = true;
             coordinator.broadcast(Job::Finish)?;
         }
+        let frontier = &self.frontier;
+        self.progress.show(|| {
+            let counts = frontier.counts();
+            format!(
+                "crawl: {} pages fetched, {} checked, {} queued, {} in flight, {} dead",
+                counts.fetched,
+                counts.resources_checked + counts.external_checked + counts.depth_checked,
+                frontier.queued(),
+                frontier.in_flight(),
+                frontier.dead_so_far()
+            )
+        });
         Ok(())
-    }
-}
-
-/// The coordinator's state: the queue, the seen set, and what came back.
-#[derive(Debug, Clone)]
-struct Frontier {
-    queue: VecDeque<String>,
-    seen: HashSet<String>,
-    /// Every linked URL, with the pages that link to it.
-    found_on: BTreeMap<String, BTreeSet<String>>,
-    outcomes: BTreeMap<String, Outcome>,
-    idle: Vec<usize>,
-    in_flight: u64,
-    dispatched: u64,
-    finished: bool,
-}
-
-impl Frontier {
-    fn new(start: String) -> Self {
-        Frontier {
-            queue: VecDeque::from([start.clone()]),
-            seen: HashSet::from([start]),
-            found_on: BTreeMap::new(),
-            outcomes: BTreeMap::new(),
-            idle: Vec::new(),
-            in_flight: 0,
-            dispatched: 0,
-            finished: false,
-        }
-    }
-
-    fn record(&mut self, origin: &url::Origin, page: String, outcome: Outcome, links: Vec<String>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        for link in links {
-            let same_site = Url::parse(&link).is_ok_and(|url| url.origin() == *origin);
-            if same_site && self.seen.insert(link.clone()) {
-                self.queue.push_back(link.clone());
-            }
-            self.found_on.entry(link).or_default().insert(page.clone());
-        }
-        self.outcomes.insert(page, outcome);
-    }
-
-    fn report(&self, origin: &url::Origin) -> Report {
-        let mut dead = Vec::new();
-        for (url, outcome) in self.outcomes.iter().filter(|(_, o)| o.is_dead()) {
-            match self.found_on.get(url) {
-                Some(pages) => {
-                    for page in pages {
-                        dead.push((outcome.clone(), url.clone(), Some(page.clone())));
-                    }
-                }
-                None => dead.push((outcome.clone(), url.clone(), None)),
-            }
-        }
-        let external = self
-            .found_on
-            .keys()
-            .filter(|link| !Url::parse(link).is_ok_and(|url| url.origin() == *origin))
-            .count();
-        Report {
-            dead,
-            fetched: self.outcomes.len() as u64,
-            links: self.found_on.len(),
-            external,
-            unfetched: self.queue.len(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn origin() -> url::Origin {
-        Url::parse("http://site:80/").unwrap().origin()
-    }
-
-    fn strings(links: &[&str]) -> Vec<String> {
-        links.iter().map(|link| (*link).to_owned()).collect()
-    }
-
-    #[test]
-    fn the_frontier_queues_each_same_site_url_once_and_counts_the_rest() {
-        let mut frontier = Frontier::new("http://site/".to_owned());
-        assert_eq!(frontier.queue.pop_front().as_deref(), Some("http://site/"));
-        frontier.in_flight = 1;
-        frontier.record(
-            &origin(),
-            "http://site/".to_owned(),
-            Outcome::Status(200),
-            strings(&[
-                "http://site/a",
-                "http://site/a",
-                "http://site/",
-                "https://site/a",
-                "http://site:8080/a",
-                "mailto:x@site",
-            ]),
-        );
-        assert_eq!(frontier.in_flight, 0);
-        assert_eq!(frontier.queue, ["http://site/a"]);
-        let report = frontier.report(&origin());
-        assert_eq!(report.links, 5);
-        assert_eq!(report.external, 3);
-        assert_eq!(report.unfetched, 1);
-        assert!(report.dead.is_empty());
-    }
-
-    #[test]
-    fn a_dead_url_is_reported_once_per_page_that_links_to_it() {
-        let mut frontier = Frontier::new("http://site/".to_owned());
-        for page in ["http://site/", "http://site/b"] {
-            frontier.record(
-                &origin(),
-                page.to_owned(),
-                Outcome::Status(200),
-                strings(&["http://site/gone"]),
-            );
-        }
-        frontier.record(
-            &origin(),
-            "http://site/gone".to_owned(),
-            Outcome::Status(404),
-            Vec::new(),
-        );
-        let dead = frontier.report(&origin()).dead;
-        assert_eq!(
-            dead,
-            [
-                (
-                    Outcome::Status(404),
-                    "http://site/gone".to_owned(),
-                    Some("http://site/".to_owned())
-                ),
-                (
-                    Outcome::Status(404),
-                    "http://site/gone".to_owned(),
-                    Some("http://site/b".to_owned())
-                ),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_dead_start_page_has_no_page_it_was_found_on() {
-        let mut frontier = Frontier::new("http://site/".to_owned());
-        let failed = Outcome::Failed("connection refused".to_owned());
-        frontier.record(
-            &origin(),
-            "http://site/".to_owned(),
-            failed.clone(),
-            Vec::new(),
-        );
-        assert_eq!(
-            frontier.report(&origin()).dead,
-            [(failed, "http://site/".to_owned(), None)]
-        );
     }
 }

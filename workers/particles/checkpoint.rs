@@ -8,13 +8,13 @@
 //! vx, vy as raw f64 bits). Decoding checks all of it, so that a damaged or foreign file is
 //! an error and never a panic, nor a state the simulation cannot run from.
 
-use std::fs::File;
-use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::ffi::OsStr;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::destination::{self, Destination};
 use super::physics::Particles;
 use super::{Ending, Flow, Outcome, Owners, Run, Snapshot, Start, Watch, init};
 
@@ -270,8 +270,26 @@ pub(crate) fn path_at(path: &Path, step: u64) -> PathBuf {
 /// The placeholder [`path_at`] replaces.
 const STEP: &str = "{step}";
 
+/// Whether `path` has a `{step}` placeholder.
+pub(crate) fn is_template(path: &Path) -> bool {
+    path.to_str().is_some_and(|text| text.contains(STEP))
+}
+
+/// The step whose checkpoint [`path_at`]`(template, step)` names `name`, if one does:
+/// `template` is a file name, and every `{step}` in it must stand for the same step,
+/// written as [`path_at`] writes it.
+pub(crate) fn step_named(template: &OsStr, name: &OsStr) -> Option<u64> {
+    let (template, name) = (template.to_str()?, name.to_str()?);
+    let first = template.split(STEP).next().unwrap_or("");
+    let digits = name.strip_prefix(first)?;
+    let len = digits.bytes().take_while(u8::is_ascii_digit).count();
+    let step: u64 = digits[..len].parse().ok()?;
+    (path_at(Path::new(template), step).as_os_str() == name).then_some(step)
+}
+
 /// Writes the state `snapshot` shows, of a run with this step length and normalization, to
-/// [`path_at`]`(path, step)` atomically: see [`write_atomically`].
+/// [`path_at`]`(path, step)`, without clobbering what that path names: see
+/// [`Destination`].
 ///
 /// # Errors
 /// When the file cannot be written.
@@ -291,79 +309,7 @@ pub(crate) fn save_snapshot(
         particles: snapshot.particles,
     })
     .map_err(io::Error::other)?;
-    write_atomically(&path_at(path, snapshot.step), &bytes)
-}
-
-/// Writes `bytes` to `path` so that `path` holds either its old contents or all of the new
-/// ones, whenever the process or the machine stops: a temporary file in the same directory,
-/// synced, renamed over `path`, then the directory synced so the rename itself lasts.
-///
-/// # Errors
-/// When any of those steps fails; the temporary file is then removed.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomically_with(path, |out| out.write_all(bytes))
-}
-
-/// As [`write_atomically`], with the contents written by `write`, buffered.
-///
-/// # Errors
-/// When `write` or any step fails; the temporary file is then removed.
-pub(crate) fn write_atomically_with(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
-    let (dir, name) = split(path)?;
-    let mut temporary = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .suffix(".tmp")
-        // An ordinary file: the umask decides, not tempfile's 0600.
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(dir)?;
-    let mut buffered = io::BufWriter::new(temporary.as_file_mut());
-    write(&mut buffered)?;
-    buffered.flush()?;
-    drop(buffered);
-    temporary.as_file().sync_all()?;
-    temporary.persist(path).map_err(|err| err.error)?;
-    File::open(dir)?.sync_all()
-}
-
-/// Fails now if `path` cannot take a checkpoint (or another file written atomically) later:
-/// its directory must accept a new file, and `path` must not be a directory.
-///
-/// # Errors
-/// When either is not so.
-pub(crate) fn check_writable(path: &Path) -> io::Result<()> {
-    let (dir, _) = split(path)?;
-    // Name a missing directory plainly, before the probe's message about its own file.
-    if !std::fs::metadata(dir)?.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotADirectory,
-            format!("{} is not a directory", dir.display()),
-        ));
-    }
-    if path.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::IsADirectory,
-            "it is a directory",
-        ));
-    }
-    tempfile::Builder::new()
-        .prefix(".ringleader-probe.")
-        .tempfile_in(dir)
-        .map(drop)
-}
-
-/// The directory a file goes in, and its name there.
-fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")
-    })?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    Ok((dir, name))
+    Destination::resolve(&path_at(path, snapshot.step))?.write_with(|out| out.write_all(&bytes))
 }
 
 /// A checkpoint could not be written.
@@ -389,6 +335,8 @@ pub(crate) struct Checkpointer {
     initial_energy: f64,
     /// The last step written.
     saved: Option<u64>,
+    /// Whether stale temporaries of every step's file were looked for.
+    swept: bool,
     /// A failed write; the run stops then.
     error: Option<WriteError>,
     inner: Box<dyn Watch>,
@@ -422,6 +370,7 @@ impl Checkpointer {
             normalize: run.normalize,
             initial_energy: run.start.initial_energy,
             saved: None,
+            swept: false,
             error: None,
             inner,
         }
@@ -480,6 +429,10 @@ impl Checkpointer {
     }
 
     fn save(&mut self, snapshot: &Snapshot<'_>) -> Result<(), WriteError> {
+        if !self.swept {
+            self.swept = true;
+            self.sweep();
+        }
         save_snapshot(&self.path, snapshot, self.dt, self.normalize).map_err(|source| {
             WriteError {
                 path: path_at(&self.path, snapshot.step),
@@ -488,6 +441,23 @@ impl Checkpointer {
         })?;
         self.saved = Some(snapshot.step);
         Ok(())
+    }
+}
+
+impl Checkpointer {
+    /// A write removes the stale temporaries of its own file; with `{step}` in the file
+    /// name, an earlier run killed while writing another step's file left temporaries the
+    /// writes of this run would never meet, so look for every step's once.
+    fn sweep(&self) {
+        if !is_template(&self.path) {
+            return;
+        }
+        let Ok((dir, template)) = destination::split(&self.path) else {
+            return;
+        };
+        if !is_template(dir) {
+            destination::remove_stale(dir, |name| step_named(template, name).is_some());
+        }
     }
 }
 
@@ -671,77 +641,27 @@ mod tests {
     }
 
     #[test]
-    fn a_write_replaces_the_old_file_whole_and_leaves_no_temporary() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("state.ck");
-        std::fs::write(&path, vec![7u8; 100_000]).expect("write");
-        write_atomically(&path, b"new").expect("replace");
-        assert_eq!(std::fs::read(&path).expect("read"), b"new");
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .expect("list")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("state.ck")]);
-    }
-
-    #[test]
-    fn a_reader_sees_only_whole_files_while_writes_replace_them() {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("state.ck");
-        let old = vec![1u8; 64 * 1024];
-        let new = vec![2u8; 48 * 1024];
-        write_atomically(&path, &old).expect("first write");
-        let done = AtomicBool::new(false);
-        let reads = std::thread::scope(|scope| {
-            let reader = scope.spawn(|| {
-                let mut reads = 0;
-                // At least a few reads, then until the writer has finished.
-                while reads < 10 || !done.load(Ordering::Acquire) {
-                    let seen = std::fs::read(&path).expect("the target always exists");
-                    assert!(
-                        seen == old || seen == new,
-                        "a torn read of {} bytes",
-                        seen.len()
-                    );
-                    reads += 1;
-                }
-                reads
-            });
-            for i in 0..60 {
-                let bytes = if i % 2 == 0 { &new } else { &old };
-                write_atomically(&path, bytes).expect("write");
-            }
-            done.store(true, Ordering::Release);
-            reader.join().expect("reader")
-        });
-        assert!(reads >= 10);
-        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
-    }
-
-    #[test]
-    fn a_failed_write_leaves_the_old_file_and_no_temporary() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // The target is a non-empty directory, so the rename fails after the data is out.
-        let path = dir.path().join("taken");
-        std::fs::create_dir(&path).expect("mkdir");
-        std::fs::write(path.join("inside"), b"old").expect("write");
-        assert!(write_atomically(&path, b"new").is_err());
-        assert!(check_writable(&path).is_err());
-        assert_eq!(std::fs::read(path.join("inside")).expect("read"), b"old");
-        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
-        assert!(check_writable(&dir.path().join("missing/state.ck")).is_err());
-        assert!(check_writable(&dir.path().join("state.ck")).is_ok());
-        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
-    }
-
-    #[test]
     fn a_step_placeholder_names_one_file_per_step() {
         assert_eq!(
             path_at(Path::new("out/run-{step}.ck"), 40),
             Path::new("out/run-40.ck")
         );
         assert_eq!(path_at(Path::new("run.ck"), 40), Path::new("run.ck"));
+    }
+
+    #[test]
+    fn a_step_placeholder_matches_the_names_it_makes_and_no_other() {
+        let named = |template: &str, name: &str| step_named(OsStr::new(template), OsStr::new(name));
+        assert_eq!(named("run-{step}.ck", "run-40.ck"), Some(40));
+        assert_eq!(named("run-{step}.ck", "run-0.ck"), Some(0));
+        assert_eq!(named("{step}", "7"), Some(7));
+        assert_eq!(named("a{step}b{step}", "a12b12"), Some(12));
+        assert_eq!(named("a{step}b{step}", "a12b13"), None);
+        assert_eq!(named("run-{step}.ck", "run-040.ck"), None);
+        assert_eq!(named("run-{step}.ck", "run-.ck"), None);
+        assert_eq!(named("run-{step}.ck", "run-40.ck.tmp"), None);
+        assert_eq!(named("run-{step}.ck", "other-40.ck"), None);
+        assert_eq!(named("run.ck", "run.ck"), None);
     }
 
     /// A run of 40 particles for `steps` steps, watched by a checkpointer in front of

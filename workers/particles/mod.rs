@@ -4,6 +4,7 @@
 
 mod cells;
 pub(crate) mod checkpoint;
+pub(crate) mod destination;
 pub(crate) mod init;
 pub(crate) mod kernel;
 pub(crate) mod live;
