@@ -158,7 +158,11 @@ impl Ring {
     ///
     /// As [`broadcast`](Ring::broadcast); [`RingError::Protocol`] if the root's values are
     /// not one per worker.
-    pub fn scatter<T: Data>(&mut self, root: usize, values: Option<Vec<T>>) -> Result<T, RingError> {
+    pub fn scatter<T: Data>(
+        &mut self,
+        root: usize,
+        values: Option<Vec<T>>,
+    ) -> Result<T, RingError> {
         if let Some(values) = &values
             && values.len() != self.size()
         {

@@ -110,9 +110,9 @@
 //! that keeps the workers' state can have a failed run start again from it: see
 //! [`Restart`]. [`Launcher::fault`] injects failures, for tests.
 
+pub mod bench;
 mod bulk;
 mod collective;
-pub mod bench;
 mod deadlock;
 mod error;
 mod fault;

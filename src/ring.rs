@@ -11,10 +11,10 @@ use crate::error::RingError;
 use crate::fault::{Fault, FaultKind};
 use crate::progress::{Board, Link, WaitingOn};
 use crate::stage::{Data, Down, Up};
-use crate::transport::{Payload, decode, encode};
 use crate::transport::{
     BlockError, Blocks, Frame, LinkRx, LinkTx, RecvFailure, Rx, SendFailure, Transport, UpTx, view,
 };
+use crate::transport::{Payload, decode, encode};
 
 /// One of a worker's two neighbours on the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

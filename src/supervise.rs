@@ -13,8 +13,8 @@ use crate::deadlock::Wait;
 use crate::error::{Cause, LaunchError, WorkerFailure};
 use crate::progress::Board;
 use crate::stage::{Coordinator, Down, Handler, Up};
-use crate::transport::{Payload, decode};
 use crate::transport::{Event, Inbox, Tx};
+use crate::transport::{Payload, decode};
 
 /// How long stopped workers get to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_millis(500);
@@ -190,12 +190,7 @@ impl Checks {
     }
 
     /// Returns why the run must end now, if it must.
-    fn look(
-        &mut self,
-        run: &Run,
-        board: &Board,
-        workers: &Workers,
-    ) -> Option<LaunchError> {
+    fn look(&mut self, run: &Run, board: &Board, workers: &Workers) -> Option<LaunchError> {
         let now = Instant::now();
         if let Some(signal) = crate::signal::stop_signal() {
             let since = *self.graceful_since.get_or_insert(now);

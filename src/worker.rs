@@ -23,7 +23,10 @@ pub(crate) fn work<S: Stage>(stage: S, ring: &mut Ring) -> Result<Payload, Faile
     match outcome {
         Ok(Ok(output)) => match encode(&output) {
             Ok(payload) => Ok(payload),
-            Err(e) => failed(Cause::Failed(format!("could not encode its output: {e}")), 1),
+            Err(e) => failed(
+                Cause::Failed(format!("could not encode its output: {e}")),
+                1,
+            ),
         },
         Ok(Err(err)) => failed(classify(err.as_ref()), 1),
         Err(message) => failed(Cause::Panicked(message), 101),

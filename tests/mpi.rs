@@ -6,6 +6,7 @@
 //! `--role`, the ranks of the small stages below.
 
 mod common;
+mod forking;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,68 +14,29 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{assert_same_state, fixture, processes_tagged, read_state, ringleader, scratch};
-use ringleader::{Bulk, Launcher, Neighbour, Ring, Stage, StageError, Transport, mpi_world_size};
+use ringleader::{
+    Bulk, Launcher, Neighbour, NoReports, Ring, Stage, StageError, Transport, mpi_world_size,
+};
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--role") {
         role(&args[1..]);
-        return;
+        return std::process::ExitCode::SUCCESS;
     }
-    let tests: [(&str, fn()); 10] = [
-        (
-            "n20_matches_the_textbook_on_1_2_3_ranks",
-            n20_matches_the_textbook,
-        ),
-        (
-            "n400_matches_the_textbook_on_2_3_ranks",
-            n400_matches_the_textbook,
-        ),
-        (
-            "energy_normalization_and_log_match_the_textbook",
-            energy_normalization_matches_the_textbook,
-        ),
-        (
-            "sixteen_megabyte_blocks_rotate_without_deadlock",
-            big_blocks_rotate,
-        ),
-        (
-            "blocks_go_to_one_neighbour_and_bulk_outputs_come_back",
-            blocks_to_one_neighbour_and_bulk_outputs,
-        ),
-        (
-            "a_panicking_rank_ends_the_job_with_one_line",
-            a_panicking_rank_ends_the_job,
-        ),
-        (
-            "a_panic_on_rank_0_ends_the_job_with_one_line",
-            a_panic_on_rank_0_ends_the_job,
-        ),
-        (
-            "a_p_that_disagrees_with_the_job_is_a_usage_error",
-            a_mismatched_p_is_a_usage_error,
-        ),
-        (
-            "bench_puts_mpi_rows_beside_the_other_transports",
-            bench_puts_mpi_rows_beside_the_others,
-        ),
-        (
-            "bench_hop_measures_the_mpi_transport_too",
-            bench_hop_measures_mpi_too,
-        ),
-    ];
-    let filter = args.iter().find(|a| !a.starts_with('-'));
-    let mut ran = 0;
-    for (name, test) in tests {
-        if filter.is_some_and(|f| !name.contains(f.as_str())) {
-            continue;
-        }
-        print!("test {name} ... ");
-        test();
-        println!("ok");
-        ran += 1;
-    }
-    println!("test result: ok. {ran} passed");
+    forking::run(tests![
+        n20_matches_the_textbook_on_1_2_3_ranks,
+        n400_matches_the_textbook_on_2_3_ranks,
+        energy_normalization_and_log_match_the_textbook,
+        sixteen_megabyte_blocks_rotate_without_deadlock,
+        blocks_go_to_one_neighbour_and_bulk_outputs_come_back,
+        collectives_give_the_same_bits_as_on_the_other_transports,
+        a_panicking_rank_ends_the_job_with_one_line,
+        a_panic_on_rank_0_ends_the_job_with_one_line,
+        a_p_that_disagrees_with_the_job_is_a_usage_error,
+        bench_puts_mpi_rows_beside_the_other_transports,
+        bench_hop_measures_the_mpi_transport_too,
+    ])
 }
 
 /// What an `mpirun` job did.
@@ -168,7 +130,7 @@ fn check_fixture(name: &str, base: &[&str], ranks: &[usize], fixture_file: &str)
     }
 }
 
-fn n20_matches_the_textbook() {
+fn n20_matches_the_textbook_on_1_2_3_ranks() {
     check_fixture(
         "mpi-n20",
         &["-n", "20", "-s", "100"],
@@ -177,7 +139,7 @@ fn n20_matches_the_textbook() {
     );
 }
 
-fn n400_matches_the_textbook() {
+fn n400_matches_the_textbook_on_2_3_ranks() {
     check_fixture(
         "mpi-n400",
         &["-n", "400", "-s", "200"],
@@ -186,7 +148,7 @@ fn n400_matches_the_textbook() {
     );
 }
 
-fn energy_normalization_matches_the_textbook() {
+fn energy_normalization_and_log_match_the_textbook() {
     let dir = scratch("mpi-energy");
     let want_state = read_state(&fixture("textbook-n300-s100-e.csv"));
     let want: Vec<u64> = std::fs::read_to_string(fixture("textbook-n300-s100-e.energy"))
@@ -231,7 +193,7 @@ fn energy_normalization_matches_the_textbook() {
     }
 }
 
-fn big_blocks_rotate() {
+fn sixteen_megabyte_blocks_rotate_without_deadlock() {
     let me = std::env::current_exe().unwrap();
     for p in [2, 3] {
         let job = mpirun(p, &me, &["--role", "blocks", &(16 << 20).to_string()]);
@@ -242,7 +204,7 @@ fn big_blocks_rotate() {
     }
 }
 
-fn blocks_to_one_neighbour_and_bulk_outputs() {
+fn blocks_go_to_one_neighbour_and_bulk_outputs_come_back() {
     let me = std::env::current_exe().unwrap();
     for p in [1, 2, 3] {
         let job = mpirun(p, &me, &["--role", "exchange"]);
@@ -252,7 +214,43 @@ fn blocks_to_one_neighbour_and_bulk_outputs() {
     }
 }
 
-fn a_panicking_rank_ends_the_job() {
+/// The collectives over MPI give what they give on forked processes, bit for bit.
+fn collectives_give_the_same_bits_as_on_the_other_transports() {
+    let me = std::env::current_exe().unwrap();
+    for p in [1, 2, 3] {
+        let want = Launcher::new()
+            .workers(p)
+            .transport(Transport::Processes)
+            .run(collectives)
+            .expect("collectives on processes");
+        let job = mpirun(p, &me, &["--role", "collectives"]);
+        assert_eq!(job.code, Some(0), "{job:?}");
+        let want = format!("collectives {want:?}");
+        assert!(job.stdout.contains(&want), "want {want}: {job:?}");
+    }
+}
+
+/// Values whose sum depends on the order it is taken in.
+const ORDER_SENSITIVE: [f64; 3] = [1e16, 1.0, 1.0];
+
+/// Every collective once; what a rank saw, with the float sum as bits.
+type Results = (u64, Vec<usize>, Option<Vec<String>>, Vec<f64>, String);
+
+fn collectives(ring: &mut Ring) -> Result<Results, StageError> {
+    let (rank, size) = (ring.rank(), ring.size());
+    ring.barrier()?;
+    let sum = ring.all_reduce(ORDER_SENSITIVE[rank % 3], |a, b| a + b)?;
+    let all = ring.all_gather(rank * 10)?;
+    let gathered = ring.gather(0, format!("r{rank}"))?;
+    let sent = (rank == size - 1).then(|| vec![0.5, -1.25, f64::MIN_POSITIVE]);
+    let got = ring.broadcast(size - 1, sent)?;
+    let work = (rank == size / 2).then(|| (0..size).map(|r| format!("job {r}")).collect());
+    let job = ring.scatter(size / 2, work)?;
+    ring.barrier()?;
+    Ok((sum.to_bits(), all, gathered, got, job))
+}
+
+fn a_panicking_rank_ends_the_job_with_one_line() {
     let me = std::env::current_exe().unwrap();
     let job = mpirun(3, &me, &["--role", "panic", "1", "3"]);
     assert_ne!(job.code, Some(0), "{job:?}");
@@ -272,7 +270,7 @@ fn a_panicking_rank_ends_the_job() {
     assert!(!job.stdout.contains("outputs"), "{job:?}");
 }
 
-fn a_panic_on_rank_0_ends_the_job() {
+fn a_panic_on_rank_0_ends_the_job_with_one_line() {
     let me = std::env::current_exe().unwrap();
     let job = mpirun(2, &me, &["--role", "panic", "0", "2"]);
     assert_ne!(job.code, Some(0), "{job:?}");
@@ -295,7 +293,7 @@ fn a_panic_on_rank_0_ends_the_job() {
     assert!(lines[0].ends_with("at step 2"), "{}", lines[0]);
 }
 
-fn a_mismatched_p_is_a_usage_error() {
+fn a_p_that_disagrees_with_the_job_is_a_usage_error() {
     let job = mpirun(
         2,
         binary(),
@@ -330,12 +328,9 @@ struct Blocks {
 }
 
 impl Stage for Blocks {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = u64;
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<u64, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<u64, StageError> {
         let mine = vec![ring.rank() as u64; self.bytes / 8];
         let mut sum = 0;
         let mut wrong = None;
@@ -360,12 +355,9 @@ struct PanicAt {
 }
 
 impl Stage for PanicAt {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         for step in 1..=5 {
             ring.set_step(step);
             if ring.rank() == self.rank && step == self.step {
@@ -391,12 +383,9 @@ fn exchange_words(origin: usize, right: bool, round: usize, len: usize) -> Vec<u
 struct Exchange;
 
 impl Stage for Exchange {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = Bulk<u64>;
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<Bulk<u64>, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<Bulk<u64>, StageError> {
         let me = ring.rank();
         let (left, right) = (
             ring.neighbour(Neighbour::Left),
@@ -427,11 +416,13 @@ fn role(args: &[String]) {
     match args {
         [kind, bytes] if kind == "blocks" => {
             let bytes = bytes.parse().expect("bytes");
-            let outputs = launcher.launch(&mut Blocks { bytes }).expect("launch");
+            let outputs = launcher.launch(Blocks { bytes }).expect("launch");
             println!("outputs {outputs:?}");
         }
         [kind] if kind == "exchange" => {
-            let (outputs, stats) = launcher.launch_with_stats(&mut Exchange).expect("launch");
+            let (outputs, stats) = launcher
+                .launch_with_stats(Exchange, &mut NoReports)
+                .expect("launch");
             let whole: Vec<bool> = outputs
                 .iter()
                 .enumerate()
@@ -440,19 +431,23 @@ fn role(args: &[String]) {
             println!("exchanged {whole:?}; depth {:?}", stats.depth);
         }
         [kind, rank, step] if kind == "panic" => {
-            let mut stage = PanicAt {
+            let stage = PanicAt {
                 rank: rank.parse().expect("rank"),
                 step: step.parse().expect("step"),
             };
-            let outputs = launcher.launch(&mut stage).expect("launch");
+            let outputs = launcher.launch(stage).expect("launch");
             println!("outputs {outputs:?}");
+        }
+        [kind] if kind == "collectives" => {
+            let results = launcher.run(collectives).expect("launch");
+            println!("collectives {results:?}");
         }
         _ => panic!("unknown role {args:?}"),
     }
 }
 
 /// `ringleader bench` starts the `mpirun` jobs itself: it runs outside MPI, like a user's.
-fn bench_puts_mpi_rows_beside_the_others() {
+fn bench_puts_mpi_rows_beside_the_other_transports() {
     let dir = scratch("mpi-bench");
     let csv_path = dir.join("rows.csv");
     let run = ringleader(&[
@@ -505,7 +500,7 @@ fn bench_puts_mpi_rows_beside_the_others() {
     }
 }
 
-fn bench_hop_measures_mpi_too() {
+fn bench_hop_measures_the_mpi_transport_too() {
     let run = ringleader(&[
         "bench",
         "hop",

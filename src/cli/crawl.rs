@@ -64,6 +64,11 @@ pub(crate) struct Args {
     /// 1 s, 2 s… or what the server's Retry-After asks, up to 60 s.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
     retries: u32,
+    /// If a worker fails (killed, crashed, stuck past the step timeout), stop and reap the
+    /// ring and start a new one, up to N times: every fetch already back is kept, those in
+    /// flight are queued again.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    restarts: u32,
     /// `text`: STATUS<TAB>URL<TAB>FOUND_ON[<TAB>REASON] lines; `json`: one object per dead
     /// URL per line, {"url", "status", "reason", "found_on"}.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -116,6 +121,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         retries: args.retries,
         progress: true,
+        restarts: args.restarts,
     };
     let Report {
         findings,

@@ -2,10 +2,10 @@
 //! and supervise them to the end. One launcher per way of running workers: forked
 //! processes, threads of this process, the ranks of an MPI job.
 
-mod processes;
-mod threads;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod processes;
+mod threads;
 
 use std::io;
 use std::sync::Arc;
@@ -91,7 +91,7 @@ impl Launcher {
         self
     }
 
-    /// On SIGINT or SIGTERM, let the stage stop at a step boundary instead of stopping the
+    /// On SIGINT, SIGTERM or SIGHUP, let the stage stop at a step boundary instead of stopping the
     /// workers at once: its handler sees [`stop_signal`](crate::stop_signal) and ends the
     /// run, and `launch` returns the outputs as usual. A second signal, or a stage that has
     /// not ended within the step timeout (10 s without one), stops the workers anyway, and
@@ -170,9 +170,9 @@ impl Launcher {
     /// [`LaunchError::Timeout`] and [`LaunchError::Interrupted`] end the run the same way.
     /// Other variants report a launch that could not start.
     ///
-    /// While it runs, the coordinator catches SIGINT and SIGTERM (the previous handlers
-    /// come back when it returns), and worker processes ignore SIGINT: a terminal's Ctrl-C
-    /// stops the run in order, through the coordinator.
+    /// While it runs, the coordinator catches SIGINT, SIGTERM and SIGHUP (the previous
+    /// handlers come back when it returns), and worker processes ignore SIGINT and SIGHUP: a
+    /// terminal's Ctrl-C or hangup stops the run in order, through the coordinator.
     pub fn launch<S: Stage>(&self, stage: S) -> Result<Vec<S::Output>, LaunchError> {
         self.launch_with(stage, &mut NoReports)
     }
@@ -362,7 +362,10 @@ fn decode_outputs<O: Data>(outputs: Vec<Payload>) -> Result<Vec<O>, LaunchError>
         .map(|(rank, payload)| {
             decode(payload).map_err(|e| LaunchError::Protocol {
                 rank,
-                what: format!("returned an output that is not a {}: {e}", std::any::type_name::<O>()),
+                what: format!(
+                    "returned an output that is not a {}: {e}",
+                    std::any::type_name::<O>()
+                ),
             })
         })
         .collect()
@@ -432,4 +435,3 @@ impl Wiring {
         })
     }
 }
-

@@ -19,8 +19,8 @@ use crate::ring::{Ends, Ring};
 use crate::stage::{Down, Handler, Stage, Up};
 use crate::supervise::{Limits, Workers, supervise};
 use crate::transport::mpi::{
-    CoordinatorGone, DOWN, LEFTWARD, Pump, RIGHTWARD, Receiver, Sender, SharedPump, UP,
-    finalize, mpi_world_size, poll, receive, world,
+    CoordinatorGone, DOWN, LEFTWARD, Pump, RIGHTWARD, Receiver, Sender, SharedPump, UP, finalize,
+    mpi_world_size, poll, receive, world,
 };
 use crate::transport::{Inbox, LinkRx, LinkTx, Payload, Rx, Transport, Tx, UpTx};
 use crate::worker;
@@ -74,7 +74,6 @@ impl Pump for Relay {
         Ok(())
     }
 }
-
 
 /// Runs this process as its rank of the MPI job. Only rank 0 returns, with the outputs
 /// undecoded.
@@ -261,4 +260,3 @@ fn fail(why: &str) -> ! {
     let _ = std::io::stdout().flush();
     world().abort(1)
 }
-

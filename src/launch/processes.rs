@@ -120,4 +120,3 @@ pub(super) fn ensure_single_threaded() -> Result<(), LaunchError> {
         thread::yield_now();
     }
 }
-

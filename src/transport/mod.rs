@@ -5,9 +5,9 @@
 mod block;
 mod control;
 mod link;
-mod payload;
 #[cfg(feature = "mpi")]
 pub(crate) mod mpi;
+mod payload;
 
 use std::io;
 use std::sync::mpsc;

@@ -49,11 +49,16 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Payload, String> {
 ///
 /// # Errors
 ///
-/// A message for bytes that are not a `T`, or that name a block the payload lacks.
+/// A message for bytes that are not a `T` (bytes left over included), or that name a block
+/// the payload lacks.
 pub(crate) fn decode<T: DeserializeOwned>(payload: Payload) -> Result<T, String> {
     let blocks = payload.blocks.into_iter().map(Some).collect();
     let outer = INBOUND.with(|inb| inb.borrow_mut().replace(blocks));
-    let value = postcard::from_bytes(&payload.bytes).map_err(|e| e.to_string());
+    let value = match postcard::take_from_bytes(&payload.bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(format!("{} bytes left over after the value", rest.len())),
+        Err(e) => Err(e.to_string()),
+    };
     INBOUND.with(|inb| *inb.borrow_mut() = outer);
     value
 }
@@ -108,7 +113,9 @@ mod serde_bytes_vec {
         serializer.serialize_bytes(bytes)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
         struct Visitor;
         impl serde::de::Visitor<'_> for Visitor {
             type Value = Vec<u8>;
@@ -139,7 +146,10 @@ mod tests {
         let payload = encode(&value).unwrap();
         assert_eq!(payload.blocks.len(), 1);
         let back: (u32, String, Bulk<f64>, Vec<u8>) = decode(payload).unwrap();
-        assert_eq!((back.0, back.1.as_str(), &back.2[..], &back.3[..]), (7, "seven", &[1.5, 2.5, -3.0][..], &[1, 2, 3][..]));
+        assert_eq!(
+            (back.0, back.1.as_str(), &back.2[..], &back.3[..]),
+            (7, "seven", &[1.5, 2.5, -3.0][..], &[1, 2, 3][..])
+        );
     }
 
     #[test]
@@ -147,7 +157,9 @@ mod tests {
         let payload = encode(&"a string").unwrap();
         assert!(decode::<(u64, u64, u64)>(payload).is_err());
         let missing = Payload {
-            bytes: encode(&Bulk::new(Transport::Threads, &[1u8]).unwrap()).unwrap().bytes,
+            bytes: encode(&Bulk::new(Transport::Threads, &[1u8]).unwrap())
+                .unwrap()
+                .bytes,
             blocks: Vec::new(),
         };
         assert!(decode::<Bulk<u8>>(missing).is_err());

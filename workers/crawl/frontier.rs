@@ -251,6 +251,26 @@ impl Frontier {
         self.in_flight
     }
 
+    /// After the workers were lost: every fetch that was in flight goes back to the front
+    /// of its queue (robots.txt is asked for again first), as if never handed out.
+    pub(crate) fn requeue_in_flight(&mut self, now: Instant) {
+        if let RobotsState::InFlight { retries } = self.robots {
+            self.robots = RobotsState::Due { at: now, retries };
+        }
+        for (id, entry) in self.entries.iter_mut().enumerate().rev() {
+            if let State::InFlight(_) = entry.state {
+                entry.state = State::Queued;
+                let id = id as u32;
+                if entry.crawl {
+                    self.pages.push_front(id);
+                } else {
+                    self.checks.push_front(id);
+                }
+            }
+        }
+        self.in_flight = 0;
+    }
+
     /// URLs waiting to be fetched.
     pub(crate) fn queued(&self) -> usize {
         self.pages.len() + self.checks.len() + self.waiting.len()

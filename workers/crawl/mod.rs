@@ -10,8 +10,9 @@
 //! fetch that must wait goes out with the time to wait, and the worker sleeps it off; the
 //! coordinator only acts when a report arrives, so it never needs a timer of its own.
 //!
-//! Ctrl-C stops the workers at once; the coordinator's copy of the stage still holds all
-//! that came back, so the caller reports it.
+//! Ctrl-C stops the workers at once; the coordinator's side still holds all that came
+//! back, so the caller reports it. With `--restarts`, a worker that fails (killed, say)
+//! costs only the fetches in flight: the frontier queues them again and a new ring goes on.
 
 mod charset;
 mod fetch;
@@ -24,7 +25,10 @@ mod robots;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
-use ringleader::{Coordinator, LaunchError, Launcher, Ring, Stage, StageError, StopSignal};
+use ringleader::{
+    Coordinator, Handler, LaunchError, Launcher, Restart, Restarted, Rewind, Ring, Stage,
+    StageError, StopSignal,
+};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -62,6 +66,8 @@ pub(crate) struct Config {
     pub(crate) retries: u32,
     /// Draw a progress line on stderr.
     pub(crate) progress: bool,
+    /// How many times a failed ring may be replaced by a new one.
+    pub(crate) restarts: u32,
 }
 
 /// What a crawl found, and whether a signal cut it short.
@@ -86,17 +92,29 @@ pub(crate) fn crawl(config: &Config) -> Result<Report, LaunchError> {
         rate: config.rate,
         robots: config.robots,
     };
-    let mut stage = Crawl {
+    let stage = Crawl {
         origin: start.origin(),
         timeout: config.timeout,
         fragments: config.check_fragments,
+    };
+    let mut dispatch = Dispatch {
         frontier: Frontier::new(&start, rules, Instant::now()),
         progress: Progress::new(config.progress),
         finished: false,
         idle: Vec::new(),
     };
-    let launched = Launcher::new().workers(config.workers).launch(&mut stage);
-    stage.progress.clear();
+    let restarts = config.restarts;
+    let launched = Launcher::new()
+        .workers(config.workers)
+        .restarts(restarts)
+        .launch_restarting(stage, &mut dispatch, |restarted: &Restarted| {
+            eprintln!(
+                "ringleader: {}; restarting the workers, the fetches they had in flight queued \
+                 again ({} of {restarts})",
+                restarted.failure, restarted.attempt
+            );
+        });
+    dispatch.progress.clear();
     let interrupted = match launched {
         Ok(_) => None,
         // Every worker is stopped and reaped; what came back before is still here.
@@ -104,18 +122,22 @@ pub(crate) fn crawl(config: &Config) -> Result<Report, LaunchError> {
         Err(err) => return Err(err),
     };
     Ok(Report {
-        findings: stage.frontier.findings(interrupted.is_some()),
+        findings: dispatch.frontier.findings(interrupted.is_some()),
         interrupted,
     })
 }
 
-/// The stage. Workers use only `origin`, `timeout` and `fragments`; the frontier lives on
-/// the coordinator's copy.
+/// The workers' side: what each needs to fetch.
 #[derive(Debug, Clone)]
 struct Crawl {
     origin: url::Origin,
     timeout: Duration,
     fragments: bool,
+}
+
+/// The coordinator's side: the frontier, and who waits for a job.
+#[derive(Debug)]
+struct Dispatch {
     frontier: Frontier,
     progress: Progress,
     finished: bool,
@@ -151,21 +173,18 @@ enum Job {
 }
 
 impl Stage for Crawl {
-    type Message = ();
-    type Report = Request;
-    type Answer = Job;
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         let fetcher = Fetcher::new(self.origin, self.timeout, self.fragments);
-        let mut job = ring.ask(Request::Ready)?;
+        let mut job: Job = ring.ask(&Request::Ready)?;
         while let Job::Fetch { url, purpose, wait } = job {
             // The coordinator's schedule: a host's rate, or a retry's backoff.
             if !wait.is_zero() {
                 std::thread::sleep(wait);
             }
             let (answer, body) = fetcher.fetch(&url, purpose);
-            job = ring.ask(Request::Fetched {
+            job = ring.ask(&Request::Fetched {
                 url,
                 purpose,
                 answer,
@@ -174,12 +193,17 @@ impl Stage for Crawl {
         }
         Ok(())
     }
+}
+
+impl Handler for Dispatch {
+    type Report = Request;
+    type Answer = Job;
 
     fn on_report(
         &mut self,
         from: usize,
         request: Request,
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, Job>,
     ) -> Result<(), StageError> {
         if self.finished {
             return Ok(());
@@ -229,5 +253,16 @@ impl Stage for Crawl {
             )
         });
         Ok(())
+    }
+}
+
+impl Restart<Crawl> for Dispatch {
+    /// Everything that came back is kept; what was in flight on the failed ring is queued
+    /// again, and the new workers start by asking for jobs.
+    fn rewind(&mut self, _stage: &mut Crawl, _failure: &LaunchError) -> Option<Rewind> {
+        self.frontier.requeue_in_flight(Instant::now());
+        self.finished = false;
+        self.idle.clear();
+        Some(Rewind::over())
     }
 }

@@ -167,21 +167,6 @@ impl Run {
         }
     }
 
-    /// A run of nothing, as a placeholder.
-    pub(crate) fn empty() -> Run {
-        Run::new(
-            Start {
-                particles: Particles::default(),
-                step: 0,
-                correction: 1.0,
-                initial_energy: 0.0,
-            },
-            0,
-            physics::DEFAULT_DT,
-            false,
-        )
-    }
-
     pub(crate) fn remaining_steps(&self) -> std::ops::Range<u64> {
         self.start.step..self.steps
     }
@@ -423,7 +408,7 @@ impl Tally {
         if run.every_step && fresh {
             flow = self.watch.step(step, energy);
         }
-        // SIGINT or SIGTERM: stop at this step boundary.
+        // SIGINT, SIGTERM or SIGHUP: stop at this step boundary.
         if ringleader::stop_signal().is_some() {
             flow = Flow::Stop;
         }
@@ -479,19 +464,6 @@ impl Tally {
             depth: None,
         };
         (outcome, self.watch)
-    }
-
-    /// Takes the books back from a stage's shared handle. Every worker's copy of the stage
-    /// is gone once a launch returns, so the handle is normally the last one.
-    pub(crate) fn unshare(tally: std::sync::Arc<std::sync::Mutex<Tally>>) -> Tally {
-        use std::sync::PoisonError;
-        match std::sync::Arc::try_unwrap(tally) {
-            Ok(tally) => tally.into_inner().unwrap_or_else(PoisonError::into_inner),
-            Err(shared) => {
-                let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                std::mem::replace(&mut *guard, Tally::new(&Run::empty(), Box::new(Unwatched)))
-            }
-        }
     }
 
     pub(crate) fn stopped(&self) -> bool {

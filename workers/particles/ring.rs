@@ -3,26 +3,31 @@
 //! of every block to its own particles, with no shared memory.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringleader::{
-    Coordinator, Gather, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError, Transport,
+    Coordinator, Gather, Handler, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError,
+    Transport,
 };
 use serde::{Deserialize, Serialize};
 
 use super::physics::{Particles, accelerations, advance, collect_hits, divide, sum_in_order};
 use super::{Outcome, Owners, Run, Tally, Watch};
 
-/// The particle stage. Workers read the shared configuration; the coordinator's copy also
-/// keeps the books after each step.
+/// The particle stage: what every worker knows at the start.
 #[derive(Clone)]
 pub(crate) struct ParticleRing {
     run: Arc<Run>,
     blocks: Arc<Vec<Range<usize>>>,
-    // The coordinator's state; workers carry a copy of the handle and never touch it.
+}
+
+/// The coordinator's side: it gathers each step's reports and keeps the books.
+struct Books<'a> {
+    run: Arc<Run>,
+    blocks: Arc<Vec<Range<usize>>>,
     gather: Gather<StepReport>,
-    tally: Arc<Mutex<Tally>>,
+    tally: &'a mut Tally,
 }
 
 /// A worker's account of one step.
@@ -65,12 +70,9 @@ impl ParticleRing {
 }
 
 impl Stage for ParticleRing {
-    type Message = ();
-    type Report = StepReport;
-    type Answer = Command;
     type Output = (Particles, WorkerStats);
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<Self::Output, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
         // A forked worker starts with the coordinator's peak; count only its own.
         if ring.transport() == Transport::Processes {
             ringleader::bench::reset_peak_rss();
@@ -109,13 +111,13 @@ impl Stage for ParticleRing {
                     block: run.snapshot_due(step).then(|| mine.clone()),
                 };
                 if Self::asks(run, step) {
-                    let command = ring.ask(report)?;
+                    let command: Command = ring.ask(&report)?;
                     correction = command.correction;
                     if command.stop {
                         break;
                     }
                 } else {
-                    ring.report(report)?;
+                    ring.report(&report)?;
                 }
             }
         }
@@ -127,12 +129,17 @@ impl Stage for ParticleRing {
         };
         Ok((mine, stats))
     }
+}
+
+impl Handler for Books<'_> {
+    type Report = StepReport;
+    type Answer = Command;
 
     fn on_report(
         &mut self,
         from: usize,
         report: StepReport,
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, Command>,
     ) -> Result<(), StageError> {
         let Some(reports) = self.gather.push(from, report) else {
             return Ok(());
@@ -154,26 +161,23 @@ impl Stage for ParticleRing {
             all
         });
         let owners = state.as_ref().map(|_| Owners::Blocks(self.blocks.to_vec()));
-        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
         let correction =
-            tally.after_step(&self.run, step, energy, state.as_ref().zip(owners.as_ref()));
-        if Self::asks(&self.run, step) {
+            self.tally
+                .after_step(&self.run, step, energy, state.as_ref().zip(owners.as_ref()));
+        if ParticleRing::asks(&self.run, step) {
             coordinator.broadcast(Command {
                 correction,
-                stop: tally.stopped(),
+                stop: self.tally.stopped(),
             })?;
         }
         Ok(())
     }
 }
 
-impl Restart for ParticleRing {
-    fn rewind(&mut self, _failure: &LaunchError) -> Option<Rewind> {
-        let (run, step) = self
-            .tally
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .rewind(&self.run);
+impl Restart<ParticleRing> for Books<'_> {
+    fn rewind(&mut self, stage: &mut ParticleRing, _failure: &LaunchError) -> Option<Rewind> {
+        let (run, step) = self.tally.rewind(&self.run);
+        stage.run = Arc::clone(&run);
         self.run = run;
         self.gather = Gather::new(self.blocks.len());
         Some(Rewind::from_step(step))
@@ -186,35 +190,38 @@ pub(crate) fn simulate(
     transport: Transport,
     watch: Box<dyn Watch>,
 ) -> Result<(Outcome, Box<dyn Watch>), LaunchError> {
-    let blocks = divide(run.start.particles.len(), workers);
-    let tally = Arc::new(Mutex::new(Tally::new(&run, watch)));
-    let mut stage = ParticleRing {
-        run: Arc::new(run),
-        blocks: Arc::new(blocks),
+    let blocks = Arc::new(divide(run.start.particles.len(), workers));
+    let run = Arc::new(run);
+    let mut tally = Tally::new(&run, watch);
+    let stage = ParticleRing {
+        run: Arc::clone(&run),
+        blocks: Arc::clone(&blocks),
+    };
+    let mut books = Books {
+        run: Arc::clone(&run),
+        blocks,
         gather: Gather::new(workers),
-        tally: Arc::clone(&tally),
+        tally: &mut tally,
     };
     let mut launcher = Launcher::new()
         .workers(workers)
         .transport(transport)
         // Workers that wait for the coordinator every step can stop at a step boundary.
-        .stop_gracefully(stage.run.normalize || stage.run.every_step);
-    if let Some(limit) = stage.run.step_timeout {
+        .stop_gracefully(run.normalize || run.every_step)
+        .fault(run.fault)
+        .restarts(run.restarts);
+    if let Some(limit) = run.step_timeout {
         launcher = launcher.step_timeout(limit);
     }
-    launcher = launcher.fault(stage.run.fault);
-    let restarts = stage.run.restarts;
-    let (outputs, run_stats) = launcher
-        .restarts(restarts)
-        .launch_restarting(&mut stage, |r| super::say_restarted(r, restarts))?;
-    drop(stage);
+    let restarts = run.restarts;
+    let (outputs, run_stats) =
+        launcher.launch_restarting(stage, &mut books, |r| super::say_restarted(r, restarts))?;
     let mut particles = Particles::default();
     let mut stats = Vec::with_capacity(outputs.len());
     for (block, worker) in outputs {
         particles.extend(block);
         stats.push(worker);
     }
-    let tally = Tally::unshare(tally);
     let (mut outcome, watch) = tally.finish(particles, stats);
     outcome.depth = run_stats.depth;
     Ok((outcome, watch))

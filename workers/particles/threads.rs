@@ -8,10 +8,11 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use ringleader::{
-    Coordinator, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError, Transport,
+    Coordinator, Handler, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError,
+    Transport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,8 +30,15 @@ pub(crate) struct SharedThreads {
     /// The coordinator's last answer, which thread 0 hands on to the others.
     correction: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    // The coordinator's books; worker threads never touch them.
-    tally: Arc<Mutex<Tally>>,
+}
+
+/// The coordinator's side: it keeps the books, and the blocks of the last ring, which hold
+/// the result.
+struct Books<'a> {
+    run: Arc<Run>,
+    ranges: Arc<Vec<Range<usize>>>,
+    blocks: Arc<Vec<RwLock<Particles>>>,
+    tally: &'a mut Tally,
 }
 
 /// Thread 0's account of a step: the energy, summed in list order, and the state when a
@@ -49,23 +57,19 @@ pub(crate) struct Command {
     stop: bool,
 }
 
-impl SharedThreads {
-    fn gather(&self) -> Particles {
-        let mut particles = Particles::default();
-        for block in self.blocks.iter() {
-            particles.extend(read(block).clone());
-        }
-        particles
+/// Every block, in list order.
+fn gather(blocks: &[RwLock<Particles>]) -> Particles {
+    let mut particles = Particles::default();
+    for block in blocks {
+        particles.extend(read(block).clone());
     }
+    particles
 }
 
 impl Stage for SharedThreads {
-    type Message = ();
-    type Report = StepReport;
-    type Answer = Command;
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         let run = &self.run;
         let rank = ring.rank();
         let range = self.ranges[rank].clone();
@@ -110,8 +114,8 @@ impl Stage for SharedThreads {
                     let parts: Vec<_> = self.blocks.iter().map(read).collect();
                     sum_in_order(parts.iter().flat_map(|p| p.energy_terms()))
                 });
-                let state = run.snapshot_due(step).then(|| self.gather());
-                let command = ring.ask(StepReport {
+                let state = run.snapshot_due(step).then(|| gather(&self.blocks));
+                let command: Command = ring.ask(&StepReport {
                     step,
                     energy,
                     state,
@@ -123,22 +127,28 @@ impl Stage for SharedThreads {
         }
         Ok(())
     }
+}
+
+impl Handler for Books<'_> {
+    type Report = StepReport;
+    type Answer = Command;
 
     fn on_report(
         &mut self,
         _from: usize,
         report: StepReport,
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, Command>,
     ) -> Result<(), StageError> {
         let owners = Owners::Blocks(self.ranges.to_vec());
-        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
         let snapshot = report.state.as_ref().map(|p| (p, &owners));
-        let correction = tally.after_step(&self.run, report.step, report.energy, snapshot);
+        let correction = self
+            .tally
+            .after_step(&self.run, report.step, report.energy, snapshot);
         coordinator.send(
             0,
             Command {
                 correction,
-                stop: tally.stopped(),
+                stop: self.tally.stopped(),
             },
         )?;
         Ok(())
@@ -153,16 +163,17 @@ fn blocks_of(start: &Particles, ranges: &[Range<usize>]) -> Vec<RwLock<Particles
         .collect()
 }
 
-impl Restart for SharedThreads {
-    fn rewind(&mut self, _failure: &LaunchError) -> Option<Rewind> {
-        let (run, step) = self
-            .tally
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .rewind(&self.run);
+impl Restart<SharedThreads> for Books<'_> {
+    fn rewind(&mut self, stage: &mut SharedThreads, _failure: &LaunchError) -> Option<Rewind> {
+        let (run, step) = self.tally.rewind(&self.run);
         self.blocks = Arc::new(blocks_of(&run.start.particles, &self.ranges));
-        self.correction = Arc::new(AtomicU64::new(run.start.correction.to_bits()));
-        self.stop = Arc::new(AtomicBool::new(false));
+        *stage = SharedThreads {
+            run: Arc::clone(&run),
+            ranges: Arc::clone(&self.ranges),
+            blocks: Arc::clone(&self.blocks),
+            correction: Arc::new(AtomicU64::new(run.start.correction.to_bits())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
         self.run = run;
         Some(Rewind::from_step(step))
     }
@@ -175,31 +186,37 @@ pub(crate) fn simulate(
 ) -> Result<(Outcome, Box<dyn Watch>), LaunchError> {
     let ranges = divide(run.start.particles.len(), threads);
     let blocks = blocks_of(&run.start.particles, &ranges);
-    let tally = Arc::new(Mutex::new(Tally::new(&run, watch)));
+    let mut tally = Tally::new(&run, watch);
     let mut launcher = Launcher::new()
         .workers(threads)
         .transport(Transport::Threads)
         // Thread 0 hears from the coordinator after every step that reports.
         .stop_gracefully(run.normalize || run.every_step)
-        .fault(run.fault);
+        .fault(run.fault)
+        .restarts(run.restarts);
     if let Some(limit) = run.step_timeout {
         launcher = launcher.step_timeout(limit);
     }
-    let mut stage = SharedThreads {
+    let restarts = run.restarts;
+    let run = Arc::new(run);
+    let ranges = Arc::new(ranges);
+    let blocks = Arc::new(blocks);
+    let stage = SharedThreads {
         correction: Arc::new(AtomicU64::new(run.start.correction.to_bits())),
-        run: Arc::new(run),
-        ranges: Arc::new(ranges),
-        blocks: Arc::new(blocks),
+        run: Arc::clone(&run),
+        ranges: Arc::clone(&ranges),
+        blocks: Arc::clone(&blocks),
         stop: Arc::new(AtomicBool::new(false)),
-        tally: Arc::clone(&tally),
     };
-    let restarts = stage.run.restarts;
-    launcher
-        .restarts(restarts)
-        .launch_restarting(&mut stage, |r| super::say_restarted(r, restarts))?;
-    let particles = stage.gather();
-    drop(stage);
-    Ok(Tally::unshare(tally).finish(particles, Vec::new()))
+    let mut books = Books {
+        run,
+        ranges,
+        blocks,
+        tally: &mut tally,
+    };
+    launcher.launch_restarting(stage, &mut books, |r| super::say_restarted(r, restarts))?;
+    let particles = gather(&books.blocks);
+    Ok(tally.finish(particles, Vec::new()))
 }
 
 // A panicking thread poisons the locks; the framework then ends the run with its panic, so

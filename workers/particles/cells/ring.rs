@@ -33,12 +33,12 @@
 //! the coordinator puts energies and states back in list order.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringleader::{
-    Bulk, Coordinator, Gather, LaunchError, Launcher, Neighbour, Restart, Rewind, Ring, Stage,
-    StageError, Transport,
+    Bulk, Coordinator, Gather, Handler, LaunchError, Launcher, Neighbour, Restart, Rewind, Ring,
+    Stage, StageError, Transport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,8 +48,7 @@ use super::super::{Outcome, Run, Tally, Watch};
 use super::strip::Strip;
 use super::{Body, Grid, balanced_edges, in_list_order, into_list_order, row_counts};
 
-/// The particle stage with strips. Workers read the shared configuration; the coordinator's
-/// copy also keeps the books after each step.
+/// The particle stage with strips: what every worker knows at the start.
 #[derive(Clone)]
 pub(crate) struct CellRing {
     run: Arc<Run>,
@@ -58,9 +57,14 @@ pub(crate) struct CellRing {
     edges: Arc<Vec<u32>>,
     /// How many particles each row holds at the start.
     per_row: Arc<Vec<u32>>,
-    // The coordinator's state; workers carry a copy of the handle and never touch it.
+}
+
+/// The coordinator's side: it gathers each step's reports, keeps the books and tells the
+/// workers how far particles went.
+struct Books<'a> {
+    run: Arc<Run>,
     gather: Gather<Report>,
-    tally: Arc<Mutex<Tally>>,
+    tally: &'a mut Tally,
 }
 
 /// A worker's account of one step.
@@ -108,7 +112,7 @@ impl CellRing {
     /// relays what each side sends to the other.
     fn trade_halos(
         &self,
-        ring: &mut Ring<Self>,
+        ring: &mut Ring,
         strip: &Strip,
         below: &mut Vec<Body>,
         above: &mut Vec<Body>,
@@ -152,7 +156,7 @@ impl CellRing {
     /// beyond each neighbour, and sorts what it receives into its own and what goes on.
     fn pass_on(
         &self,
-        ring: &mut Ring<Self>,
+        ring: &mut Ring,
         strip: &mut Strip,
         outgoing: &Passing,
         onward: &mut Passing,
@@ -196,7 +200,7 @@ impl CellRing {
     /// Hands on, for `reach - 1` more rounds, what this worker holds for others.
     fn settle(
         &self,
-        ring: &mut Ring<Self>,
+        ring: &mut Ring,
         strip: &mut Strip,
         holding: &mut Passing,
         reach: u32,
@@ -226,7 +230,7 @@ impl CellRing {
     /// them.
     fn report(
         &self,
-        ring: &mut Ring<Self>,
+        ring: &mut Ring,
         strip: &Strip,
         step: u64,
         reach: u32,
@@ -250,7 +254,7 @@ impl CellRing {
         } else {
             None
         };
-        ring.report(Report {
+        ring.report(&Report {
             step,
             reach,
             energy,
@@ -261,12 +265,9 @@ impl CellRing {
 }
 
 impl Stage for CellRing {
-    type Message = ();
-    type Report = Report;
-    type Answer = Command;
     type Output = (Bulk<Body>, WorkerStats);
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<Self::Output, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
         // A forked worker starts with the coordinator's peak; count only its own.
         if ring.transport() == Transport::Processes {
             ringleader::bench::reset_peak_rss();
@@ -289,7 +290,7 @@ impl Stage for CellRing {
             let talk = Instant::now();
             self.trade_halos(ring, &strip, &mut below, &mut above, &mut scratch)?;
             if answer_due {
-                let command = ring.recv_answer()?;
+                let command: Command = ring.recv_answer()?;
                 if command.reach > 1 {
                     self.settle(ring, &mut strip, &mut holding, command.reach)?;
                     self.trade_halos(ring, &strip, &mut below, &mut above, &mut scratch)?;
@@ -333,7 +334,7 @@ impl Stage for CellRing {
         }
         if answer_due && !stopped {
             let talk = Instant::now();
-            let command = ring.recv_answer()?;
+            let command: Command = ring.recv_answer()?;
             if command.reach > 1 {
                 self.settle(ring, &mut strip, &mut holding, command.reach)?;
             }
@@ -349,12 +350,17 @@ impl Stage for CellRing {
         let state = ring.bulk_with(strip.len(), |out| strip.fill_slot_windows(out))?;
         Ok((state, stats))
     }
+}
+
+impl Handler for Books<'_> {
+    type Report = Report;
+    type Answer = Command;
 
     fn on_report(
         &mut self,
         from: usize,
         report: Report,
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, Command>,
     ) -> Result<(), StageError> {
         let Some(reports) = self.gather.push(from, report) else {
             return Ok(());
@@ -383,32 +389,29 @@ impl Stage for CellRing {
             let list = in_list_order(parts().flatten(), &self.run.start.particles.ids);
             (list, owners)
         });
-        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
         let correction =
-            tally.after_step(&self.run, step, energy, state.as_ref().map(|(p, o)| (p, o)));
+            self.tally
+                .after_step(&self.run, step, energy, state.as_ref().map(|(p, o)| (p, o)));
         if coordinator.size() == 1 && !asks(&self.run, step) {
             return Ok(());
         }
         coordinator.broadcast(Command {
             correction,
-            stop: tally.stopped(),
+            stop: self.tally.stopped(),
             reach,
         })?;
         Ok(())
     }
 }
 
-impl Restart for CellRing {
-    fn rewind(&mut self, _failure: &LaunchError) -> Option<Rewind> {
-        let (run, step) = self
-            .tally
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .rewind(&self.run);
+impl Restart<CellRing> for Books<'_> {
+    fn rewind(&mut self, stage: &mut CellRing, _failure: &LaunchError) -> Option<Rewind> {
+        let (run, step) = self.tally.rewind(&self.run);
         // The strips keep their rows; the workers size them from the new start's counts.
-        self.per_row = Arc::new(row_counts(&self.grid, &run.start.particles.y));
+        stage.per_row = Arc::new(row_counts(&stage.grid, &run.start.particles.y));
+        stage.run = Arc::clone(&run);
         self.run = run;
-        self.gather = Gather::new(self.edges.len() - 1);
+        self.gather = Gather::new(stage.edges.len() - 1);
         Some(Rewind::from_step(step))
     }
 }
@@ -422,17 +425,22 @@ pub(crate) fn simulate(
     let grid = Grid::new(run.size);
     let per_row = row_counts(&grid, &run.start.particles.y);
     let edges = balanced_edges(&per_row, workers);
-    let tally = Arc::new(Mutex::new(Tally::new(&run, watch)));
+    let mut tally = Tally::new(&run, watch);
     let step_timeout = run.step_timeout;
     let graceful = workers > 1 || run.normalize || run.every_step;
     let fault = run.fault;
-    let mut stage = CellRing {
-        run: Arc::new(run),
+    let restarts = run.restarts;
+    let run = Arc::new(run);
+    let stage = CellRing {
+        run: Arc::clone(&run),
         grid,
         edges: Arc::new(edges),
         per_row: Arc::new(per_row),
+    };
+    let mut books = Books {
+        run,
         gather: Gather::new(workers),
-        tally: Arc::clone(&tally),
+        tally: &mut tally,
     };
     // Workers on a ring of two or more wait for the coordinator every step, so they can
     // stop at a step boundary; a lone worker does when the run asks it to.
@@ -440,16 +448,15 @@ pub(crate) fn simulate(
         .workers(workers)
         .transport(transport)
         .stop_gracefully(graceful)
-        .fault(fault);
+        .fault(fault)
+        .restarts(restarts);
     if let Some(limit) = step_timeout {
         launcher = launcher.step_timeout(limit);
     }
-    let restarts = stage.run.restarts;
-    let (outputs, stats) = launcher
-        .restarts(restarts)
-        .launch_restarting(&mut stage, |r| super::super::say_restarted(r, restarts))?;
-    let run = Arc::clone(&stage.run);
-    drop(stage);
+    let (outputs, stats) = launcher.launch_restarting(stage, &mut books, |r| {
+        super::super::say_restarted(r, restarts)
+    })?;
+    let Books { run, .. } = books;
     // Every worker's copy is gone: the start's arrays become the end's (`into_list_order`).
     let start = match Arc::try_unwrap(run) {
         Ok(mut run) => std::mem::take(&mut run.start.particles),
@@ -460,7 +467,6 @@ pub(crate) fn simulate(
     // The workers are gone: the coordinator may use threads, one per worker it had.
     let particles =
         into_list_order(&parts, start, parts.len()).map_err(LaunchError::Coordinator)?;
-    let tally = Tally::unshare(tally);
     let (mut outcome, watch) = tally.finish(particles, workers);
     outcome.depth = stats.depth;
     Ok((outcome, watch))

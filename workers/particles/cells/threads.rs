@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use ringleader::{
-    Coordinator, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError, Transport,
+    Coordinator, Handler, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError,
+    Transport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -52,8 +53,13 @@ pub(crate) struct CellThreads {
     /// The coordinator's last answer, which thread 0 hands on to the others.
     correction: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    // The coordinator's books; worker threads never touch them.
-    tally: Arc<Mutex<Tally>>,
+}
+
+/// The coordinator's side: it keeps the books, and a handle on the state the threads of
+/// the last ring share, which holds the result.
+struct Books<'a> {
+    threads: CellThreads,
+    tally: &'a mut Tally,
 }
 
 /// Thread 0's account of a step.
@@ -72,12 +78,9 @@ pub(crate) struct Command {
 }
 
 impl Stage for CellThreads {
-    type Message = ();
-    type Report = StepReport;
-    type Answer = Command;
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         let run = &self.run;
         let t = ring.rank();
         let (grid, shared) = (&self.grid, &self.shared);
@@ -162,7 +165,7 @@ impl Stage for CellThreads {
                         }),
                     }
                 };
-                let command = ring.ask(report)?;
+                let command: Command = ring.ask(&report)?;
                 self.correction
                     .store(command.correction.to_bits(), Ordering::Relaxed);
                 self.stop.store(command.stop, Ordering::Relaxed);
@@ -175,19 +178,23 @@ impl Stage for CellThreads {
         *lock(&self.finals[t]) = std::mem::take(&mut *lock(&self.strips[t])).into_slot_windows();
         Ok(())
     }
+}
+
+impl Handler for Books<'_> {
+    type Report = StepReport;
+    type Answer = Command;
 
     fn on_report(
         &mut self,
         _from: usize,
         report: StepReport,
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, Command>,
     ) -> Result<(), StageError> {
         let state = report
             .state
             .map(|(particles, ranks)| (particles, super::super::Owners::Slots(ranks)));
-        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
-        let correction = tally.after_step(
-            &self.run,
+        let correction = self.tally.after_step(
+            &self.threads.run,
             report.step,
             report.energy,
             state.as_ref().map(|(p, o)| (p, o)),
@@ -196,28 +203,26 @@ impl Stage for CellThreads {
             0,
             Command {
                 correction,
-                stop: tally.stopped(),
+                stop: self.tally.stopped(),
             },
         )?;
         Ok(())
     }
 }
 
-impl Restart for CellThreads {
-    fn rewind(&mut self, _failure: &LaunchError) -> Option<Rewind> {
-        let (run, step) = self
-            .tally
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .rewind(&self.run);
-        let threads = self.rows.len();
-        self.per_row = Arc::new(row_counts(&self.grid, &run.start.particles.y));
-        self.shared = Arc::new((0..threads).map(|_| Shared::default()).collect());
-        self.strips = Arc::new((0..threads).map(|_| Mutex::default()).collect());
-        self.finals = Arc::new((0..threads).map(|_| Mutex::default()).collect());
-        self.correction = Arc::new(AtomicU64::new(run.start.correction.to_bits()));
-        self.stop = Arc::new(AtomicBool::new(false));
-        self.run = run;
+impl Restart<CellThreads> for Books<'_> {
+    fn rewind(&mut self, stage: &mut CellThreads, _failure: &LaunchError) -> Option<Rewind> {
+        let (run, step) = self.tally.rewind(&self.threads.run);
+        let fresh = &mut self.threads;
+        let threads = fresh.rows.len();
+        fresh.per_row = Arc::new(row_counts(&fresh.grid, &run.start.particles.y));
+        fresh.shared = Arc::new((0..threads).map(|_| Shared::default()).collect());
+        fresh.strips = Arc::new((0..threads).map(|_| Mutex::default()).collect());
+        fresh.finals = Arc::new((0..threads).map(|_| Mutex::default()).collect());
+        fresh.correction = Arc::new(AtomicU64::new(run.start.correction.to_bits()));
+        fresh.stop = Arc::new(AtomicBool::new(false));
+        fresh.run = run;
+        *stage = fresh.clone();
         Some(Rewind::from_step(step))
     }
 }
@@ -237,17 +242,19 @@ pub(crate) fn simulate(
     let above = (0..threads)
         .map(|t| (t + 1..threads).find(|&u| !rows[u].is_empty()))
         .collect();
-    let tally = Arc::new(Mutex::new(Tally::new(&run, watch)));
+    let mut tally = Tally::new(&run, watch);
     let mut launcher = Launcher::new()
         .workers(threads)
         .transport(Transport::Threads)
         // Thread 0 hears from the coordinator after every step that reports.
         .stop_gracefully(run.normalize || run.every_step)
-        .fault(run.fault);
+        .fault(run.fault)
+        .restarts(run.restarts);
     if let Some(limit) = run.step_timeout {
         launcher = launcher.step_timeout(limit);
     }
-    let mut stage = CellThreads {
+    let restarts = run.restarts;
+    let stage = CellThreads {
         correction: Arc::new(AtomicU64::new(run.start.correction.to_bits())),
         run: Arc::new(run),
         grid,
@@ -259,19 +266,19 @@ pub(crate) fn simulate(
         strips: Arc::new((0..threads).map(|_| Mutex::default()).collect()),
         finals: Arc::new((0..threads).map(|_| Mutex::default()).collect()),
         stop: Arc::new(AtomicBool::new(false)),
-        tally: Arc::clone(&tally),
     };
-    let restarts = stage.run.restarts;
-    launcher
-        .restarts(restarts)
-        .launch_restarting(&mut stage, |r| super::super::say_restarted(r, restarts))?;
-    let finals: Vec<Vec<Body>> = stage
-        .finals
+    let mut books = Books {
+        threads: stage.clone(),
+        tally: &mut tally,
+    };
+    launcher.launch_restarting(stage, &mut books, |r| {
+        super::super::say_restarted(r, restarts)
+    })?;
+    let CellThreads { run, finals, .. } = books.threads;
+    let finals: Vec<Vec<Body>> = finals
         .iter()
         .map(|f| std::mem::take(&mut *lock(f)))
         .collect();
-    let run = Arc::clone(&stage.run);
-    drop(stage);
     // Every thread is done with the start: its arrays become the end's (`into_list_order`).
     let start = match Arc::try_unwrap(run) {
         Ok(mut run) => std::mem::take(&mut run.start.particles),
@@ -279,7 +286,7 @@ pub(crate) fn simulate(
     };
     let parts: Vec<&[Body]> = finals.iter().map(|f| &f[..]).collect();
     let particles = into_list_order(&parts, start, threads).map_err(LaunchError::Coordinator)?;
-    Ok(Tally::unshare(tally).finish(particles, Vec::new()))
+    Ok(tally.finish(particles, Vec::new()))
 }
 
 // A panicking thread poisons the locks; the framework then ends the run with its panic, so
