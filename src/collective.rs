@@ -12,8 +12,8 @@
 //! [`RingError::Protocol`] on the rank that meets it, not a hang.
 
 use crate::error::RingError;
+use crate::message::Data;
 use crate::ring::{Neighbour, Ring};
-use crate::stage::Data;
 use crate::transport::{Frame, Payload, decode, encode};
 
 impl Ring {

@@ -108,7 +108,8 @@
 //! (or, with [`Launcher::stop_gracefully`], lets the stage stop at a step boundary: see
 //! [`stop_signal`]). Workers die with the coordinator, even when it is killed. A handler
 //! that keeps the workers' state can have a failed run start again from it: see
-//! [`Restart`]. [`Launcher::fault`] injects failures, for tests.
+//! [`Restart`]. [`Launcher::fault`] injects failures, for tests, in builds with the
+//! `fault-injection` feature.
 
 pub mod bench;
 mod bulk;
@@ -118,6 +119,7 @@ mod error;
 mod fault;
 mod gather;
 mod launch;
+mod message;
 mod panic;
 mod progress;
 mod restart;
@@ -136,10 +138,11 @@ pub use self::error::{Cause, LaunchError, Peer, RingError, WorkerFailure};
 pub use self::fault::{FAULT_VAR, Fault, FaultKind};
 pub use self::gather::Gather;
 pub use self::launch::{Launcher, stage_fn};
+pub use self::message::Data;
 pub use self::restart::{Restart, Restarted, Rewind};
 pub use self::ring::{Neighbour, Ring};
 pub use self::signal::{StopSignal, StopSignalGuard, catch_stop_signals, stop_signal};
-pub use self::stage::{Coordinator, Data, Handler, NoReports, Stage, StageError};
+pub use self::stage::{Coordinator, Handler, NoReports, Stage, StageError};
 pub use self::stats::RunStats;
 pub use self::transport::Transport;
 #[cfg(feature = "mpi")]

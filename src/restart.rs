@@ -34,6 +34,9 @@ use crate::stage::{Handler, Stage};
 ///     fn work(self, ring: &mut Ring) -> Result<u64, StageError> {
 ///         for step in self.from + 1..=20 {
 ///             ring.set_step(step);
+///             if step == 5 && self.from == 0 {
+///                 return Err("the first ring fails at step 5".into());
+///             }
 ///             ring.report(&step)?;
 ///         }
 ///         Ok(20)
@@ -61,11 +64,9 @@ use crate::stage::{Handler, Stage};
 ///     }
 /// }
 ///
-/// // The worker panics at step 5 of the first ring; the second goes on from step 4.
-/// let fault = "0:5:panic".parse()?;
+/// // The worker fails at step 5 of the first ring; the second goes on from step 4.
 /// let (outputs, _) = Launcher::new()
 ///     .transport(Transport::Threads)
-///     .fault(Some(fault))
 ///     .restarts(1)
 ///     .launch_restarting(Count { from: 0 }, &mut Kept(0), |restarted| {
 ///         assert_eq!(restarted.rewind, Rewind::from_step(4));
@@ -73,9 +74,6 @@ use crate::stage::{Handler, Stage};
 /// assert_eq!(outputs, vec![20]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-///
-/// (An injected [`Fault`](crate::Fault) strikes in the first ring only, so the restarted
-/// run goes through.)
 pub trait Restart<S: Stage>: Handler {
     /// Called on the coordinator when a run failed with `failure` and a restart remains:
     /// make `stage`, the workers' configuration, start the next ring from the last whole

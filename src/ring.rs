@@ -8,9 +8,11 @@ use bytemuck::Pod;
 
 use crate::bulk::Bulk;
 use crate::error::RingError;
-use crate::fault::{Fault, FaultKind};
+use crate::fault::Fault;
+#[cfg(feature = "fault-injection")]
+use crate::fault::FaultKind;
+use crate::message::{Data, Down, Up};
 use crate::progress::{Board, Link, WaitingOn};
-use crate::stage::{Data, Down, Up};
 use crate::transport::{
     BlockError, Blocks, Frame, LinkRx, LinkTx, RecvFailure, Rx, SendFailure, Transport, UpTx, view,
 };
@@ -42,6 +44,7 @@ pub struct Ring {
     pub(crate) step: Option<u64>,
     board: Arc<Board>,
     /// The fault to inject, if this run has one (for any rank).
+    #[cfg(feature = "fault-injection")]
     fault: Option<Fault>,
     /// This worker's own block buffers, and the other workers' regions it has been sent.
     blocks: Blocks,
@@ -75,6 +78,9 @@ impl Ring {
         board: Arc<Board>,
         fault: Option<Fault>,
     ) -> Self {
+        // Without the feature a launch refuses every fault before it gets here.
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = fault;
         Ring {
             rank,
             size,
@@ -87,6 +93,7 @@ impl Ring {
             down: ends.down,
             step: None,
             board,
+            #[cfg(feature = "fault-injection")]
             fault,
             blocks: Blocks::default(),
             hops: 0,
@@ -125,6 +132,7 @@ impl Ring {
     pub fn set_step(&mut self, step: u64) {
         self.step = Some(step);
         self.board.set_step(self.rank, step, self.hops);
+        #[cfg(feature = "fault-injection")]
         if let Some(fault) = self.fault
             && fault.rank == self.rank
             && fault.step == step
@@ -134,6 +142,7 @@ impl Ring {
     }
 
     /// Fails as an injected [`Fault`] says.
+    #[cfg(feature = "fault-injection")]
     fn strike(&mut self, fault: Fault) {
         match fault.kind {
             FaultKind::Panic => panic!("injected fault {fault}"),

@@ -3,19 +3,11 @@
 
 use std::marker::PhantomData;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::error::RingError;
+use crate::message::{Data, Down};
 use crate::progress::Board;
 use crate::ring::Ring;
 use crate::transport::{Payload, Tx, encode};
-
-/// Anything that can travel between workers or to the coordinator: serde both ways, and
-/// `Send` so the threads transport can move it. Implemented for every such type.
-pub trait Data: Serialize + DeserializeOwned + Send + 'static {}
-
-impl<T> Data for T where T: Serialize + DeserializeOwned + Send + 'static {}
 
 /// The error a stage's code returns. Any error converts into it with `?`; the coordinator
 /// receives its message with every cause.
@@ -151,23 +143,4 @@ impl<A: Data> Coordinator<'_, A> {
         }
         Ok(())
     }
-}
-
-/// Worker to coordinator.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) enum Up {
-    /// A report, and its hop count.
-    Report(Payload, u64),
-    /// The worker's output: it has finished.
-    Done(Payload),
-    Failed {
-        step: Option<u64>,
-        cause: crate::error::Cause,
-    },
-}
-
-/// Coordinator to worker: an answer, and its hop count.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) enum Down {
-    Answer(Payload, u64),
 }

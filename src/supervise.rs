@@ -11,8 +11,9 @@ use nix::unistd::Pid;
 
 use crate::deadlock::Wait;
 use crate::error::{Cause, LaunchError, WorkerFailure};
+use crate::message::{Down, Up};
 use crate::progress::Board;
-use crate::stage::{Coordinator, Down, Handler, Up};
+use crate::stage::{Coordinator, Handler};
 use crate::transport::{Event, Inbox, Tx};
 use crate::transport::{Payload, decode};
 

@@ -1,8 +1,9 @@
 //! Running one worker: the stage, then one last word to the coordinator.
 
 use crate::error::{Cause, RingError, chain};
+use crate::message::Up;
 use crate::ring::Ring;
-use crate::stage::{Stage, Up};
+use crate::stage::Stage;
 use crate::transport::{Payload, SendFailure, encode};
 
 /// How a worker failed.

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::LaunchError;
+use crate::message::{Data, Down, Up};
 use crate::progress::Board;
 use crate::restart::{Restart, Restarted};
 use crate::ring::{Ends, Ring};
 use crate::signal::Catch;
-use crate::stage::{Data, Down, Handler, NoReports, Stage, StageError, Up};
+use crate::stage::{Handler, NoReports, Stage, StageError};
 use crate::stats::RunStats;
 use crate::supervise::Limits;
 use crate::transport::{self, Mailboxes, Payload, PendingInbox, Transport, Tx, decode};
@@ -104,7 +105,9 @@ impl Launcher {
     /// Injects a fault, for testing how a run fails: worker `fault.rank` fails as
     /// `fault.kind` says when it announces step `fault.step` with
     /// [`Ring::set_step`]. Every stage gets it without asking; see
-    /// [`Fault`](crate::Fault). `None` (the default) injects nothing.
+    /// [`Fault`](crate::Fault). `None` (the default) injects nothing. Only a build with the
+    /// `fault-injection` feature strikes; without it, a launch with a fault fails with
+    /// [`LaunchError::Fault`].
     pub fn fault(mut self, fault: Option<crate::Fault>) -> Self {
         self.limits.fault = fault;
         self

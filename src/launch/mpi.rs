@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
 use crate::error::{LaunchError, WorkerFailure};
+use crate::message::{Down, Up};
 use crate::progress::Board;
 use crate::ring::{Ends, Ring};
-use crate::stage::{Down, Handler, Stage, Up};
+use crate::stage::{Handler, Stage};
 use crate::supervise::{Limits, Workers, supervise};
 use crate::transport::mpi::{
     CoordinatorGone, DOWN, LEFTWARD, Pump, RIGHTWARD, Receiver, Sender, SharedPump, UP, finalize,
