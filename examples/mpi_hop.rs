@@ -22,12 +22,9 @@ struct Hop {
 }
 
 impl Stage for Hop {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = f64;
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<f64, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<f64, StageError> {
         let block = vec![ring.rank() as u8; self.bytes];
         let mut seen = 0usize;
         ring.rotate(&block, |_, b: &[u8]| seen += b.len())?;
@@ -48,7 +45,7 @@ fn hop_seconds(bytes: usize, rotations: u32) -> Result<f64, LaunchError> {
     let per_rank = Launcher::new()
         .workers(ranks)
         .transport(Transport::Mpi)
-        .launch(&mut Hop { bytes, rotations })?;
+        .launch(Hop { bytes, rotations })?;
     let slowest = per_rank.into_iter().fold(0.0, f64::max);
     let hops = f64::from(rotations) * (ranks.max(2) - 1) as f64;
     Ok(slowest / hops)

@@ -68,14 +68,14 @@ pub fn hop(
     bytes: usize,
     rounds: usize,
 ) -> Result<HopReport, LaunchError> {
-    let mut stage = Hop {
+    let stage = Hop {
         words: bytes / size_of::<f64>(),
         rounds,
     };
     let outputs = Launcher::new()
         .workers(workers)
         .transport(transport)
-        .launch(&mut stage)?;
+        .launch(stage.clone())?;
     let seconds = outputs.iter().map(|o| o.0).fold(0.0, f64::max);
     let worker_peak_rss = outputs.iter().filter_map(|o| o.1).max();
     let moved = (stage.words * size_of::<f64>() * workers.saturating_sub(1) * rounds) as f64;
@@ -97,18 +97,15 @@ struct Hop {
 }
 
 impl Stage for Hop {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = (f64, Option<u64>);
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<Self::Output, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
         reset_peak_rss();
         let mine = vec![ring.rank() as f64; self.words];
         // One word per page: enough to make every page of the block resident here.
         let stride = 4096 / size_of::<f64>();
         let mut touched = 0.0;
-        let mut round = |ring: &mut Ring<Self>| {
+        let mut round = |ring: &mut Ring| {
             ring.rotate(&mine, |_, block: &[f64]| {
                 touched += block.iter().step_by(stride).sum::<f64>();
             })

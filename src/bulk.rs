@@ -21,30 +21,18 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::transport::{Block, BlockError, Transport, check_align, view};
 
-/// An array of `Pod` elements that a stage can put inside its `Report` or `Output` types,
-/// and that travels without serde: through shared memory between processes, moved between
+/// An array of `Pod` elements that a stage can put inside what it reports or returns, and
+/// that travels without serde: through shared memory between processes, moved between
 /// threads. Make one on a worker with [`Ring::bulk`](crate::Ring::bulk); read it as a
 /// slice (it derefs to `[T]`).
 ///
 /// ```
-/// use ringleader::{Bulk, Launcher, Ring, Stage, StageError, Transport};
+/// use ringleader::{Launcher, Transport};
 ///
-/// #[derive(Clone)]
-/// struct State;
-///
-/// impl Stage for State {
-///     type Message = ();
-///     type Report = ();
-///     type Answer = ();
-///     type Output = Bulk<f64>;
-///
-///     fn work(self, ring: &mut Ring<Self>) -> Result<Bulk<f64>, StageError> {
-///         let state = vec![ring.rank() as f64; 1_000_000];
-///         Ok(ring.bulk(&state)?)
-///     }
-/// }
-///
-/// let states = Launcher::new().workers(2).transport(Transport::Threads).launch(&mut State)?;
+/// let states = Launcher::new().workers(2).transport(Transport::Threads).run(|ring| {
+///     let state = vec![ring.rank() as f64; 1_000_000];
+///     Ok(ring.bulk(&state)?)
+/// })?;
 /// assert!(states[1].iter().all(|&x| x == 1.0));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

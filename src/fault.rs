@@ -17,6 +17,9 @@
 //! A worker thread cannot exit, abort or be killed without taking the whole process with
 //! it, so those kinds need the processes transport. Tests use faults to make a failure
 //! happen at a known rank and step, instead of racing a `kill` against the run.
+//!
+//! Only a build with the `fault-injection` feature strikes; any other refuses to launch
+//! with a fault, so a test never mistakes a build without it for a run that survived.
 
 use std::fmt;
 use std::str::FromStr;
@@ -81,8 +84,9 @@ impl FaultKind {
 ///
 /// let fault: Fault = "1:5:kill".parse()?;
 /// assert_eq!((fault.rank, fault.step, fault.kind), (1, 5, FaultKind::Kill));
-/// assert!(fault.check(2, Transport::Processes).is_ok());
+/// // A worker thread cannot kill itself alone, and rank 2 is not among 2 workers.
 /// assert!(fault.check(2, Transport::Threads).is_err());
+/// assert!(fault.check(1, Transport::Processes).is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,6 +130,12 @@ impl Fault {
     ///
     /// A one-line message saying why it cannot.
     pub fn check(&self, workers: usize, transport: Transport) -> Result<(), String> {
+        if !cfg!(feature = "fault-injection") {
+            return Err(format!(
+                "{FAULT_VAR}: this build cannot inject faults (ringleader's `fault-injection` \
+                 feature is off)"
+            ));
+        }
         if self.rank >= workers {
             return Err(format!(
                 "{FAULT_VAR}: rank {} does not exist among {workers} worker{}",

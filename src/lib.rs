@@ -1,119 +1,125 @@
 //! # ringleader
 //!
-//! Fork worker processes, connect them in a ring of typed IPC channels, and run a
-//! [`Stage`] on every one of them. Workers share no memory: they talk to their two ring
-//! neighbours and to the coordinator, through messages only.
+//! Fork worker processes, connect them in a ring of IPC channels, and run the same code
+//! on every one of them. Workers share no memory: they talk to their two ring neighbours,
+//! to all the others in collectives, and to the coordinator, through messages only.
 //!
 //! # Hello, ring
 //!
-//! Every worker passes its rank around the ring with [`Ring::rotate`], so each one sees
-//! every rank once, and returns the sum.
+//! [`Launcher::run`] runs a closure on every worker and returns what each returned, in
+//! rank order. Here four worker processes each add their rank to a sum every one of them
+//! gets, and each passes a block of numbers once round the ring:
 //!
 //! ```
-//! use ringleader::{Launcher, Ring, Stage, StageError, Transport};
+//! use ringleader::Launcher;
 //!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // Doctests run inside a threaded test harness, and forking is refused there:
+//! # // the same closure runs on threads in that case.
+//! # let launcher = Launcher::new().workers(4).transport(ringleader::Transport::Threads);
+//! # let _ = || -> Result<(), ringleader::LaunchError> {
+//! let launcher = Launcher::new().workers(4);
+//! # Ok(()) };
+//! let answers = launcher.run(|ring| {
+//!     let rank = ring.rank() as u64;
+//!     let total = ring.all_reduce(rank, |a, b| a + b)?;
+//!     let mut seen = 0;
+//!     ring.rotate(&[rank; 8], |_origin, block: &[u64]| seen += block[0])?;
+//!     Ok((total, seen))
+//! })?;
+//! assert_eq!(answers, vec![(6, 6); 4]);
+//! # Ok(()) }
+//! ```
+//!
+//! Forking is only safe while the process has one thread, so with the processes
+//! transport (the default) `launch` refuses to run from a process that has started
+//! others; `examples/custom_stage.rs` is a complete program on forked processes.
+//!
+//! # Stages and handlers
+//!
+//! A stage with configuration is a [`Stage`]: a value every worker starts from a copy of,
+//! and the code they run. What workers tell the coordinator goes to a [`Handler`], which
+//! lives on the coordinator only and is borrowed for the run (it needs neither `Clone` nor
+//! `'static`), and answers through [`Coordinator`]:
+//!
+//! ```
+//! use ringleader::{Coordinator, Gather, Handler, Launcher, Ring, Stage, StageError, Transport};
+//!
+//! /// Every worker asks for the largest rank's square.
 //! #[derive(Clone)]
-//! struct SumOfRanks;
-//!
-//! impl Stage for SumOfRanks {
-//!     type Message = ();
-//!     type Report = ();
-//!     type Answer = ();
-//!     type Output = u64;
-//!
-//!     fn work(self, ring: &mut Ring<Self>) -> Result<u64, StageError> {
-//!         let mut sum = 0;
-//!         ring.rotate(&[ring.rank() as u64], |_origin, block: &[u64]| sum += block[0])?;
-//!         Ok(sum)
-//!     }
-//! }
-//!
-//! let sums = Launcher::new()
-//!     .workers(4)
-//!     .transport(Transport::Threads)
-//!     .launch(&mut SumOfRanks)?;
-//! assert_eq!(sums, vec![6, 6, 6, 6]);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
-//! With [`Transport::Processes`] (the default) the same stage runs in forked processes.
-//! The process must then be single-threaded when it launches, which is why this example
-//! uses threads: doctests run inside a multi-threaded test harness.
-//!
-//! # Talking to the coordinator
-//!
-//! Small messages go up to the coordinator with [`Ring::report`] or [`Ring::ask`] (a report,
-//! then [`Ring::recv_answer`]). The coordinator's copy of the stage handles each one in
-//! [`Stage::on_report`] and answers through [`Coordinator::send`] or
-//! [`Coordinator::broadcast`]; [`Gather`] waits for one report from every rank. Here every
-//! worker asks for the largest rank's square, an all-reduce through the coordinator:
-//!
-//! ```
-//! use ringleader::{Coordinator, Gather, Launcher, Ring, Stage, StageError, Transport};
-//!
-//! #[derive(Clone)]
-//! struct MaxSquare {
-//!     gather: Gather<u64>,
-//! }
+//! struct MaxSquare;
 //!
 //! impl Stage for MaxSquare {
-//!     type Message = ();
-//!     type Report = u64;
-//!     type Answer = u64;
 //!     type Output = u64;
 //!
-//!     fn work(self, ring: &mut Ring<Self>) -> Result<u64, StageError> {
+//!     fn work(self, ring: &mut Ring) -> Result<u64, StageError> {
 //!         let square = (ring.rank() as u64).pow(2);
-//!         Ok(ring.ask(square)?)
+//!         Ok(ring.ask(&square)?)
 //!     }
+//! }
 //!
-//!     fn on_report(
-//!         &mut self,
-//!         from: usize,
-//!         square: u64,
-//!         coordinator: &mut Coordinator<'_, Self>,
-//!     ) -> Result<(), StageError> {
-//!         if let Some(all) = self.gather.push(from, square) {
+//! struct Largest(Gather<u64>);
+//!
+//! impl Handler for Largest {
+//!     type Report = u64;
+//!     type Answer = u64;
+//!
+//!     fn on_report(&mut self, from: usize, square: u64, coordinator: &mut Coordinator<'_, u64>)
+//!         -> Result<(), StageError> {
+//!         if let Some(all) = self.0.push(from, square) {
 //!             coordinator.broadcast(all.into_iter().max().unwrap_or(0))?;
 //!         }
 //!         Ok(())
 //!     }
 //! }
 //!
-//! let mut stage = MaxSquare { gather: Gather::new(3) };
-//! let answers = Launcher::new().workers(3).transport(Transport::Threads).launch(&mut stage)?;
+//! let launcher = Launcher::new().workers(3).transport(Transport::Threads);
+//! let answers = launcher.launch_with(MaxSquare, &mut Largest(Gather::new(3)))?;
 //! assert_eq!(answers, vec![4, 4, 4]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Workers share no memory, with each other or with the coordinator: whatever they need to
-//! know travels in a message. `examples/custom_stage.rs` is a complete stage on forked
-//! processes (`cargo run --release --example custom_stage`), and the README's "Writing a
-//! worker stage" walks through it.
+//! # Talking
+//!
+//! - **Neighbours**: [`Ring::send`] and [`Ring::recv`] carry any serde type;
+//!   [`Ring::send_block`] and [`Ring::recv_block`] carry `bytemuck::Pod` slices without
+//!   serde, through shared memory between processes; [`Ring::rotate`] passes every
+//!   worker's block once round the ring.
+//! - **Collectives**: [`Ring::barrier`], [`Ring::broadcast`], [`Ring::all_reduce`] (in rank
+//!   order: the same bits everywhere), [`Ring::gather`], [`Ring::all_gather`],
+//!   [`Ring::scatter`].
+//! - **The coordinator**: [`Ring::report`], [`Ring::ask`], [`Ring::recv_answer`].
+//! - **Bulk data** in any of these: a [`Bulk`] array crosses as shared memory between
+//!   processes and moves between threads, never through serde.
 //!
 //! # Failures
 //!
 //! A worker that panics, returns an error, exits or is killed ends the run: the coordinator
 //! stops and reaps every other worker and returns [`LaunchError::Worker`], naming the rank,
 //! pid, cause and step. Receives on a link whose peer has gone fail with
-//! [`RingError::PeerGone`] instead of waiting forever. An error from [`Stage::on_report`]
-//! ends the run the same way, and [`Coordinator::stop`] ends it on purpose
-//! ([`LaunchError::Stopped`]).
+//! [`RingError::PeerGone`] instead of waiting forever. An error from
+//! [`Handler::on_report`] ends the run the same way, and [`Coordinator::stop`] ends it on
+//! purpose ([`LaunchError::Stopped`]).
 //!
 //! Nothing else hangs either. Workers that wait on each other in a cycle, with nothing in
 //! flight, end the run with [`LaunchError::Deadlock`]; a step that takes longer than
 //! [`Launcher::step_timeout`] ends it with [`LaunchError::Timeout`]; SIGINT, SIGTERM or
 //! SIGHUP to the coordinator stops every worker and returns [`LaunchError::Interrupted`]
 //! (or, with [`Launcher::stop_gracefully`], lets the stage stop at a step boundary: see
-//! [`stop_signal`]). Workers die with the coordinator, even when it is killed.
+//! [`stop_signal`]). Workers die with the coordinator, even when it is killed. A handler
+//! that keeps the workers' state can have a failed run start again from it: see
+//! [`Restart`]. [`Launcher::fault`] injects failures, for tests, in builds with the
+//! `fault-injection` feature.
 
 pub mod bench;
 mod bulk;
+mod collective;
 mod deadlock;
 mod error;
 mod fault;
 mod gather;
 mod launch;
+mod message;
 mod panic;
 mod progress;
 mod restart;
@@ -131,11 +137,12 @@ pub use self::deadlock::{Party, Wait};
 pub use self::error::{Cause, LaunchError, Peer, RingError, WorkerFailure};
 pub use self::fault::{FAULT_VAR, Fault, FaultKind};
 pub use self::gather::Gather;
-pub use self::launch::Launcher;
+pub use self::launch::{Launcher, stage_fn};
+pub use self::message::Data;
 pub use self::restart::{Restart, Restarted, Rewind};
 pub use self::ring::{Neighbour, Ring};
 pub use self::signal::{StopSignal, StopSignalGuard, catch_stop_signals, stop_signal};
-pub use self::stage::{Coordinator, Message, Stage, StageError};
+pub use self::stage::{Coordinator, Handler, NoReports, Stage, StageError};
 pub use self::stats::RunStats;
 pub use self::transport::Transport;
 #[cfg(feature = "mpi")]

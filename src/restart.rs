@@ -2,8 +2,8 @@
 //! starts a new one from the last state it holds.
 //!
 //! The framework cannot know a stage's state; the stage keeps it. A stage opts in by
-//! implementing [`Restart`]: its workers send their state to the coordinator from time to
-//! time (in reports, as any other data), its coordinator side keeps the last whole one, and
+//! giving its handler [`Restart`]: its workers send their state to the coordinator from
+//! time to time (in reports, as any other data), the handler keeps the last whole one, and
 //! [`Restart::rewind`] makes the next workers start from it. [`Launcher::restarts`] and
 //! [`Launcher::launch_restarting`] do the rest: stop and reap the failed ring (as any failure
 //! does), ask the stage to rewind, tell the caller, and start a new ring, up to the given
@@ -13,72 +13,73 @@
 //! [`Launcher::launch_restarting`]: crate::Launcher::launch_restarting
 
 use crate::error::LaunchError;
-use crate::stage::Stage;
+use crate::stage::{Handler, Stage};
 
-/// A stage whose run can go on after a worker fails, from a state its coordinator side
-/// holds.
+/// The handler of a stage whose run can go on after a worker fails, from a state the
+/// handler holds.
 ///
 /// ```
-/// use ringleader::{Coordinator, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError,
-///     Transport};
+/// use ringleader::{Coordinator, Handler, LaunchError, Launcher, Restart, Rewind, Ring, Stage,
+///     StageError, Transport};
 ///
-/// /// Counts to 20, one step at a time; the coordinator keeps every count it hears.
+/// /// Counts to 20 from `from`, one step at a time, reporting each.
 /// #[derive(Clone)]
 /// struct Count {
 ///     from: u64,
-///     kept: u64,
 /// }
 ///
 /// impl Stage for Count {
-///     type Message = ();
-///     type Report = u64;
-///     type Answer = ();
 ///     type Output = u64;
 ///
-///     fn work(self, ring: &mut Ring<Self>) -> Result<u64, StageError> {
+///     fn work(self, ring: &mut Ring) -> Result<u64, StageError> {
 ///         for step in self.from + 1..=20 {
 ///             ring.set_step(step);
-///             ring.report(step)?;
+///             if step == 5 && self.from == 0 {
+///                 return Err("the first ring fails at step 5".into());
+///             }
+///             ring.report(&step)?;
 ///         }
 ///         Ok(20)
 ///     }
+/// }
 ///
-///     fn on_report(&mut self, _: usize, step: u64, _: &mut Coordinator<'_, Self>)
+/// /// Keeps the last count it heard.
+/// struct Kept(u64);
+///
+/// impl Handler for Kept {
+///     type Report = u64;
+///     type Answer = ();
+///
+///     fn on_report(&mut self, _: usize, step: u64, _: &mut Coordinator<'_, ()>)
 ///         -> Result<(), StageError> {
-///         self.kept = step;
+///         self.0 = step;
 ///         Ok(())
 ///     }
 /// }
 ///
-/// impl Restart for Count {
-///     fn rewind(&mut self, _failure: &LaunchError) -> Option<Rewind> {
-///         self.from = self.kept;
-///         Some(Rewind::from_step(self.kept))
+/// impl Restart<Count> for Kept {
+///     fn rewind(&mut self, stage: &mut Count, _failure: &LaunchError) -> Option<Rewind> {
+///         stage.from = self.0;
+///         Some(Rewind::from_step(self.0))
 ///     }
 /// }
 ///
-/// // The worker panics at step 5 of the first run; the second goes on from step 4.
-/// let fault = "0:5:panic".parse()?;
-/// let mut stage = Count { from: 0, kept: 0 };
+/// // The worker fails at step 5 of the first ring; the second goes on from step 4.
 /// let (outputs, _) = Launcher::new()
 ///     .transport(Transport::Threads)
-///     .fault(Some(fault))
 ///     .restarts(1)
-///     .launch_restarting(&mut stage, |restarted| {
+///     .launch_restarting(Count { from: 0 }, &mut Kept(0), |restarted| {
 ///         assert_eq!(restarted.rewind, Rewind::from_step(4));
 ///     })?;
 /// assert_eq!(outputs, vec![20]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-///
-/// (An injected [`Fault`](crate::Fault) strikes on the first run only, so the restarted
-/// run goes through.)
-pub trait Restart: Stage {
-    /// Called on the coordinator's copy when a run failed with `failure` and a restart
-    /// remains: make the stage start its next workers from the last whole state it holds,
-    /// and say where that is. `None` when there is nothing to go on from: the failure then
-    /// ends the run.
-    fn rewind(&mut self, failure: &LaunchError) -> Option<Rewind>;
+pub trait Restart<S: Stage>: Handler {
+    /// Called on the coordinator when a run failed with `failure` and a restart remains:
+    /// make `stage`, the workers' configuration, start the next ring from the last whole
+    /// state the handler holds, and say where that is. `None` when there is nothing to go
+    /// on from: the failure then ends the run.
+    fn rewind(&mut self, stage: &mut S, failure: &LaunchError) -> Option<Rewind>;
 }
 
 /// Where a restarted run goes on from.

@@ -8,12 +8,15 @@ use bytemuck::Pod;
 
 use crate::bulk::Bulk;
 use crate::error::RingError;
-use crate::fault::{Fault, FaultKind};
+use crate::fault::Fault;
+#[cfg(feature = "fault-injection")]
+use crate::fault::FaultKind;
+use crate::message::{Data, Down, Up};
 use crate::progress::{Board, Link, WaitingOn};
-use crate::stage::{Down, Stage, Up};
 use crate::transport::{
     BlockError, Blocks, Frame, LinkRx, LinkTx, RecvFailure, Rx, SendFailure, Transport, UpTx, view,
 };
+use crate::transport::{Payload, decode, encode};
 
 /// One of a worker's two neighbours on the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,19 +31,20 @@ pub enum Neighbour {
 ///
 /// Each worker owns exactly these ends and no others, so when a worker ends, its
 /// neighbours' receives fail with [`RingError::PeerGone`] instead of waiting forever.
-pub struct Ring<S: Stage> {
+pub struct Ring {
     rank: usize,
     size: usize,
     transport: Transport,
-    to_right: LinkTx<S::Message>,
-    from_left: LinkRx<S::Message>,
-    to_left: LinkTx<S::Message>,
-    from_right: LinkRx<S::Message>,
-    pub(crate) up: UpTx<Up<S::Report, S::Output>>,
-    down: Rx<Down<S::Answer>>,
+    to_right: LinkTx<Payload>,
+    from_left: LinkRx<Payload>,
+    to_left: LinkTx<Payload>,
+    from_right: LinkRx<Payload>,
+    pub(crate) up: UpTx<Up>,
+    down: Rx<Down>,
     pub(crate) step: Option<u64>,
     board: Arc<Board>,
     /// The fault to inject, if this run has one (for any rank).
+    #[cfg(feature = "fault-injection")]
     fault: Option<Fault>,
     /// This worker's own block buffers, and the other workers' regions it has been sent.
     blocks: Blocks,
@@ -56,24 +60,27 @@ const QUIET: Duration = Duration::from_millis(50);
 const RECHECK: Duration = Duration::from_millis(100);
 
 /// Every end a worker needs, handed out by the launcher.
-pub(crate) struct Ends<S: Stage> {
-    pub(crate) to_right: LinkTx<S::Message>,
-    pub(crate) from_left: LinkRx<S::Message>,
-    pub(crate) to_left: LinkTx<S::Message>,
-    pub(crate) from_right: LinkRx<S::Message>,
-    pub(crate) up: UpTx<Up<S::Report, S::Output>>,
-    pub(crate) down: Rx<Down<S::Answer>>,
+pub(crate) struct Ends {
+    pub(crate) to_right: LinkTx<Payload>,
+    pub(crate) from_left: LinkRx<Payload>,
+    pub(crate) to_left: LinkTx<Payload>,
+    pub(crate) from_right: LinkRx<Payload>,
+    pub(crate) up: UpTx<Up>,
+    pub(crate) down: Rx<Down>,
 }
 
-impl<S: Stage> Ring<S> {
+impl Ring {
     pub(crate) fn new(
         rank: usize,
         size: usize,
         transport: Transport,
-        ends: Ends<S>,
+        ends: Ends,
         board: Arc<Board>,
         fault: Option<Fault>,
     ) -> Self {
+        // Without the feature a launch refuses every fault before it gets here.
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = fault;
         Ring {
             rank,
             size,
@@ -86,6 +93,7 @@ impl<S: Stage> Ring<S> {
             down: ends.down,
             step: None,
             board,
+            #[cfg(feature = "fault-injection")]
             fault,
             blocks: Blocks::default(),
             hops: 0,
@@ -124,6 +132,7 @@ impl<S: Stage> Ring<S> {
     pub fn set_step(&mut self, step: u64) {
         self.step = Some(step);
         self.board.set_step(self.rank, step, self.hops);
+        #[cfg(feature = "fault-injection")]
         if let Some(fault) = self.fault
             && fault.rank == self.rank
             && fault.step == step
@@ -133,6 +142,7 @@ impl<S: Stage> Ring<S> {
     }
 
     /// Fails as an injected [`Fault`] says.
+    #[cfg(feature = "fault-injection")]
     fn strike(&mut self, fault: Fault) {
         match fault.kind {
             FaultKind::Panic => panic!("injected fault {fault}"),
@@ -179,20 +189,28 @@ impl<S: Stage> Ring<S> {
     ///
     /// [`RingError::PeerGone`] if the neighbour has ended. The message is lost then: nobody
     /// is left to take it.
-    pub fn send(&mut self, to: Neighbour, message: S::Message) -> Result<(), RingError> {
-        self.send_frame(to, Frame::Message(message))
+    pub fn send<T: Data>(&mut self, to: Neighbour, message: &T) -> Result<(), RingError> {
+        let payload = encode(message).map_err(RingError::Encoding)?;
+        self.send_frame(to, Frame::Message(payload))
     }
 
-    /// Waits for the next message from a neighbour.
+    /// Waits for the next message from a neighbour, and reads it as a `T`.
     ///
     /// # Errors
     ///
-    /// [`RingError::PeerGone`] if the neighbour ended without sending one, and
+    /// [`RingError::PeerGone`] if the neighbour ended without sending one;
     /// [`RingError::Protocol`] if a block (of a rotation, or from
-    /// [`send_block`](Ring::send_block)) arrived instead.
-    pub fn recv(&mut self, from: Neighbour) -> Result<S::Message, RingError> {
+    /// [`send_block`](Ring::send_block)) arrived instead; [`RingError::Encoding`] if the
+    /// message is not a `T` (the neighbour sent another type).
+    pub fn recv<T: Data>(&mut self, from: Neighbour) -> Result<T, RingError> {
         match self.recv_frame(from)? {
-            Frame::Message(message) => Ok(message),
+            Frame::Message(payload) => decode(payload).map_err(|e| {
+                RingError::Encoding(format!(
+                    "a message from rank {} is not a {}: {e}",
+                    self.neighbour(from),
+                    std::any::type_name::<T>()
+                ))
+            }),
             frame => Err(self.protocol(from, "a message", frame.kind())),
         }
     }
@@ -346,27 +364,16 @@ impl<S: Stage> Ring<S> {
     /// the coordinator will read.
     ///
     /// ```
-    /// use ringleader::{Bulk, Launcher, Ring, Stage, StageError, Transport};
+    /// use ringleader::{Bulk, Launcher, Transport};
     ///
-    /// #[derive(Clone)]
-    /// struct Squares;
-    ///
-    /// impl Stage for Squares {
-    ///     type Message = ();
-    ///     type Report = ();
-    ///     type Answer = ();
-    ///     type Output = Bulk<u64>;
-    ///
-    ///     fn work(self, ring: &mut Ring<Self>) -> Result<Bulk<u64>, StageError> {
-    ///         Ok(ring.bulk_with(1000, |out: &mut [u64]| {
-    ///             for (i, x) in out.iter_mut().enumerate() {
-    ///                 *x = (i * i) as u64;
-    ///             }
-    ///         })?)
-    ///     }
-    /// }
-    ///
-    /// let outputs = Launcher::new().workers(2).transport(Transport::Threads).launch(&mut Squares)?;
+    /// let outputs = Launcher::new().workers(2).transport(Transport::Threads).run(|ring| {
+    ///     Ok(ring.bulk_with(1000, |out: &mut [u64]| {
+    ///         for (i, x) in out.iter_mut().enumerate() {
+    ///             *x = (i * i) as u64;
+    ///         }
+    ///     })?)
+    /// })?;
+    /// let outputs: Vec<Bulk<u64>> = outputs;
     /// assert_eq!(outputs[1][30], 900);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -392,27 +399,17 @@ impl<S: Stage> Ring<S> {
     /// ```
     /// use std::sync::Arc;
     /// use std::sync::atomic::{AtomicUsize, Ordering};
-    /// use ringleader::{Launcher, Ring, Stage, StageError, Transport};
+    /// use ringleader::{Launcher, Transport};
     ///
-    /// #[derive(Clone)]
-    /// struct Phases(Arc<AtomicUsize>);
-    ///
-    /// impl Stage for Phases {
-    ///     type Message = ();
-    ///     type Report = ();
-    ///     type Answer = ();
-    ///     type Output = usize;
-    ///
-    ///     fn work(self, ring: &mut Ring<Self>) -> Result<usize, StageError> {
-    ///         self.0.fetch_add(1, Ordering::SeqCst);
-    ///         ring.barrier()?;
-    ///         // Every worker has counted by now.
-    ///         Ok(self.0.load(Ordering::SeqCst))
-    ///     }
-    /// }
-    ///
-    /// let mut stage = Phases(Arc::new(AtomicUsize::new(0)));
-    /// let seen = Launcher::new().workers(3).transport(Transport::Threads).launch(&mut stage)?;
+    /// // Worker threads may share memory; the barrier orders what they do with it.
+    /// let counted = Arc::new(AtomicUsize::new(0));
+    /// let count = Arc::clone(&counted);
+    /// let seen = Launcher::new().workers(3).transport(Transport::Threads).run(move |ring| {
+    ///     count.fetch_add(1, Ordering::SeqCst);
+    ///     ring.barrier()?;
+    ///     // Every worker has counted by now.
+    ///     Ok(count.load(Ordering::SeqCst))
+    /// })?;
     /// assert_eq!(seen, vec![3, 3, 3]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -456,33 +453,41 @@ impl<S: Stage> Ring<S> {
         result
     }
 
-    /// Sends a report to the coordinator, where [`Stage::on_report`] handles it. It does
-    /// not wait for an answer.
+    /// Sends a report to the coordinator, where [`Handler::on_report`](crate::Handler::on_report)
+    /// handles it. It does not wait for an answer.
     ///
     /// # Errors
     ///
-    /// [`RingError::CoordinatorGone`] if the coordinator has ended.
-    pub fn report(&mut self, report: S::Report) -> Result<(), RingError> {
+    /// [`RingError::CoordinatorGone`] if the coordinator has ended, and
+    /// [`RingError::Encoding`] for a report serde cannot encode.
+    pub fn report<T: Data>(&mut self, report: &T) -> Result<(), RingError> {
+        let payload = encode(report).map_err(RingError::Encoding)?;
         self.board.count_report(self.rank);
         self.up
-            .send(Up::Report(report, self.hops + 1))
+            .send(Up::Report(payload, self.hops + 1))
             .map_err(|failure| match failure {
                 SendFailure::Closed => RingError::CoordinatorGone,
                 other => send_error(other, usize::MAX),
             })
     }
 
-    /// Waits for the coordinator's next answer.
+    /// Waits for the coordinator's next answer, and reads it as a `T`.
     ///
     /// # Errors
     ///
-    /// [`RingError::CoordinatorGone`] if the coordinator stopped the run or ended.
-    pub fn recv_answer(&mut self) -> Result<S::Answer, RingError> {
+    /// [`RingError::CoordinatorGone`] if the coordinator stopped the run or ended, and
+    /// [`RingError::Encoding`] if the answer is not a `T`.
+    pub fn recv_answer<T: Data>(&mut self) -> Result<T, RingError> {
         match self.wait(|t| self.down.recv(t), WaitingOn::Coordinator) {
-            Ok(Down::Answer(answer, hops)) => {
+            Ok(Down::Answer(payload, hops)) => {
                 self.board.count_answer(self.rank);
                 self.take_hops(hops);
-                Ok(answer)
+                decode(payload).map_err(|e| {
+                    RingError::Encoding(format!(
+                        "the coordinator's answer is not a {}: {e}",
+                        std::any::type_name::<T>()
+                    ))
+                })
             }
             Err(Waited::Stopped) => Err(RingError::Stopped),
             Err(Waited::Failed(RecvFailure::Closed)) => Err(RingError::CoordinatorGone),
@@ -496,12 +501,12 @@ impl<S: Stage> Ring<S> {
     /// # Errors
     ///
     /// As those two.
-    pub fn ask(&mut self, report: S::Report) -> Result<S::Answer, RingError> {
+    pub fn ask<R: Data, A: Data>(&mut self, report: &R) -> Result<A, RingError> {
         self.report(report)?;
         self.recv_answer()
     }
 
-    fn send_frame(&self, to: Neighbour, frame: Frame<S::Message>) -> Result<(), RingError> {
+    pub(crate) fn send_frame(&self, to: Neighbour, frame: Frame<Payload>) -> Result<(), RingError> {
         let (tx, link) = match to {
             Neighbour::Left => (&self.to_left, Link::Left),
             Neighbour::Right => (&self.to_right, Link::Right),
@@ -513,7 +518,7 @@ impl<S: Stage> Ring<S> {
             .map_err(|failure| send_error(failure, self.neighbour(to)))
     }
 
-    fn recv_frame(&mut self, from: Neighbour) -> Result<Frame<S::Message>, RingError> {
+    pub(crate) fn recv_frame(&mut self, from: Neighbour) -> Result<Frame<Payload>, RingError> {
         let (rx, side, link) = match from {
             Neighbour::Left => (&self.from_left, WaitingOn::Left, Link::Right),
             Neighbour::Right => (&self.from_right, WaitingOn::Right, Link::Left),
@@ -577,7 +582,7 @@ impl<S: Stage> Ring<S> {
     }
 }
 
-impl<S: Stage> fmt::Debug for Ring<S> {
+impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ring")
             .field("rank", &self.rank)

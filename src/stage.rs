@@ -1,42 +1,31 @@
-//! What a stage is: the code every worker runs, plus the coordinator's side of its protocol.
+//! What a stage is: the code every worker runs, and, apart from it, the coordinator's side
+//! of the conversation.
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
 
-use crate::error::{Cause, RingError};
+use crate::error::RingError;
+use crate::message::{Data, Down};
 use crate::progress::Board;
 use crate::ring::Ring;
-use crate::transport::Tx;
+use crate::transport::{Payload, Tx, encode};
 
-/// Anything that can travel between workers or to the coordinator: serde both ways, and
-/// `Send` so the threads transport can move it. Implemented for every such type.
-pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
-
-impl<T> Message for T where T: Serialize + DeserializeOwned + Send + 'static {}
-
-/// The error a stage's worker code returns. Any error converts into it with `?`; the
-/// coordinator receives its message with every cause.
+/// The error a stage's code returns. Any error converts into it with `?`; the coordinator
+/// receives its message with every cause.
 pub type StageError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A stage: user code that runs on every worker of a ring.
+/// A stage: the code every worker of a ring runs, and the configuration it runs with.
 ///
-/// The value you pass to [`Launcher::launch`](crate::Launcher::launch) is the coordinator's
-/// copy; every worker starts from a clone of it (a forked copy, for processes), so the
-/// stage's fields are the configuration every worker shares. Workers talk only through
-/// messages: to their ring neighbours through [`Ring`], and to the coordinator through
-/// [`Ring::report`] and [`Ring::ask`], which [`Stage::on_report`] answers.
+/// The value given to [`Launcher::launch`](crate::Launcher::launch) is copied to every
+/// worker (a forked copy, for processes), so its fields are what every worker knows at the
+/// start. From then on workers talk only through [`Ring`]: to their neighbours, in
+/// collectives, and to the coordinator, whose side of the conversation is a [`Handler`].
 ///
-/// The associated types are the stage's protocol. Use `()` for a part it does not use.
+/// For a stage with nothing to configure,
+/// [`Launcher::run`](crate::Launcher::run) takes a closure instead.
 pub trait Stage: Clone + Send + 'static {
-    /// What neighbours send each other with [`Ring::send`] and [`Ring::recv`].
-    type Message: Message;
-    /// What a worker reports to the coordinator.
-    type Report: Message;
-    /// What the coordinator answers.
-    type Answer: Message;
     /// What each worker returns at the end; [`Launcher::launch`](crate::Launcher::launch)
     /// returns them in rank order.
-    type Output: Message;
+    type Output: Data;
 
     /// Runs on every worker. A panic or an error here stops the whole run, and the
     /// coordinator reports it with the worker's rank.
@@ -44,38 +33,68 @@ pub trait Stage: Clone + Send + 'static {
     /// # Errors
     ///
     /// Whatever the stage decides is a failure; ring errors convert with `?`.
-    fn work(self, ring: &mut Ring<Self>) -> Result<Self::Output, StageError>;
+    fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError>;
+}
 
-    /// Runs on the coordinator for every report, in the order they arrive. Reply with
-    /// [`Coordinator::send`] or [`Coordinator::broadcast`]; [`Gather`](crate::Gather)
-    /// collects one report from every rank when the protocol is collective. The default
-    /// ignores reports.
+/// The coordinator's side of a stage: what it does with the workers' reports.
+///
+/// A handler lives on the coordinator only and is borrowed for the run, so it needs
+/// neither `Clone` nor `'static`: it can hold references into the caller's data, and the
+/// caller has its state back when the launch returns.
+pub trait Handler {
+    /// What workers send with [`Ring::report`] or [`Ring::ask`].
+    type Report: Data;
+    /// What the coordinator answers with [`Coordinator::send`] or
+    /// [`Coordinator::broadcast`].
+    type Answer: Data;
+
+    /// Runs on the coordinator for every report, in the order they arrive. [`Gather`]
+    /// collects one report from every rank when the protocol is collective.
     ///
     /// # Errors
     ///
     /// An error stops the run.
+    ///
+    /// [`Gather`]: crate::Gather
     fn on_report(
         &mut self,
         from: usize,
         report: Self::Report,
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, Self::Answer>,
+    ) -> Result<(), StageError>;
+}
+
+/// The handler of a stage that never reports: a report ends the run with an error that
+/// says so.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReports;
+
+impl Handler for NoReports {
+    type Report = ();
+    type Answer = ();
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        (): (),
+        _: &mut Coordinator<'_, ()>,
     ) -> Result<(), StageError> {
-        let _ = (from, report, coordinator);
-        Ok(())
+        Err(format!("rank {from} reported, but the stage was launched without a handler").into())
     }
 }
 
-/// The coordinator's handle for answering workers, given to [`Stage::on_report`].
+/// The coordinator's handle for answering workers, given to [`Handler::on_report`].
 #[derive(Debug)]
-pub struct Coordinator<'a, S: Stage> {
-    pub(crate) downs: &'a [Tx<Down<S::Answer>>],
+pub struct Coordinator<'a, A> {
+    pub(crate) downs: &'a [Tx<Down>],
     pub(crate) stop: &'a mut bool,
     pub(crate) board: &'a Board,
-    /// The coordinator's hop count: the largest a report has brought it so far.
+    /// The coordinator's hop count (see `stats`): answers carry one more.
     pub(crate) hops: u64,
+    pub(crate) answers: PhantomData<fn(A)>,
 }
 
-impl<S: Stage> Coordinator<'_, S> {
+impl<A: Data> Coordinator<'_, A> {
     /// How many workers the ring has.
     pub fn size(&self) -> usize {
         self.downs.len()
@@ -86,21 +105,28 @@ impl<S: Stage> Coordinator<'_, S> {
     ///
     /// # Errors
     ///
-    /// [`RingError::PeerGone`] if that worker has ended; the run's supervisor reports why.
-    pub fn send(&mut self, rank: usize, answer: S::Answer) -> Result<(), RingError> {
+    /// [`RingError::PeerGone`] if that worker has ended (the run's supervisor reports
+    /// why), and [`RingError::Encoding`] for an answer serde cannot encode.
+    pub fn send(&mut self, rank: usize, answer: A) -> Result<(), RingError> {
+        let payload = encode(&answer).map_err(RingError::Encoding)?;
+        self.send_payload(rank, payload)
+    }
+
+    fn send_payload(&mut self, rank: usize, payload: Payload) -> Result<(), RingError> {
         let down = self
             .downs
             .get(rank)
             .ok_or(RingError::PeerGone { peer: rank })?;
         // Counted first: from now on the answer is in flight, so the worker is not stuck.
         self.board.count_answer_sent(rank);
-        down.send(Down::Answer(answer, self.hops + 1))
+        down.send(Down::Answer(payload, self.hops + 1))
             .map_err(|failure| crate::ring::send_error(failure, rank))
     }
 
     /// Ends the run early, on purpose: the workers are stopped and reaped, and
-    /// [`Launcher::launch`](crate::Launcher::launch) returns [`LaunchError::Stopped`](crate::LaunchError::Stopped).
-    /// For a user who asked to quit, say.
+    /// [`Launcher::launch`](crate::Launcher::launch) returns
+    /// [`LaunchError::Stopped`](crate::LaunchError::Stopped). For a user who asked to quit,
+    /// say.
     pub fn stop(&mut self) {
         *self.stop = true;
     }
@@ -110,33 +136,11 @@ impl<S: Stage> Coordinator<'_, S> {
     /// # Errors
     ///
     /// As [`Coordinator::send`], for the first worker that could not be reached.
-    pub fn broadcast(&mut self, answer: S::Answer) -> Result<(), RingError>
-    where
-        S::Answer: Clone,
-    {
+    pub fn broadcast(&mut self, answer: A) -> Result<(), RingError> {
         for rank in 0..self.size() {
-            self.send(rank, answer.clone())?;
+            let payload = encode(&answer).map_err(RingError::Encoding)?;
+            self.send_payload(rank, payload)?;
         }
         Ok(())
     }
-}
-
-/// Worker to coordinator.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Up<R, O> {
-    /// A report and its hop count. The last word (`Done` or `Failed`) carries none: it ends
-    /// no chain of messages the depth could measure.
-    Report(R, u64),
-    Done(O),
-    Failed {
-        step: Option<u64>,
-        cause: Cause,
-    },
-}
-
-/// Coordinator to worker.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Down<A> {
-    /// An answer and its hop count.
-    Answer(A, u64),
 }

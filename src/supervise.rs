@@ -11,9 +11,11 @@ use nix::unistd::Pid;
 
 use crate::deadlock::Wait;
 use crate::error::{Cause, LaunchError, WorkerFailure};
+use crate::message::{Down, Up};
 use crate::progress::Board;
-use crate::stage::{Coordinator, Down, Stage, Up};
+use crate::stage::{Coordinator, Handler};
 use crate::transport::{Event, Inbox, Tx};
+use crate::transport::{Payload, decode};
 
 /// How long stopped workers get to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_millis(500);
@@ -121,8 +123,9 @@ const TICK: Duration = Duration::from_millis(100);
 const GRACEFUL_LIMIT: Duration = Duration::from_secs(10);
 
 /// Where a run stands, as the coordinator sees it.
-struct Run<S: Stage> {
-    outputs: Vec<Option<S::Output>>,
+struct Run {
+    /// Each worker's output, as it arrived: decoded by the launcher, which knows its type.
+    outputs: Vec<Option<Payload>>,
     ended: Vec<bool>,
     failures: Vec<WorkerFailure>,
     coordinator_error: Option<LaunchError>,
@@ -144,7 +147,7 @@ struct Run<S: Stage> {
     killed: Option<Instant>,
 }
 
-impl<S: Stage> Run<S> {
+impl Run {
     fn failed(&self) -> bool {
         !self.failures.is_empty() || self.coordinator_error.is_some()
     }
@@ -188,12 +191,7 @@ impl Checks {
     }
 
     /// Returns why the run must end now, if it must.
-    fn look<S: Stage>(
-        &mut self,
-        run: &Run<S>,
-        board: &Board,
-        workers: &Workers,
-    ) -> Option<LaunchError> {
+    fn look(&mut self, run: &Run, board: &Board, workers: &Workers) -> Option<LaunchError> {
         let now = Instant::now();
         if let Some(signal) = crate::signal::stop_signal() {
             let since = *self.graceful_since.get_or_insert(now);
@@ -266,17 +264,17 @@ impl Checks {
     }
 }
 
-pub(crate) fn supervise<S: Stage>(
-    stage: &mut S,
-    mut inbox: Inbox<Up<S::Report, S::Output>>,
-    downs: Vec<Tx<Down<S::Answer>>>,
+pub(crate) fn supervise<H: Handler>(
+    handler: &mut H,
+    mut inbox: Inbox<Up>,
+    downs: Vec<Tx<Down>>,
     mut workers: Workers,
     board: &Board,
     limits: &Limits,
-) -> Result<Vec<S::Output>, LaunchError> {
+) -> Result<Vec<Payload>, LaunchError> {
     let size = downs.len();
     let mut downs = Some(downs);
-    let mut run = Run::<S> {
+    let mut run = Run {
         outputs: (0..size).map(|_| None).collect(),
         ended: vec![false; size],
         failures: Vec::new(),
@@ -318,7 +316,7 @@ pub(crate) fn supervise<S: Stage>(
         };
         for event in events {
             handle(
-                stage,
+                handler,
                 &mut run,
                 &mut workers,
                 downs.as_deref(),
@@ -385,13 +383,13 @@ pub(crate) fn supervise<S: Stage>(
     Ok(run.outputs.into_iter().flatten().collect())
 }
 
-fn handle<S: Stage>(
-    stage: &mut S,
-    run: &mut Run<S>,
+fn handle<H: Handler>(
+    handler: &mut H,
+    run: &mut Run,
     workers: &mut Workers,
-    downs: Option<&[Tx<Down<S::Answer>>]>,
+    downs: Option<&[Tx<Down>]>,
     board: &Board,
-    event: Event<Up<S::Report, S::Output>>,
+    event: Event<Up>,
 ) {
     match event {
         Event::Message(rank, Up::Report(report, hops)) => {
@@ -399,14 +397,30 @@ fn handle<S: Stage>(
             run.hops = run.hops.max(hops);
             // Once the run is stopping, reports have nobody to serve.
             if let (Some(downs), false) = (downs, run.ending()) {
+                let report = match decode::<H::Report>(report) {
+                    Ok(report) => report,
+                    Err(e) => {
+                        run.failures.push(WorkerFailure {
+                            rank,
+                            pid: workers.pid(rank),
+                            step: board.step(rank),
+                            cause: Cause::Failed(format!(
+                                "sent a report the coordinator could not read as a {}: {e}",
+                                std::any::type_name::<H::Report>()
+                            )),
+                        });
+                        return;
+                    }
+                };
                 let mut stop = false;
-                let mut coordinator = Coordinator::<S> {
+                let mut coordinator = Coordinator {
                     downs,
                     stop: &mut stop,
                     board,
                     hops: run.hops,
+                    answers: std::marker::PhantomData,
                 };
-                if let Err(e) = stage.on_report(rank, report, &mut coordinator) {
+                if let Err(e) = handler.on_report(rank, report, &mut coordinator) {
                     let message = crate::error::chain(e.as_ref());
                     run.coordinator_echo =
                         matches!(crate::worker::classify(e.as_ref()), Cause::PeerLost(_));

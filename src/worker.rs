@@ -1,31 +1,47 @@
 //! Running one worker: the stage, then one last word to the coordinator.
 
 use crate::error::{Cause, RingError, chain};
+use crate::message::Up;
 use crate::ring::Ring;
-use crate::stage::{Stage, Up};
-use crate::transport::SendFailure;
+use crate::stage::Stage;
+use crate::transport::{Payload, SendFailure, encode};
 
-/// Runs `stage` on `ring` and reports how it ended. Returns the exit code for a process.
-pub(crate) fn run<S: Stage>(stage: S, mut ring: Ring<S>) -> i32 {
-    let outcome = crate::panic::catch(|| stage.work(&mut ring));
+/// How a worker failed.
+pub(crate) struct Failed {
+    /// The last step it announced.
+    pub(crate) step: Option<u64>,
+    pub(crate) cause: Cause,
+    /// The exit code a process ends with.
+    pub(crate) code: i32,
+}
+
+/// Runs `stage` on `ring`: the one worker loop every launcher runs. Returns the encoded
+/// output, or how the worker failed.
+pub(crate) fn work<S: Stage>(stage: S, ring: &mut Ring) -> Result<Payload, Failed> {
+    let outcome = crate::panic::catch(|| stage.work(ring));
     let step = ring.step;
-    let (last_word, code) = match outcome {
-        Ok(Ok(output)) => (Up::Done(output), 0),
-        Ok(Err(err)) => (
-            Up::Failed {
-                step,
-                cause: classify(err.as_ref()),
-            },
-            1,
-        ),
-        Err(message) => (
-            Up::Failed {
-                step,
-                cause: Cause::Panicked(message),
-            },
-            101,
-        ),
+    let failed = |cause, code| Err(Failed { step, cause, code });
+    match outcome {
+        Ok(Ok(output)) => match encode(&output) {
+            Ok(payload) => Ok(payload),
+            Err(e) => failed(
+                Cause::Failed(format!("could not encode its output: {e}")),
+                1,
+            ),
+        },
+        Ok(Err(err)) => failed(classify(err.as_ref()), 1),
+        Err(message) => failed(Cause::Panicked(message), 101),
+    }
+}
+
+/// Runs `stage` on `ring` and tells the coordinator how it ended. Returns the exit code for
+/// a process.
+pub(crate) fn run<S: Stage>(stage: S, mut ring: Ring) -> i32 {
+    let (last_word, code) = match work(stage, &mut ring) {
+        Ok(payload) => (Up::Done(payload), 0),
+        Err(Failed { step, cause, code }) => (Up::Failed { step, cause }, code),
     };
+    let step = ring.step;
     match ring.up.send(last_word) {
         Ok(()) => code,
         Err(SendFailure::Encoding(e)) => {

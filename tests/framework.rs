@@ -1,11 +1,15 @@
 //! Framework tests through the public API. This target has `harness = false`: it runs in a
 //! single thread, so it may fork workers, which the multi-threaded test harness may not.
 
+mod forking;
+
 use std::time::{Duration, Instant};
 
+use forking::assert_no_children;
+
 use ringleader::{
-    Bulk, Cause, Coordinator, Gather, LaunchError, Launcher, Neighbour, Party, Ring, RingError,
-    RunStats, Stage, StageError, StopSignal, Transport,
+    Bulk, Cause, Coordinator, Gather, Handler, LaunchError, Launcher, Neighbour, NoReports, Party,
+    Ring, RingError, RunStats, Stage, StageError, StopSignal, Transport,
 };
 
 const TRANSPORTS: [Transport; 2] = [Transport::Processes, Transport::Threads];
@@ -18,12 +22,9 @@ struct BigRotate {
 }
 
 impl Stage for BigRotate {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = Vec<(usize, usize, u64)>;
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<Self::Output, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
         let mine: Vec<u64> = (0..self.len as u64)
             .map(|i| i ^ ring.rank() as u64)
             .collect();
@@ -50,7 +51,7 @@ fn large_blocks_do_not_deadlock_the_ring() {
             let outputs = Launcher::new()
                 .workers(workers)
                 .transport(transport)
-                .launch(&mut BigRotate { len })
+                .launch(BigRotate { len })
                 .expect("rotation of large blocks");
             assert_eq!(outputs.len(), workers);
             for (rank, seen) in outputs.iter().enumerate() {
@@ -74,36 +75,41 @@ fn large_blocks_do_not_deadlock_the_ring() {
 
 /// Messages both ways round the ring, and a collective round trip to the coordinator.
 #[derive(Clone)]
-struct PingAndSum {
+struct PingAndSum;
+
+/// The coordinator answers every round with the sum of the reports.
+struct Sum {
     gather: Gather<u64>,
 }
 
 impl Stage for PingAndSum {
-    type Message = (usize, String);
-    type Report = u64;
-    type Answer = u64;
     type Output = (usize, usize, u64);
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<Self::Output, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
         let rank = ring.rank();
         ring.send(
             Neighbour::Right,
-            (rank, format!("to the right from {rank}")),
+            &(rank, format!("to the right from {rank}")),
         )?;
-        ring.send(Neighbour::Left, (rank, format!("to the left from {rank}")))?;
-        let (from_left, text) = ring.recv(Neighbour::Left)?;
+        ring.send(Neighbour::Left, &(rank, format!("to the left from {rank}")))?;
+        let (from_left, text): (usize, String) = ring.recv(Neighbour::Left)?;
         assert_eq!(text, format!("to the right from {from_left}"));
-        let (from_right, text) = ring.recv(Neighbour::Right)?;
+        let (from_right, text): (usize, String) = ring.recv(Neighbour::Right)?;
         assert_eq!(text, format!("to the left from {from_right}"));
-        let total = ring.ask(rank as u64 + 1)?;
+        let total = ring.ask(&(rank as u64 + 1))?;
         Ok((from_left, from_right, total))
     }
+}
+
+impl Handler for Sum {
+    type Report = u64;
+    type Answer = u64;
 
     fn on_report(
         &mut self,
         from: usize,
         report: u64,
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, u64>,
     ) -> Result<(), StageError> {
         if let Some(all) = self.gather.push(from, report) {
             coordinator.broadcast(all.iter().sum())?;
@@ -115,13 +121,13 @@ impl Stage for PingAndSum {
 fn messages_go_both_ways_and_the_coordinator_answers() {
     for transport in TRANSPORTS {
         for workers in [1, 2, 5] {
-            let mut stage = PingAndSum {
+            let mut sum = Sum {
                 gather: Gather::new(workers),
             };
             let outputs = Launcher::new()
                 .workers(workers)
                 .transport(transport)
-                .launch(&mut stage)
+                .launch_with(PingAndSum, &mut sum)
                 .expect("ping");
             let total = (workers * (workers + 1) / 2) as u64;
             for (rank, &(left, right, sum)) in outputs.iter().enumerate() {
@@ -150,12 +156,9 @@ enum Fail {
 }
 
 impl Stage for FailAt {
-    type Message = u8;
-    type Report = ();
-    type Answer = ();
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         ring.set_step(7);
         if ring.rank() == self.rank {
             match self.how {
@@ -169,7 +172,7 @@ impl Stage for FailAt {
             }
         }
         // Everyone else waits for a message that never comes.
-        ring.recv(Neighbour::Left)?;
+        ring.recv::<u8>(Neighbour::Left)?;
         Ok(())
     }
 }
@@ -188,7 +191,7 @@ fn a_failing_worker_ends_the_run_with_its_rank_pid_and_cause() {
             let err = Launcher::new()
                 .workers(3)
                 .transport(transport)
-                .launch(&mut FailAt { rank: 1, how })
+                .launch(FailAt { rank: 1, how })
                 .expect_err("the run must fail");
             let elapsed = started.elapsed();
             assert!(
@@ -230,27 +233,32 @@ fn a_failing_worker_ends_the_run_with_its_rank_pid_and_cause() {
 
 /// Workers ask forever; the coordinator stops the run after a few rounds.
 #[derive(Clone)]
-struct AskForever {
+struct AskForever;
+
+/// Counts the reports and stops the run at the tenth.
+struct StopAtTen {
     rounds: usize,
 }
 
 impl Stage for AskForever {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         loop {
-            ring.ask(())?;
+            ring.ask::<(), ()>(&())?;
         }
     }
+}
+
+impl Handler for StopAtTen {
+    type Report = ();
+    type Answer = ();
 
     fn on_report(
         &mut self,
         _from: usize,
         _report: (),
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, ()>,
     ) -> Result<(), StageError> {
         self.rounds += 1;
         if self.rounds == 10 {
@@ -265,14 +273,14 @@ impl Stage for AskForever {
 fn the_coordinator_can_stop_a_run() {
     for transport in TRANSPORTS {
         let started = Instant::now();
-        let mut stage = AskForever { rounds: 0 };
+        let mut counter = StopAtTen { rounds: 0 };
         let err = Launcher::new()
             .workers(3)
             .transport(transport)
-            .launch(&mut stage)
+            .launch_with(AskForever, &mut counter)
             .expect_err("stopped");
         assert!(matches!(err, LaunchError::Stopped), "{transport:?}: {err}");
-        assert_eq!(stage.rounds, 10);
+        assert_eq!(counter.rounds, 10);
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 }
@@ -282,15 +290,12 @@ fn the_coordinator_can_stop_a_run() {
 struct ReceiveFirst;
 
 impl Stage for ReceiveFirst {
-    type Message = u8;
-    type Report = ();
-    type Answer = ();
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         ring.set_step(3);
-        let got = ring.recv(Neighbour::Left)?;
-        ring.send(Neighbour::Right, got)?;
+        let got: u8 = ring.recv(Neighbour::Left)?;
+        ring.send(Neighbour::Right, &got)?;
         Ok(())
     }
 }
@@ -313,7 +318,7 @@ fn workers_that_all_receive_first_are_reported_as_a_deadlock() {
             let err = Launcher::new()
                 .workers(workers)
                 .transport(transport)
-                .launch(&mut ReceiveFirst)
+                .launch(ReceiveFirst)
                 .expect_err("a deadlock must end the run");
             let elapsed = started.elapsed();
             assert_eq!(err.to_string(), expected, "{transport:?}");
@@ -339,17 +344,31 @@ fn workers_that_all_receive_first_are_reported_as_a_deadlock() {
 struct SilentCoordinator;
 
 impl Stage for SilentCoordinator {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         if ring.rank() == 0 {
-            ring.ask(())?;
+            ring.ask::<(), ()>(&())?;
         } else {
-            ring.recv(Neighbour::Left)?;
+            ring.recv::<()>(Neighbour::Left)?;
         }
+        Ok(())
+    }
+}
+
+/// Takes every report and never answers.
+struct Silent;
+
+impl Handler for Silent {
+    type Report = ();
+    type Answer = ();
+
+    fn on_report(
+        &mut self,
+        _: usize,
+        (): (),
+        _: &mut Coordinator<'_, ()>,
+    ) -> Result<(), StageError> {
         Ok(())
     }
 }
@@ -360,7 +379,7 @@ fn waiting_on_a_coordinator_that_never_answers_is_a_deadlock() {
         let err = Launcher::new()
             .workers(3)
             .transport(transport)
-            .launch(&mut SilentCoordinator)
+            .launch_with(SilentCoordinator, &mut Silent)
             .expect_err("deadlock");
         assert_eq!(
             err.to_string(),
@@ -377,12 +396,9 @@ fn waiting_on_a_coordinator_that_never_answers_is_a_deadlock() {
 struct SlowStep;
 
 impl Stage for SlowStep {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         ring.set_step(4);
         if ring.rank() == 1 {
             // A long computation that gives up once the coordinator ends the run.
@@ -391,7 +407,7 @@ impl Stage for SlowStep {
             }
             return Err("gave up".into());
         }
-        ring.recv(Neighbour::Left)?;
+        ring.recv::<()>(Neighbour::Left)?;
         Ok(())
     }
 }
@@ -403,7 +419,7 @@ fn a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it() {
             .workers(3)
             .transport(transport)
             .step_timeout(Duration::from_millis(500))
-            .launch(&mut SlowStep)
+            .launch(SlowStep)
             .expect_err("timeout");
         let elapsed = started.elapsed();
         let LaunchError::Timeout { step, ranks, .. } = &err else {
@@ -429,33 +445,38 @@ fn a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it() {
 /// Workers ask every round; the coordinator raises a stop signal at itself in round 3
 /// and, when `graceful`, ends the run at the next round it sees the signal.
 #[derive(Clone)]
-struct Rounds {
+struct Rounds;
+
+/// The coordinator's side of `Rounds`.
+struct RaiseAtThree {
     signal: nix::sys::signal::Signal,
     graceful: bool,
     gather: Gather<u64>,
 }
 
 impl Stage for Rounds {
-    type Message = ();
-    type Report = u64;
-    type Answer = bool;
     type Output = u64;
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<u64, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<u64, StageError> {
         for round in 1.. {
             ring.set_step(round);
-            if ring.ask(round)? {
+            if ring.ask(&round)? {
                 return Ok(round);
             }
         }
         Ok(0)
     }
+}
+
+impl Handler for RaiseAtThree {
+    type Report = u64;
+    type Answer = bool;
 
     fn on_report(
         &mut self,
         from: usize,
         round: u64,
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, bool>,
     ) -> Result<(), StageError> {
         if self.gather.push(from, round).is_some() {
             if round == 3 {
@@ -475,7 +496,7 @@ fn a_stop_signal_stops_the_run_in_order() {
             (Signal::SIGINT, StopSignal::Interrupt),
             (Signal::SIGTERM, StopSignal::Terminate),
         ] {
-            let mut stage = Rounds {
+            let mut handler = RaiseAtThree {
                 signal,
                 graceful: false,
                 gather: Gather::new(3),
@@ -483,7 +504,7 @@ fn a_stop_signal_stops_the_run_in_order() {
             let err = Launcher::new()
                 .workers(3)
                 .transport(transport)
-                .launch(&mut stage)
+                .launch_with(Rounds, &mut handler)
                 .expect_err("interrupted");
             assert!(
                 matches!(err, LaunchError::Interrupted { signal } if signal == expected),
@@ -496,7 +517,7 @@ fn a_stop_signal_stops_the_run_in_order() {
             );
             assert_no_children();
             // Gracefully: the stage ends the run at a round boundary.
-            let mut stage = Rounds {
+            let mut handler = RaiseAtThree {
                 signal,
                 graceful: true,
                 gather: Gather::new(3),
@@ -505,7 +526,7 @@ fn a_stop_signal_stops_the_run_in_order() {
                 .workers(3)
                 .transport(transport)
                 .stop_gracefully(true)
-                .launch(&mut stage)
+                .launch_with(Rounds, &mut handler)
                 .expect("a graceful stop");
             assert_eq!(outputs, vec![3, 3, 3]);
             assert_eq!(ringleader::stop_signal(), Some(expected));
@@ -519,22 +540,19 @@ fn a_stop_signal_stops_the_run_in_order() {
 struct Stubborn;
 
 impl Stage for Stubborn {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         use nix::sys::signal::{SigHandler, Signal, signal};
         if ring.rank() == 1 {
             // SAFETY: ignoring a signal installs no code of ours.
             unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }?;
-            ring.send(Neighbour::Left, ())?;
+            ring.send(Neighbour::Left, &())?;
             loop {
                 std::thread::park();
             }
         }
-        ring.recv(Neighbour::Right)?;
+        ring.recv::<()>(Neighbour::Right)?;
         Err("failing while rank 1 refuses to stop".into())
     }
 }
@@ -543,7 +561,7 @@ fn a_worker_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let started = Instant::now();
     let err = Launcher::new()
         .workers(2)
-        .launch(&mut Stubborn)
+        .launch(Stubborn)
         .expect_err("rank 0 fails");
     let elapsed = started.elapsed();
     let LaunchError::Worker(failure) = &err else {
@@ -563,7 +581,7 @@ fn launch_refuses_to_fork_a_multithreaded_process() {
     let helper = std::thread::spawn(move || rx.recv());
     let err = Launcher::new()
         .workers(2)
-        .launch(&mut BigRotate { len: 1 })
+        .launch(BigRotate { len: 1 })
         .expect_err("must refuse");
     assert!(
         matches!(err, LaunchError::Threaded { threads } if threads >= 2),
@@ -575,12 +593,12 @@ fn launch_refuses_to_fork_a_multithreaded_process() {
     Launcher::new()
         .workers(2)
         .transport(Transport::Threads)
-        .launch(&mut BigRotate { len: 1 })
+        .launch(BigRotate { len: 1 })
         .expect("threads transport");
 }
 
 fn zero_workers_is_an_error() {
-    let err = Launcher::new().workers(0).launch(&mut BigRotate { len: 1 });
+    let err = Launcher::new().workers(0).launch(BigRotate { len: 1 });
     assert!(matches!(err, Err(LaunchError::NoWorkers)));
 }
 
@@ -605,38 +623,44 @@ enum Pattern {
 struct Depth {
     pattern: Pattern,
     steps: u64,
+}
+
+/// Answers a round once every rank has reported.
+struct AnswerRounds {
     gather: Gather<()>,
 }
 
 impl Stage for Depth {
-    type Message = u64;
-    type Report = ();
-    type Answer = ();
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         for step in 10..10 + self.steps {
             ring.set_step(step);
             if self.pattern == Pattern::Rotate {
                 ring.rotate(&[step, 7], |_, _: &[u64]| {})?;
                 continue;
             }
-            ring.send(Neighbour::Right, step)?;
-            ring.send(Neighbour::Left, step)?;
-            assert_eq!(ring.recv(Neighbour::Left)?, step);
-            assert_eq!(ring.recv(Neighbour::Right)?, step);
+            ring.send(Neighbour::Right, &step)?;
+            ring.send(Neighbour::Left, &step)?;
+            assert_eq!(ring.recv::<u64>(Neighbour::Left)?, step);
+            assert_eq!(ring.recv::<u64>(Neighbour::Right)?, step);
             if self.pattern == Pattern::HaloAndAsk {
-                ring.ask(())?;
+                ring.ask::<(), ()>(&())?;
             }
         }
         Ok(())
     }
+}
+
+impl Handler for AnswerRounds {
+    type Report = ();
+    type Answer = ();
 
     fn on_report(
         &mut self,
         from: usize,
         _: (),
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, ()>,
     ) -> Result<(), StageError> {
         if self.gather.push(from, ()).is_some() {
             coordinator.broadcast(())?;
@@ -645,8 +669,11 @@ impl Stage for Depth {
     }
 }
 
-fn stats(launcher: &Launcher, stage: &mut impl Stage) -> RunStats {
-    launcher.launch_with_stats(stage).expect("the run").1
+fn stats(launcher: &Launcher, stage: impl Stage, handler: &mut impl Handler) -> RunStats {
+    launcher
+        .launch_with_stats(stage, handler)
+        .expect("the run")
+        .1
 }
 
 /// A rotation's blocks travel P - 1 hops a step; a message each way, one; a report and its
@@ -660,12 +687,11 @@ fn the_depth_of_a_step_is_its_longest_chain_of_messages() {
                 (Pattern::Halo, 1.0),
                 (Pattern::HaloAndAsk, 3.0),
             ] {
-                let mut stage = Depth {
-                    pattern,
-                    steps: 6,
+                let stage = Depth { pattern, steps: 6 };
+                let mut rounds = AnswerRounds {
                     gather: Gather::new(workers),
                 };
-                let got = stats(&launcher, &mut stage);
+                let got = stats(&launcher, stage, &mut rounds);
                 let what = format!("{pattern:?} on {workers} workers, {transport:?}");
                 assert_eq!(got.depth, Some(depth), "{what}");
                 assert_eq!(got.steps, 6, "{what}");
@@ -681,27 +707,32 @@ fn the_depth_of_a_step_is_its_longest_chain_of_messages() {
 struct LateMessage;
 
 impl Stage for LateMessage {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         ring.set_step(0);
         if ring.rank() == 0 {
-            ring.ask(())?;
-            ring.recv(Neighbour::Right)?;
+            ring.ask::<(), ()>(&())?;
+            ring.recv::<()>(Neighbour::Right)?;
         } else {
-            ring.send(Neighbour::Left, ())?;
+            ring.send(Neighbour::Left, &())?;
         }
         Ok(())
     }
+}
+
+/// Answers every report at once.
+struct AnswerAtOnce;
+
+impl Handler for AnswerAtOnce {
+    type Report = ();
+    type Answer = ();
 
     fn on_report(
         &mut self,
         from: usize,
         _: (),
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, ()>,
     ) -> Result<(), StageError> {
         coordinator.send(from, ())?;
         Ok(())
@@ -711,7 +742,7 @@ impl Stage for LateMessage {
 fn a_receive_keeps_the_larger_hop_count() {
     for transport in TRANSPORTS {
         let launcher = Launcher::new().workers(2).transport(transport);
-        let got = stats(&launcher, &mut LateMessage);
+        let got = stats(&launcher, LateMessage, &mut AnswerAtOnce);
         assert_eq!((got.depth, got.steps), (Some(2.0), 1), "{transport:?}");
     }
 }
@@ -719,7 +750,7 @@ fn a_receive_keeps_the_larger_hop_count() {
 fn a_run_that_announces_no_step_has_no_depth() {
     for transport in TRANSPORTS {
         let launcher = Launcher::new().workers(3).transport(transport);
-        let got = stats(&launcher, &mut BigRotate { len: 4 });
+        let got = stats(&launcher, BigRotate { len: 4 }, &mut NoReports);
         assert_eq!((got.depth, got.steps), (None, 0), "{transport:?}");
     }
 }
@@ -763,12 +794,9 @@ struct Exchange {
 }
 
 impl Stage for Exchange {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = usize;
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<usize, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<usize, StageError> {
         let me = ring.rank();
         let (left, right) = (
             ring.neighbour(Neighbour::Left),
@@ -811,7 +839,7 @@ fn exchange(transport: Transport, workers: usize, sizes: Vec<usize>) -> RunStats
     let (outputs, stats) = Launcher::new()
         .workers(workers)
         .transport(transport)
-        .launch_with_stats(&mut Exchange { sizes })
+        .launch_with_stats(Exchange { sizes }, &mut NoReports)
         .unwrap_or_else(|e| panic!("{transport:?} on {workers} workers: {e}"));
     assert_eq!(outputs, vec![rounds; workers]);
     stats
@@ -862,16 +890,13 @@ fn a_halo_exchange_of_blocks_runs_a_thousand_rounds() {
 struct Interleaved;
 
 impl Stage for Interleaved {
-    type Message = u64;
-    type Report = ();
-    type Answer = ();
     type Output = ();
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
         for round in 0..50u64 {
             for i in 0..4 {
                 if (round >> i) & 1 == 1 {
-                    ring.send(Neighbour::Right, round * 10 + i)?;
+                    ring.send(Neighbour::Right, &(round * 10 + i))?;
                 } else {
                     ring.send_block(Neighbour::Right, &[round * 10 + i; 300])?;
                 }
@@ -879,14 +904,14 @@ impl Stage for Interleaved {
             for i in 0..4 {
                 let want = round * 10 + i;
                 if (round >> i) & 1 == 1 {
-                    assert_eq!(ring.recv(Neighbour::Left)?, want);
+                    assert_eq!(ring.recv::<u64>(Neighbour::Left)?, want);
                 } else {
                     let ok = ring.recv_block(Neighbour::Left, |b: &[u64]| b == [want; 300])?;
                     assert!(ok, "round {round}, block {i}");
                 }
             }
         }
-        ring.send(Neighbour::Right, 1)?;
+        ring.send(Neighbour::Right, &1u64)?;
         match ring.recv_block(Neighbour::Left, |_: &[u64]| ()) {
             Err(RingError::Protocol { expected, got, .. }) => {
                 assert_eq!(
@@ -897,7 +922,7 @@ impl Stage for Interleaved {
             other => panic!("a message met by recv_block: {other:?}"),
         }
         ring.send_block(Neighbour::Right, &[1u64])?;
-        match ring.recv(Neighbour::Left) {
+        match ring.recv::<u64>(Neighbour::Left) {
             Err(RingError::Protocol { expected, got, .. }) => {
                 assert_eq!(
                     (expected, got),
@@ -916,7 +941,7 @@ fn blocks_and_messages_interleave_on_a_link() {
             Launcher::new()
                 .workers(workers)
                 .transport(transport)
-                .launch(&mut Interleaved)
+                .launch(Interleaved)
                 .unwrap_or_else(|e| panic!("{transport:?} on {workers}: {e}"));
         }
     }
@@ -932,12 +957,9 @@ struct Unread;
 const UNREAD_WORDS: usize = 50_000;
 
 impl Stage for Unread {
-    type Message = u64;
-    type Report = ();
-    type Answer = ();
     type Output = u64;
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<u64, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<u64, StageError> {
         let block = |n: u64| vec![n; UNREAD_WORDS];
         let (sender, receiver) = (ring.rank() == 0, ring.rank() == 1 || ring.size() == 1);
         let mut checked = 0;
@@ -947,10 +969,10 @@ impl Stage for Unread {
                 for n in first..first + 3 {
                     ring.send_block(Neighbour::Right, &block(n))?;
                 }
-                ring.send(Neighbour::Left, first)?;
+                ring.send(Neighbour::Left, &first)?;
             }
             if receiver {
-                assert_eq!(ring.recv(Neighbour::Right)?, first);
+                assert_eq!(ring.recv::<u64>(Neighbour::Right)?, first);
                 for n in first..first + 3 {
                     let ok =
                         ring.recv_block(Neighbour::Left, |got: &[u64]| got == &block(n)[..])?;
@@ -959,10 +981,10 @@ impl Stage for Unread {
                     }
                     checked += 1;
                 }
-                ring.send(Neighbour::Left, first)?;
+                ring.send(Neighbour::Left, &first)?;
             }
             if sender {
-                assert_eq!(ring.recv(Neighbour::Right)?, first);
+                assert_eq!(ring.recv::<u64>(Neighbour::Right)?, first);
             }
         }
         Ok(checked)
@@ -975,7 +997,7 @@ fn a_buffer_is_not_rewritten_before_its_block_is_read() {
             let outputs = Launcher::new()
                 .workers(workers)
                 .transport(transport)
-                .launch(&mut Unread)
+                .launch(Unread)
                 .unwrap_or_else(|e| panic!("{transport:?} on {workers}: {e}"));
             assert_eq!(outputs[workers - 1], 12, "{transport:?}");
         }
@@ -988,12 +1010,9 @@ fn a_buffer_is_not_rewritten_before_its_block_is_read() {
 struct Deserted;
 
 impl Stage for Deserted {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = String;
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<String, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<String, StageError> {
         if ring.rank() == 0 {
             return Ok("left".to_owned());
         }
@@ -1017,7 +1036,7 @@ fn a_block_receive_from_a_peer_that_ended_is_peer_gone() {
         let outputs = Launcher::new()
             .workers(2)
             .transport(transport)
-            .launch(&mut Deserted)
+            .launch(Deserted)
             .unwrap_or_else(|e| panic!("{transport:?}: {e}"));
         assert_eq!(outputs[1], "rank 0 is gone (its end of the channel closed)");
     }
@@ -1034,33 +1053,39 @@ fn state_value(rank: usize, i: usize) -> f64 {
 #[derive(Clone)]
 struct BigState {
     words: usize,
+}
+
+/// Checks every bulk report and answers with the sum of a round's.
+struct CheckReports {
     gather: Gather<u64>,
 }
 
 impl Stage for BigState {
-    type Message = ();
-    type Report = (u64, Bulk<u32>);
-    type Answer = u64;
     type Output = (usize, Bulk<f64>);
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<Self::Output, StageError> {
+    fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
         let rank = ring.rank();
         for step in 0..3u64 {
             ring.set_step(step);
             let report: Vec<u32> = (0..1000).map(|i| i * (rank as u32 + 1)).collect();
-            let total = ring.ask((step, ring.bulk(&report)?))?;
+            let total: u64 = ring.ask(&(step, ring.bulk(&report)?))?;
             let want: u64 = (1..=ring.size() as u64).map(|k| 999 * 1000 / 2 * k).sum();
             assert_eq!(total, want, "step {step}");
         }
         let state: Vec<f64> = (0..self.words).map(|i| state_value(rank, i)).collect();
         Ok((rank, ring.bulk(&state)?))
     }
+}
+
+impl Handler for CheckReports {
+    type Report = (u64, Bulk<u32>);
+    type Answer = u64;
 
     fn on_report(
         &mut self,
         from: usize,
         (_, report): (u64, Bulk<u32>),
-        coordinator: &mut Coordinator<'_, Self>,
+        coordinator: &mut Coordinator<'_, u64>,
     ) -> Result<(), StageError> {
         let want: Vec<u32> = (0..1000).map(|i| i * (from as u32 + 1)).collect();
         if report[..] != want[..] {
@@ -1078,14 +1103,13 @@ fn workers_return_twenty_megabytes_of_state_in_bulk() {
     let words = 20_000_000 / 8;
     for transport in TRANSPORTS {
         let workers = 3;
-        let mut stage = BigState {
-            words,
+        let mut check = CheckReports {
             gather: Gather::new(workers),
         };
         let outputs = Launcher::new()
             .workers(workers)
             .transport(transport)
-            .launch(&mut stage)
+            .launch_with(BigState { words }, &mut check)
             .unwrap_or_else(|e| panic!("{transport:?}: {e}"));
         for (rank, (from, state)) in outputs.iter().enumerate() {
             assert_eq!(*from, rank);
@@ -1100,24 +1124,167 @@ fn workers_return_twenty_megabytes_of_state_in_bulk() {
     }
 }
 
-/// Every child this process forked has been reaped: no zombies.
-fn assert_no_children() {
-    use nix::sys::wait::{WaitPidFlag, waitpid};
-    match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-        Err(nix::errno::Errno::ECHILD) => {}
-        other => panic!("a child was left behind: {other:?}"),
+// ---------------------------------------------------------------------------------------
+// The closure form, collectives, and handlers that borrow.
+
+/// `Launcher::run` forks by default: every worker has its own pid, none of them ours.
+fn a_closure_runs_on_forked_processes_by_default() {
+    let pids = Launcher::new()
+        .workers(4)
+        .run(|ring| {
+            let forked = ring.transport() == Transport::Processes;
+            Ok((ring.rank(), std::process::id(), forked))
+        })
+        .expect("the closure");
+    let me = std::process::id();
+    for (rank, &(got, pid, forked)) in pids.iter().enumerate() {
+        assert_eq!((got, forked), (rank, true));
+        assert_ne!(pid, me, "rank {rank} ran in the coordinator");
+    }
+    let mut distinct: Vec<u32> = pids.iter().map(|p| p.1).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4);
+}
+
+/// Values whose sum depends on the order it is taken in: a tree or any other order gives
+/// other bits than the rank-order fold.
+fn order_sensitive(rank: usize) -> f64 {
+    [1e16, 1.0, 1.0, -1e16, 0.5, 0.25, 3.0, -0.125][rank % 8]
+}
+
+/// What every collective returns on one rank, in bits where they are floats.
+type Results = (u64, Vec<usize>, Option<Vec<String>>, u64, String, Vec<u64>);
+
+fn collectives(ring: &mut Ring) -> Result<Results, StageError> {
+    let (rank, size) = (ring.rank(), ring.size());
+    ring.barrier()?;
+    let sum = ring.all_reduce(order_sensitive(rank), |a, b| a + b)?;
+    let all = ring.all_gather(rank * 10)?;
+    let gathered = ring.gather(0, format!("r{rank}"))?;
+    let root = size - 1;
+    let sent = (rank == root).then(|| vec![0.5f64, -1.25, f64::MIN_POSITIVE]);
+    let got = ring.broadcast(root, sent)?;
+    let work = (rank == size / 2).then(|| (0..size).map(|r| format!("job {r}")).collect());
+    let job = ring.scatter(size / 2, work)?;
+    ring.barrier()?;
+    Ok((
+        sum.to_bits(),
+        all,
+        gathered,
+        got.iter().fold(0, |h, x| h ^ x.to_bits()),
+        job,
+        vec![ring.all_reduce(rank as u64, u64::max)?],
+    ))
+}
+
+/// Every collective on every transport and ring size, against the same computation done
+/// here in rank order: the same bits on every rank and transport.
+fn collectives_give_every_rank_the_same_bits_on_every_transport() {
+    for workers in [1, 2, 3, 5] {
+        let fold = (1..workers).fold(order_sensitive(0), |acc, r| acc + order_sensitive(r));
+        let mut seen = Vec::new();
+        for transport in TRANSPORTS {
+            let results = Launcher::new()
+                .workers(workers)
+                .transport(transport)
+                .run(collectives)
+                .unwrap_or_else(|e| panic!("{transport:?} on {workers}: {e}"));
+            for (rank, (sum, all, gathered, broadcast, job, max)) in results.iter().enumerate() {
+                let what = format!("{transport:?}, rank {rank} of {workers}");
+                assert_eq!(*sum, fold.to_bits(), "{what}");
+                assert_eq!(
+                    all,
+                    &(0..workers).map(|r| r * 10).collect::<Vec<_>>(),
+                    "{what}"
+                );
+                let names = (0..workers).map(|r| format!("r{r}")).collect();
+                assert_eq!(gathered, &(rank == 0).then_some(names), "{what}");
+                let want = [0.5f64, -1.25, f64::MIN_POSITIVE]
+                    .iter()
+                    .fold(0, |h, x| h ^ x.to_bits());
+                assert_eq!(*broadcast, want, "{what}");
+                assert_eq!(job, &format!("job {rank}"), "{what}");
+                assert_eq!(max, &[workers as u64 - 1], "{what}");
+            }
+            seen.push(results);
+        }
+        assert_eq!(
+            seen[0], seen[1],
+            "{workers} workers: the transports disagree"
+        );
     }
 }
 
-/// The tests in the order they run, each named once.
-macro_rules! tests {
-    ($($test:ident),* $(,)?) => {
-        [$((stringify!($test), $test as fn())),*]
-    };
+/// A worker in a collective that meets a plain message learns so at once, and the run
+/// ends with that error instead of a hang.
+fn a_collective_met_by_a_message_is_a_protocol_error() {
+    for transport in TRANSPORTS {
+        let err = Launcher::new()
+            .workers(2)
+            .transport(transport)
+            .run(|ring| {
+                if ring.rank() == 0 {
+                    ring.send(Neighbour::Right, &7u32)?;
+                    // Rank 1 fails and the ring breaks: this receive ends too.
+                    let _: u32 = ring.recv(Neighbour::Right)?;
+                } else {
+                    ring.all_gather(1u8)?;
+                }
+                Ok(())
+            })
+            .expect_err("a protocol error");
+        let LaunchError::Worker(failure) = &err else {
+            panic!("expected a worker failure, got {err}");
+        };
+        assert_eq!(failure.rank, 1, "{transport:?}: {err}");
+        let message = err.to_string();
+        assert!(message.contains("a collective's value"), "{message}");
+        assert!(message.contains("a message"), "{message}");
+    }
 }
 
-fn main() {
-    let tests = tests![
+/// A handler is borrowed for the run: it writes into the caller's variables, and the
+/// caller reads them afterwards, with no shared handles.
+fn a_handler_borrows_from_the_caller() {
+    struct Log<'a> {
+        lines: &'a mut Vec<String>,
+    }
+    impl Handler for Log<'_> {
+        type Report = String;
+        type Answer = usize;
+        fn on_report(
+            &mut self,
+            from: usize,
+            line: String,
+            coordinator: &mut Coordinator<'_, usize>,
+        ) -> Result<(), StageError> {
+            self.lines.push(line);
+            coordinator.send(from, self.lines.len())?;
+            Ok(())
+        }
+    }
+    for transport in TRANSPORTS {
+        let mut lines = Vec::new();
+        let stage = ringleader::stage_fn(|ring: &mut Ring| {
+            let seen: usize = ring.ask(&format!("hello from {}", ring.rank()))?;
+            Ok(seen)
+        });
+        let seen = Launcher::new()
+            .workers(3)
+            .transport(transport)
+            .launch_with(stage, &mut Log { lines: &mut lines })
+            .expect("the run");
+        lines.sort();
+        assert_eq!(lines, ["hello from 0", "hello from 1", "hello from 2"]);
+        let mut seen = seen;
+        seen.sort_unstable();
+        assert_eq!(seen, [1, 2, 3], "{transport:?}");
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    forking::run(tests![
         large_blocks_do_not_deadlock_the_ring,
         messages_go_both_ways_and_the_coordinator_answers,
         a_failing_worker_ends_the_run_with_its_rank_pid_and_cause,
@@ -1138,26 +1305,11 @@ fn main() {
         a_buffer_is_not_rewritten_before_its_block_is_read,
         a_block_receive_from_a_peer_that_ended_is_peer_gone,
         workers_return_twenty_megabytes_of_state_in_bulk,
+        a_closure_runs_on_forked_processes_by_default,
+        collectives_give_every_rank_the_same_bits_on_every_transport,
+        a_collective_met_by_a_message_is_a_protocol_error,
+        a_handler_borrows_from_the_caller,
         // Last: it starts a thread, and forking needs a single-threaded process.
         launch_refuses_to_fork_a_multithreaded_process,
-    ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut ran = 0;
-    for (name, test) in tests {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let started = Instant::now();
-        test();
-        assert_no_children();
-        println!(
-            "test {name} ... ok ({:.2}s)",
-            started.elapsed().as_secs_f64()
-        );
-        ran += 1;
-    }
-    println!("\ntest result: ok. {ran} passed");
+    ])
 }

@@ -2,6 +2,8 @@
 //! block must arrive whole every time, including when a worker reuses its buffers and
 //! when the ranks run at different speeds. `harness = false`, so it may fork.
 
+mod forking;
+
 use ringleader::{Launcher, Ring, Stage, StageError, Transport};
 
 /// Every round, every worker rotates a block whose words depend on its rank and the round,
@@ -17,12 +19,9 @@ fn word(origin: usize, round: u64, i: usize) -> u64 {
 }
 
 impl Stage for Rounds {
-    type Message = ();
-    type Report = ();
-    type Answer = ();
     type Output = (u64, u64);
 
-    fn work(self, ring: &mut Ring<Self>) -> Result<(u64, u64), StageError> {
+    fn work(self, ring: &mut Ring) -> Result<(u64, u64), StageError> {
         let rank = ring.rank();
         let (mut wrong, mut seen) = (0, 0);
         let mut mine = vec![0u64; self.words];
@@ -51,26 +50,62 @@ impl Stage for Rounds {
     }
 }
 
-fn main() {
-    // Empty, one word, around 8 KiB (once the inline limit), 64 KiB, and 1.6 MB.
-    for words in [0, 1, 3, 1023, 1024, 1025, 8192, 200_000] {
-        for transport in [Transport::Processes, Transport::Threads] {
-            for workers in [2, 3] {
-                let rounds = if words > 100_000 { 20 } else { 60 };
-                let outputs = Launcher::new()
-                    .workers(workers)
-                    .transport(transport)
-                    .launch(&mut Rounds { words, rounds })
-                    .expect("rotation");
-                for (rank, &(wrong, seen)) in outputs.iter().enumerate() {
-                    assert_eq!(
-                        wrong, 0,
-                        "{transport:?}, {workers} workers, {words} words: rank {rank} saw wrong words"
-                    );
-                    assert_eq!(seen, rounds * workers as u64, "rank {rank} visits");
-                }
+/// Rotations of blocks of `words` words, on both transports and two ring sizes.
+fn rotations_of(words: usize) {
+    for transport in [Transport::Processes, Transport::Threads] {
+        for workers in [2, 3] {
+            let rounds = if words > 100_000 { 20 } else { 60 };
+            let outputs = Launcher::new()
+                .workers(workers)
+                .transport(transport)
+                .launch(Rounds { words, rounds })
+                .expect("rotation");
+            for (rank, &(wrong, seen)) in outputs.iter().enumerate() {
+                assert_eq!(
+                    wrong, 0,
+                    "{transport:?}, {workers} workers, {words} words: rank {rank} saw wrong words"
+                );
+                assert_eq!(seen, rounds * workers as u64, "rank {rank} visits");
             }
         }
-        println!("test rotation of {words} words, many rounds, both transports ... ok");
     }
+}
+
+// Empty, one word, around 8 KiB (the inline limit), 64 KiB, and 1.6 MB.
+fn empty_blocks() {
+    rotations_of(0);
+}
+fn one_word() {
+    rotations_of(1);
+}
+fn three_words() {
+    rotations_of(3);
+}
+fn just_under_eight_kib() {
+    rotations_of(1023);
+}
+fn eight_kib() {
+    rotations_of(1024);
+}
+fn just_over_eight_kib() {
+    rotations_of(1025);
+}
+fn sixty_four_kib() {
+    rotations_of(8192);
+}
+fn one_point_six_megabytes() {
+    rotations_of(200_000);
+}
+
+fn main() -> std::process::ExitCode {
+    forking::run(tests![
+        empty_blocks,
+        one_word,
+        three_words,
+        just_under_eight_kib,
+        eight_kib,
+        just_over_eight_kib,
+        sixty_four_kib,
+        one_point_six_megabytes,
+    ])
 }

@@ -617,10 +617,9 @@ pub(crate) fn by_ipc<R>(send: impl FnOnce() -> R) -> R {
 
 impl Serialize for Block {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Between MPI ranks a block goes out of band, as a raw message behind its frame.
-        #[cfg(feature = "mpi")]
-        if super::mpi::carrying_blocks() {
-            return super::mpi::serialize_block(self, serializer);
+        // Inside a value being encoded, a block goes beside it (see `payload`).
+        if super::payload::encoding() {
+            return super::payload::serialize_block(self, serializer);
         }
         match self {
             Block::Local(local) => {
@@ -644,9 +643,8 @@ impl Serialize for Block {
 
 impl<'de> Deserialize<'de> for Block {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[cfg(feature = "mpi")]
-        if super::mpi::carrying_blocks() {
-            return super::mpi::deserialize_block(deserializer);
+        if super::payload::decoding() {
+            return super::payload::deserialize_block(deserializer);
         }
         Ok(
             match Wire::<IpcSharedMemory, Aligned>::deserialize(deserializer)? {

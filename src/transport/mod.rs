@@ -7,6 +7,7 @@ mod control;
 mod link;
 #[cfg(feature = "mpi")]
 pub(crate) mod mpi;
+mod payload;
 
 use std::io;
 use std::sync::mpsc;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use block::{Block, BlockError, Blocks, by_ipc, check_align, view};
 pub(crate) use control::{Event, Inbox, PendingInbox, UpTx, up_channels};
 pub(crate) use link::{LinkRx, LinkTx, Mailboxes, link};
+pub(crate) use payload::{Payload, decode, encode};
 
 /// Which machinery carries the messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -55,6 +57,8 @@ impl Transport {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Frame<M> {
     Message(M),
+    /// A value on its way through a collective (`Ring::all_gather` and the rest).
+    Collective(M),
     /// A block on its way round a rotation.
     Block(Block),
     /// A block sent to one neighbour with `Ring::send_block`.
@@ -69,6 +73,7 @@ impl<M> Frame<M> {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Frame::Message(_) => "a message",
+            Frame::Collective(_) => "a collective's value",
             Frame::Block(_) => "a rotation block",
             Frame::Direct(_) => "a block sent with send_block",
         }
@@ -83,7 +88,7 @@ impl<M> Frame<M> {
                 debug_assert_eq!(first & DIRECT, 0);
                 [first | DIRECT, generation, len]
             }),
-            Frame::Message(_) => None,
+            Frame::Message(_) | Frame::Collective(_) => None,
         }
     }
 

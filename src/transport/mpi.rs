@@ -13,16 +13,10 @@
 //! textbook's deadlock. The sender keeps the buffer and the request until MPI says the
 //! message has gone.
 //!
-//! Rank 0 is also the coordinator. Its [`supervise`] loop runs on a second thread and
-//! never calls MPI: it talks to rank 0's worker through in-process channels, like the
-//! threads transport. MPI is called only from the worker's thread (`MPI_THREAD_SERIALIZED`
-//! is enough), which relays between the two: whenever rank 0 would wait for a message, it
-//! polls instead, and forwards the other ranks' reports to the coordinator and the
-//! coordinator's answers to them. So the coordinator costs no core of its own; it works
-//! only while rank 0 would otherwise be waiting.
+//! Rank 0 is also the coordinator (see the MPI launcher): whenever rank 0 would wait for a
+//! message, its receiver runs a [`Pump`] instead, which relays for the coordinator.
 
 use std::cell::RefCell;
-use std::io::Write;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
@@ -35,24 +29,20 @@ use mpi::request::{Request, StaticScope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, Destination, Equivalence, Source};
 use mpi::{Rank, Tag};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Block, Inbox, LinkRx, LinkTx, RecvFailure, SendFailure, Tx, UpTx};
-use crate::error::{Cause, LaunchError, WorkerFailure};
-use crate::progress::Board;
-use crate::ring::{Ends, Ring};
-use crate::stage::{Down, Stage, Up};
-use crate::supervise::{Limits, Workers, supervise};
+use super::{Block, RecvFailure, SendFailure};
+use crate::error::LaunchError;
 
 /// Ring messages going to the right neighbour (rank + 1).
-const RIGHTWARD: Tag = 1;
+pub(crate) const RIGHTWARD: Tag = 1;
 /// Ring messages going to the left neighbour (rank - 1).
-const LEFTWARD: Tag = 2;
+pub(crate) const LEFTWARD: Tag = 2;
 /// Reports to the coordinator on rank 0.
-const UP: Tag = 3;
+pub(crate) const UP: Tag = 3;
 /// Answers from the coordinator.
-const DOWN: Tag = 4;
+pub(crate) const DOWN: Tag = 4;
 
 /// The MPI environment: initialized once, finalized when the ring is done.
 static UNIVERSE: Mutex<Option<Universe>> = Mutex::new(None);
@@ -95,11 +85,11 @@ pub fn mpi_world_size() -> Result<usize, LaunchError> {
     Ok(usize::try_from(size).unwrap_or(0))
 }
 
-fn finalize() {
+pub(crate) fn finalize() {
     drop(universe().take());
 }
 
-fn world() -> SimpleCommunicator {
+pub(crate) fn world() -> SimpleCommunicator {
     SimpleCommunicator::world()
 }
 
@@ -108,73 +98,23 @@ fn rank_of(rank: usize) -> Rank {
 }
 
 // ---------------------------------------------------------------------------------------
-// Encoding: postcard for the value, raw messages for its blocks.
-
-thread_local! {
-    /// While a value is encoded for MPI: the blocks it carries, in order.
-    static OUTBOUND: RefCell<Option<Vec<Block>>> = const { RefCell::new(None) };
-    /// While a value is decoded from MPI: the blocks that arrived with it.
-    static INBOUND: RefCell<Option<Vec<Option<Block>>>> = const { RefCell::new(None) };
-}
-
-/// Whether this thread is encoding or decoding a value for MPI, so that blocks go out of
-/// band.
-pub(crate) fn carrying_blocks() -> bool {
-    OUTBOUND.with(|out| out.borrow().is_some()) || INBOUND.with(|inb| inb.borrow().is_some())
-}
-
-/// Sets the block aside and writes its index in the message.
-pub(crate) fn serialize_block<S: Serializer>(
-    block: &Block,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    let index = OUTBOUND.with(|out| {
-        out.borrow_mut().as_mut().map(|blocks| {
-            blocks.push(block.clone());
-            blocks.len() - 1
-        })
-    });
-    match index.and_then(|i| u32::try_from(i).ok()) {
-        Some(index) => serializer.serialize_u32(index),
-        None => Err(serde::ser::Error::custom("a block outside an mpi message")),
-    }
-}
-
-/// Takes the block the message refers to from those that arrived behind it.
-pub(crate) fn deserialize_block<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Block, D::Error> {
-    let index = u32::deserialize(deserializer)? as usize;
-    INBOUND
-        .with(|inb| {
-            inb.borrow_mut()
-                .as_mut()
-                .and_then(|blocks| blocks.get_mut(index))
-                .and_then(Option::take)
-        })
-        .ok_or_else(|| serde::de::Error::custom(format!("block {index} of the message is missing")))
-}
+// Encoding: a payload's bytes as the header, its blocks as raw messages behind it.
 
 /// The header message and the blocks to send behind it.
 fn encode<T: Serialize>(value: &T) -> Result<(Vec<u8>, Vec<Block>), String> {
-    OUTBOUND.with(|out| *out.borrow_mut() = Some(Vec::new()));
-    let encoded = postcard::to_allocvec(value);
-    let blocks = OUTBOUND
-        .with(|out| out.borrow_mut().take())
-        .unwrap_or_default();
-    let body = encoded.map_err(|e| e.to_string())?;
-    let count = u32::try_from(blocks.len()).map_err(|_| "too many blocks".to_owned())?;
-    let mut header = Vec::with_capacity(4 + body.len());
+    let payload = super::payload::encode(value)?;
+    let count = u32::try_from(payload.blocks.len()).map_err(|_| "too many blocks".to_owned())?;
+    let mut header = Vec::with_capacity(4 + payload.bytes.len());
     header.extend_from_slice(&count.to_le_bytes());
-    header.extend_from_slice(&body);
-    Ok((header, blocks))
+    header.extend_from_slice(&payload.bytes);
+    Ok((header, payload.blocks))
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8], blocks: Vec<Block>) -> Result<T, String> {
-    INBOUND.with(|inb| *inb.borrow_mut() = Some(blocks.into_iter().map(Some).collect()));
-    let value = postcard::from_bytes(body).map_err(|e| e.to_string());
-    INBOUND.with(|inb| inb.borrow_mut().take());
-    value
+    super::payload::decode(super::Payload {
+        bytes: body.to_vec(),
+        blocks,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -302,12 +242,17 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    fn new(dest: usize, tag: Tag) -> Sender {
+    pub(crate) fn new(dest: usize, tag: Tag) -> Sender {
         Sender {
             dest: rank_of(dest),
             tag,
             in_flight: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The rank it sends to.
+    pub(crate) fn dest(&self) -> Rank {
+        self.dest
     }
 
     /// Starts sending `value` and returns without waiting for the receiver.
@@ -348,9 +293,9 @@ pub(crate) trait Pump: Send {
 #[derive(Debug)]
 pub(crate) struct CoordinatorGone;
 
-type SharedPump = Arc<Mutex<dyn Pump>>;
+pub(crate) type SharedPump = Arc<Mutex<dyn Pump>>;
 
-fn poll(pump: &SharedPump) -> Result<(), CoordinatorGone> {
+pub(crate) fn poll(pump: &SharedPump) -> Result<(), CoordinatorGone> {
     pump.lock().unwrap_or_else(PoisonError::into_inner).poll()
 }
 
@@ -383,7 +328,7 @@ impl<T> std::fmt::Debug for Receiver<T> {
 }
 
 impl<T: DeserializeOwned> Receiver<T> {
-    fn remote(source: usize, tag: Tag, pump: Option<SharedPump>) -> Self {
+    pub(crate) fn remote(source: usize, tag: Tag, pump: Option<SharedPump>) -> Self {
         Receiver::Remote {
             source: rank_of(source),
             tag,
@@ -449,7 +394,7 @@ fn wait_a_little(
 }
 
 /// Receives a probed header, the blocks behind it, and decodes the value.
-fn receive<T: DeserializeOwned>(
+pub(crate) fn receive<T: DeserializeOwned>(
     message: mpi::point_to_point::Message,
     status: Status,
     tag: Tag,
@@ -486,247 +431,6 @@ fn receive<T: DeserializeOwned>(
     decode(body, blocks).map_err(RecvFailure::Encoding)
 }
 
-// ---------------------------------------------------------------------------------------
-// Rank 0's relay.
-
-/// Forwards the other ranks' reports to the coordinator thread, and its answers back.
-struct Relay<R, O, A> {
-    inbox: mpsc::Sender<(usize, Option<Up<R, O>>)>,
-    /// For every other rank: the coordinator's answers to it, and the link that carries
-    /// them.
-    downs: Vec<(mpsc::Receiver<Down<A>>, Sender)>,
-}
-
-impl<R, O, A> Pump for Relay<R, O, A>
-where
-    R: Serialize + DeserializeOwned + Send,
-    O: Serialize + DeserializeOwned + Send,
-    A: Serialize + DeserializeOwned + Send,
-{
-    fn poll(&mut self) -> Result<(), CoordinatorGone> {
-        while let Some((message, status)) =
-            world().any_process().immediate_matched_probe_with_tag(UP)
-        {
-            let rank = usize::try_from(status.source_rank()).unwrap_or(usize::MAX);
-            let up = match receive::<Up<R, O>>(message, status, UP) {
-                Ok(up) => up,
-                Err(failure) => fail(&format!(
-                    "rank 0 could not read a message from rank {rank}: {failure:?}"
-                )),
-            };
-            let last = matches!(up, Up::Done(_) | Up::Failed { .. });
-            self.inbox
-                .send((rank, Some(up)))
-                .map_err(|_| CoordinatorGone)?;
-            if last {
-                // What a closed channel tells the coordinator between processes.
-                self.inbox.send((rank, None)).map_err(|_| CoordinatorGone)?;
-            }
-        }
-        for (rx, link) in &self.downs {
-            loop {
-                match rx.try_recv() {
-                    Ok(down) => {
-                        if let Err(failure) = link.send(&down) {
-                            fail(&format!(
-                                "rank 0 could not answer rank {}: {failure:?}",
-                                link.dest
-                            ));
-                        }
-                    }
-                    Err(mpsc::TryRecvError::Empty) => break,
-                    Err(mpsc::TryRecvError::Disconnected) => return Err(CoordinatorGone),
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Launch.
-
-/// Runs this process as its rank of the MPI job. Only rank 0 returns.
-pub(crate) fn launch<S: Stage>(
-    stage: &mut S,
-    workers: usize,
-    limits: &Limits,
-) -> Result<Vec<S::Output>, LaunchError> {
-    let size = mpi_world_size()?;
-    if workers != size {
-        return Err(LaunchError::Mpi(format!(
-            "the ring asks for {workers} workers but the job has {size} ranks (mpirun -n {workers})"
-        )));
-    }
-    let rank = usize::try_from(world().rank()).unwrap_or(0);
-    let right = (rank + 1) % size;
-    let left = (rank + size - 1) % size;
-    // Each rank keeps its own progress board: the coordinator on rank 0 sees only rank 0's,
-    // so it cannot time steps out or spot a cycle across ranks. mpirun's own failure
-    // handling covers what it cannot see.
-    let board = Arc::new(Board::new(size).map_err(LaunchError::Channel)?);
-    let limits = Limits {
-        step_timeout: None,
-        graceful: limits.graceful,
-        fault: limits.fault,
-    };
-    if rank != 0 {
-        let ends = Ends {
-            to_right: LinkTx::plain(Tx::Mpi(Sender::new(right, RIGHTWARD))),
-            from_left: LinkRx::plain(super::Rx::Mpi(Receiver::remote(left, RIGHTWARD, None))),
-            to_left: LinkTx::plain(Tx::Mpi(Sender::new(left, LEFTWARD))),
-            from_right: LinkRx::plain(super::Rx::Mpi(Receiver::remote(right, LEFTWARD, None))),
-            up: UpTx::Mpi(Sender::new(0, UP)),
-            down: super::Rx::Mpi(Receiver::remote(0, DOWN, None)),
-        };
-        drop(run_worker(
-            stage.clone(),
-            Ring::new(rank, size, super::Transport::Mpi, ends, board, limits.fault),
-        ));
-        finalize();
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        std::process::exit(0);
-    }
-    lead(stage, size, left, right, &board, &limits)
-}
-
-/// Rank 0: its worker on this thread, the coordinator on another.
-fn lead<S: Stage>(
-    stage: &mut S,
-    size: usize,
-    left: usize,
-    right: usize,
-    board: &Arc<Board>,
-    limits: &Limits,
-) -> Result<Vec<S::Output>, LaunchError> {
-    let (inbox_tx, inbox_rx) = mpsc::channel();
-    let (own_down_tx, own_down_rx) = mpsc::channel();
-    let mut downs = vec![Tx::Local(own_down_tx)];
-    let mut relayed = Vec::with_capacity(size - 1);
-    for rank in 1..size {
-        let (tx, rx) = mpsc::channel();
-        downs.push(Tx::Local(tx));
-        relayed.push((rx, Sender::new(rank, DOWN)));
-    }
-    let relay: SharedPump = Arc::new(Mutex::new(Relay::<S::Report, S::Output, S::Answer> {
-        inbox: inbox_tx.clone(),
-        downs: relayed,
-    }));
-    let own_end = inbox_tx.clone();
-    let ends = Ends {
-        to_right: LinkTx::plain(Tx::Mpi(Sender::new(right, RIGHTWARD))),
-        from_left: LinkRx::plain(super::Rx::Mpi(Receiver::remote(
-            left,
-            RIGHTWARD,
-            Some(Arc::clone(&relay)),
-        ))),
-        to_left: LinkTx::plain(Tx::Mpi(Sender::new(left, LEFTWARD))),
-        from_right: LinkRx::plain(super::Rx::Mpi(Receiver::remote(
-            right,
-            LEFTWARD,
-            Some(Arc::clone(&relay)),
-        ))),
-        up: UpTx::Local {
-            rank: 0,
-            tx: inbox_tx,
-        },
-        down: super::Rx::Mpi(Receiver::Local {
-            rx: own_down_rx,
-            pump: Arc::clone(&relay),
-        }),
-    };
-    let worker_stage = stage.clone();
-    let outputs = thread::scope(|scope| {
-        let coordinator = thread::Builder::new()
-            .name("ringleader-coordinator".to_owned())
-            .spawn_scoped(scope, move || {
-                // No process to reap: a rank that ends badly aborts the job itself.
-                let ranks = (0..size).map(|_| None).collect();
-                supervise(
-                    stage,
-                    Inbox::Local(inbox_rx),
-                    downs,
-                    Workers::Threads(ranks),
-                    board,
-                    limits,
-                )
-            });
-        let coordinator = match coordinator {
-            Ok(handle) => handle,
-            Err(e) => fail(&format!("could not start the coordinator thread: {e}")),
-        };
-        let ring = run_worker(
-            worker_stage,
-            Ring::new(
-                0,
-                size,
-                super::Transport::Mpi,
-                ends,
-                Arc::clone(board),
-                limits.fault,
-            ),
-        );
-        // Tell the coordinator this worker has ended, as a closed channel would. The ring
-        // itself stays: dropping it would wait for its last sends to be received, and the
-        // receivers may need the relay first.
-        let _ = own_end.send((0, None));
-        drop(own_end);
-        // The other ranks may still be working: relay for them until the coordinator
-        // has heard every one of them finish.
-        while !coordinator.is_finished() {
-            let _ = poll(&relay);
-            thread::yield_now();
-        }
-        drop(ring);
-        match coordinator.join() {
-            Ok(Ok(outputs)) => outputs,
-            Ok(Err(e)) => fail(&crate::error::chain(&e)),
-            Err(_) => fail("the coordinator thread panicked"),
-        }
-    });
-    // Every answer must have left before MPI ends.
-    drop(relay);
-    finalize();
-    Ok(outputs)
-}
-
-/// Runs the stage on this rank and hands its output to the coordinator. On failure it
-/// prints the cause and aborts the job. It returns the ring on success, and nothing on
-/// rank 0 when the coordinator failed first.
-fn run_worker<S: Stage>(stage: S, mut ring: Ring<S>) -> Option<Ring<S>> {
-    let outcome = crate::panic::catch(|| stage.work(&mut ring));
-    let step = ring.step;
-    let cause = match outcome {
-        Ok(Ok(output)) => match ring.up.send(Up::Done(output)) {
-            Ok(()) => return Some(ring),
-            Err(failure) => Cause::Failed(format!("could not send its output: {failure:?}")),
-        },
-        Ok(Err(err)) => crate::worker::classify(err.as_ref()),
-        Err(message) => Cause::Panicked(message),
-    };
-    // On rank 0, a worker that lost its coordinator is the echo of the coordinator's own
-    // failure; report that one instead.
-    if cause.is_secondary() && ring.rank() == 0 {
-        return None;
-    }
-    let failure = WorkerFailure {
-        rank: ring.rank(),
-        pid: Some(std::process::id()),
-        step,
-        cause,
-    };
-    fail(&failure.to_string())
-}
-
-/// Says why on this rank's stderr, then ends the whole job.
-fn fail(why: &str) -> ! {
-    eprintln!("ringleader: {why}");
-    let _ = std::io::stderr().flush();
-    let _ = std::io::stdout().flush();
-    world().abort(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::Frame;
@@ -752,7 +456,10 @@ mod tests {
             }
             frame => panic!("{} came back", frame.kind()),
         }
-        assert!(!carrying_blocks(), "encoding leaves no state behind");
+        assert!(
+            !super::super::payload::encoding() && !super::super::payload::decoding(),
+            "encoding leaves no state behind"
+        );
     }
 
     #[test]
@@ -791,6 +498,6 @@ mod tests {
         let block = Block::local(&[1, 2, 3]);
         let (header, _) = encode(&Frame::<()>::Block(block)).unwrap();
         assert!(decode::<Frame<()>>(&header[4..], Vec::new()).is_err());
-        assert!(!carrying_blocks());
+        assert!(!super::super::payload::encoding() && !super::super::payload::decoding());
     }
 }

@@ -1,0 +1,890 @@
+//! `ringleader bench`: the particle simulator in every mode, the force kernels, and the
+//! transport alone, measured in one run.
+
+use std::fmt::Write as _;
+use std::io::Write;
+#[cfg(feature = "mpi")]
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
+#[cfg(feature = "mpi")]
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::Context;
+use ringleader::Transport;
+use ringleader::bench::{HopReport, hop, peak_rss, reset_peak_rss};
+use serde::Serialize;
+
+use super::outputs::{self, Output};
+use super::{limits, usage};
+
+mod plot;
+use ringleader_particles::init::initial_state;
+use ringleader_particles::kernel::{self, Body, Kernel};
+use ringleader_particles::physics::{DEFAULT_DT, Hit};
+use ringleader_particles::{Algorithm, Mode, Run, Start, Unwatched, simulate_with};
+
+#[derive(Debug, clap::Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:
+  ringleader bench -n 2000,16000 -p 1,2 -s 5 --csv bench.csv
+  ringleader bench -n 1000,2000 -p 1,2 -s 3 --modes serial,processes --plot scaling.svg
+  ringleader bench -n 16000 --algorithms allpairs,cells
+  ringleader bench -n 2000 -p 2 --transports processes,threads,mpi   (build with --features mpi)
+  ringleader bench kernel -n 16000
+  ringleader bench hop --bytes 1600000 -p 2 --transports processes,threads,mpi"
+)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    what: Option<What>,
+    #[command(flatten)]
+    table: TableArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum What {
+    /// Pair checks per second of each force kernel on one core.
+    Kernel(KernelArgs),
+    /// The transport alone: rotate one block around the ring over each transport.
+    Hop(HopArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TableArgs {
+    /// Particle counts, comma-separated. The force kernels, printed below the table, run
+    /// at the largest, but at most at n = 16000: they check all n² pairs.
+    #[arg(short = 'n', value_delimiter = ',', default_values_t = [2000, 16000], value_parser = positive)]
+    n: Vec<usize>,
+    /// Worker counts, comma-separated (serial always runs on one).
+    #[arg(short = 'p', value_delimiter = ',', default_values_t = [1, 2], value_parser = positive)]
+    workers: Vec<usize>,
+    /// Steps per run.
+    #[arg(short = 's', long = "steps", default_value_t = 5, value_parser = positive)]
+    steps: usize,
+    /// Modes, comma-separated: serial, threads (the textbook's shared memory and barrier),
+    /// processes (the ring of worker processes), ring-threads (the same ring on threads),
+    /// mpi (the ring over the ranks of an `mpirun` job; needs --features mpi).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchMode::Serial, BenchMode::Threads, BenchMode::Processes])]
+    modes: Vec<BenchMode>,
+    /// Ring transports, comma-separated, run in addition to --modes: processes (the mode
+    /// `processes`), threads (the mode `ring-threads`), mpi (the mode `mpi`: each row runs
+    /// `mpirun -n P` of this program's `particles --transport mpi` and reads its timing line,
+    /// which leaves out starting the ranks and MPI; needs a build with --features mpi).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    transports: Vec<TransportArg>,
+    /// Algorithms, comma-separated: allpairs (the textbook's), cells (cell lists). Speedup is
+    /// over serial of the same algorithm; cells rows also show their speed-up over allpairs
+    /// at the same n, mode and workers. pair_checks_per_s is n² per step over the time for
+    /// both, so for cells it is the all-pairs equivalent rate.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchAlgorithm::Allpairs])]
+    algorithms: Vec<BenchAlgorithm>,
+    /// Run each combination this many times and keep the fastest.
+    #[arg(short = 'r', long = "repeat", default_value_t = 1, value_parser = positive)]
+    repeat: usize,
+    /// Also write the rows as CSV.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Also write the rows as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also draw speedup, efficiency and pair checks per second against workers, one line
+    /// per n, mode and algorithm, as an SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct KernelArgs {
+    /// Particles: each kernel checks every pair of the textbook's initial state.
+    #[arg(short = 'n', default_value_t = 16000, value_parser = positive)]
+    n: usize,
+    /// Passes per kernel; the fastest counts.
+    #[arg(short = 'r', long = "repeat", default_value_t = 3, value_parser = positive)]
+    repeat: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct HopArgs {
+    /// Bytes per block.
+    #[arg(long, default_value_t = 1_600_000, value_parser = positive)]
+    bytes: usize,
+    /// Workers on the ring.
+    #[arg(short = 'p', default_value_t = 2, value_parser = at_least_two)]
+    workers: usize,
+    /// Rotations timed.
+    #[arg(long, default_value_t = 200, value_parser = positive)]
+    rounds: usize,
+    /// Measure each transport this many times, taking turns, and keep the fastest.
+    #[arg(short = 'r', long = "repeat", default_value_t = 3, value_parser = positive)]
+    repeat: usize,
+    /// Transports, comma-separated: processes, threads, mpi (each measurement an
+    /// `mpirun -n P` job of this program; needs a build with --features mpi).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [TransportArg::Processes, TransportArg::Threads])]
+    transports: Vec<TransportArg>,
+    /// Run as a rank of the `mpirun` job that measures the mpi hop, once.
+    #[arg(long, hide = true)]
+    mpi_rank: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum BenchMode {
+    Serial,
+    Threads,
+    Processes,
+    RingThreads,
+    Mpi,
+}
+
+impl BenchMode {
+    fn name(self) -> &'static str {
+        match self {
+            BenchMode::Serial => "serial",
+            BenchMode::Threads => "threads",
+            BenchMode::Processes => "processes",
+            BenchMode::RingThreads => "ring-threads",
+            BenchMode::Mpi => "mpi",
+        }
+    }
+
+    /// The mode this process runs; `None` for mpi, which runs under `mpirun`.
+    fn mode(self, workers: usize) -> Option<Mode> {
+        match self {
+            BenchMode::Serial => Some(Mode::Serial),
+            BenchMode::Threads => Some(Mode::Threads(workers)),
+            BenchMode::Processes => Some(Mode::Ring(workers, Transport::Processes)),
+            BenchMode::RingThreads => Some(Mode::Ring(workers, Transport::Threads)),
+            BenchMode::Mpi => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[clap(rename_all = "kebab-case")]
+enum TransportArg {
+    Processes,
+    Threads,
+    Mpi,
+}
+
+impl TransportArg {
+    fn mode(self) -> BenchMode {
+        match self {
+            TransportArg::Processes => BenchMode::Processes,
+            TransportArg::Threads => BenchMode::RingThreads,
+            TransportArg::Mpi => BenchMode::Mpi,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchAlgorithm {
+    Allpairs,
+    Cells,
+}
+
+impl From<BenchAlgorithm> for Algorithm {
+    fn from(value: BenchAlgorithm) -> Algorithm {
+        match value {
+            BenchAlgorithm::Allpairs => Algorithm::AllPairs,
+            BenchAlgorithm::Cells => Algorithm::Cells,
+        }
+    }
+}
+
+/// What mpi rows need and a build without MPI lacks.
+const NEEDS_MPI: &str =
+    "mpi rows need a ringleader built with MPI: cargo build --release --features mpi";
+
+/// One measured run: the numbers behind a line of the table, the CSV and the JSON.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Row {
+    pub(crate) mode: &'static str,
+    pub(crate) algorithm: &'static str,
+    pub(crate) n: usize,
+    pub(crate) workers: usize,
+    pub(crate) steps: usize,
+    /// Wall-clock seconds of the whole run, start-up of the workers included.
+    pub(crate) seconds: f64,
+    pub(crate) pair_checks_per_s: f64,
+    /// Serial seconds at the same n, from the same bench run, over these seconds.
+    pub(crate) speedup: Option<f64>,
+    /// Speedup per worker.
+    pub(crate) efficiency: Option<f64>,
+    /// The workers' mean share of their time spent sending and waiting for blocks.
+    pub(crate) comm_fraction: Option<f64>,
+    /// Peak resident memory of the coordinator (the only process, in serial and threads).
+    pub(crate) coordinator_rss_bytes: Option<u64>,
+    /// Peak resident memory of the largest worker process.
+    pub(crate) worker_rss_bytes: Option<u64>,
+    /// On a cells row: allpairs seconds at the same n, mode and workers over these seconds.
+    pub(crate) vs_allpairs: Option<f64>,
+    /// The ring's critical-path depth per step, as the framework measured it (a rotation on
+    /// P workers is P - 1 hops deep); `None` off the ring.
+    pub(crate) depth: Option<f64>,
+}
+
+/// One force kernel's speed.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct KernelRow {
+    pub(crate) kernel: &'static str,
+    pub(crate) n: usize,
+    pub(crate) seconds: f64,
+    pub(crate) pair_checks_per_s: f64,
+    /// Over the direct translation, in the same run.
+    pub(crate) vs_direct: f64,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.what {
+        Some(What::Kernel(args)) => {
+            let n = args.n;
+            limits::ensure_memory(limits::kernel_bytes(n), || format!("bench kernel -n {n}"))?;
+            emit(&kernel_table(&kernels(args.n, args.repeat)))?;
+        }
+        Some(What::Hop(args)) if args.mpi_rank => return mpi_rank_hop(&args),
+        Some(What::Hop(args)) => {
+            if args.transports.contains(&TransportArg::Mpi) && !cfg!(feature = "mpi") {
+                return usage(NEEDS_MPI);
+            }
+            let (bytes, workers) = (args.bytes, args.workers);
+            if args.transports.contains(&TransportArg::Processes) {
+                limits::ensure_descriptors(workers, &format!("bench hop -p {workers}"))?;
+            }
+            limits::ensure_memory(limits::hop_bytes(bytes, workers), || {
+                format!("bench hop --bytes {bytes} -p {workers}")
+            })?;
+            let reports = hops(&args)?;
+            emit(&hop_table(&reports))?;
+        }
+        None => return table(args.table),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
+    args.modes
+        .extend(args.transports.iter().map(|&t| TransportArg::mode(t)));
+    if args.modes.contains(&BenchMode::Mpi) && !cfg!(feature = "mpi") {
+        return usage(NEEDS_MPI);
+    }
+    if let Some(&n) = args
+        .n
+        .iter()
+        .find(|&&n| args.workers.iter().any(|&p| p > n))
+    {
+        return usage(format!(
+            "-n {n} has fewer particles than the workers asked for"
+        ));
+    }
+    // The outputs are written after the work, but a bad path fails before it.
+    let files: Vec<Output<'_>> = [
+        Output::new("--csv", args.csv.as_ref()),
+        Output::new("--json", args.json.as_ref()),
+        Output::new("--plot", args.plot.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    // With a file on stdout, the tables go to stderr.
+    let to_stderr = outputs::check(&files)?;
+    check_limits(&args)?;
+    let rows = measure(&args)?;
+    show(&render(&rows), to_stderr)?;
+    let n = kernel_n(&args.n);
+    show(
+        &format!(
+            "\nforce kernels at n = {n} (the largest n, at most {KERNEL_N_MAX}: they check all n² pairs)\n{}",
+            kernel_table(&kernels(n, 1))
+        ),
+        to_stderr,
+    )?;
+    if let Some(path) = &args.csv {
+        outputs::write(path, |out| write_csv(&rows, out))
+            .with_context(|| format!("cannot write {}", outputs::shown(path)))?;
+    }
+    if let Some(path) = &args.json {
+        outputs::write(path, |out| {
+            serde_json::to_writer_pretty(&mut *out, &rows).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")
+        })
+        .with_context(|| format!("cannot write {}", outputs::shown(path)))?;
+    }
+    if let Some(path) = &args.plot {
+        let svg = plot::svg(&rows)?;
+        outputs::write(path, |out| out.write_all(svg.as_bytes()))
+            .with_context(|| format!("cannot write {}", outputs::shown(path)))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The most particles the kernel table below a bench table runs at. It checks all n²
+/// pairs on one core: at n = 10⁶ that takes hours.
+const KERNEL_N_MAX: usize = 16_000;
+
+/// The n the kernel table runs at: the largest of the table's, but at most
+/// [`KERNEL_N_MAX`].
+fn kernel_n(ns: &[usize]) -> usize {
+    ns.iter().copied().max().unwrap_or(2000).min(KERNEL_N_MAX)
+}
+
+/// Prints to stdout. A reader that went away (`| head`) is not an error worth a word.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}
+
+/// Prints to stdout, or to stderr when a file goes to stdout.
+fn show(text: &str, to_stderr: bool) -> anyhow::Result<()> {
+    if to_stderr {
+        eprint!("{text}");
+        Ok(())
+    } else {
+        emit(text)
+    }
+}
+
+/// Refuses, before any work, a table whose largest run cannot fit in memory or whose
+/// largest ring of processes needs more file descriptors than this process may open.
+fn check_limits(args: &TableArgs) -> anyhow::Result<()> {
+    let modes = bench_modes(args);
+    for &n in &args.n {
+        for &algorithm in &args.algorithms {
+            for &mode in &modes {
+                let counts: &[usize] = if mode == BenchMode::Serial {
+                    &[1]
+                } else {
+                    &args.workers
+                };
+                for &workers in counts {
+                    let Some(simulated) = mode.mode(workers) else {
+                        continue;
+                    };
+                    // The table keeps the start of every n while each run copies it.
+                    let need = limits::start_bytes(n).saturating_add(limits::run_bytes(
+                        n,
+                        simulated,
+                        algorithm.into(),
+                        0,
+                    ));
+                    limits::ensure_memory(need, || {
+                        format!(
+                            "bench -n {n} ({} {} on {workers})",
+                            Algorithm::from(algorithm).name(),
+                            mode.name()
+                        )
+                    })?;
+                }
+            }
+        }
+    }
+    if modes.contains(&BenchMode::Processes)
+        && let Some(&workers) = args.workers.iter().max()
+    {
+        limits::ensure_descriptors(workers, &format!("bench -p {workers}"))?;
+    }
+    Ok(())
+}
+
+/// The modes a table measures, each once, serial first.
+fn bench_modes(args: &TableArgs) -> Vec<BenchMode> {
+    let mut modes = args.modes.clone();
+    modes.sort_by_key(|&m| m != BenchMode::Serial);
+    let mut seen = Vec::new();
+    modes.retain(|m| {
+        let new = !seen.contains(m);
+        seen.push(*m);
+        new
+    });
+    modes
+}
+
+/// Every combination, serial first at each n and algorithm so the others can be compared
+/// with it. The `repeat` runs of the combinations at one n and algorithm take turns, and
+/// each keeps its fastest: a noisy spell on the machine then slows one run of every
+/// combination, rather than every run of one, and the speedups stay comparable.
+fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
+    let mut rows: Vec<Row> = Vec::new();
+    let modes = bench_modes(args);
+    let mut algorithms = args.algorithms.clone();
+    algorithms.dedup();
+    for &n in &args.n {
+        let start = Start::initial(n);
+        for &algorithm in &algorithms {
+            let combinations: Vec<(BenchMode, usize)> = modes
+                .iter()
+                .flat_map(|&mode| {
+                    let counts: &[usize] = if mode == BenchMode::Serial {
+                        &[1]
+                    } else {
+                        &args.workers
+                    };
+                    counts.iter().map(move |&workers| (mode, workers))
+                })
+                .collect();
+            let mut best: Vec<Option<Row>> = vec![None; combinations.len()];
+            for _ in 0..args.repeat {
+                for (&(mode, workers), best) in combinations.iter().zip(&mut best) {
+                    let row = once(&start, args.steps, mode, algorithm.into(), workers)?;
+                    if best.as_ref().is_none_or(|b| row.seconds < b.seconds) {
+                        *best = Some(row);
+                    }
+                }
+            }
+            let mut serial_seconds = None;
+            let measured = best.into_iter().zip(combinations);
+            for (mut row, (mode, workers)) in measured.filter_map(|(row, c)| Some((row?, c))) {
+                if mode == BenchMode::Serial {
+                    serial_seconds = Some(row.seconds);
+                }
+                row.speedup = serial_seconds.map(|s| s / row.seconds);
+                row.efficiency = row.speedup.map(|s| s / workers as f64);
+                rows.push(row);
+            }
+        }
+    }
+    let allpairs: Vec<(usize, &'static str, usize, f64)> = rows
+        .iter()
+        .filter(|r| r.algorithm == Algorithm::AllPairs.name())
+        .map(|r| (r.n, r.mode, r.workers, r.seconds))
+        .collect();
+    for row in rows
+        .iter_mut()
+        .filter(|r| r.algorithm == Algorithm::Cells.name())
+    {
+        row.vs_allpairs = allpairs
+            .iter()
+            .find(|&&(n, mode, workers, _)| (n, mode, workers) == (row.n, row.mode, row.workers))
+            .map(|&(.., seconds)| seconds / row.seconds);
+    }
+    Ok(rows)
+}
+
+fn once(
+    start: &Start,
+    steps: usize,
+    mode: BenchMode,
+    algorithm: Algorithm,
+    workers: usize,
+) -> anyhow::Result<Row> {
+    let Some(simulated) = mode.mode(workers) else {
+        return mpi_once(start.particles.len(), steps, algorithm, workers);
+    };
+    let run = Run::new(start.clone(), steps as u64, DEFAULT_DT, false);
+    let pair_checks = run.pair_checks();
+    reset_peak_rss();
+    let started = Instant::now();
+    let (outcome, _) =
+        simulate_with(run, simulated, algorithm, Box::new(Unwatched)).with_context(|| {
+            format!(
+                "{} {} run with {workers} workers failed",
+                algorithm.name(),
+                mode.name()
+            )
+        })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = &outcome.workers;
+    // Serial runs are a ring of one worker, and the threads mode shares memory: neither
+    // talks between workers, so neither has a share of time talking or a depth.
+    let ring = matches!(mode, BenchMode::Processes | BenchMode::RingThreads);
+    let comm_fraction = (ring && !stats.is_empty()).then(|| {
+        stats
+            .iter()
+            .map(|s| s.comm_seconds / (s.comm_seconds + s.compute_seconds).max(f64::MIN_POSITIVE))
+            .sum::<f64>()
+            / stats.len() as f64
+    });
+    let worker_rss_bytes = if mode == BenchMode::Processes {
+        stats.iter().filter_map(|s| s.peak_rss).max()
+    } else {
+        None
+    };
+    Ok(Row {
+        mode: mode.name(),
+        algorithm: algorithm.name(),
+        n: start.particles.len(),
+        workers,
+        steps,
+        seconds,
+        pair_checks_per_s: pair_checks / seconds,
+        speedup: None,
+        efficiency: None,
+        comm_fraction,
+        coordinator_rss_bytes: peak_rss(),
+        worker_rss_bytes,
+        vs_allpairs: None,
+        depth: outcome.depth.filter(|_| ring),
+    })
+}
+
+/// An MPI world per run: `mpirun -n workers` of this program's `particles --transport mpi`,
+/// timed by rank 0's own line, which covers the simulation but not starting the ranks and
+/// MPI.
+#[cfg(feature = "mpi")]
+fn mpi_once(n: usize, steps: usize, algorithm: Algorithm, workers: usize) -> anyhow::Result<Row> {
+    let program =
+        std::env::current_exe().context("cannot find this program to run under mpirun")?;
+    let (n_arg, s_arg) = (n.to_string(), steps.to_string());
+    let stdout = mpirun(
+        workers,
+        &program,
+        &[
+            "particles",
+            "-n",
+            &n_arg,
+            "-s",
+            &s_arg,
+            "--transport",
+            "mpi",
+            "--algorithm",
+            algorithm.name(),
+        ],
+    )?;
+    let seconds = stdout
+        .lines()
+        .find_map(|line| line.split_once(" simulation took "))
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .filter(|&s| s > 0.0)
+        .with_context(|| format!("the mpi run printed no timing line: {stdout:?}"))?;
+    Ok(Row {
+        mode: BenchMode::Mpi.name(),
+        algorithm: algorithm.name(),
+        n,
+        workers,
+        steps,
+        seconds,
+        pair_checks_per_s: (n * n * steps) as f64 / seconds,
+        speedup: None,
+        efficiency: None,
+        comm_fraction: None,
+        coordinator_rss_bytes: None,
+        worker_rss_bytes: None,
+        vs_allpairs: None,
+        depth: None,
+    })
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_once(_: usize, _: usize, _: Algorithm, _: usize) -> anyhow::Result<Row> {
+    usage(NEEDS_MPI)
+}
+
+/// Runs `mpirun -n ranks PROGRAM ARGS` and returns its stdout; a failed job's error is the
+/// last line it wrote on stderr.
+#[cfg(feature = "mpi")]
+fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-n"])
+        .arg(ranks.to_string())
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot start mpirun (apt-get install openmpi-bin)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let why = stderr
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("no message");
+        anyhow::bail!(
+            "mpirun -n {ranks} {} failed ({}): {why}",
+            args.join(" "),
+            output.status
+        );
+    }
+    Ok(stdout)
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9} {:>17} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5}\n",
+        "mode",
+        "algorithm",
+        "n",
+        "workers",
+        "steps",
+        "seconds",
+        "pair_checks_per_s",
+        "speedup",
+        "efficiency",
+        "comm",
+        "coordinator_rss",
+        "worker_rss",
+        "vs_allpairs",
+        "depth"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9.4} {:>17.3e} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5}",
+            r.mode,
+            r.algorithm,
+            r.n,
+            r.workers,
+            r.steps,
+            r.seconds,
+            r.pair_checks_per_s,
+            opt(r.speedup, |v| format!("{v:.2}")),
+            opt(r.efficiency, |v| format!("{v:.2}")),
+            opt(r.comm_fraction, |v| format!("{:.1}%", v * 100.0)),
+            opt(r.coordinator_rss_bytes, mib),
+            opt(r.worker_rss_bytes, mib),
+            opt(r.vs_allpairs, |v| format!("{v:.1}x")),
+            opt(r.depth, |v| format!("{v:.2}")),
+        );
+    }
+    out
+}
+
+fn opt<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
+    value.map_or_else(|| "-".to_owned(), show)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+fn write_csv(rows: &[Row], out: &mut dyn Write) -> std::io::Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
+    for row in rows {
+        writer.serialize(row)?;
+    }
+    writer.flush()
+}
+
+/// Every kernel this CPU runs on every pair of the textbook's initial state for `n`
+/// particles.
+fn kernels(n: usize, repeat: usize) -> Vec<KernelRow> {
+    let particles = initial_state(n);
+    let bodies: Vec<Body> = particles
+        .x
+        .iter()
+        .zip(&particles.y)
+        .map(|(&x, &y)| Body {
+            x,
+            y,
+            ..Body::default()
+        })
+        .collect();
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut time = |pass: &mut dyn FnMut(&mut Vec<Hit>)| {
+        (0..repeat)
+            .map(|_| {
+                hits.clear();
+                let started = Instant::now();
+                pass(&mut hits);
+                started.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let pairs = (n * n) as f64;
+    let direct = time(&mut |hits| kernel::direct(&bodies, &bodies, 0, hits));
+    let mut rows = vec![("direct (AoS)", direct)];
+    for kind in Kernel::supported_kernels() {
+        let (x, y) = (&particles.x, &particles.y);
+        let seconds = time(&mut |hits| kind.collect_hits(x, y, x, y, 0, hits));
+        rows.push((kind.name(), seconds));
+    }
+    rows.into_iter()
+        .map(|(kernel, seconds)| KernelRow {
+            kernel,
+            n,
+            seconds,
+            pair_checks_per_s: pairs / seconds,
+            vs_direct: direct / seconds,
+        })
+        .collect()
+}
+
+fn kernel_table(rows: &[KernelRow]) -> String {
+    let mut out = format!(
+        "{:<14} {:>6} {:>9} {:>17} {:>9}\n",
+        "kernel", "n", "seconds", "pair_checks_per_s", "vs_direct"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<14} {:>6} {:>9.4} {:>17.3e} {:>8.2}x",
+            r.kernel, r.n, r.seconds, r.pair_checks_per_s, r.vs_direct
+        );
+    }
+    out
+}
+
+/// The fastest of `repeat` hops on each transport, taking turns so all see the same
+/// conditions. Processes go first: forking needs this process to have no other thread.
+fn hops(args: &HopArgs) -> anyhow::Result<Vec<HopReport>> {
+    let mut transports: Vec<TransportArg> = Vec::new();
+    for &t in [
+        TransportArg::Processes,
+        TransportArg::Threads,
+        TransportArg::Mpi,
+    ]
+    .iter()
+    .filter(|t| args.transports.contains(t))
+    {
+        transports.push(t);
+    }
+    let mut best: Vec<HopReport> = Vec::new();
+    for _ in 0..args.repeat {
+        for (i, &transport) in transports.iter().enumerate() {
+            let report = match transport {
+                TransportArg::Processes => {
+                    hop(Transport::Processes, args.workers, args.bytes, args.rounds)
+                        .map_err(anyhow::Error::from)
+                }
+                TransportArg::Threads => {
+                    hop(Transport::Threads, args.workers, args.bytes, args.rounds)
+                        .map_err(anyhow::Error::from)
+                }
+                TransportArg::Mpi => mpi_hop(args),
+            }
+            .with_context(|| format!("the {} hop failed", transport_name(transport)))?;
+            match best.get_mut(i) {
+                Some(b) if b.seconds <= report.seconds => {}
+                Some(b) => *b = report,
+                None => best.push(report),
+            }
+        }
+    }
+    Ok(best)
+}
+
+fn transport_name(transport: TransportArg) -> &'static str {
+    match transport {
+        TransportArg::Processes => "processes",
+        TransportArg::Threads => "threads",
+        TransportArg::Mpi => "mpi",
+    }
+}
+
+/// The mpi hop: an `mpirun -n workers` job of this program, whose rank 0 prints the
+/// seconds and the largest worker's memory.
+#[cfg(feature = "mpi")]
+fn mpi_hop(args: &HopArgs) -> anyhow::Result<HopReport> {
+    let program =
+        std::env::current_exe().context("cannot find this program to run under mpirun")?;
+    let (bytes, rounds) = (args.bytes.to_string(), args.rounds.to_string());
+    let stdout = mpirun(
+        args.workers,
+        &program,
+        &[
+            "bench",
+            "hop",
+            "--mpi-rank",
+            "--bytes",
+            &bytes,
+            "--rounds",
+            &rounds,
+        ],
+    )?;
+    let mut fields = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("mpi hop: "))
+        .with_context(|| format!("the mpi hop printed no result: {stdout:?}"))?
+        .split_whitespace();
+    let seconds: f64 = fields
+        .next()
+        .and_then(|s| s.parse().ok())
+        .filter(|&s: &f64| s > 0.0)
+        .with_context(|| format!("the mpi hop printed no seconds: {stdout:?}"))?;
+    let worker_peak_rss = fields.next().and_then(|s| s.parse().ok());
+    let words = args.bytes / size_of::<f64>();
+    let moved = (words * size_of::<f64>() * (args.workers - 1) * args.rounds) as f64;
+    Ok(HopReport {
+        transport: Transport::Mpi,
+        workers: args.workers,
+        bytes: words * size_of::<f64>(),
+        rounds: args.rounds,
+        seconds,
+        bytes_per_second: moved / seconds,
+        worker_peak_rss,
+    })
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_hop(_: &HopArgs) -> anyhow::Result<HopReport> {
+    usage(NEEDS_MPI)
+}
+
+/// This process as a rank of the mpi hop's job: one hop over all the job's ranks (an MPI
+/// process runs one world), printed by rank 0 for the `bench hop` that started the job.
+#[cfg(feature = "mpi")]
+fn mpi_rank_hop(args: &HopArgs) -> anyhow::Result<ExitCode> {
+    let ranks = ringleader::mpi_world_size()?;
+    let report = hop(Transport::Mpi, ranks, args.bytes, args.rounds)?;
+    emit(&format!(
+        "mpi hop: {} {}\n",
+        report.seconds,
+        opt(report.worker_peak_rss, |b| b.to_string())
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_rank_hop(_: &HopArgs) -> anyhow::Result<ExitCode> {
+    usage(NEEDS_MPI)
+}
+
+fn hop_table(reports: &[HopReport]) -> String {
+    let threads = reports
+        .iter()
+        .find(|r| r.transport == Transport::Threads)
+        .map(|r| r.bytes_per_second);
+    let mut out = format!(
+        "{:<10} {:>7} {:>10} {:>6} {:>9} {:>10} {:>10} {:>10}\n",
+        "transport", "workers", "bytes", "rounds", "seconds", "GB/s", "vs_threads", "worker_rss"
+    );
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>7} {:>10} {:>6} {:>9.4} {:>10.2} {:>10} {:>10}",
+            r.transport.name(),
+            r.workers,
+            r.bytes,
+            r.rounds,
+            r.seconds,
+            r.bytes_per_second / 1e9,
+            opt(threads, |t| format!("{:.2}x", r.bytes_per_second / t)),
+            opt(r.worker_peak_rss, mib),
+        );
+    }
+    out
+}
+
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(value) => Ok(value),
+        Err(_) => Err(format!(
+            "expected a whole number of at least 1, not {text:?}"
+        )),
+    }
+}
+
+fn at_least_two(text: &str) -> Result<usize, String> {
+    match positive(text)? {
+        1 => Err("a hop needs at least 2 workers".to_owned()),
+        value => Ok(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels check all n² pairs: at n = 10⁶ a table would never end.
+    #[test]
+    fn the_kernel_table_runs_at_the_largest_n_up_to_16000() {
+        assert_eq!(kernel_n(&[300, 2000]), 2000);
+        assert_eq!(kernel_n(&[2000, 1_000_000]), 16_000);
+        assert_eq!(kernel_n(&[]), 2000);
+    }
+}

@@ -1,0 +1,166 @@
+//! The `ringleader` command: parse, dispatch, and turn every failure into one line and an
+//! exit code.
+//!
+//! The stages it runs are the workspace's `ringleader-particles`, `ringleader-crawl` and
+//! `ringleader-demos` crates, which use nothing but the library's public API. What is about
+//! the terminal or files lives here: the progress bar, the live view, the pictures, the
+//! checkpoint files and `bench`.
+
+mod bench;
+mod checkpoint;
+mod crawl;
+mod demo;
+mod destination;
+mod limits;
+mod live;
+mod outputs;
+mod particles;
+mod progress;
+mod render;
+mod visuals;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run stages on a ring of worker processes.
+#[derive(Debug, Parser)]
+#[command(name = "ringleader", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate the textbook's particles: serially, with threads, or on a ring of workers.
+    Particles(Box<particles::Args>),
+    /// Run the textbook's parallel-computing programs.
+    Demo(demo::Args),
+    /// Find a site's dead links with a ring of worker processes.
+    Crawl(crawl::Args),
+    /// Measure the simulator in every mode, the force kernels, and the transport.
+    Bench(Box<bench::Args>),
+}
+
+/// A mistake in how the program was called: exit code 2.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Shorthand for returning a usage error.
+pub(crate) fn usage<T>(message: impl Into<String>) -> anyhow::Result<T> {
+    Err(UsageError(message.into()).into())
+}
+
+fn main() -> ExitCode {
+    match run(std::env::args_os().collect()) {
+        Ok(code) => code,
+        // A reader that went away (`ringleader … | head`) is not a failure of ours: stop
+        // quietly, as other Unix tools do.
+        Err(err) if closed_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            let usage = err.downcast_ref::<UsageError>().is_some();
+            eprintln!("ringleader: {}", one_line(&format!("{err:#}")));
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    let cli = match Cli::try_parse_from(textbook_flags(args)) {
+        Ok(cli) => cli,
+        Err(err) => return clap_error(err),
+    };
+    match cli.command {
+        Command::Particles(args) => particles::run(*args),
+        Command::Demo(args) => demo::run(args),
+        Command::Crawl(args) => crawl::run(args),
+        Command::Bench(args) => bench::run(*args),
+    }
+}
+
+/// Help and version go to stdout with success; any other parse error becomes a usage
+/// error of one line.
+fn clap_error(err: clap::Error) -> anyhow::Result<ExitCode> {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            Ok(
+                if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                },
+            )
+        }
+        _ => {
+            let text = err.to_string();
+            // clap's message, up to the usage block that follows the first blank line.
+            let message = text.split("\n\n").next().unwrap_or(&text);
+            let message = message.trim_start_matches("error: ");
+            usage(format!("{} (see --help)", one_line(message)))
+        }
+    }
+}
+
+/// Whether the error is a write to a pipe whose reader has gone.
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Joins a multi-line message into one line.
+fn one_line(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The textbook spells the step length `-dt`; accept it as `--dt`.
+fn textbook_flags(args: Vec<OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|arg| match arg.to_str() {
+            Some("-dt") => OsString::from("--dt"),
+            Some(text) if text.starts_with("-dt=") => OsString::from(format!("-{text}")),
+            _ => arg,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn textbook_dt_flag_is_accepted() {
+        let args = ["ringleader", "particles", "-dt", "0.001"]
+            .map(OsString::from)
+            .to_vec();
+        assert_eq!(textbook_flags(args)[2], "--dt");
+        let args = ["ringleader", "-dt=0.1"].map(OsString::from).to_vec();
+        assert_eq!(textbook_flags(args)[1], "--dt=0.1");
+    }
+
+    #[test]
+    fn one_line_joins_lines() {
+        assert_eq!(one_line("a:\n  b\n\nc\n"), "a: b c");
+    }
+}

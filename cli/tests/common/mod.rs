@@ -1,0 +1,161 @@
+//! Helpers shared by the integration tests: run the real binary, with a deadline, and
+//! check that it left no process behind.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The environment variable that marks every process a test run starts. Workers inherit
+/// it, so any process still carrying it after the run has ended was left behind.
+const TAG_VAR: &str = "RINGLEADER_TEST_TAG";
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+/// A scratch directory for one test, removed and recreated.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn success(&self) -> &Self {
+        assert_eq!(self.code, Some(0), "run failed: {}", self.stderr);
+        self
+    }
+}
+
+/// Runs `ringleader ARGS`, killing it if it outlives `deadline`, and asserts that no process
+/// it started is still alive once it has exited.
+pub fn ringleader_within(args: &[&str], deadline: Duration) -> Run {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_ringleader"))
+        .args(args)
+        .env(TAG_VAR, &tag)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ringleader");
+    let pid = child.id();
+    // A watchdog kills the run if it hangs; finishing first cancels it.
+    let (done, cancelled) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if cancelled.recv_timeout(deadline) == Err(mpsc::RecvTimeoutError::Timeout) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            true
+        } else {
+            false
+        }
+    });
+    let output: Output = child.wait_with_output().expect("wait for ringleader");
+    let _ = done.send(());
+    let timed_out = watchdog.join().unwrap_or(false);
+    let elapsed = started.elapsed();
+    let run = Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed,
+    };
+    assert!(
+        !timed_out,
+        "ringleader {args:?} hung; killed after {deadline:?}: {run:?}"
+    );
+    let left = processes_tagged(&tag);
+    assert!(
+        left.is_empty(),
+        "ringleader {args:?} left processes behind: {left:?}"
+    );
+    run
+}
+
+pub fn ringleader(args: &[&str]) -> Run {
+    ringleader_within(args, Duration::from_secs(120))
+}
+
+/// Live processes whose environment carries this tag.
+pub fn processes_tagged(tag: &str) -> Vec<u32> {
+    let needle = format!("{TAG_VAR}={tag}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == needle.as_bytes()))
+        })
+        .collect()
+}
+
+/// A final-state CSV (`id,x,y,vx,vy`) as the bits of each value, by id.
+pub fn read_state(path: &Path) -> BTreeMap<u32, [u64; 4]> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    parse_state(&text)
+}
+
+pub fn parse_state(text: &str) -> BTreeMap<u32, [u64; 4]> {
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("id,x,y,vx,vy"), "header");
+    lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields.len(), 5, "row {line:?}");
+            let id = fields[0].parse().expect("id");
+            let value = |i: usize| fields[i].parse::<f64>().expect("float").to_bits();
+            (id, [value(1), value(2), value(3), value(4)])
+        })
+        .collect()
+}
+
+/// Asserts two states are equal bit for bit, naming the first particle that differs.
+pub fn assert_same_state(
+    got: &BTreeMap<u32, [u64; 4]>,
+    want: &BTreeMap<u32, [u64; 4]>,
+    what: &str,
+) {
+    assert_eq!(got.len(), want.len(), "{what}: particle count");
+    for (id, want_bits) in want {
+        let got_bits = got
+            .get(id)
+            .unwrap_or_else(|| panic!("{what}: particle {id} missing"));
+        if got_bits != want_bits {
+            let show = |bits: &[u64; 4]| bits.map(f64::from_bits);
+            panic!(
+                "{what}: particle {id} differs: got {:?}, want {:?}",
+                show(got_bits),
+                show(want_bits)
+            );
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! The MPI transport under `mpirun`: the particle stage bit for bit against the textbook at
+//! P = 1, 2, 3, large blocks without deadlock, blocks to one neighbour and bulk outputs, and
+//! a failed rank ending the job with one clear line.
+//!
+//! `harness = false`: this binary is both the test driver and, started by `mpirun` with
+//! `--role`, the ranks of the small stages below.
+
+mod common;
+// The root tests' runner: one process runs each test in turn, so that forks stay simple.
+#[path = "../../tests/forking/mod.rs"]
+mod forking;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{assert_same_state, fixture, processes_tagged, read_state, ringleader, scratch};
+use ringleader::{
+    Bulk, Launcher, Neighbour, NoReports, Ring, Stage, StageError, Transport, mpi_world_size,
+};
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--role") {
+        role(&args[1..]);
+        return std::process::ExitCode::SUCCESS;
+    }
+    forking::run(tests![
+        n20_matches_the_textbook_on_1_2_3_ranks,
+        n400_matches_the_textbook_on_2_3_ranks,
+        energy_normalization_and_log_match_the_textbook,
+        sixteen_megabyte_blocks_rotate_without_deadlock,
+        blocks_go_to_one_neighbour_and_bulk_outputs_come_back,
+        collectives_give_the_same_bits_as_on_the_other_transports,
+        a_panicking_rank_ends_the_job_with_one_line,
+        a_panic_on_rank_0_ends_the_job_with_one_line,
+        a_p_that_disagrees_with_the_job_is_a_usage_error,
+        bench_puts_mpi_rows_beside_the_other_transports,
+        bench_hop_measures_the_mpi_transport_too,
+    ])
+}
+
+/// What an `mpirun` job did.
+#[derive(Debug)]
+struct Job {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `mpirun -n ranks PROGRAM ARGS` with a deadline, and checks that no process it
+/// started outlives it.
+fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> Job {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let tag = format!(
+        "mpi-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut child = Command::new("mpirun")
+        .args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-n",
+            &ranks.to_string(),
+        ])
+        .arg(program)
+        .args(args)
+        .env("RINGLEADER_TEST_TAG", &tag)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mpirun (apt-get install openmpi-bin)");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    // Reading the pipes to their end means waiting for the job to close them; a watchdog
+    // thread kills a hung job first.
+    let pid = child.id();
+    let (done, cancelled) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let hung = cancelled.recv_timeout(deadline - Instant::now())
+            == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+        if hung {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        hung
+    });
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let err_reader =
+        std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let stdout = std::io::read_to_string(stdout).unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    let status = child.wait().expect("wait for mpirun");
+    let _ = done.send(());
+    let hung = watchdog.join().unwrap_or(false);
+    let job = Job {
+        code: status.code(),
+        stdout,
+        stderr,
+    };
+    assert!(!hung, "mpirun {args:?} hung: {job:?}");
+    let left = processes_tagged(&tag);
+    assert!(
+        left.is_empty(),
+        "mpirun {args:?} left processes behind: {left:?}"
+    );
+    job
+}
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ringleader"))
+}
+
+fn check_fixture(name: &str, base: &[&str], ranks: &[usize], fixture_file: &str) {
+    let dir = scratch(name);
+    let want = read_state(&fixture(fixture_file));
+    for &p in ranks {
+        let out = dir.join(format!("p{p}.csv"));
+        let mut args = vec!["particles"];
+        args.extend(base);
+        args.extend(["--transport", "mpi", "--out", out.to_str().unwrap()]);
+        let job = mpirun(p, binary(), &args);
+        assert_eq!(job.code, Some(0), "{args:?} on {p} ranks: {job:?}");
+        // Only rank 0 reports.
+        assert_eq!(job.stdout.matches("simulation took").count(), 1, "{job:?}");
+        assert!(job.stdout.contains("ring (mpi transport)"), "{job:?}");
+        assert_same_state(&read_state(&out), &want, &format!("{args:?} on {p} ranks"));
+    }
+}
+
+fn n20_matches_the_textbook_on_1_2_3_ranks() {
+    check_fixture(
+        "mpi-n20",
+        &["-n", "20", "-s", "100"],
+        &[1, 2, 3],
+        "textbook-n20-s100.csv",
+    );
+}
+
+fn n400_matches_the_textbook_on_2_3_ranks() {
+    check_fixture(
+        "mpi-n400",
+        &["-n", "400", "-s", "200"],
+        &[2, 3],
+        "textbook-n400-s200.csv",
+    );
+}
+
+fn energy_normalization_and_log_match_the_textbook() {
+    let dir = scratch("mpi-energy");
+    let want_state = read_state(&fixture("textbook-n300-s100-e.csv"));
+    let want: Vec<u64> = std::fs::read_to_string(fixture("textbook-n300-s100-e.energy"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse::<f64>().unwrap().to_bits())
+        .collect();
+    for p in [2, 3] {
+        let out = dir.join(format!("p{p}.csv"));
+        let log = dir.join(format!("p{p}.energy"));
+        let args = [
+            "particles",
+            "-n",
+            "300",
+            "-s",
+            "100",
+            "-e",
+            "--transport",
+            "mpi",
+            "--out",
+            out.to_str().unwrap(),
+            "--energy-log",
+            log.to_str().unwrap(),
+        ];
+        let job = mpirun(p, binary(), &args);
+        assert_eq!(job.code, Some(0), "{job:?}");
+        assert_same_state(&read_state(&out), &want_state, &format!("-e on {p} ranks"));
+        let got: Vec<u64> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.split(',')
+                    .nth(1)
+                    .unwrap()
+                    .parse::<f64>()
+                    .unwrap()
+                    .to_bits()
+            })
+            .collect();
+        assert_eq!(got, want, "energy log on {p} ranks");
+    }
+}
+
+fn sixteen_megabyte_blocks_rotate_without_deadlock() {
+    let me = std::env::current_exe().unwrap();
+    for p in [2, 3] {
+        let job = mpirun(p, &me, &["--role", "blocks", &(16 << 20).to_string()]);
+        assert_eq!(job.code, Some(0), "{job:?}");
+        let sum: u64 = (0..p as u64).sum();
+        let want = format!("outputs {:?}", vec![sum; p]);
+        assert!(job.stdout.contains(&want), "want {want}: {job:?}");
+    }
+}
+
+fn blocks_go_to_one_neighbour_and_bulk_outputs_come_back() {
+    let me = std::env::current_exe().unwrap();
+    for p in [1, 2, 3] {
+        let job = mpirun(p, &me, &["--role", "exchange"]);
+        assert_eq!(job.code, Some(0), "{job:?}");
+        let want = format!("exchanged {:?}; depth None", vec![true; p]);
+        assert!(job.stdout.contains(&want), "want {want}: {job:?}");
+    }
+}
+
+/// The collectives over MPI give what they give on forked processes, bit for bit.
+fn collectives_give_the_same_bits_as_on_the_other_transports() {
+    let me = std::env::current_exe().unwrap();
+    for p in [1, 2, 3] {
+        let want = Launcher::new()
+            .workers(p)
+            .transport(Transport::Processes)
+            .run(collectives)
+            .expect("collectives on processes");
+        let job = mpirun(p, &me, &["--role", "collectives"]);
+        assert_eq!(job.code, Some(0), "{job:?}");
+        let want = format!("collectives {want:?}");
+        assert!(job.stdout.contains(&want), "want {want}: {job:?}");
+    }
+}
+
+/// Values whose sum depends on the order it is taken in.
+const ORDER_SENSITIVE: [f64; 3] = [1e16, 1.0, 1.0];
+
+/// Every collective once; what a rank saw, with the float sum as bits.
+type Results = (u64, Vec<usize>, Option<Vec<String>>, Vec<f64>, String);
+
+fn collectives(ring: &mut Ring) -> Result<Results, StageError> {
+    let (rank, size) = (ring.rank(), ring.size());
+    ring.barrier()?;
+    let sum = ring.all_reduce(ORDER_SENSITIVE[rank % 3], |a, b| a + b)?;
+    let all = ring.all_gather(rank * 10)?;
+    let gathered = ring.gather(0, format!("r{rank}"))?;
+    let sent = (rank == size - 1).then(|| vec![0.5, -1.25, f64::MIN_POSITIVE]);
+    let got = ring.broadcast(size - 1, sent)?;
+    let work = (rank == size / 2).then(|| (0..size).map(|r| format!("job {r}")).collect());
+    let job = ring.scatter(size / 2, work)?;
+    ring.barrier()?;
+    Ok((sum.to_bits(), all, gathered, got, job))
+}
+
+fn a_panicking_rank_ends_the_job_with_one_line() {
+    let me = std::env::current_exe().unwrap();
+    let job = mpirun(3, &me, &["--role", "panic", "1", "3"]);
+    assert_ne!(job.code, Some(0), "{job:?}");
+    let lines: Vec<&str> = job
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("ringleader:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+    let line = lines[0];
+    assert!(
+        line.starts_with("ringleader: worker rank 1 (pid "),
+        "{line}"
+    );
+    assert!(line.contains("panicked: injected failure"), "{line}");
+    assert!(line.ends_with("at step 3"), "{line}");
+    assert!(!job.stdout.contains("outputs"), "{job:?}");
+}
+
+fn a_panic_on_rank_0_ends_the_job_with_one_line() {
+    let me = std::env::current_exe().unwrap();
+    let job = mpirun(2, &me, &["--role", "panic", "0", "2"]);
+    assert_ne!(job.code, Some(0), "{job:?}");
+    let lines: Vec<&str> = job
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("ringleader:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{job:?}");
+    assert!(
+        lines[0].starts_with("ringleader: worker rank 0 (pid "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("panicked: injected failure"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].ends_with("at step 2"), "{}", lines[0]);
+}
+
+fn a_p_that_disagrees_with_the_job_is_a_usage_error() {
+    let job = mpirun(
+        2,
+        binary(),
+        &[
+            "particles",
+            "-n",
+            "20",
+            "-s",
+            "5",
+            "-p",
+            "3",
+            "--transport",
+            "mpi",
+        ],
+    );
+    assert_eq!(job.code, Some(2), "{job:?}");
+    assert!(
+        job.stderr
+            .contains("ringleader: -p 3 does not match the 2 ranks of this mpi job"),
+        "{job:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The ranks' side.
+
+/// Every rank rotates a block of `bytes` filled with its rank; each checks every block it
+/// sees and returns the sum of their origins.
+#[derive(Clone)]
+struct Blocks {
+    bytes: usize,
+}
+
+impl Stage for Blocks {
+    type Output = u64;
+
+    fn work(self, ring: &mut Ring) -> Result<u64, StageError> {
+        let mine = vec![ring.rank() as u64; self.bytes / 8];
+        let mut sum = 0;
+        let mut wrong = None;
+        ring.rotate(&mine, |origin, block: &[u64]| {
+            if block.len() != mine.len() || block.iter().any(|&v| v != origin as u64) {
+                wrong = Some(origin);
+            }
+            sum += origin as u64;
+        })?;
+        match wrong {
+            Some(origin) => Err(format!("the block from rank {origin} arrived damaged").into()),
+            None => Ok(sum),
+        }
+    }
+}
+
+/// Five steps of a small rotation; rank `rank` panics at step `step`.
+#[derive(Clone)]
+struct PanicAt {
+    rank: usize,
+    step: u64,
+}
+
+impl Stage for PanicAt {
+    type Output = ();
+
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
+        for step in 1..=5 {
+            ring.set_step(step);
+            if ring.rank() == self.rank && step == self.step {
+                panic!("injected failure");
+            }
+            ring.rotate(&[step], |_, _: &[u64]| {})?;
+        }
+        Ok(())
+    }
+}
+
+/// The words of the block `origin` sends to the right (`right`) or left in round `round`.
+fn exchange_words(origin: usize, right: bool, round: usize, len: usize) -> Vec<u64> {
+    let seed = ((origin as u64) << 40) ^ ((round as u64) << 1) ^ u64::from(right);
+    (0..len as u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9) ^ seed)
+        .collect()
+}
+
+/// Every rank sends a block of each size to both neighbours, then receives both and checks
+/// them; it returns its rank's words as a bulk array, which rank 0 checks.
+#[derive(Clone)]
+struct Exchange;
+
+impl Stage for Exchange {
+    type Output = Bulk<u64>;
+
+    fn work(self, ring: &mut Ring) -> Result<Bulk<u64>, StageError> {
+        let me = ring.rank();
+        let (left, right) = (
+            ring.neighbour(Neighbour::Left),
+            ring.neighbour(Neighbour::Right),
+        );
+        for (round, len) in [0, 1, 2, 1000, 200_000, 2 << 20].into_iter().enumerate() {
+            ring.set_step(round as u64);
+            ring.send_block(Neighbour::Right, &exchange_words(me, true, round, len))?;
+            ring.send_block(Neighbour::Left, &exchange_words(me, false, round, len))?;
+            let from_left = exchange_words(left, true, round, len);
+            let from_right = exchange_words(right, false, round, len);
+            if !ring.recv_block(Neighbour::Left, |got: &[u64]| got == &from_left[..])? {
+                return Err(format!("round {round}: the block from the left arrived wrong").into());
+            }
+            if !ring.recv_block(Neighbour::Right, |got: &[u64]| got == &from_right[..])? {
+                return Err(
+                    format!("round {round}: the block from the right arrived wrong").into(),
+                );
+            }
+        }
+        Ok(ring.bulk(&exchange_words(me, true, 99, 100_000))?)
+    }
+}
+
+fn role(args: &[String]) {
+    let ranks = mpi_world_size().expect("mpi");
+    let launcher = Launcher::new().workers(ranks).transport(Transport::Mpi);
+    match args {
+        [kind, bytes] if kind == "blocks" => {
+            let bytes = bytes.parse().expect("bytes");
+            let outputs = launcher.launch(Blocks { bytes }).expect("launch");
+            println!("outputs {outputs:?}");
+        }
+        [kind] if kind == "exchange" => {
+            let (outputs, stats) = launcher
+                .launch_with_stats(Exchange, &mut NoReports)
+                .expect("launch");
+            let whole: Vec<bool> = outputs
+                .iter()
+                .enumerate()
+                .map(|(rank, bulk)| bulk[..] == exchange_words(rank, true, 99, 100_000)[..])
+                .collect();
+            println!("exchanged {whole:?}; depth {:?}", stats.depth);
+        }
+        [kind, rank, step] if kind == "panic" => {
+            let stage = PanicAt {
+                rank: rank.parse().expect("rank"),
+                step: step.parse().expect("step"),
+            };
+            let outputs = launcher.launch(stage).expect("launch");
+            println!("outputs {outputs:?}");
+        }
+        [kind] if kind == "collectives" => {
+            let results = launcher.run(collectives).expect("launch");
+            println!("collectives {results:?}");
+        }
+        _ => panic!("unknown role {args:?}"),
+    }
+}
+
+/// `ringleader bench` starts the `mpirun` jobs itself: it runs outside MPI, like a user's.
+fn bench_puts_mpi_rows_beside_the_other_transports() {
+    let dir = scratch("mpi-bench");
+    let csv_path = dir.join("rows.csv");
+    let run = ringleader(&[
+        "bench",
+        "-n",
+        "200",
+        "-p",
+        "1,2",
+        "-s",
+        "2",
+        "--modes",
+        "serial",
+        "--transports",
+        "processes,threads,mpi",
+        "--algorithms",
+        "allpairs,cells",
+        "--csv",
+        csv_path.to_str().unwrap(),
+    ]);
+    run.success();
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    // Per algorithm: serial, then processes, ring-threads and mpi on 1 and 2 workers.
+    assert_eq!(rows.len(), 2 * 7, "{}", run.stdout);
+    for algorithm in ["allpairs", "cells"] {
+        for mode in ["processes", "ring-threads", "mpi"] {
+            let workers: Vec<&str> = rows
+                .iter()
+                .filter(|r| (&r[0], &r[1]) == (mode, algorithm))
+                .map(|r| r.get(3).unwrap())
+                .collect();
+            assert_eq!(workers, ["1", "2"], "{mode} {algorithm}: {}", run.stdout);
+        }
+    }
+    for row in rows.iter().filter(|r| &r[0] == "mpi") {
+        let seconds: f64 = row[5].parse().unwrap();
+        let rate: f64 = row[6].parse().unwrap();
+        assert!(seconds > 0.0, "{row:?}");
+        assert!(
+            (rate - 200.0 * 200.0 * 2.0 / seconds).abs() <= 1e-6 * rate,
+            "{row:?}"
+        );
+        let speedup: f64 = row[7]
+            .parse()
+            .expect("against serial of the same algorithm");
+        assert!(speedup > 0.0, "{row:?}");
+        assert_eq!(row[12].is_empty(), &row[1] == "allpairs", "{row:?}");
+        // Each rank keeps its own record: nobody measures an mpi ring's depth.
+        assert!(row[13].is_empty(), "{row:?}");
+    }
+}
+
+fn bench_hop_measures_the_mpi_transport_too() {
+    let run = ringleader(&[
+        "bench",
+        "hop",
+        "--bytes",
+        "200000",
+        "-p",
+        "3",
+        "--rounds",
+        "5",
+        "-r",
+        "1",
+        "--transports",
+        "threads,mpi",
+    ]);
+    run.success();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(lines[1].starts_with("threads") && lines[2].starts_with("mpi"));
+    for line in &lines[1..] {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[1..4], ["3", "200000", "5"]);
+        let rate: f64 = fields[5].parse().unwrap();
+        assert!(rate > 0.0, "{line}");
+    }
+}

@@ -1,0 +1,167 @@
+//! A value on its way: postcard bytes, with its bulk blocks beside them.
+//!
+//! Every value a stage sends (a neighbour message, a report, an answer, an output) becomes
+//! a [`Payload`] before it enters a channel, whatever its type: that is what lets `Ring`'s
+//! methods, and the collectives, take any serde type. The blocks a value holds (a
+//! [`Bulk`](crate::Bulk) array) are set aside while it is encoded, and the bytes name them
+//! by index, as ipc-channel does with the shared memory it carries. So a block never goes
+//! through postcard: between threads it moves as it is, between processes it crosses as
+//! shared memory, between MPI ranks as a raw message of its own.
+
+use std::cell::RefCell;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::Block;
+
+/// An encoded value and the blocks it holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Payload {
+    #[serde(with = "serde_bytes_vec")]
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) blocks: Vec<Block>,
+}
+
+thread_local! {
+    /// While a value is encoded: the blocks it holds, in order.
+    static OUTBOUND: RefCell<Option<Vec<Block>>> = const { RefCell::new(None) };
+    /// While a value is decoded: its blocks, taken as the bytes name them.
+    static INBOUND: RefCell<Option<Vec<Option<Block>>>> = const { RefCell::new(None) };
+}
+
+/// Encodes `value`, setting its blocks aside.
+///
+/// # Errors
+///
+/// postcard's message for a value it cannot encode.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Payload, String> {
+    let outer = OUTBOUND.with(|out| out.borrow_mut().replace(Vec::new()));
+    let bytes = postcard::to_allocvec(value).map_err(|e| e.to_string());
+    let blocks = OUTBOUND.with(|out| std::mem::replace(&mut *out.borrow_mut(), outer));
+    Ok(Payload {
+        bytes: bytes?,
+        blocks: blocks.unwrap_or_default(),
+    })
+}
+
+/// Decodes a payload as a `T`.
+///
+/// # Errors
+///
+/// A message for bytes that are not a `T` (bytes left over included), or that name a block
+/// the payload lacks.
+pub(crate) fn decode<T: DeserializeOwned>(payload: Payload) -> Result<T, String> {
+    let blocks = payload.blocks.into_iter().map(Some).collect();
+    let outer = INBOUND.with(|inb| inb.borrow_mut().replace(blocks));
+    let value = match postcard::take_from_bytes(&payload.bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(format!("{} bytes left over after the value", rest.len())),
+        Err(e) => Err(e.to_string()),
+    };
+    INBOUND.with(|inb| *inb.borrow_mut() = outer);
+    value
+}
+
+/// Whether this thread is encoding a value, so that a block goes aside.
+pub(crate) fn encoding() -> bool {
+    OUTBOUND.with(|out| out.borrow().is_some())
+}
+
+/// Whether this thread is decoding a value, so that a block comes from beside it.
+pub(crate) fn decoding() -> bool {
+    INBOUND.with(|inb| inb.borrow().is_some())
+}
+
+/// Sets a block aside and writes its index.
+pub(crate) fn serialize_block<S: Serializer>(
+    block: &Block,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let index = OUTBOUND.with(|out| {
+        out.borrow_mut().as_mut().map(|blocks| {
+            blocks.push(block.clone());
+            blocks.len() - 1
+        })
+    });
+    match index.and_then(|i| u32::try_from(i).ok()) {
+        Some(index) => serializer.serialize_u32(index),
+        None => Err(serde::ser::Error::custom("a block outside a payload")),
+    }
+}
+
+/// Takes the block an index names from those beside the value.
+pub(crate) fn deserialize_block<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Block, D::Error> {
+    let index = u32::deserialize(deserializer)? as usize;
+    INBOUND
+        .with(|inb| {
+            inb.borrow_mut()
+                .as_mut()
+                .and_then(|blocks| blocks.get_mut(index))
+                .and_then(Option::take)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("block {index} of a value is missing")))
+}
+
+/// A `Vec<u8>` as one byte string rather than a sequence of numbers.
+mod serde_bytes_vec {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(bytes.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(bytes)
+            }
+        }
+        deserializer.deserialize_byte_buf(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Bulk;
+    use crate::transport::Transport;
+
+    #[test]
+    fn a_value_round_trips_with_its_blocks_beside_it() {
+        let bulk = Bulk::new(Transport::Threads, &[1.5f64, 2.5, -3.0]).unwrap();
+        let value = (7u32, "seven".to_owned(), bulk, vec![1u8, 2, 3]);
+        let payload = encode(&value).unwrap();
+        assert_eq!(payload.blocks.len(), 1);
+        let back: (u32, String, Bulk<f64>, Vec<u8>) = decode(payload).unwrap();
+        assert_eq!(
+            (back.0, back.1.as_str(), &back.2[..], &back.3[..]),
+            (7, "seven", &[1.5, 2.5, -3.0][..], &[1, 2, 3][..])
+        );
+    }
+
+    #[test]
+    fn bytes_of_another_type_are_an_error_not_a_panic() {
+        let payload = encode(&"a string").unwrap();
+        assert!(decode::<(u64, u64, u64)>(payload).is_err());
+        let missing = Payload {
+            bytes: encode(&Bulk::new(Transport::Threads, &[1u8]).unwrap())
+                .unwrap()
+                .bytes,
+            blocks: Vec::new(),
+        };
+        assert!(decode::<Bulk<u8>>(missing).is_err());
+    }
+}

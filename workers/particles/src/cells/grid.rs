@@ -1,0 +1,294 @@
+//! The cell grid over the whole box, and the record each particle is kept in.
+//!
+//! One grid serves every mode and every worker: cells are squares at least [`CELL`] wide,
+//! numbered row by row from the bottom-left corner, so a particle's cell number (its *key*)
+//! is the same whoever holds it. Sorting particles by key puts each row's cells side by side,
+//! so the three cells of one row around a particle are one run of the sorted array.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::super::physics::CUTOFF;
+
+/// The narrowest cell. Wider than the cutoff by a margin, so that rounding in a cell index
+/// can never put two particles in range more than one cell apart.
+pub const CELL: f64 = CUTOFF * 1.01;
+
+/// The most cells along a side, so that a row and a column fit in the halves of a key.
+const MAX_LANES: u32 = u16::MAX as u32;
+
+/// A particle as the cell algorithm keeps it: its state, its list slot (which fixes the
+/// order its forces and energy are summed in), and its cell.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
+pub struct Body {
+    pub x: f64,
+    pub y: f64,
+    pub vx: f64,
+    pub vy: f64,
+    /// The particle's place in the textbook's list.
+    pub slot: u32,
+    /// The cell it was in when last binned.
+    pub key: u32,
+}
+
+/// Square cells over the box `[0, size]²`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grid {
+    /// Cells along each side.
+    lanes: u32,
+    /// Cells per unit length; zero when there is one lane.
+    inv: f64,
+    /// The last lane, `lanes - 1`, as a float.
+    last: f64,
+}
+
+impl Grid {
+    /// The grid for a box of side `size`.
+    pub fn new(size: f64) -> Grid {
+        let lanes = (size / CELL).floor();
+        // Also false for NaN: a degenerate box has one cell.
+        let lanes = if lanes >= 1.0 {
+            lanes.min(f64::from(MAX_LANES)) as u32
+        } else {
+            1
+        };
+        let inv = if lanes > 1 {
+            f64::from(lanes) / size
+        } else {
+            0.0
+        };
+        Grid {
+            lanes,
+            inv,
+            last: f64::from(lanes - 1),
+        }
+    }
+
+    /// Cells along each side: the grid has this many rows and this many columns.
+    pub fn lanes(&self) -> u32 {
+        self.lanes
+    }
+
+    /// The row or column of a coordinate, clamped into the grid: the floor of the scaled
+    /// coordinate, 0 below the box (and for NaN), the last lane above it. Every step takes
+    /// it four times a particle, so it is clamped as a float and then truncated without
+    /// the checks of a saturating cast.
+    #[inline]
+    pub fn lane(&self, v: f64) -> u32 {
+        // `max` returns 0 for NaN, so the value is a number in `0..=last`.
+        let clamped = (v * self.inv).max(0.0).min(self.last);
+        debug_assert!((0.0..=f64::from(self.lanes - 1)).contains(&clamped));
+        // SAFETY: `clamped` is finite, not negative and at most `lanes - 1`, which fits in
+        // a u32: exactly what `to_int_unchecked` requires.
+        unsafe { clamped.to_int_unchecked::<u32>() }
+    }
+
+    /// The key of the cell holding (x, y): its row in the high half, its column in the
+    /// low half, so keys sort row by row and each half is one instruction away.
+    #[inline]
+    pub fn key(&self, x: f64, y: f64) -> u32 {
+        self.lane(y) << 16 | self.lane(x)
+    }
+
+    /// The row of a key.
+    #[inline]
+    pub fn row_of(&self, key: u32) -> u32 {
+        key >> 16
+    }
+
+    /// The column of a key.
+    #[inline]
+    pub fn col_of(&self, key: u32) -> u32 {
+        key & 0xffff
+    }
+
+    /// The first key of `row`.
+    #[inline]
+    pub fn row_start(&self, row: u32) -> u32 {
+        row << 16
+    }
+
+    /// The key of a cell numbered densely, row by row: for sorting in as few passes as the
+    /// grid needs.
+    fn dense(&self, key: u32) -> u32 {
+        self.row_of(key) * self.lanes + self.col_of(key)
+    }
+}
+
+/// An empty vector with room for `len` elements, backed by huge pages when large: see
+/// [`huge_pages`].
+pub fn with_room<T>(len: usize) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    huge_pages(v.as_mut_ptr().cast(), len.saturating_mul(size_of::<T>()));
+    v
+}
+
+/// `len` zeroed elements, backed by huge pages when large. The memory comes zeroed from
+/// the kernel, so nothing writes it twice.
+pub fn zeroed<T: Zeroable + Copy>(len: usize) -> Vec<T> {
+    let mut v = bytemuck::allocation::zeroed_vec::<T>(len);
+    huge_pages(v.as_mut_ptr().cast(), len.saturating_mul(size_of::<T>()));
+    v
+}
+
+/// Asks the kernel to back a large, untouched allocation with huge pages: on first touch a
+/// 40 MB array then takes 20 page faults instead of ten thousand, and sweeps over it miss
+/// the TLB far less. Page faults are dear on a virtual machine.
+fn huge_pages(start: *mut u8, bytes: usize) {
+    const HUGE: usize = 2 << 20;
+    if bytes < 4 * HUGE {
+        return;
+    }
+    let first = (start as usize).next_multiple_of(HUGE);
+    let end = (start as usize + bytes) / HUGE * HUGE;
+    if end > first {
+        // SAFETY: the range lies inside an allocation of `bytes` at `start`. The advice
+        // changes only how the kernel backs its pages, never their contents, and failing
+        // (no huge page support) changes nothing either.
+        unsafe {
+            libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+/// Sorts bodies by key, stably. `scratch` is reused between calls.
+pub fn sort_by_key(grid: &Grid, bodies: &mut Vec<Body>, scratch: &mut Vec<Body>) {
+    radix_sort(bodies, scratch, |b| grid.dense(b.key));
+}
+
+/// How many list slots make a window: the particles of one window fill 128 KiB of the
+/// four arrays of a state in list order, little enough to stay in cache while they are
+/// put in place.
+const WINDOW_BITS: u32 = 12;
+
+/// How many list slots make a window.
+pub const WINDOW: usize = 1 << WINDOW_BITS;
+
+/// The window of a list slot.
+pub fn slot_window(slot: u32) -> u32 {
+    slot >> WINDOW_BITS
+}
+
+/// Sorts bodies by [`slot_window`], stably: one pass. `scratch` is reused between calls.
+pub fn sort_by_slot_window(bodies: &mut Vec<Body>, scratch: &mut Vec<Body>) {
+    radix_sort(bodies, scratch, |b| slot_window(b.slot));
+}
+
+/// Sorts bodies by `key`, stably, in passes of up to twelve bits over the bits the largest
+/// key uses: a few sequential sweeps, where a comparison sort would take `log n` of them.
+fn radix_sort(bodies: &mut Vec<Body>, scratch: &mut Vec<Body>, key: impl Fn(&Body) -> u32) {
+    const WIDEST: u32 = 12;
+    if bodies.len() < 64 {
+        bodies.sort_by_key(|b| key(b));
+        return;
+    }
+    let top = bodies.iter().map(&key).max().unwrap_or(0);
+    let bits = u32::BITS - top.leading_zeros();
+    // As few passes as digits of at most WIDEST bits allow, the bits shared out evenly.
+    let passes = bits.div_ceil(WIDEST).max(1);
+    let width = bits.div_ceil(passes);
+    let mask = (1usize << width) - 1;
+    if scratch.capacity() < bodies.len() {
+        *scratch = zeroed(bodies.len());
+    } else {
+        scratch.resize(bodies.len(), Body::default());
+    }
+    scratch.truncate(bodies.len());
+    let mut counts = vec![0usize; 1 << width];
+    let mut shift = 0;
+    while shift < bits {
+        counts.fill(0);
+        let digit = |b: &Body| (key(b) >> shift) as usize & mask;
+        for body in bodies.iter() {
+            counts[digit(body)] += 1;
+        }
+        // Already in order on this digit (every key in one bucket): nothing moves.
+        if counts.contains(&bodies.len()) {
+            shift += width;
+            continue;
+        }
+        let mut at = 0;
+        for count in &mut counts {
+            let c = *count;
+            *count = at;
+            at += c;
+        }
+        for body in bodies.iter() {
+            let d = digit(body);
+            scratch[counts[d]] = *body;
+            counts[d] += 1;
+        }
+        std::mem::swap(bodies, scratch);
+        shift += width;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(key: u32, slot: u32) -> Body {
+        Body {
+            key,
+            slot,
+            ..Body::default()
+        }
+    }
+
+    #[test]
+    fn keys_number_cells_row_by_row_and_clamp_at_the_walls() {
+        let grid = Grid::new(1.0);
+        assert_eq!(grid.lanes(), 99);
+        assert_eq!(grid.key(0.0, 0.0), 0);
+        assert_eq!(grid.key(1.0, 0.0), 98);
+        assert_eq!(grid.key(0.0, 1.0), 98 << 16);
+        assert_eq!(grid.col_of(grid.key(0.5, 0.25)), grid.lane(0.5));
+        assert_eq!(grid.row_of(grid.key(0.5, 0.25)), grid.lane(0.25));
+        assert_eq!(grid.key(-1.0, f64::NAN), 0);
+        // Cells are never narrower than CELL.
+        assert!(1.0 / f64::from(grid.lanes()) >= CELL);
+    }
+
+    #[test]
+    fn a_box_narrower_than_a_cell_has_one() {
+        for size in [0.0, 0.005, CELL * 0.999, f64::NAN] {
+            let grid = Grid::new(size);
+            assert_eq!(grid.lanes(), 1, "{size}");
+            assert_eq!(grid.key(0.003, 0.004), 0);
+        }
+        assert_eq!(Grid::new(2.5 * CELL).lanes(), 2);
+    }
+
+    #[test]
+    fn a_huge_box_keeps_keys_in_a_u32() {
+        let grid = Grid::new(1e9);
+        assert_eq!(grid.lanes(), MAX_LANES);
+        assert_eq!(grid.key(1e9, 1e9), (MAX_LANES - 1) << 16 | (MAX_LANES - 1));
+    }
+
+    #[test]
+    fn radix_sort_is_stable_and_sorts_by_key() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (len, range) in [
+            (10, 5),
+            (1000, 3),
+            (5000, 1 << 20),
+            (5000, 1 << 31),
+            (70, 1),
+        ] {
+            let mut bodies: Vec<Body> = (0..len)
+                .map(|slot| body((next() % range) as u32, slot))
+                .collect();
+            let mut want = bodies.clone();
+            want.sort_by_key(|b| b.key);
+            radix_sort(&mut bodies, &mut Vec::new(), |b| b.key);
+            assert_eq!(bodies, want, "{len} keys below {range}");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Cell lists: the O(n) algorithm, bit for bit the textbook's all-pairs results.
+//!
+//! The box is cut into square cells at least the cutoff wide ([`grid`]), and the particles
+//! are kept sorted by cell, so each particle meets only the sources in its own and the eight
+//! surrounding cells. The force is zero beyond the cutoff, so those are exactly the pairs
+//! the all-pairs loop finds in range, and each particle sums them in list order of the
+//! sources (see [`strip`]): the same bits.
+//!
+//! Work is split by *strips*: runs of whole grid rows, balanced by particle count at the
+//! start. On a ring ([`ring`]) each worker owns a strip and trades those rows, and the
+//! particles that cross into another strip, with its neighbours; serially the ring has one
+//! worker, whose strip holds every row. With threads (`-t`, [`threads`]) each thread steps
+//! its own strip, reading the rows next to it from its neighbours' published copies.
+
+mod grid;
+pub mod ring;
+mod strip;
+#[cfg(test)]
+mod tests;
+pub mod threads;
+
+use std::ops::Range;
+
+use grid::slot_window;
+pub use grid::{Body, Grid};
+
+use super::Owners;
+use super::physics::{Particles, energy_term, sum_in_order};
+
+/// How many particles of `y` (their row coordinates) each row of the grid holds: one pass
+/// the coordinator makes, from which it cuts the strips and each worker sizes its own.
+pub fn row_counts(grid: &Grid, y: &[f64]) -> Vec<u32> {
+    let mut per_row = vec![0u32; grid.lanes() as usize];
+    for &y in y {
+        per_row[grid.lane(y) as usize] += 1;
+    }
+    per_row
+}
+
+/// The first row of each of `parts` strips, and then the number of rows: edges that give
+/// each strip about the same number of particles, given how many each row holds. Every
+/// strip gets at least one row while there are rows enough.
+pub fn balanced_edges(per_row: &[u32], parts: usize) -> Vec<u32> {
+    let lanes = per_row.len();
+    let n: u128 = per_row.iter().map(|&c| u128::from(c)).sum();
+    let mut edges = Vec::with_capacity(parts + 1);
+    edges.push(0usize);
+    let (mut row, mut below) = (0, 0u128);
+    for k in 1..parts {
+        let quota = n * k as u128 / parts as u128;
+        while row < lanes && below < quota {
+            below += u128::from(per_row[row]);
+            row += 1;
+        }
+        let prev = edges[k - 1];
+        let edge = if lanes >= parts {
+            row.clamp(prev + 1, lanes - (parts - k))
+        } else {
+            row.clamp(prev, lanes)
+        };
+        edges.push(edge);
+    }
+    edges.push(lanes);
+    edges.into_iter().map(|e| e as u32).collect()
+}
+
+/// Particles in list order from the bodies of every strip, in any order; `ids` are the
+/// list's ids, which never move. For pictures; the final state takes
+/// [`into_list_order`].
+fn in_list_order<'a>(bodies: impl Iterator<Item = &'a Body>, ids: &[u32]) -> Particles {
+    let n = ids.len();
+    let mut list = Particles {
+        ids: ids.to_vec(),
+        x: vec![0.0; n],
+        y: vec![0.0; n],
+        vx: vec![0.0; n],
+        vy: vec![0.0; n],
+    };
+    for b in bodies {
+        let s = b.slot as usize;
+        (list.x[s], list.y[s], list.vx[s], list.vy[s]) = (b.x, b.y, b.vx, b.vy);
+    }
+    list
+}
+
+/// The particles of `list` (the run's start, whose ids never move), in list order, given
+/// the bodies of every strip, each part sorted by [`slot_window`]
+/// ([`Strip::into_slot_windows`]). The start's own arrays are overwritten, which spares
+/// allocating and zeroing as much again. The parts are taken one window at a time, so every
+/// write lands in a stretch of the four arrays small enough to stay in cache, where putting
+/// each body straight in its place would write memory at random. With `threads` above one,
+/// that many threads take a run of windows each. Fails unless the slots are exactly
+/// `0..list.len()`, once each.
+fn into_list_order(
+    parts: &[&[Body]],
+    mut list: Particles,
+    threads: usize,
+) -> Result<Particles, String> {
+    let n = list.len();
+    let windows = slot_window(n.saturating_sub(1) as u32) as usize + 1;
+    let threads = threads.clamp(1, windows);
+    // Thread t takes windows `cuts[t]..cuts[t + 1]`, slots `cuts[t] << WINDOW_BITS` on.
+    let cuts: Vec<usize> = (0..=threads).map(|t| t * windows / threads).collect();
+    let first_slot = |w: usize| (w * grid::WINDOW).min(n);
+    let mut chunks = Vec::with_capacity(threads);
+    let (mut x, mut y, mut vx, mut vy) = (
+        &mut list.x[..],
+        &mut list.y[..],
+        &mut list.vx[..],
+        &mut list.vy[..],
+    );
+    for t in 0..threads {
+        let len = first_slot(cuts[t + 1]) - first_slot(cuts[t]);
+        let (cx, rx) = std::mem::take(&mut x).split_at_mut(len);
+        let (cy, ry) = std::mem::take(&mut y).split_at_mut(len);
+        let (cvx, rvx) = std::mem::take(&mut vx).split_at_mut(len);
+        let (cvy, rvy) = std::mem::take(&mut vy).split_at_mut(len);
+        (x, y, vx, vy) = (rx, ry, rvx, rvy);
+        chunks.push((cuts[t]..cuts[t + 1], [cx, cy, cvx, cvy]));
+    }
+    let place = |windows: Range<usize>, out: [&mut [f64]; 4]| -> Result<usize, String> {
+        let base = first_slot(windows.start);
+        let mut seen = vec![0u64; out[0].len().div_ceil(64)];
+        let [x, y, vx, vy] = out;
+        let mut placed = 0;
+        let mut at: Vec<usize> = parts
+            .iter()
+            .map(|part| part.partition_point(|b| (slot_window(b.slot) as usize) < windows.start))
+            .collect();
+        for window in windows {
+            for (part, at) in parts.iter().zip(&mut at) {
+                while let Some(b) = part.get(*at)
+                    && slot_window(b.slot) as usize == window
+                {
+                    let s = b.slot as usize - base;
+                    let bit = 1 << (s % 64);
+                    match seen.get_mut(s / 64) {
+                        Some(word) if *word & bit == 0 && s < x.len() => *word |= bit,
+                        _ => {
+                            return Err(format!("the workers returned slot {} twice", b.slot));
+                        }
+                    }
+                    (x[s], y[s], vx[s], vy[s]) = (b.x, b.y, b.vx, b.vy);
+                    placed += 1;
+                    *at += 1;
+                }
+            }
+        }
+        Ok(placed)
+    };
+    let placed: usize = if threads == 1 {
+        let (windows, out) = chunks.pop().unwrap_or((0..0, Default::default()));
+        place(windows, out)?
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|(windows, out)| scope.spawn(|| place(windows, out)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .sum::<Result<usize, String>>()
+        })?
+    };
+    let stray = parts
+        .iter()
+        .flat_map(|part| part.last())
+        .any(|b| slot_window(b.slot) as usize >= windows);
+    if placed != n || stray {
+        return Err(format!("the workers returned {placed} of {n} particles"));
+    }
+    Ok(list)
+}
+
+/// Which strip holds each list slot, for pictures.
+fn owners<'a>(strips: impl Iterator<Item = impl Iterator<Item = &'a Body>>, n: usize) -> Owners {
+    let mut ranks = vec![0; n];
+    for (rank, bodies) in strips.enumerate() {
+        for body in bodies {
+            ranks[body.slot as usize] = rank as u32;
+        }
+    }
+    Owners::Slots(ranks)
+}
+
+/// The kinetic energy of the bodies, summed in list order; `terms` is scratch space of
+/// one term per particle of the run.
+fn energy<'a>(bodies: impl Iterator<Item = &'a Body>, terms: &mut [f64]) -> f64 {
+    for b in bodies {
+        terms[b.slot as usize] = energy_term(b.vx, b.vy);
+    }
+    sum_in_order(terms.iter().copied())
+}

@@ -1,0 +1,473 @@
+//! Cell lists on a ring of workers: each worker owns a strip of grid rows and the particles
+//! in it, and talks only to the workers of the strips next to it.
+//!
+//! # A step
+//!
+//! 1. **Halos.** Each worker sends the particles of its bottom row to the worker below and
+//!    those of its top row to the worker above, then receives theirs: every pair in range of
+//!    its own particles is now among its own particles and those two rows.
+//! 2. **Forces and moves**, on the strip ([`Strip::step`]).
+//! 3. **Report.** The worker tells the coordinator how far its furthest departing particle
+//!    goes, in strips, with the energy and the state when the run needs them.
+//! 4. **Migrants.** It sends each neighbour the particles that moved into the rows beyond
+//!    it, and takes in those that moved into its own.
+//!
+//! Sends never wait, so each of those exchanges is one round of messages whatever the
+//! number of workers: the critical path of a step is two messages long (the halos, the
+//! migrants), plus the coordinator's answer, which travels while the next step's halos do.
+//!
+//! # Particles that go further than next door
+//!
+//! A worker cannot know in time whether a particle two strips away is about to land in its
+//! rows: the news travels one strip per round, as the particle does. So the coordinator
+//! tells everyone. Its answer to step `k`, which every worker reads before it computes step
+//! `k + 1`, carries the furthest any particle went. When that is more than one strip (a
+//! very fast particle, or strips without rows when there are more workers than rows), every
+//! worker passes on what it holds for others, one strip per round, for as many extra rounds
+//! as that distance needs, and then trades halos again. Steps without such a particle pay
+//! nothing for this.
+//!
+//! A strip with no rows (more workers than rows) relays the halos between its neighbours.
+//!
+//! Particles keep their list slot wherever they go, so forces are summed in list order, and
+//! the coordinator puts energies and states back in list order.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringleader::{
+    Bulk, Coordinator, Gather, Handler, LaunchError, Launcher, Neighbour, Restart, Rewind, Ring,
+    Stage, StageError, Transport,
+};
+use serde::{Deserialize, Serialize};
+
+use super::super::physics::{Motion, energy_term, sum_in_order};
+use super::super::ring::WorkerStats;
+use super::super::{Outcome, Run, Tally, Watch};
+use super::strip::Strip;
+use super::{Body, Grid, balanced_edges, in_list_order, into_list_order, row_counts};
+
+/// The particle stage with strips: what every worker knows at the start.
+#[derive(Clone)]
+pub struct CellRing {
+    run: Arc<Run>,
+    grid: Grid,
+    /// Rank `r` owns rows `edges[r]..edges[r + 1]`.
+    edges: Arc<Vec<u32>>,
+    /// How many particles each row holds at the start.
+    per_row: Arc<Vec<u32>>,
+}
+
+/// The coordinator's side: it gathers each step's reports, keeps the books and tells the
+/// workers how far particles went.
+struct Books<'a> {
+    run: Arc<Run>,
+    gather: Gather<Report>,
+    tally: &'a mut Tally,
+}
+
+/// A worker's account of one step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    step: u64,
+    /// How many strips away the furthest particle that left this strip went: 0 when none
+    /// left, 1 when every one went next door.
+    reach: u32,
+    /// The energy of each particle the worker moved, with its slot, when the run sums it.
+    energy: Option<(Bulk<u32>, Bulk<f64>)>,
+    /// Every particle the worker moved, when a snapshot is due.
+    bodies: Option<Bulk<Body>>,
+}
+
+/// The coordinator's answer after a step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Command {
+    /// The energy correction the next step applies.
+    correction: f64,
+    /// Stop after this step.
+    stop: bool,
+    /// The furthest any particle went in the step, in strips.
+    reach: u32,
+}
+
+/// Particles a worker holds for others, by direction.
+#[derive(Debug, Default)]
+struct Passing {
+    down: Vec<Body>,
+    up: Vec<Body>,
+}
+
+impl CellRing {
+    fn rows(&self, rank: usize) -> Range<u32> {
+        self.edges[rank]..self.edges[rank + 1]
+    }
+
+    /// The rank whose strip holds `row`: the last rank whose strip starts at or before it.
+    fn owner(&self, row: u32) -> usize {
+        self.edges[1..self.edges.len() - 1].partition_point(|&edge| edge <= row)
+    }
+
+    /// Trades edge rows with both neighbours into `below` and `above`; a strip without rows
+    /// relays what each side sends to the other.
+    fn trade_halos(
+        &self,
+        ring: &mut Ring,
+        strip: &Strip,
+        below: &mut Vec<Body>,
+        above: &mut Vec<Body>,
+        scratch: &mut Vec<Body>,
+    ) -> Result<(), StageError> {
+        let (rank, last) = (ring.rank(), ring.size() - 1);
+        let rows = strip.rows();
+        below.clear();
+        above.clear();
+        if rows.is_empty() {
+            if rank < last {
+                ring.recv_block(Neighbour::Right, |h: &[Body]| above.extend_from_slice(h))?;
+            }
+            if rank > 0 {
+                ring.send_block(Neighbour::Left, above)?;
+                ring.recv_block(Neighbour::Left, |h: &[Body]| below.extend_from_slice(h))?;
+            }
+            if rank < last {
+                ring.send_block(Neighbour::Right, below)?;
+            }
+            return Ok(());
+        }
+        if rank > 0 {
+            strip.row_into(&self.grid, rows.start, scratch);
+            ring.send_block(Neighbour::Left, scratch)?;
+        }
+        if rank < last {
+            strip.row_into(&self.grid, rows.end - 1, scratch);
+            ring.send_block(Neighbour::Right, scratch)?;
+        }
+        if rank > 0 {
+            ring.recv_block(Neighbour::Left, |h: &[Body]| below.extend_from_slice(h))?;
+        }
+        if rank < last {
+            ring.recv_block(Neighbour::Right, |h: &[Body]| above.extend_from_slice(h))?;
+        }
+        Ok(())
+    }
+
+    /// One round of handing particles on: each worker sends what it holds for the strips
+    /// beyond each neighbour, and sorts what it receives into its own and what goes on.
+    fn pass_on(
+        &self,
+        ring: &mut Ring,
+        strip: &mut Strip,
+        outgoing: &Passing,
+        onward: &mut Passing,
+    ) -> Result<(), StageError> {
+        let (rank, last) = (ring.rank(), ring.size() - 1);
+        onward.down.clear();
+        onward.up.clear();
+        if rank > 0 {
+            ring.send_block(Neighbour::Left, &outgoing.down)?;
+        } else if !outgoing.down.is_empty() {
+            return Err("a particle left the box at the bottom".into());
+        }
+        if rank < last {
+            ring.send_block(Neighbour::Right, &outgoing.up)?;
+        } else if !outgoing.up.is_empty() {
+            return Err("a particle left the box at the top".into());
+        }
+        let mut bad = None;
+        for (side, exists) in [(Neighbour::Left, rank > 0), (Neighbour::Right, rank < last)] {
+            if !exists {
+                continue;
+            }
+            ring.recv_block(side, |arrived: &[Body]| {
+                for body in arrived {
+                    let to = self.owner(self.grid.row_of(body.key));
+                    match (to.cmp(&rank), side) {
+                        (std::cmp::Ordering::Equal, _) => strip.admit(std::slice::from_ref(body)),
+                        (std::cmp::Ordering::Greater, Neighbour::Left) => onward.up.push(*body),
+                        (std::cmp::Ordering::Less, Neighbour::Right) => onward.down.push(*body),
+                        _ => bad = Some((body.slot, to)),
+                    }
+                }
+            })?;
+        }
+        if let Some((slot, to)) = bad {
+            return Err(format!("slot {slot} came the wrong way: it belongs to rank {to}").into());
+        }
+        Ok(())
+    }
+
+    /// Hands on, for `reach - 1` more rounds, what this worker holds for others.
+    fn settle(
+        &self,
+        ring: &mut Ring,
+        strip: &mut Strip,
+        holding: &mut Passing,
+        reach: u32,
+    ) -> Result<(), StageError> {
+        let mut onward = Passing::default();
+        for _ in 1..reach {
+            self.pass_on(ring, strip, holding, &mut onward)?;
+            std::mem::swap(holding, &mut onward);
+        }
+        if !holding.down.is_empty() || !holding.up.is_empty() {
+            return Err(format!("particles still on their way after {reach} rounds").into());
+        }
+        strip.settle(&self.grid);
+        Ok(())
+    }
+}
+
+/// Whether the coordinator's answer to `step` matters to a lone worker: for the
+/// correction, or because the watch, shown the step or a snapshot, may stop the run.
+fn asks(run: &Run, step: u64) -> bool {
+    run.normalize || run.every_step || run.snapshot_due(step)
+}
+
+impl CellRing {
+    /// Reports a step to the coordinator: how far the furthest departing particle goes,
+    /// and the energy and state of every particle this worker moved, when the run needs
+    /// them.
+    fn report(
+        &self,
+        ring: &mut Ring,
+        strip: &Strip,
+        step: u64,
+        reach: u32,
+    ) -> Result<(), StageError> {
+        let run = &self.run;
+        let moved = || {
+            strip
+                .bodies()
+                .chain(&strip.leaving_down)
+                .chain(&strip.leaving_up)
+        };
+        let energy = if run.needs_energy() {
+            let slots: Vec<u32> = moved().map(|b| b.slot).collect();
+            let terms: Vec<f64> = moved().map(|b| energy_term(b.vx, b.vy)).collect();
+            Some((ring.bulk(&slots)?, ring.bulk(&terms)?))
+        } else {
+            None
+        };
+        let bodies = if run.snapshot_due(step) {
+            Some(ring.bulk(&moved().copied().collect::<Vec<_>>())?)
+        } else {
+            None
+        };
+        ring.report(&Report {
+            step,
+            reach,
+            energy,
+            bodies,
+        })?;
+        Ok(())
+    }
+}
+
+impl Stage for CellRing {
+    type Output = (Bulk<Body>, WorkerStats);
+
+    fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
+        // A forked worker starts with the coordinator's peak; count only its own.
+        if ring.transport() == Transport::Processes {
+            ringleader::bench::reset_peak_rss();
+        }
+        let started = Instant::now();
+        let mut talking = Duration::ZERO;
+        let run = &self.run;
+        let rank = ring.rank();
+        let rows = self.rows(rank);
+        let mut strip = Strip::from_start(&self.grid, &run.start.particles, rows, &self.per_row);
+        let (mut below, mut above, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+        let mut holding = Passing::default();
+        let mut correction = run.start.correction;
+        // Whether the coordinator's answer to the last step is still to be read.
+        let mut answer_due = false;
+        let mut stopped = false;
+        for step in run.remaining_steps() {
+            let step = step + 1;
+            ring.set_step(step);
+            let talk = Instant::now();
+            self.trade_halos(ring, &strip, &mut below, &mut above, &mut scratch)?;
+            if answer_due {
+                let command: Command = ring.recv_answer()?;
+                if command.reach > 1 {
+                    self.settle(ring, &mut strip, &mut holding, command.reach)?;
+                    self.trade_halos(ring, &strip, &mut below, &mut above, &mut scratch)?;
+                }
+                if command.stop {
+                    stopped = true;
+                    break;
+                }
+                correction = command.correction;
+            }
+            talking += talk.elapsed();
+            let motion = Motion {
+                dt: run.dt,
+                size: run.size,
+                correction,
+            };
+            strip.step(&self.grid, &[&below, &above], motion)?;
+            let talk = Instant::now();
+            let reach = strip
+                .leaving_down
+                .iter()
+                .chain(&strip.leaving_up)
+                .map(|b| self.owner(self.grid.row_of(b.key)).abs_diff(rank) as u32)
+                .max()
+                .unwrap_or(0);
+            // A lone worker has no neighbour to lose a particle to, so the coordinator
+            // hears from it only when the run needs it to.
+            let alone = ring.size() == 1;
+            if !alone || run.reports_after(step) {
+                self.report(ring, &strip, step, reach)?;
+                answer_due = !alone || asks(run, step);
+            }
+            let outgoing = Passing {
+                down: std::mem::take(&mut strip.leaving_down),
+                up: std::mem::take(&mut strip.leaving_up),
+            };
+            self.pass_on(ring, &mut strip, &outgoing, &mut holding)?;
+            (strip.leaving_down, strip.leaving_up) = (outgoing.down, outgoing.up);
+            strip.settle(&self.grid);
+            talking += talk.elapsed();
+        }
+        if answer_due && !stopped {
+            let talk = Instant::now();
+            let command: Command = ring.recv_answer()?;
+            if command.reach > 1 {
+                self.settle(ring, &mut strip, &mut holding, command.reach)?;
+            }
+            talking += talk.elapsed();
+        }
+        let stats = WorkerStats {
+            compute_seconds: started.elapsed().saturating_sub(talking).as_secs_f64(),
+            comm_seconds: talking.as_secs_f64(),
+            peak_rss: ringleader::bench::peak_rss(),
+        };
+        // The state goes back through shared memory, written there once, sorted for the
+        // coordinator's `into_list_order`.
+        let state = ring.bulk_with(strip.len(), |out| strip.fill_slot_windows(out))?;
+        Ok((state, stats))
+    }
+}
+
+impl Handler for Books<'_> {
+    type Report = Report;
+    type Answer = Command;
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        report: Report,
+        coordinator: &mut Coordinator<'_, Command>,
+    ) -> Result<(), StageError> {
+        let Some(reports) = self.gather.push(from, report) else {
+            return Ok(());
+        };
+        let step = super::super::round_step(reports.iter().map(|r| r.step))?;
+        let n = self.run.start.particles.len();
+        let reach = reports.iter().map(|r| r.reach).max().unwrap_or(0);
+        let energy = reports[0].energy.is_some().then(|| {
+            let mut terms = vec![0.0; n];
+            for (slots, energy) in reports.iter().filter_map(|r| r.energy.as_ref()) {
+                for (&slot, &term) in slots.iter().zip(energy.iter()) {
+                    if let Some(t) = terms.get_mut(slot as usize) {
+                        *t = term;
+                    }
+                }
+            }
+            sum_in_order(terms)
+        });
+        let state = reports[0].bodies.is_some().then(|| {
+            let parts = || {
+                reports
+                    .iter()
+                    .map(|r| r.bodies.iter().flat_map(|b| b.iter()))
+            };
+            let owners = super::owners(parts(), n);
+            let list = in_list_order(parts().flatten(), &self.run.start.particles.ids);
+            (list, owners)
+        });
+        let correction =
+            self.tally
+                .after_step(&self.run, step, energy, state.as_ref().map(|(p, o)| (p, o)));
+        if coordinator.size() == 1 && !asks(&self.run, step) {
+            return Ok(());
+        }
+        coordinator.broadcast(Command {
+            correction,
+            stop: self.tally.stopped(),
+            reach,
+        })?;
+        Ok(())
+    }
+}
+
+impl Restart<CellRing> for Books<'_> {
+    fn rewind(&mut self, stage: &mut CellRing, _failure: &LaunchError) -> Option<Rewind> {
+        let (run, step) = self.tally.rewind(&self.run);
+        // The strips keep their rows; the workers size them from the new start's counts.
+        stage.per_row = Arc::new(row_counts(&stage.grid, &run.start.particles.y));
+        stage.run = Arc::clone(&run);
+        self.run = run;
+        self.gather = Gather::new(stage.edges.len() - 1);
+        Some(Rewind::from_step(step))
+    }
+}
+
+pub fn simulate(
+    run: Run,
+    workers: usize,
+    transport: Transport,
+    watch: Box<dyn Watch>,
+) -> Result<(Outcome, Box<dyn Watch>), LaunchError> {
+    let grid = Grid::new(run.size);
+    let per_row = row_counts(&grid, &run.start.particles.y);
+    let edges = balanced_edges(&per_row, workers);
+    let mut tally = Tally::new(&run, watch);
+    let step_timeout = run.step_timeout;
+    let graceful = workers > 1 || run.normalize || run.every_step;
+    let fault = run.fault;
+    let restarts = run.restarts;
+    let run = Arc::new(run);
+    let stage = CellRing {
+        run: Arc::clone(&run),
+        grid,
+        edges: Arc::new(edges),
+        per_row: Arc::new(per_row),
+    };
+    let mut books = Books {
+        run,
+        gather: Gather::new(workers),
+        tally: &mut tally,
+    };
+    // Workers on a ring of two or more wait for the coordinator every step, so they can
+    // stop at a step boundary; a lone worker does when the run asks it to.
+    let mut launcher = Launcher::new()
+        .workers(workers)
+        .transport(transport)
+        .stop_gracefully(graceful)
+        .fault(fault)
+        .restarts(restarts);
+    if let Some(limit) = step_timeout {
+        launcher = launcher.step_timeout(limit);
+    }
+    let (outputs, stats) = launcher.launch_restarting(stage, &mut books, |r| {
+        super::super::say_restarted(r, restarts)
+    })?;
+    let Books { run, .. } = books;
+    // Every worker's copy is gone: the start's arrays become the end's (`into_list_order`).
+    let start = match Arc::try_unwrap(run) {
+        Ok(mut run) => std::mem::take(&mut run.start.particles),
+        Err(run) => run.start.particles.clone(),
+    };
+    let (parts, workers): (Vec<Bulk<Body>>, Vec<WorkerStats>) = outputs.into_iter().unzip();
+    let parts: Vec<&[Body]> = parts.iter().map(|p| p.as_slice()).collect();
+    // The workers are gone: the coordinator may use threads, one per worker it had.
+    let particles =
+        into_list_order(&parts, start, parts.len()).map_err(LaunchError::Coordinator)?;
+    let (mut outcome, watch) = tally.finish(particles, workers);
+    outcome.depth = stats.depth;
+    Ok((outcome, watch))
+}

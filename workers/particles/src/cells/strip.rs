@@ -1,0 +1,538 @@
+//! A strip: the particles of a run of grid rows, kept sorted by cell, and the step that
+//! finds their forces, moves them and sorts them again in one sweep.
+//!
+//! # Keeping the order
+//!
+//! The particles live in `main`, sorted by key, plus a short sorted array `movers` of
+//! particles that arrived from another strip, or jumped more than a row, in the last step.
+//! A step visits them in key order, which is row by row, merging the two arrays. A moved
+//! particle almost always stays in its row or moves to the next one up or down, so the
+//! step keeps three rows open: the row it visits, and the rows below and above it. Each
+//! moved particle goes to its new row's buffer. A row is complete once the step has visited
+//! the row above it; its buffer is then nearly in order (a particle that crossed a cell
+//! edge within the row is one place off, and the few from other rows are sorted apart), so
+//! sorting it is cheap, and it is appended to the next `main`, which comes out sorted.
+//! Nothing passes over empty cells, and nothing is sorted whole.
+//!
+//! # Finding the neighbours
+//!
+//! The sources in range of a particle lie in its cell's row and the rows above and below,
+//! each within one column: three runs of keys, one per row, in each sorted source array.
+//! Visiting targets in key order moves every run's bounds forward only, so each source
+//! array is swept by six cursors, and every read is close to the last.
+//!
+//! # Bit for bit
+//!
+//! A target's in-range pairs are those where the textbook's [`force`] is not `None`, as in
+//! the all-pairs loop; they are summed in list order of their sources (by slot), starting
+//! from zero, exactly as [`accelerations`](super::super::physics::accelerations) does. The
+//! move is [`Motion::apply`], the textbook's, operation for operation.
+
+use std::ops::Range;
+
+use super::super::physics::Particles;
+use super::super::physics::{CUTOFF2, Escaped, Motion, force};
+use super::grid::{Body, Grid, slot_window, sort_by_key, sort_by_slot_window, zeroed};
+
+/// The particles of grid rows `rows`, and the buffers their steps reuse.
+#[derive(Debug, Default)]
+pub struct Strip {
+    rows: Range<u32>,
+    /// Sorted by key; together with `movers`, every particle the strip owns.
+    main: Vec<Body>,
+    /// Sorted by key once settled.
+    movers: Vec<Body>,
+    next_main: Vec<Body>,
+    /// The particles that moved below or above the strip's rows in the last step.
+    pub leaving_down: Vec<Body>,
+    pub leaving_up: Vec<Body>,
+    /// The rows a step keeps open, by row number modulo three.
+    open: [Open; 3],
+    /// Column tables of `main` for the rows around the visited one, by row number modulo
+    /// three; the fourth is all zeros, for rows outside the grid.
+    tables: [Table; 4],
+    scratch: Vec<Body>,
+    /// The sources in range of the visited particle.
+    near: Vec<Near>,
+}
+
+/// A row's moved particles, while a step may still add to them.
+#[derive(Debug, Default)]
+struct Open {
+    /// The row's own particles that stayed in it, in the order visited.
+    stayed: Vec<Body>,
+    /// Particles from the rows next to it.
+    arrived: Vec<Body>,
+}
+
+/// Where each column of one row starts in `main`: `starts[c]` is the index of the first
+/// particle of the row in column `c` or later, and `starts[lanes]` the end of the row. Two
+/// reads give the sources of a run of columns, where cursors would need a loop each, whose
+/// length no branch predictor can guess.
+#[derive(Debug, Default)]
+struct Table {
+    row: Option<u32>,
+    starts: Vec<u32>,
+}
+
+impl Table {
+    /// Fills the table for `row` of `main`, whose particles in that row start at or after
+    /// `from`, and returns where the row ends. Rows are filled in order, so the row is near:
+    /// a scan, not a search. The table must already have `lanes + 1` entries.
+    fn fill(&mut self, row: u32, main: &[Body], from: usize, grid: &Grid) -> usize {
+        let (first, next) = (grid.row_start(row), grid.row_start(row + 1));
+        self.row = Some(row);
+        let mut at = from + main[from..].iter().take_while(|b| b.key < first).count();
+        let starts = &mut self.starts;
+        let mut col = 0;
+        for body in &main[at..] {
+            if body.key >= next {
+                break;
+            }
+            // Every column up to this particle's starts here.
+            let upto = grid.col_of(body.key) as usize;
+            while col <= upto {
+                starts[col] = at as u32;
+                col += 1;
+            }
+            at += 1;
+        }
+        starts[col..].fill(at as u32);
+        at
+    }
+}
+
+/// One sorted array of sources, with the cursors that sweep it.
+struct Sweep<'a> {
+    set: &'a [Body],
+    /// The first and last row the array has particles in.
+    first_row: u32,
+    last_row: u32,
+    /// For the rows below, at and above the target's: the first source not before the
+    /// target's column minus one, and the first after its column plus one.
+    lo: [usize; 3],
+    hi: [usize; 3],
+}
+
+impl<'a> Sweep<'a> {
+    /// Adds to `near` this array's sources in range of a target at (px, py) in `row`,
+    /// between columns `left` and `right`.
+    #[allow(clippy::too_many_arguments)]
+    fn gather(
+        &mut self,
+        near: &mut Vec<Near>,
+        grid: &Grid,
+        row: u32,
+        left: u32,
+        right: u32,
+        px: f64,
+        py: f64,
+    ) {
+        for d in 0..3 {
+            // The row below, at, and above the target's.
+            let Some(r) = (row + d).checked_sub(1) else {
+                continue;
+            };
+            if r < self.first_row || r > self.last_row {
+                continue;
+            }
+            let (from, to) = (grid.row_start(r) | left, grid.row_start(r) | right);
+            let set = self.set;
+            let lo = &mut self.lo[d as usize];
+            while *lo < set.len() && set[*lo].key < from {
+                *lo += 1;
+            }
+            let hi = &mut self.hi[d as usize];
+            *hi = (*hi).max(*lo);
+            while *hi < set.len() && set[*hi].key <= to {
+                *hi += 1;
+            }
+            gather(near, &set[*lo..*hi], px, py);
+        }
+    }
+
+    fn new(grid: &Grid, set: &'a [Body]) -> Option<Sweep<'a>> {
+        let (first, last) = (set.first()?, set.last()?);
+        Some(Sweep {
+            set,
+            first_row: grid.row_of(first.key),
+            last_row: grid.row_of(last.key),
+            lo: [0; 3],
+            hi: [0; 3],
+        })
+    }
+}
+
+impl Strip {
+    /// The strip of `rows` for the particles of `start` whose rows those are; `per_row`
+    /// counts the particles of every row. A counting sort puts them in their rows in one
+    /// pass; each row is then sorted by key while it is in cache.
+    pub fn from_start(grid: &Grid, start: &Particles, rows: Range<u32>, per_row: &[u32]) -> Strip {
+        let first = rows.start as usize;
+        // Where each row begins, from the coordinator's count of every row.
+        let mut offsets = Vec::with_capacity(rows.len() + 1);
+        offsets.push(0usize);
+        for &count in &per_row[first..rows.end as usize] {
+            offsets.push(offsets[offsets.len() - 1] + count as usize);
+        }
+        let bounds = offsets.clone();
+        let mut main: Vec<Body> = zeroed(offsets[rows.len()]);
+        for slot in 0..start.len() {
+            let (x, y) = (start.x[slot], start.y[slot]);
+            let row = grid.lane(y);
+            if rows.contains(&row) {
+                let at = &mut offsets[row as usize - first];
+                main[*at] = Body {
+                    x,
+                    y,
+                    vx: start.vx[slot],
+                    vy: start.vy[slot],
+                    slot: slot as u32,
+                    key: grid.key(x, y),
+                };
+                *at += 1;
+            }
+        }
+        let mut counts = Vec::new();
+        let mut sorted = Vec::new();
+        for row in bounds.windows(2) {
+            sort_row(grid, &mut main[row[0]..row[1]], &mut counts, &mut sorted);
+        }
+        Strip {
+            rows,
+            main,
+            ..Strip::default()
+        }
+    }
+
+    /// Every particle the strip owns, in the strip's own memory, sorted by
+    /// [`slot_window`]: what [`into_list_order`](super::into_list_order) takes.
+    pub fn into_slot_windows(mut self) -> Vec<Body> {
+        self.main.append(&mut self.movers);
+        sort_by_slot_window(&mut self.main, &mut self.next_main);
+        self.main
+    }
+
+    /// How many particles the strip owns.
+    pub fn len(&self) -> usize {
+        self.main.len() + self.movers.len()
+    }
+
+    /// Writes every particle the strip owns into `out`, which must hold exactly
+    /// [`Strip::len`], sorted by [`slot_window`]: what `into_list_order` takes. One
+    /// counting pass and one scattering pass, straight into `out`.
+    pub fn fill_slot_windows(&self, out: &mut [Body]) {
+        debug_assert_eq!(out.len(), self.len());
+        let windows = self
+            .bodies()
+            .map(|b| slot_window(b.slot))
+            .max()
+            .map_or(0, |w| w + 1);
+        let mut at = vec![0usize; windows as usize + 1];
+        for body in self.bodies() {
+            at[slot_window(body.slot) as usize + 1] += 1;
+        }
+        for w in 1..at.len() {
+            at[w] += at[w - 1];
+        }
+        for body in self.bodies() {
+            let w = &mut at[slot_window(body.slot) as usize];
+            out[*w] = *body;
+            *w += 1;
+        }
+    }
+
+    pub fn rows(&self) -> Range<u32> {
+        self.rows.clone()
+    }
+
+    /// Every particle the strip owns, in no particular order.
+    pub fn bodies(&self) -> impl Iterator<Item = &Body> + Clone {
+        self.main.iter().chain(&self.movers)
+    }
+
+    /// The particles in `row`, one sorted slice of each array.
+    fn row(&self, grid: &Grid, row: u32) -> [&[Body]; 2] {
+        let (lo, hi) = (grid.row_start(row), grid.row_start(row + 1));
+        [&self.main[..], &self.movers[..]].map(|set| {
+            let from = set.partition_point(|b| b.key < lo);
+            let to = from + set[from..].partition_point(|b| b.key < hi);
+            &set[from..to]
+        })
+    }
+
+    /// The particles in `row`, sorted by key, into `out`.
+    pub fn row_into(&self, grid: &Grid, row: u32, out: &mut Vec<Body>) {
+        out.clear();
+        let [a, b] = self.row(grid, row);
+        out.extend_from_slice(a);
+        out.extend_from_slice(b);
+        if !a.is_empty() && !b.is_empty() {
+            out.sort_by_key(|body| body.key);
+        }
+    }
+
+    /// Takes in particles that arrived from another strip; [`Strip::settle`] sorts them in.
+    pub fn admit<'a>(&mut self, bodies: impl IntoIterator<Item = &'a Body>) {
+        self.movers.extend(bodies);
+    }
+
+    /// Sorts the movers after [`Strip::step`] and [`Strip::admit`].
+    pub fn settle(&mut self, grid: &Grid) {
+        sort_by_key(grid, &mut self.movers, &mut self.scratch);
+    }
+
+    /// One step for every particle of the strip: forces from the strip's own particles and
+    /// from `halos` (sorted arrays of the particles in the rows next to the strip), then the
+    /// move. Afterwards the strip holds the particles still in its rows, unsorted movers
+    /// included (call [`Strip::settle`] once the arrivals are in); those that left are in
+    /// `leaving_down` and `leaving_up`.
+    ///
+    /// # Errors
+    ///
+    /// [`Escaped`] if a particle flew too far to bounce back; the strip is then unusable.
+    pub fn step(&mut self, grid: &Grid, halos: &[&[Body]], motion: Motion) -> Result<(), Escaped> {
+        let Strip {
+            rows,
+            main,
+            movers,
+            next_main,
+            leaving_down,
+            leaving_up,
+            open,
+            tables,
+            near,
+            scratch,
+        } = self;
+        let lanes = grid.lanes();
+        next_main.clear();
+        if next_main.capacity() < main.len() {
+            *next_main = super::grid::with_room(main.len() + main.len() / 8);
+        }
+        leaving_down.clear();
+        leaving_up.clear();
+        for table in tables.iter_mut() {
+            table.row = None;
+            table.starts.resize(lanes as usize + 1, 0);
+        }
+        // Particles that jump two rows or more within the strip: the next movers.
+        let mut jumped = std::mem::take(scratch);
+        jumped.clear();
+        // `main` is read through column tables; the movers and at most two halo arrays per
+        // side are swept by cursors. No allocation.
+        let mut sweeps: [Option<Sweep<'_>>; 6] = Default::default();
+        let sources = std::iter::once(&movers[..]).chain(halos.iter().copied());
+        for (sweep, set) in sweeps.iter_mut().zip(sources.filter(|s| !s.is_empty())) {
+            *sweep = Sweep::new(grid, set);
+        }
+        debug_assert!(halos.iter().filter(|h| !h.is_empty()).count() <= 5);
+        // The rows whose particles may have a source in one of the swept arrays.
+        let swept = sweeps
+            .iter()
+            .flatten()
+            .map(|s| s.first_row.saturating_sub(1)..s.last_row + 2)
+            .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end))
+            .unwrap_or(0..0);
+        // Where the next row to tabulate begins in `main`.
+        let mut tabulated = 0;
+        // Open rows are `opened.start..opened.end`, in `open[row % 3]`.
+        let mut opened = 0..0;
+        let mut current = None;
+        // The tables of the rows below, at and above the visited one.
+        let mut around = [3usize; 3];
+        let mut sweeping = false;
+        let (mut i, mut j) = (0, 0);
+        while i < main.len() || j < movers.len() {
+            let target = if j == movers.len() || (i < main.len() && main[i].key <= movers[j].key) {
+                i += 1;
+                main[i - 1]
+            } else {
+                j += 1;
+                movers[j - 1]
+            };
+            let (px, py) = (target.x, target.y);
+            let (row, col) = (grid.row_of(target.key), grid.col_of(target.key));
+            debug_assert_eq!(grid.key(px, py), target.key);
+            if current != Some(row) {
+                current = Some(row);
+                // Rows more than one below this one are complete.
+                let first = row.saturating_sub(1);
+                close(open, &mut opened, first, next_main);
+                let last = (row + 1).min(lanes - 1);
+                // Rows still open after `close` start at `first` or later.
+                let start = if opened.is_empty() {
+                    first
+                } else {
+                    opened.start
+                };
+                opened = start..last + 1;
+                for r in first..=last {
+                    let table = &mut tables[(r % 3) as usize];
+                    if table.row != Some(r) {
+                        tabulated = table.fill(r, main, tabulated, grid);
+                    }
+                }
+                around = [row.wrapping_sub(1), row, row + 1].map(|r| {
+                    let k = (r % 3) as usize;
+                    if tables[k].row == Some(r) { k } else { 3 }
+                });
+                sweeping = swept.contains(&row);
+            }
+            let (left, right) = (
+                col.saturating_sub(1) as usize,
+                (col + 1).min(lanes - 1) as usize,
+            );
+            near.clear();
+            for &k in &around {
+                debug_assert!(k < tables.len() && right < lanes as usize);
+                // SAFETY: `around` holds indices of `tables` (0 to 3); every table has
+                // `lanes + 1` entries (resized above) and `left <= right < lanes`; its
+                // entries are indices into `main` or its end (`Table::fill`), and the zero
+                // table's are 0, so the range is within `main` and not reversed.
+                let sources = unsafe {
+                    let starts = &tables.get_unchecked(k).starts;
+                    let (lo, hi) = (
+                        *starts.get_unchecked(left) as usize,
+                        *starts.get_unchecked(right + 1) as usize,
+                    );
+                    debug_assert!(lo <= hi && hi <= main.len());
+                    main.get_unchecked(lo..hi)
+                };
+                gather(near, sources, px, py);
+            }
+            if sweeping {
+                for sweep in sweeps.iter_mut().flatten() {
+                    sweep.gather(near, grid, row, left as u32, right as u32, px, py);
+                }
+            }
+            // Summed in list order of the sources, from zero; `force` decides, as in the
+            // all-pairs loop.
+            if near.len() > 1 {
+                near.sort_unstable_by_key(|n| n.slot);
+            }
+            let (mut ax, mut ay) = (0.0, 0.0);
+            for n in near.iter() {
+                if let Some((fx, fy)) = force(px, py, n.x, n.y) {
+                    ax += fx;
+                    ay += fy;
+                }
+            }
+            let mut body = target;
+            motion.apply(&mut body.x, &mut body.y, &mut body.vx, &mut body.vy, ax, ay)?;
+            body.key = grid.key(body.x, body.y);
+            let to = grid.row_of(body.key);
+            if to == row {
+                open[(row % 3) as usize].stayed.push(body);
+            } else if !rows.contains(&to) {
+                if to < rows.start {
+                    leaving_down.push(body);
+                } else {
+                    leaving_up.push(body);
+                }
+            } else if opened.contains(&to) {
+                open[(to % 3) as usize].arrived.push(body);
+            } else {
+                jumped.push(body);
+            }
+        }
+        close(open, &mut opened, u32::MAX, next_main);
+        std::mem::swap(main, next_main);
+        movers.clear();
+        movers.extend_from_slice(&jumped);
+        *scratch = jumped;
+        Ok(())
+    }
+}
+
+/// A source in range of the visited particle.
+#[derive(Debug, Clone, Copy)]
+struct Near {
+    x: f64,
+    y: f64,
+    slot: u32,
+}
+
+/// Appends to `near` the sources of `set` within the cutoff of (px, py) and not at that
+/// very position: those the textbook's [`force`] acts between. (Writing every candidate
+/// and keeping only those in range, without a branch, measured no faster.)
+#[inline]
+fn gather(near: &mut Vec<Near>, set: &[Body], px: f64, py: f64) {
+    for source in set {
+        let (dx, dy) = (source.x - px, source.y - py);
+        // The same test as the all-pairs loop, and `force`'s own exclusion of a source at
+        // the target's position (itself, say).
+        if dx * dx + dy * dy <= CUTOFF2 && !(dx == 0.0 && dy == 0.0) {
+            near.push(Near {
+                x: source.x,
+                y: source.y,
+                slot: source.slot,
+            });
+        }
+    }
+}
+
+/// Appends every open row below `row` to `out`, in row order, each sorted, and closes it.
+fn close(open: &mut [Open; 3], opened: &mut Range<u32>, row: u32, out: &mut Vec<Body>) {
+    while opened.start < opened.end && opened.start < row {
+        let o = &mut open[(opened.start % 3) as usize];
+        insertion_sort(&mut o.stayed);
+        o.arrived.sort_unstable_by_key(|b| b.key);
+        merge_into(&o.stayed, &o.arrived, out);
+        o.stayed.clear();
+        o.arrived.clear();
+        opened.start += 1;
+    }
+}
+
+/// Sorts the particles of one row by key: a counting sort by column for a long row, which
+/// costs about a pass over the columns; a comparison sort for a short one.
+fn sort_row(grid: &Grid, row: &mut [Body], counts: &mut Vec<u32>, sorted: &mut Vec<Body>) {
+    let lanes = grid.lanes() as usize;
+    // Counting costs about `lanes + 2 * len` steps, sorting `len * log(len)` comparisons.
+    if row.len() < 32 || lanes > row.len() * 16 {
+        row.sort_unstable_by_key(|b| b.key);
+        return;
+    }
+    counts.clear();
+    counts.resize(lanes + 1, 0);
+    for body in row.iter() {
+        counts[grid.col_of(body.key) as usize + 1] += 1;
+    }
+    for c in 1..counts.len() {
+        counts[c] += counts[c - 1];
+    }
+    sorted.clear();
+    sorted.resize(row.len(), Body::default());
+    for body in row.iter() {
+        let at = &mut counts[grid.col_of(body.key) as usize];
+        sorted[*at as usize] = *body;
+        *at += 1;
+    }
+    row.copy_from_slice(sorted);
+}
+
+/// Sorts by key an array that is nearly in order: only the few out of place move.
+fn insertion_sort(bodies: &mut [Body]) {
+    for k in 1..bodies.len() {
+        if bodies[k - 1].key <= bodies[k].key {
+            continue;
+        }
+        let body = bodies[k];
+        let at = bodies[..k].partition_point(|b| b.key <= body.key);
+        bodies.copy_within(at..k, at + 1);
+        bodies[at] = body;
+    }
+}
+
+/// Appends the merge of `a`, long, and `b`, short, both sorted by key, to `out`: the runs
+/// of `a` between the elements of `b` are copied whole.
+fn merge_into(a: &[Body], b: &[Body], out: &mut Vec<Body>) {
+    let mut from = 0;
+    for body in b {
+        let to = from + a[from..].partition_point(|x| x.key <= body.key);
+        out.extend_from_slice(&a[from..to]);
+        out.push(*body);
+        from = to;
+    }
+    out.extend_from_slice(&a[from..]);
+}

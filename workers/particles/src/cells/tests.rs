@@ -1,0 +1,209 @@
+//! Cells against all pairs: the same bits in every mode, watch included.
+
+use ringleader::Transport;
+
+use super::*;
+use crate::{
+    Algorithm, Ending, Flow, Mode, Outcome, Run, Snapshot, Start, Watch, init, physics,
+    simulate_with,
+};
+
+/// Records what it is shown, and stops after `stop_at`.
+#[derive(Default)]
+struct Recorder {
+    steps: Vec<(u64, Option<u64>)>,
+    snapshots: Vec<(u64, Vec<u64>, Vec<u32>)>,
+    stop_at: Option<u64>,
+}
+
+impl Watch for Recorder {
+    fn step(&mut self, step: u64, energy: Option<f64>) -> Flow {
+        self.steps.push((step, energy.map(f64::to_bits)));
+        if self.stop_at == Some(step) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn snapshot(&mut self, snapshot: &Snapshot<'_>) -> Flow {
+        let bits = snapshot.particles.vx.iter().map(|v| v.to_bits()).collect();
+        self.snapshots
+            .push((snapshot.step, bits, snapshot.particles.ids.clone()));
+        Flow::Continue
+    }
+}
+
+fn watched(
+    start: Start,
+    steps: u64,
+    mode: Mode,
+    algorithm: Algorithm,
+    stop_at: Option<u64>,
+) -> (Outcome, Recorder) {
+    let mut run = Run::new(start, steps, physics::DEFAULT_DT, true);
+    run.every_step = true;
+    run.snapshot_every = Some(7);
+    let recorder = Recorder {
+        stop_at,
+        ..Recorder::default()
+    };
+    let (outcome, watch) = simulate_with(run, mode, algorithm, Box::new(recorder)).unwrap();
+    let any: Box<dyn std::any::Any> = watch;
+    (outcome, *any.downcast::<Recorder>().unwrap())
+}
+
+const MODES: [Mode; 7] = [
+    Mode::Serial,
+    Mode::Threads(2),
+    Mode::Threads(5),
+    Mode::Ring(1, Transport::Threads),
+    Mode::Ring(2, Transport::Threads),
+    Mode::Ring(4, Transport::Threads),
+    Mode::Ring(7, Transport::Threads),
+];
+
+/// Runs every cells mode in `modes` and checks it against all pairs, watch included.
+fn check_against_all_pairs(start: &Start, steps: u64, modes: &[Mode], stop_at: Option<u64>) {
+    let (want, seen) = watched(
+        start.clone(),
+        steps,
+        Mode::Serial,
+        Algorithm::AllPairs,
+        stop_at,
+    );
+    for &mode in modes {
+        let (outcome, cells) = watched(start.clone(), steps, mode, Algorithm::Cells, stop_at);
+        assert_eq!(outcome.particles, want.particles, "{mode:?}");
+        assert_eq!(outcome.ending, want.ending, "{mode:?}");
+        assert_eq!(cells.steps, seen.steps, "{mode:?}");
+        assert_eq!(cells.snapshots, seen.snapshots, "{mode:?}");
+    }
+}
+
+#[test]
+fn every_cells_mode_shows_the_watch_what_all_pairs_shows() {
+    check_against_all_pairs(&Start::initial(300), 20, &MODES, None);
+}
+
+#[test]
+fn a_watch_can_stop_every_cells_mode() {
+    let (outcome, seen) = watched(
+        Start::initial(300),
+        20,
+        Mode::Ring(3, Transport::Threads),
+        Algorithm::Cells,
+        Some(9),
+    );
+    assert_eq!(outcome.ending, Ending::Stopped(9));
+    assert_eq!(seen.steps.len(), 9);
+    check_against_all_pairs(&Start::initial(300), 20, &MODES, Some(9));
+}
+
+/// Fast particles cross several strips per step, both ways, and bounce off the walls; slow
+/// ones pile into clumps so that forces act across strip edges and cell edges.
+fn jumpy(n: usize) -> Start {
+    let mut start = Start::initial(n);
+    let size = init::box_size(n);
+    let p = &mut start.particles;
+    for slot in 0..p.len() {
+        match slot % 10 {
+            0 => p.vy[slot] = 400.0,
+            1 => p.vy[slot] = -350.0,
+            2 => p.vx[slot] = 300.0,
+            3 => p.y[slot] = size * 0.5 + (slot as f64) * 1e-5,
+            4 => p.x[slot] = size * 0.25 + (slot as f64) * 1e-5,
+            _ => {}
+        }
+    }
+    start.initial_energy = start.particles.energy();
+    start
+}
+
+#[test]
+fn particles_that_jump_across_several_strips_are_handed_on() {
+    check_against_all_pairs(&jumpy(300), 12, &MODES, None);
+}
+
+#[test]
+fn more_workers_than_rows_leaves_strips_empty_and_still_agrees() {
+    // 20 particles make a box of 9 rows.
+    let start = Start::initial(20);
+    assert_eq!(Grid::new(init::box_size(20)).lanes(), 9);
+    let modes = [
+        Mode::Threads(12),
+        Mode::Ring(9, Transport::Threads),
+        Mode::Ring(12, Transport::Threads),
+        Mode::Ring(20, Transport::Threads),
+    ];
+    check_against_all_pairs(&start, 30, &modes, None);
+    check_against_all_pairs(&jumpy(20), 10, &modes, None);
+}
+
+#[test]
+fn edges_balance_by_count_and_give_every_strip_a_row_while_they_last() {
+    let grid = Grid::new(1.0);
+    let lanes = grid.lanes();
+    // All particles in the bottom tenth: the rows above hold none.
+    let y: Vec<f64> = (0..1000).map(|i| f64::from(i) * 1e-4).collect();
+    let edges = balanced_edges(&row_counts(&grid, &y), 4);
+    assert_eq!(edges.len(), 5);
+    assert_eq!((edges[0], edges[4]), (0, lanes));
+    assert!(edges.windows(2).all(|w| w[0] < w[1]), "{edges:?}");
+    let counts: Vec<usize> = edges
+        .windows(2)
+        .map(|w| {
+            y.iter()
+                .filter(|&&y| (w[0]..w[1]).contains(&grid.lane(y)))
+                .count()
+        })
+        .collect();
+    // Rows hold about a hundred particles each: a strip is off its share by less than one.
+    assert!(
+        counts[..3].iter().all(|&c| c.abs_diff(250) <= 102),
+        "{counts:?}"
+    );
+    assert_eq!(counts.iter().sum::<usize>(), 1000);
+    // More strips than rows: some are empty, none overlap, all rows are covered.
+    let edges = balanced_edges(&row_counts(&Grid::new(0.05), &[0.01, 0.02, 0.03]), 9);
+    assert_eq!(edges.len(), 10);
+    assert!(edges.windows(2).all(|w| w[0] <= w[1]), "{edges:?}");
+    assert_eq!(*edges.last().unwrap(), Grid::new(0.05).lanes());
+}
+
+/// A step on one strip finds exactly the all-pairs pairs, at cell edges, at the walls, in
+/// the corners, at the cutoff, and for particles sharing a position.
+#[test]
+fn one_step_matches_all_pairs_at_every_edge() {
+    // Ten edges of four particles each, four at the walls and two sharing a position.
+    let size = init::box_size(46);
+    let mut particles = physics::Particles::default();
+    let mut id = 0;
+    // Slow, so that the pairs stay near their edges for the three steps.
+    let mut add = |p: &mut physics::Particles, x: f64, y: f64| {
+        let v = f64::from(id % 7) * 0.1 - 0.3;
+        p.push(id, x, y, v, -v * 0.5);
+        id += 1;
+    };
+    let cell = size / f64::from(Grid::new(size).lanes());
+    for k in 0..=9 {
+        let edge = (f64::from(k) * cell).min(size);
+        add(&mut particles, (edge - 0.004).max(0.0), 0.05);
+        add(&mut particles, (edge + 0.004).min(size), 0.05);
+        add(&mut particles, 0.03, edge);
+        add(&mut particles, 0.03 + 1e-9, (edge - 0.009).max(0.0));
+    }
+    for (x, y) in [(0.0, 0.0), (0.0, 0.009), (size, size), (size - 0.01, size)] {
+        add(&mut particles, x, y);
+    }
+    add(&mut particles, 0.07, 0.07);
+    add(&mut particles, 0.07, 0.07);
+    assert_eq!(particles.len(), 46);
+    let start = Start {
+        initial_energy: particles.energy(),
+        particles,
+        step: 0,
+        correction: 1.0,
+    };
+    check_against_all_pairs(&start, 3, &MODES, None);
+}
