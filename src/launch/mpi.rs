@@ -19,7 +19,7 @@ use crate::ring::{Ends, Ring};
 use crate::stage::{Down, Handler, Stage, Up};
 use crate::supervise::{Limits, Workers, supervise};
 use crate::transport::mpi::{
-    CoordinatorGone, DOWN, LEFTWARD, Pump, RIGHTWARD, Receiver, Sender, SharedPump, UP, finalize,
+    CoordinatorGone, DOWN, LEFTWARD, Pump, RIGHTWARD, Receiver, Sender, SharedPump, UP,
     mpi_world_size, poll, receive, world,
 };
 use crate::transport::{Inbox, LinkRx, LinkTx, Payload, Rx, Transport, Tx, UpTx};
@@ -114,7 +114,7 @@ pub(super) fn launch<S: Stage, H: Handler>(
             stage.clone(),
             Ring::new(rank, size, Transport::Mpi, ends, board, limits.fault),
         ));
-        finalize();
+        // MPI is finalized as the process exits.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         std::process::exit(0);
@@ -219,9 +219,8 @@ fn lead<S: Stage, H: Handler>(
         Ok(outputs) => outputs,
         Err(e) => fail(&crate::error::chain(&e)),
     };
-    // Every answer must have left before MPI ends.
+    // Every answer must have left before MPI ends, as the process exits.
     drop(relay);
-    finalize();
     Ok(outputs)
 }
 

@@ -44,7 +44,7 @@ pub(crate) const UP: Tag = 3;
 /// Answers from the coordinator.
 pub(crate) const DOWN: Tag = 4;
 
-/// The MPI environment: initialized once, finalized when the ring is done.
+/// The MPI environment: initialized once, finalized when the process exits.
 static UNIVERSE: Mutex<Option<Universe>> = Mutex::new(None);
 
 fn universe() -> MutexGuard<'static, Option<Universe>> {
@@ -58,14 +58,14 @@ fn universe() -> MutexGuard<'static, Option<Universe>> {
 ///
 /// # Errors
 ///
-/// [`LaunchError::Mpi`] if MPI cannot start, has already been finalized (one MPI ring per
-/// process), or cannot serve calls from a thread other than the one that started it.
+/// [`LaunchError::Mpi`] if MPI cannot start, was finalized by someone else, or cannot
+/// serve calls from a thread other than the one that started it.
 pub fn mpi_world_size() -> Result<usize, LaunchError> {
     let mut guard = universe();
     if guard.is_none() {
         if mpi::environment::is_finalized() {
             return Err(LaunchError::Mpi(
-                "mpi has already been finalized: a process runs one mpi ring".to_owned(),
+                "mpi has already been finalized".to_owned(),
             ));
         }
         let Some((started, threading)) = mpi::initialize_with_threading(Threading::Serialized)
@@ -80,12 +80,24 @@ pub fn mpi_world_size() -> Result<usize, LaunchError> {
             )));
         }
         *guard = Some(started);
+        // MPI_Finalize is the job's shut-down, as MPI_Init is its start-up: it waits for
+        // every rank, tens of milliseconds here, and belongs to no ring's timing. So it
+        // runs as the process exits, on every rank, after the last ring and whatever the
+        // program did with its outputs. A rank that aborts skips it; MPI_Abort ends the
+        // job anyway.
+        // SAFETY: `finalize_at_exit` is a plain function that does not unwind (it only
+        // takes a lock that it never poisons and drops the universe).
+        if unsafe { libc::atexit(finalize_at_exit) } != 0 {
+            return Err(LaunchError::Mpi(
+                "cannot arrange for mpi to be finalized at exit".to_owned(),
+            ));
+        }
     }
     let size = SimpleCommunicator::world().size();
     Ok(usize::try_from(size).unwrap_or(0))
 }
 
-pub(crate) fn finalize() {
+extern "C" fn finalize_at_exit() {
     drop(universe().take());
 }
 
