@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
         a_p_that_disagrees_with_the_job_is_a_usage_error,
         bench_puts_mpi_rows_beside_the_other_transports,
         bench_hop_measures_the_mpi_transport_too,
+        bench_hop_puts_bare_mpi_beside_the_mpi_transport,
     ])
 }
 
@@ -525,4 +526,44 @@ fn bench_hop_measures_the_mpi_transport_too() {
         let rate: f64 = fields[5].parse().unwrap();
         assert!(rate > 0.0, "{line}");
     }
+}
+
+/// `mpi-raw` times bare `MPI_Sendrecv` in the same ring, and every row says how it compares.
+fn bench_hop_puts_bare_mpi_beside_the_mpi_transport() {
+    let run = ringleader(&[
+        "bench",
+        "hop",
+        "--bytes",
+        "32768",
+        "-p",
+        "3",
+        "--rounds",
+        "5",
+        "-r",
+        "1",
+        "--transports",
+        "mpi,mpi-raw",
+    ]);
+    run.success();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(lines[0].ends_with("us_per_hop vs_mpi_raw"), "{}", lines[0]);
+    assert!(lines[1].starts_with("mpi ") && lines[2].starts_with("mpi-raw "));
+    for line in &lines[1..] {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[1..4], ["3", "32768", "5"], "{line}");
+        let (seconds, rate): (f64, f64) = (fields[4].parse().unwrap(), fields[5].parse().unwrap());
+        assert!(rate > 0.0, "{line}");
+        // Five rounds of two hops; the seconds are printed to 0.1 ms.
+        let per_hop: f64 = fields[fields.len() - 2].parse().unwrap();
+        assert!(
+            (per_hop - seconds / 10.0 * 1e6).abs() <= 0.5e-4 / 10.0 * 1e6 + 0.01,
+            "{line}"
+        );
+    }
+    assert!(lines[2].ends_with("1.00x"), "{}", lines[2]);
+    // Not a transport for the particle table.
+    let refused = ringleader(&["bench", "-n", "40", "--transports", "mpi-raw"]);
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(refused.stderr.contains("bench hop"), "{}", refused.stderr);
 }
