@@ -233,10 +233,20 @@ impl Ring {
             visit(self.rank, mine);
             return Ok(());
         }
-        let block = self
-            .blocks
-            .outgoing(self.transport, self.rank, bytemuck::cast_slice(mine));
-        self.send_frame(Neighbour::Right, Frame::Block(block))?;
+        // SAFETY: `lent` lives to the end of this function and is dropped on every way out
+        // of it, unwinding included; nothing forgets it.
+        #[cfg(feature = "mpi")]
+        let lent = unsafe { self.lend_right(bytemuck::cast_slice(mine))? };
+        #[cfg(feature = "mpi")]
+        let sent = lent.is_some();
+        #[cfg(not(feature = "mpi"))]
+        let sent = false;
+        if !sent {
+            let block = self
+                .blocks
+                .outgoing(self.transport, self.rank, bytemuck::cast_slice(mine));
+            self.send_frame(Neighbour::Right, Frame::Block(block))?;
+        }
         visit(self.rank, mine);
         for hop in 1..self.size {
             let block = match self.recv_frame(Neighbour::Left)? {
@@ -256,7 +266,33 @@ impl Ring {
                 .map_err(|e| block_error(e, left))?;
             visit(origin, view::<T>(bytes).map_err(|e| block_error(e, left))?);
         }
+        // Between MPI ranks, MPI is done with `mine` once this returns.
+        #[cfg(feature = "mpi")]
+        drop(lent);
         Ok(())
+    }
+
+    /// Between MPI ranks: starts sending `bytes` to the right as a rotation block, straight
+    /// from where they lie (the raw call copies them into no block either). `None` on the
+    /// other transports, where a block is sent as a frame.
+    ///
+    /// # Safety
+    ///
+    /// The guard must be dropped, not forgotten: MPI reads `bytes` until it has been.
+    #[cfg(feature = "mpi")]
+    unsafe fn lend_right<'a>(
+        &self,
+        bytes: &'a [u8],
+    ) -> Result<Option<crate::transport::mpi::Lent<'a>>, RingError> {
+        if self.transport != Transport::Mpi {
+            return Ok(None);
+        }
+        // Counted before the send, as in `send_frame`.
+        self.board.count_sent(self.rank, Link::Right);
+        // SAFETY: passed on to our caller.
+        let lent = unsafe { self.to_right.lend(bytes, self.hops + 1) };
+        lent.transpose()
+            .map_err(|failure| send_error(failure, self.neighbour(Neighbour::Right)))
     }
 
     /// Sends `data` to one neighbour as a bulk block: `bytemuck::Pod` elements, no serde.

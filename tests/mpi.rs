@@ -37,6 +37,7 @@ fn main() -> std::process::ExitCode {
         bench_puts_mpi_rows_beside_the_other_transports,
         bench_hop_measures_the_mpi_transport_too,
         bench_hop_puts_bare_mpi_beside_the_mpi_transport,
+        blocks_that_grow_and_shrink_arrive_whole,
     ])
 }
 
@@ -439,6 +440,10 @@ fn role(args: &[String]) {
             let outputs = launcher.launch(stage).expect("launch");
             println!("outputs {outputs:?}");
         }
+        [kind] if kind == "sizes" => {
+            let outputs = launcher.launch(Sizes).expect("launch");
+            println!("sizes {outputs:?}");
+        }
         [kind] if kind == "collectives" => {
             let results = launcher.run(collectives).expect("launch");
             println!("collectives {results:?}");
@@ -566,4 +571,59 @@ fn bench_hop_puts_bare_mpi_beside_the_mpi_transport() {
     let refused = ringleader(&["bench", "-n", "40", "--transports", "mpi-raw"]);
     assert_eq!(refused.code, Some(2), "{refused:?}");
     assert!(refused.stderr.contains("bench hop"), "{}", refused.stderr);
+}
+
+/// Block sizes in words, in the order a rank takes them: small and large mixed, around the
+/// sizes where a receive buffer must grow, so that one link carries each kind after each.
+const SIZES: [usize; 9] = [2, 9_000, 0, 400_000, 1, 400_000, 8_192, 8_193, 20];
+
+/// The words rank `origin` sends in round `round`.
+fn sized_words(origin: usize, round: usize) -> Vec<u64> {
+    let len = SIZES[(round + origin) % SIZES.len()];
+    let seed = ((origin as u64) << 48) ^ round as u64;
+    (0..len as u64)
+        .map(|i| i.wrapping_mul(0x2545_f491) ^ seed)
+        .collect()
+}
+
+/// Every rank rotates blocks of another size each round, then sends its neighbours a
+/// message and a block; each checks every block it sees.
+#[derive(Clone)]
+struct Sizes;
+
+impl Stage for Sizes {
+    type Output = bool;
+
+    fn work(self, ring: &mut Ring) -> Result<bool, StageError> {
+        let mut whole = true;
+        for round in 0..2 * SIZES.len() {
+            ring.set_step(round as u64);
+            let mine = sized_words(ring.rank(), round);
+            ring.rotate(&mine, |origin, got: &[u64]| {
+                whole &= got == &sized_words(origin, round)[..];
+            })?;
+            ring.send(Neighbour::Right, &(round, mine.len()))?;
+            ring.send_block(Neighbour::Right, &mine)?;
+            let left = ring.neighbour(Neighbour::Left);
+            let (their_round, len): (usize, usize) = ring.recv(Neighbour::Left)?;
+            whole &= (their_round, len) == (round, sized_words(left, round).len());
+            whole &= ring.recv_block(Neighbour::Left, |got: &[u64]| {
+                got == &sized_words(left, round)[..]
+            })?;
+        }
+        Ok(whole)
+    }
+}
+
+/// A link's receive is posted before its frame arrives, so it must be large enough: blocks
+/// that outgrow it, shrink and grow again, between rotations, messages and blocks to one
+/// neighbour, all arrive whole.
+fn blocks_that_grow_and_shrink_arrive_whole() {
+    let me = std::env::current_exe().unwrap();
+    for p in [1, 2, 3] {
+        let job = mpirun(p, &me, &["--role", "sizes"]);
+        assert_eq!(job.code, Some(0), "{job:?}");
+        let want = format!("sizes {:?}", vec![true; p]);
+        assert!(job.stdout.contains(&want), "want {want}: {job:?}");
+    }
 }

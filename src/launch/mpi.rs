@@ -19,8 +19,8 @@ use crate::ring::{Ends, Ring};
 use crate::stage::{Down, Handler, Stage, Up};
 use crate::supervise::{Limits, Workers, supervise};
 use crate::transport::mpi::{
-    CoordinatorGone, DOWN, LEFTWARD, Pump, RIGHTWARD, Receiver, Sender, SharedPump, UP,
-    mpi_world_size, poll, receive, world,
+    CoordinatorGone, DOWN, LinkComms, LinkReceiver, LinkSender, Pump, Receiver, Sender, SharedPump,
+    UP, call, mpi_world_size, poll, receive, world,
 };
 use crate::transport::{Inbox, LinkRx, LinkTx, Payload, Rx, Transport, Tx, UpTx};
 use crate::worker;
@@ -37,7 +37,7 @@ struct Relay {
 impl Pump for Relay {
     fn poll(&mut self) -> Result<(), CoordinatorGone> {
         while let Some((message, status)) =
-            world().any_process().immediate_matched_probe_with_tag(UP)
+            call(|| world().any_process().immediate_matched_probe_with_tag(UP))
         {
             let rank = usize::try_from(status.source_rank()).unwrap_or(usize::MAX);
             let up = match receive::<Up>(message, status, UP) {
@@ -89,7 +89,7 @@ pub(super) fn launch<S: Stage, H: Handler>(
             "the ring asks for {workers} workers but the job has {size} ranks (mpirun -n {workers})"
         )));
     }
-    let rank = usize::try_from(world().rank()).unwrap_or(0);
+    let rank = usize::try_from(call(|| world().rank())).unwrap_or(0);
     let right = (rank + 1) % size;
     let left = (rank + size - 1) % size;
     // Each rank keeps its own progress board: the coordinator on rank 0 sees only rank 0's,
@@ -101,12 +101,14 @@ pub(super) fn launch<S: Stage, H: Handler>(
         graceful: limits.graceful,
         fault: limits.fault,
     };
+    // Collective: every rank makes them here, before anything can fail on one rank alone.
+    let comms = LinkComms::new()?;
     if rank != 0 {
         let ends = Ends {
-            to_right: LinkTx::plain(Tx::Mpi(Sender::new(right, RIGHTWARD))),
-            from_left: LinkRx::plain(Rx::Mpi(Receiver::remote(left, RIGHTWARD, None))),
-            to_left: LinkTx::plain(Tx::Mpi(Sender::new(left, LEFTWARD))),
-            from_right: LinkRx::plain(Rx::Mpi(Receiver::remote(right, LEFTWARD, None))),
+            to_right: LinkTx::mpi(LinkSender::new(Arc::clone(&comms.rightward), right, None)),
+            from_left: LinkRx::mpi(LinkReceiver::new(comms.rightward, left, None)?),
+            to_left: LinkTx::mpi(LinkSender::new(Arc::clone(&comms.leftward), left, None)),
+            from_right: LinkRx::mpi(LinkReceiver::new(comms.leftward, right, None)?),
             up: UpTx::Mpi(Sender::new(0, UP)),
             down: Rx::Mpi(Receiver::remote(0, DOWN, None)),
         };
@@ -119,7 +121,7 @@ pub(super) fn launch<S: Stage, H: Handler>(
         let _ = std::io::stderr().flush();
         std::process::exit(0);
     }
-    lead(stage, handler, size, left, right, &board, &limits)
+    lead(stage, handler, size, (left, right), comms, &board, &limits)
 }
 
 /// Rank 0: the coordinator on this thread, its worker on another. Only the worker's thread
@@ -128,8 +130,8 @@ fn lead<S: Stage, H: Handler>(
     stage: &S,
     handler: &mut H,
     size: usize,
-    left: usize,
-    right: usize,
+    (left, right): (usize, usize),
+    comms: LinkComms,
     board: &Arc<Board>,
     limits: &Limits,
 ) -> Result<Vec<Payload>, LaunchError> {
@@ -147,19 +149,12 @@ fn lead<S: Stage, H: Handler>(
         downs: relayed,
     }));
     let own_end = inbox_tx.clone();
+    let pump = || Some(Arc::clone(&relay));
     let ends = Ends {
-        to_right: LinkTx::plain(Tx::Mpi(Sender::new(right, RIGHTWARD))),
-        from_left: LinkRx::plain(Rx::Mpi(Receiver::remote(
-            left,
-            RIGHTWARD,
-            Some(Arc::clone(&relay)),
-        ))),
-        to_left: LinkTx::plain(Tx::Mpi(Sender::new(left, LEFTWARD))),
-        from_right: LinkRx::plain(Rx::Mpi(Receiver::remote(
-            right,
-            LEFTWARD,
-            Some(Arc::clone(&relay)),
-        ))),
+        to_right: LinkTx::mpi(LinkSender::new(Arc::clone(&comms.rightward), right, pump())),
+        from_left: LinkRx::mpi(LinkReceiver::new(comms.rightward, left, pump())?),
+        to_left: LinkTx::mpi(LinkSender::new(Arc::clone(&comms.leftward), left, pump())),
+        from_right: LinkRx::mpi(LinkReceiver::new(comms.leftward, right, pump())?),
         up: UpTx::Local {
             rank: 0,
             tx: inbox_tx,
@@ -257,5 +252,5 @@ fn fail(why: &str) -> ! {
     eprintln!("ringleader: {why}");
     let _ = std::io::stderr().flush();
     let _ = std::io::stdout().flush();
-    world().abort(1)
+    crate::transport::mpi::abort(1)
 }

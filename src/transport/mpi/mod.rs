@@ -1,23 +1,30 @@
 //! The MPI transport: the same ring, between the ranks of a job that `mpirun` started.
 //!
-//! Each link is a (peer rank, tag) pair of `MPI_COMM_WORLD`, one tag per protocol, so the
-//! two links to the same neighbour (with two ranks, left and right are the same rank) and
-//! the control messages never mix. A value travels as one message of postcard bytes,
-//! prefixed by the number of bulk blocks it carries; each block follows as one raw message
-//! of its bytes, never through serde. MPI keeps messages of one (source, tag) in order, so
-//! the blocks arrive right behind their header. This is how ipc-channel carries shared
-//! memory: the serializer sets the blocks aside and writes their index.
+//! The ring's links have communicators of their own and carry one message per frame into
+//! receives posted ahead (see `link`). The control channels (reports up to rank 0, answers
+//! down) are (peer rank, tag) pairs of `MPI_COMM_WORLD`, one tag per protocol. A value on
+//! them travels as one message of postcard bytes, prefixed by the number of bulk blocks it
+//! carries; each block follows as one raw message of its bytes, never through serde. MPI
+//! keeps messages of one (source, tag) in order, so the blocks arrive right behind their
+//! header. This is how ipc-channel carries shared memory: the serializer sets the blocks
+//! aside and writes their index.
 //!
 //! Every send is non-blocking (`MPI_Isend`). A blocking send of a large block waits for
 //! the receiver (rendezvous), and in a ring where everybody sends first that is the
 //! textbook's deadlock. The sender keeps the buffer and the request until MPI says the
 //! message has gone.
 //!
-//! Rank 0 is also the coordinator (see the MPI launcher): whenever rank 0 would wait for a
-//! message, its receiver runs a [`Pump`] instead, which relays for the coordinator.
+//! Rank 0 is also the coordinator (see the MPI launcher): whenever rank 0's worker waits
+//! long for a message, its receiver runs a [`Pump`], which relays for the coordinator; and
+//! the coordinator's thread runs it too, now and then, so that the other ranks' progress
+//! reaches it while rank 0's worker computes. Two threads of rank 0 then call MPI, so every
+//! call goes through [`call`], which takes turns: `MPI_THREAD_SERIALIZED` asks no more.
+
+mod link;
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -35,10 +42,8 @@ use serde::de::DeserializeOwned;
 use super::{Block, RecvFailure, SendFailure};
 use crate::error::LaunchError;
 
-/// Ring messages going to the right neighbour (rank + 1).
-pub(crate) const RIGHTWARD: Tag = 1;
-/// Ring messages going to the left neighbour (rank - 1).
-pub(crate) const LEFTWARD: Tag = 2;
+pub(crate) use link::{Lent, LinkComms, LinkReceiver, LinkSender};
+
 /// Reports to the coordinator on rank 0.
 pub(crate) const UP: Tag = 3;
 /// Answers from the coordinator.
@@ -93,13 +98,51 @@ pub fn mpi_world_size() -> Result<usize, LaunchError> {
             ));
         }
     }
-    let size = SimpleCommunicator::world().size();
+    let size = call(|| SimpleCommunicator::world().size());
     Ok(usize::try_from(size).unwrap_or(0))
 }
 
 extern "C" fn finalize_at_exit() {
     drop(universe().take());
 }
+
+/// Whether two threads of this process call MPI: rank 0's worker and its coordinator.
+static SHARED: AtomicBool = AtomicBool::new(false);
+
+/// The turn to call MPI, while [`SHARED`].
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Makes one MPI call (or a few that belong together), taking turns with the other thread
+/// of rank 0 while it has one. Never nest it: the turn is not reentrant. Elsewhere the only
+/// cost is a load.
+pub(crate) fn call<R>(f: impl FnOnce() -> R) -> R {
+    let _turn = SHARED
+        .load(Ordering::Acquire)
+        .then(|| SERIAL.lock().unwrap_or_else(PoisonError::into_inner));
+    f()
+}
+
+/// Ends the job: every rank of it, this one included. It takes its turn if it can get one
+/// soon, and aborts anyway if not: a job that must end cannot wait for a call that hangs.
+pub(crate) fn abort(code: i32) -> ! {
+    let since = Instant::now();
+    let turn = loop {
+        match SERIAL.try_lock() {
+            Ok(turn) => break Some(turn),
+            Err(std::sync::TryLockError::Poisoned(turn)) => break Some(turn.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if since.elapsed() < ABORT_TURN => {
+                thread::yield_now();
+            }
+            Err(std::sync::TryLockError::WouldBlock) => break None,
+        }
+    };
+    let world = world();
+    let _turn = turn;
+    world.abort(code)
+}
+
+/// How long [`abort`] waits for its turn.
+const ABORT_TURN: Duration = Duration::from_millis(200);
 
 pub(crate) fn world() -> SimpleCommunicator {
     SimpleCommunicator::world()
@@ -216,10 +259,11 @@ impl InFlight {
         // (in `finish` or on drop) before the payload is dropped.
         let bytes: &'static [u8] =
             unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
-        let request =
+        let request = call(|| {
             world()
                 .process_at_rank(dest)
-                .immediate_send_with_tag(StaticScope, bytes, tag);
+                .immediate_send_with_tag(StaticScope, bytes, tag)
+        });
         Ok(InFlight {
             request: Some(request),
             _payload: payload,
@@ -228,7 +272,7 @@ impl InFlight {
 
     /// Whether MPI is done with the buffer; completes the request if it is.
     fn done(&mut self) -> bool {
-        match self.request.take().map(Request::test) {
+        match self.request.take().map(|request| call(|| request.test())) {
             None | Some(Ok(_)) => true,
             Some(Err(request)) => {
                 self.request = Some(request);
@@ -240,8 +284,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(request) = self.request.take() {
-            request.wait_without_status();
+        // Polled rather than MPI_Wait, which would keep the turn while it waits.
+        let since = Instant::now();
+        while !self.done() {
+            let _ = wait_a_little(None, since, None);
         }
     }
 }
@@ -359,9 +405,11 @@ impl<T: DeserializeOwned> Receiver<T> {
             } => loop {
                 // A polling loop rather than a blocking MPI_Mprobe: on this OpenMPI the
                 // blocking probe takes far longer to notice a large message.
-                let probed = world()
-                    .process_at_rank(*source)
-                    .immediate_matched_probe_with_tag(*tag);
+                let probed = call(|| {
+                    world()
+                        .process_at_rank(*source)
+                        .immediate_matched_probe_with_tag(*tag)
+                });
                 if let Some((message, status)) = probed {
                     return receive(message, status, *tag);
                 }
@@ -383,17 +431,24 @@ impl<T: DeserializeOwned> Receiver<T> {
 /// core on an oversubscribed machine.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// One turn of a polling wait that began at `since`: relay for the coordinator, then spin
-/// or let others run.
-fn wait_a_little(
+/// How long a wait on rank 0 polls for its own message before it also relays for the
+/// coordinator. Relaying probes MPI for every other rank's reports, which costs more than a
+/// whole short hop; a wait that short delays a report by at most this.
+const RELAY_AFTER: Duration = Duration::from_micros(5);
+
+/// One turn of a polling wait that began at `since`: relay for the coordinator once the
+/// wait is no longer short, then spin or let others run.
+pub(crate) fn wait_a_little(
     pump: Option<&SharedPump>,
     since: Instant,
     deadline: Option<Instant>,
 ) -> Result<(), RecvFailure> {
-    if let Some(pump) = pump {
+    let now = Instant::now();
+    if let Some(pump) = pump
+        && now.duration_since(since) >= RELAY_AFTER
+    {
         poll(pump).map_err(|CoordinatorGone| RecvFailure::Closed)?;
     }
-    let now = Instant::now();
     if deadline.is_some_and(|d| now >= d) {
         return Err(RecvFailure::Timeout);
     }
@@ -414,7 +469,7 @@ pub(crate) fn receive<T: DeserializeOwned>(
     let source = status.source_rank();
     let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
     let mut header = vec![0u8; len];
-    message.matched_receive_into(&mut header[..]);
+    call(|| message.matched_receive_into(&mut header[..]));
     let Some((count, body)) = header.split_first_chunk::<4>() else {
         return Err(RecvFailure::Encoding(format!(
             "a message of {len} bytes has no header"
@@ -427,9 +482,11 @@ pub(crate) fn receive<T: DeserializeOwned>(
         // relay itself receives this way.
         let since = Instant::now();
         let (message, status) = loop {
-            let probed = world()
-                .process_at_rank(source)
-                .immediate_matched_probe_with_tag(tag);
+            let probed = call(|| {
+                world()
+                    .process_at_rank(source)
+                    .immediate_matched_probe_with_tag(tag)
+            });
             match probed {
                 Some(probed) => break probed,
                 None => wait_a_little(None, since, None)?,
@@ -437,7 +494,7 @@ pub(crate) fn receive<T: DeserializeOwned>(
         };
         let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
         blocks.push(recycled_block(len, |bytes| {
-            message.matched_receive_into(bytes);
+            call(|| message.matched_receive_into(bytes));
         }));
     }
     decode(body, blocks).map_err(RecvFailure::Encoding)
