@@ -38,6 +38,7 @@ fn main() -> std::process::ExitCode {
         bench_hop_measures_the_mpi_transport_too,
         bench_hop_puts_bare_mpi_beside_the_mpi_transport,
         blocks_that_grow_and_shrink_arrive_whole,
+        mpi_ends_with_the_process_not_with_the_ring,
     ])
 }
 
@@ -440,6 +441,19 @@ fn role(args: &[String]) {
             let outputs = launcher.launch(stage).expect("launch");
             println!("outputs {outputs:?}");
         }
+        [kind] if kind == "twice" => {
+            let outputs = launcher.launch(Blocks { bytes: 1 << 20 }).expect("launch");
+            // Only rank 0 gets here, with MPI still running: it ends as the process exits.
+            println!(
+                "outputs {outputs:?}; finalized {}",
+                mpi::environment::is_finalized()
+            );
+            // The other ranks ended with their ring: a second one is refused, not hung.
+            match launcher.launch(Blocks { bytes: 8 }) {
+                Ok(outputs) => println!("a second ring ran: {outputs:?}"),
+                Err(e) => println!("second ring: {e}"),
+            }
+        }
         [kind] if kind == "sizes" => {
             let outputs = launcher.launch(Sizes).expect("launch");
             println!("sizes {outputs:?}");
@@ -626,4 +640,41 @@ fn blocks_that_grow_and_shrink_arrive_whole() {
         let want = format!("sizes {:?}", vec![true; p]);
         assert!(job.stdout.contains(&want), "want {want}: {job:?}");
     }
+}
+
+/// MPI_Finalize waits for every rank: it is the job's shut-down and runs as the process
+/// exits, outside the ring's timing, and the bench says what its mpi rows leave out.
+fn mpi_ends_with_the_process_not_with_the_ring() {
+    let me = std::env::current_exe().unwrap();
+    let job = mpirun(2, &me, &["--role", "twice"]);
+    assert_eq!(job.code, Some(0), "{job:?}");
+    assert!(
+        job.stdout.contains("outputs [1, 1]; finalized false"),
+        "{job:?}"
+    );
+    assert!(
+        job.stdout
+            .contains("second ring: mpi: a process runs one mpi ring"),
+        "{job:?}"
+    );
+    let run = ringleader(&[
+        "bench",
+        "-n",
+        "100",
+        "-p",
+        "2",
+        "-s",
+        "2",
+        "--modes",
+        "serial",
+        "--transports",
+        "mpi",
+    ]);
+    run.success();
+    assert!(
+        run.stdout
+            .contains("MPI_Init and MPI_Finalize are the job's start-up and shut-down"),
+        "{}",
+        run.stdout
+    );
 }

@@ -208,6 +208,12 @@ impl From<BenchAlgorithm> for Algorithm {
 const NEEDS_MPI: &str =
     "mpi rows need a ringleader built with MPI: cargo build --release --features mpi";
 
+/// What the seconds of an mpi row include, printed below a table that has one.
+const MPI_ROWS: &str = "mpi rows: rank 0's own timing of the run, from launching the ring \
+(links included) to having every output, as the other rows time theirs; starting the ranks, \
+MPI_Init and MPI_Finalize are the job's start-up and shut-down and are left out, as starting \
+this program is left out of every row.\n";
+
 /// One measured run: the numbers behind a line of the table, the CSV and the JSON.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Row {
@@ -307,6 +313,9 @@ fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
     check_limits(&args)?;
     let rows = measure(&args)?;
     show(&render(&rows), to_stderr)?;
+    if rows.iter().any(|r| r.mode == BenchMode::Mpi.name()) {
+        show(MPI_ROWS, to_stderr)?;
+    }
     let n = kernel_n(&args.n);
     show(
         &format!(

@@ -26,6 +26,9 @@ use crate::transport::{Inbox, LinkRx, LinkTx, Payload, Rx, Transport, Tx, UpTx};
 use crate::worker;
 use mpi::traits::{Communicator, Source};
 
+/// Whether this process has launched its ring.
+static RAN: AtomicBool = AtomicBool::new(false);
+
 /// Forwards the other ranks' reports to the coordinator thread, and its answers back.
 struct Relay {
     inbox: mpsc::Sender<(usize, Option<Up>)>,
@@ -84,6 +87,13 @@ pub(super) fn launch<S: Stage, H: Handler>(
     limits: &Limits,
 ) -> Result<Vec<Payload>, LaunchError> {
     let size = mpi_world_size()?;
+    // The other ranks end their processes with their ring, so a second one would wait for
+    // them forever.
+    if RAN.swap(true, Ordering::AcqRel) {
+        return Err(LaunchError::Mpi(
+            "a process runs one mpi ring: the other ranks ended with the first".to_owned(),
+        ));
+    }
     if workers != size {
         return Err(LaunchError::Mpi(format!(
             "the ring asks for {workers} workers but the job has {size} ranks (mpirun -n {workers})"
