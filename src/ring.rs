@@ -47,6 +47,10 @@ pub struct Ring {
     blocks: Blocks,
     /// The largest hop count any frame or answer brought this worker (see `stats`).
     hops: u64,
+    /// On an MPI rank other than 0: sends this worker's record to the coordinator, whose
+    /// board is in another process.
+    #[cfg(feature = "mpi")]
+    publisher: Option<crate::transport::mpi::Publisher>,
 }
 
 /// How long a receive waits before it marks itself blocked on the progress board. Receives
@@ -90,6 +94,25 @@ impl Ring {
             fault,
             blocks: Blocks::default(),
             hops: 0,
+            #[cfg(feature = "mpi")]
+            publisher: None,
+        }
+    }
+
+    /// Sends this worker's progress record to a coordinator in another process whenever
+    /// it matters: after a change of step (at most every few milliseconds), and as a long
+    /// wait starts and ends.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn publishing(mut self, publisher: crate::transport::mpi::Publisher) -> Ring {
+        self.publisher = Some(publisher);
+        self
+    }
+
+    /// Sends this worker's record now, if a coordinator elsewhere keeps it.
+    fn publish(&self) {
+        #[cfg(feature = "mpi")]
+        if let Some(publisher) = &self.publisher {
+            publisher.publish(&self.board.published(self.rank));
         }
     }
 
@@ -125,6 +148,10 @@ impl Ring {
     pub fn set_step(&mut self, step: u64) {
         self.step = Some(step);
         self.board.set_step(self.rank, step, self.hops);
+        #[cfg(feature = "mpi")]
+        if let Some(publisher) = &self.publisher {
+            publisher.stepped(|| self.board.published(self.rank));
+        }
         if let Some(fault) = self.fault
             && fault.rank == self.rank
             && fault.step == step
@@ -584,6 +611,7 @@ impl Ring {
             other => return other.map_err(Waited::Failed),
         }
         self.board.set_waiting(self.rank, Some(on));
+        self.publish();
         let result = loop {
             if self.board.cancelled() {
                 break Err(Waited::Stopped);
@@ -597,6 +625,7 @@ impl Ring {
         // Cleared before the caller counts the frame: a wait with equal counts would look
         // stuck.
         self.board.set_waiting(self.rank, None);
+        self.publish();
         result
     }
 

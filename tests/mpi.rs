@@ -39,6 +39,9 @@ fn main() -> std::process::ExitCode {
         bench_hop_puts_bare_mpi_beside_the_mpi_transport,
         blocks_that_grow_and_shrink_arrive_whole,
         mpi_ends_with_the_process_not_with_the_ring,
+        a_stopped_rank_ends_the_job_within_the_step_timeout,
+        a_cycle_across_ranks_is_named_as_a_deadlock,
+        restarts_are_refused_under_mpi_with_one_line,
     ])
 }
 
@@ -454,6 +457,25 @@ fn role(args: &[String]) {
                 Err(e) => println!("second ring: {e}"),
             }
         }
+        [kind, rank, step] if kind == "stop" => {
+            let stage = StopAt {
+                rank: rank.parse().expect("rank"),
+                step: step.parse().expect("step"),
+            };
+            let outputs = launcher
+                .step_timeout(STOPPED_TIMEOUT)
+                .launch(stage)
+                .expect("launch");
+            println!("outputs {outputs:?}");
+        }
+        [kind] if kind == "cycle" => {
+            let outputs = launcher.run(|ring| {
+                ring.set_step(1);
+                // Every rank waits for its right neighbour, which waits for its own.
+                Ok(ring.recv::<u64>(Neighbour::Right)?)
+            });
+            println!("outputs {outputs:?}");
+        }
         [kind] if kind == "sizes" => {
             let outputs = launcher.launch(Sizes).expect("launch");
             println!("sizes {outputs:?}");
@@ -677,4 +699,122 @@ fn mpi_ends_with_the_process_not_with_the_ring() {
         "{}",
         run.stdout
     );
+}
+
+/// The step timeout of the stopped-rank test.
+const STOPPED_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Five steps of a small rotation; rank `rank` stops itself (SIGSTOP) at step `step`, after
+/// printing when, in milliseconds since the epoch.
+#[derive(Clone)]
+struct StopAt {
+    rank: usize,
+    step: u64,
+}
+
+impl Stage for StopAt {
+    type Output = ();
+
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
+        for step in 1..=5 {
+            ring.set_step(step);
+            if ring.rank() == self.rank && step == self.step {
+                println!("stopping at {}", epoch_millis());
+                std::io::Write::flush(&mut std::io::stdout())?;
+                nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP)?;
+            }
+            ring.rotate(&[step], |_, _: &[u64]| {})?;
+        }
+        Ok(())
+    }
+}
+
+fn epoch_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// The lines ringleader wrote on a job's stderr (mpirun adds its own).
+fn ringleader_lines(job: &Job) -> Vec<&str> {
+    job.stderr
+        .lines()
+        .filter(|l| l.starts_with("ringleader:"))
+        .collect()
+}
+
+/// A rank that stops answering (stopped, not dead: mpirun sees nothing wrong) is caught by
+/// the step timeout on rank 0, which reads every rank's progress: the job ends within the
+/// timeout and a second, with one line that names the rank, and nothing left running.
+fn a_stopped_rank_ends_the_job_within_the_step_timeout() {
+    let me = std::env::current_exe().unwrap();
+    let job = mpirun(3, &me, &["--role", "stop", "2", "3"]);
+    let ended = epoch_millis();
+    assert_ne!(job.code, Some(0), "{job:?}");
+    let stopped: u128 = job
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stopping at "))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("rank 2 never stopped: {job:?}"));
+    let took = Duration::from_millis(u64::try_from(ended - stopped).unwrap_or(u64::MAX));
+    assert!(
+        took <= STOPPED_TIMEOUT + Duration::from_secs(1),
+        "the job ended {took:?} after the rank stopped: {job:?}"
+    );
+    let lines = ringleader_lines(&job);
+    assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+    assert!(
+        lines[0].contains("timed out after 2 s: rank 2 did not finish it"),
+        "{}",
+        lines[0]
+    );
+    assert!(!job.stdout.contains("outputs"), "{job:?}");
+}
+
+/// Ranks that wait for each other in a circle, with nothing in flight, are a deadlock, seen
+/// across the job as on one machine, and named so: no step timeout is needed.
+fn a_cycle_across_ranks_is_named_as_a_deadlock() {
+    let me = std::env::current_exe().unwrap();
+    let started = Instant::now();
+    let job = mpirun(3, &me, &["--role", "cycle"]);
+    assert_ne!(job.code, Some(0), "{job:?}");
+    let lines = ringleader_lines(&job);
+    assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+    assert_eq!(
+        lines[0],
+        "ringleader: deadlock: rank 0 waits for rank 1, rank 1 waits for rank 2, \
+         rank 2 waits for rank 0 (at step 1)",
+        "{job:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60), "{job:?}");
+}
+
+/// An MPI job cannot restart a rank: `--restarts` is refused before anything runs, by rank
+/// 0 alone, in one line.
+fn restarts_are_refused_under_mpi_with_one_line() {
+    let job = mpirun(
+        2,
+        binary(),
+        &[
+            "particles",
+            "-n",
+            "20",
+            "-s",
+            "5",
+            "--transport",
+            "mpi",
+            "--restarts",
+            "2",
+        ],
+    );
+    assert_eq!(job.code, Some(2), "{job:?}");
+    let lines = ringleader_lines(&job);
+    assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+    assert!(
+        lines[0].starts_with("ringleader: --restarts cannot be used with --transport mpi"),
+        "{}",
+        lines[0]
+    );
+    assert!(!job.stdout.contains("simulation took"), "{job:?}");
 }

@@ -75,6 +75,9 @@ fn grown(len: usize) -> usize {
     (len + len / 8).next_multiple_of(4096)
 }
 
+/// How many times a waiting end tests its request in one turn to call MPI.
+const POLLS_PER_TURN: u32 = 8;
+
 /// A communicator that only one direction of the ring uses.
 pub(crate) struct LinkComm(ffi::MPI_Comm);
 
@@ -140,12 +143,35 @@ unsafe impl Send for Request {}
 impl Request {
     /// The message's status, once MPI is done with it (the request is then spent).
     fn test(&mut self) -> Option<ffi::MPI_Status> {
+        call(|| self.test_in_turn())
+    }
+
+    /// As [`test`](Request::test), a few times while the request is not done, in one
+    /// turn: taking turns costs more than a test. With the status comes the number of
+    /// bytes the message had.
+    fn poll(&mut self) -> Option<(ffi::MPI_Status, usize)> {
+        call(|| {
+            for _ in 0..POLLS_PER_TURN {
+                if let Some(status) = self.test_in_turn() {
+                    let mut count: c_int = 0;
+                    // SAFETY: `status` is the one MPI_Test just filled for this request.
+                    unsafe { ffi::MPI_Get_count(&status, ffi::RSMPI_UINT8_T, &mut count) };
+                    return Some((status, usize::try_from(count).unwrap_or(0)));
+                }
+                std::hint::spin_loop();
+            }
+            None
+        })
+    }
+
+    /// `MPI_Test`, by a caller that has its turn to call MPI.
+    fn test_in_turn(&mut self) -> Option<ffi::MPI_Status> {
         let mut done: c_int = 0;
         // SAFETY: zeroed is a valid `MPI_Status` (plain integers) for MPI to overwrite.
         let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
         // SAFETY: the request is live (or already null, which MPI_Test accepts), and
         // `done` and `status` are valid for MPI to write.
-        call(|| unsafe { ffi::MPI_Test(&mut self.0, &mut done, &mut status) });
+        unsafe { ffi::MPI_Test(&mut self.0, &mut done, &mut status) };
         (done != 0).then_some(status)
     }
 
@@ -164,7 +190,7 @@ impl Request {
             return;
         }
         let since = Instant::now();
-        while self.test().is_none() {
+        while self.poll().is_none() {
             let _ = wait_a_little(pump, since, None);
         }
     }
@@ -502,13 +528,13 @@ impl LinkReceiver {
                 .posted
                 .borrow_mut()
                 .as_mut()
-                .map(|receive| receive.request.test());
+                .map(|receive| receive.request.poll());
             match tested {
-                Some(Some(status)) => {
+                Some(Some((status, len))) => {
                     let Some(Posted { buffer, .. }) = self.posted.take() else {
                         continue;
                     };
-                    match self.take(status, buffer)? {
+                    match self.take(status.MPI_TAG, len, buffer)? {
                         Some(frame) => return Ok(frame),
                         // A grow message: the frame follows.
                         None => continue,
@@ -522,23 +548,20 @@ impl LinkReceiver {
         }
     }
 
-    /// Reads a message that arrived in `buffer`, and posts the next receive before the
-    /// frame is handed out. `None` for a grow message.
+    /// Reads a message of `len` bytes with `tag` that arrived in `buffer`, and posts the
+    /// next receive before the frame is handed out. `None` for a grow message.
     fn take<M: DeserializeOwned>(
         &self,
-        status: ffi::MPI_Status,
+        tag: c_int,
+        len: usize,
         mut buffer: Arc<Aligned>,
     ) -> Result<Option<(Frame<M>, u64)>, RecvFailure> {
-        let mut count: c_int = 0;
-        // SAFETY: `status` is the one MPI_Test filled for this receive.
-        call(|| unsafe { ffi::MPI_Get_count(&status, ffi::RSMPI_UINT8_T, &mut count) });
-        let len = usize::try_from(count).unwrap_or(0);
         let Some(unique) = Arc::get_mut(&mut buffer) else {
             unreachable!("a posted buffer has no other holder");
         };
         unique.set_len(len);
-        let kind = status.MPI_TAG & ((1 << KIND_BITS) - 1);
-        let hops = u64::try_from(status.MPI_TAG >> KIND_BITS).unwrap_or(0);
+        let kind = tag & ((1 << KIND_BITS) - 1);
+        let hops = u64::try_from(tag >> KIND_BITS).unwrap_or(0);
         if kind == GROW {
             let capacity = buffer
                 .filled()

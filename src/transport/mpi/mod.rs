@@ -48,6 +48,8 @@ pub(crate) use link::{Lent, LinkComms, LinkReceiver, LinkSender};
 pub(crate) const UP: Tag = 3;
 /// Answers from the coordinator.
 pub(crate) const DOWN: Tag = 4;
+/// The other ranks' progress records, for the coordinator on rank 0.
+pub(crate) const PROGRESS: Tag = 5;
 
 /// The MPI environment: initialized once, finalized when the process exits.
 static UNIVERSE: Mutex<Option<Universe>> = Mutex::new(None);
@@ -102,6 +104,18 @@ pub fn mpi_world_size() -> Result<usize, LaunchError> {
     Ok(usize::try_from(size).unwrap_or(0))
 }
 
+/// Starts MPI as [`mpi_world_size`] does, and returns this process's rank in the job: 0
+/// for the one whose [`Launcher::launch`](crate::Launcher::launch) returns the outputs.
+///
+/// # Errors
+///
+/// As [`mpi_world_size`].
+pub fn mpi_rank() -> Result<usize, LaunchError> {
+    mpi_world_size()?;
+    let rank = call(|| SimpleCommunicator::world().rank());
+    Ok(usize::try_from(rank).unwrap_or(0))
+}
+
 extern "C" fn finalize_at_exit() {
     drop(universe().take());
 }
@@ -120,6 +134,12 @@ pub(crate) fn call<R>(f: impl FnOnce() -> R) -> R {
         .load(Ordering::Acquire)
         .then(|| SERIAL.lock().unwrap_or_else(PoisonError::into_inner));
     f()
+}
+
+/// Says whether a second thread calls MPI from now on. Only the one thread that calls MPI
+/// may switch it on, before the other starts, and off, after the other has ended.
+pub(crate) fn share(shared: bool) {
+    SHARED.store(shared, Ordering::Release);
 }
 
 /// Ends the job: every rank of it, this one included. It takes its turn if it can get one
@@ -336,6 +356,51 @@ impl Sender {
 impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "mpi::Sender(to rank {}, tag {})", self.dest, self.tag)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress records.
+
+/// How often a rank sends its record when only its step changed. The coordinator then may
+/// see a step start up to this much early: a step timeout can fire this much before its
+/// limit. A rank that starts or stops a long wait sends its record at once.
+const EVERY: Duration = Duration::from_millis(10);
+
+/// Sends a rank's progress record to rank 0, whose coordinator keeps it on its own board:
+/// that is how the step timeout and the deadlock watch see every rank of the job.
+pub(crate) struct Publisher {
+    to_root: Sender,
+    last: std::cell::Cell<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("mpi::Publisher")
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new() -> Publisher {
+        Publisher {
+            to_root: Sender::new(0, PROGRESS),
+            last: std::cell::Cell::new(None),
+        }
+    }
+
+    /// Sends the record now. Nothing to do if it cannot: rank 0 is gone, and the job with
+    /// it.
+    pub(crate) fn publish(&self, record: &crate::progress::Published) {
+        let _ = self.to_root.send(record);
+        self.last.set(Some(Instant::now()));
+    }
+
+    /// Sends the record after a change of step, unless the last one went less than
+    /// [`EVERY`] ago.
+    pub(crate) fn stepped(&self, record: impl FnOnce() -> crate::progress::Published) {
+        if self.last.get().is_none_or(|last| last.elapsed() >= EVERY) {
+            self.publish(&record());
+        }
     }
 }
 
