@@ -189,6 +189,9 @@ impl Request {
         if self.is_done() {
             return;
         }
+        if self.poll().is_some() {
+            return;
+        }
         let since = Instant::now();
         while self.poll().is_none() {
             let _ = wait_a_little(pump, since, None);
@@ -521,8 +524,8 @@ impl LinkReceiver {
         &self,
         timeout: Option<Duration>,
     ) -> Result<(Frame<M>, u64), RecvFailure> {
-        let since = Instant::now();
-        let deadline = timeout.map(|t| since + t);
+        // The clock is read only once the frame is not there at the first look.
+        let mut waiting: Option<(Instant, Option<Instant>)> = None;
         loop {
             let tested = self
                 .posted
@@ -544,6 +547,10 @@ impl LinkReceiver {
                 // A receive that could not be posted after the last frame: try again.
                 None => self.post()?,
             }
+            let (since, deadline) = *waiting.get_or_insert_with(|| {
+                let since = Instant::now();
+                (since, timeout.map(|t| since + t))
+            });
             wait_a_little(self.pump.as_ref(), since, deadline)?;
         }
     }
