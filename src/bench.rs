@@ -95,8 +95,9 @@ pub fn hop(
 /// a bare `MPI_Sendrecv`, in the same ring and the same pattern as a rotation, with no
 /// framework: `workers - 1` calls a round, the first sending the rank's own block and each
 /// later one the block just received. Like [`hop`], it times `rounds` rounds after two
-/// untimed ones, reads one word of every 4 KiB page of each block received, and reports
-/// the slowest rank's seconds. Every rank of the job must call it; each gets the report.
+/// untimed ones, reads one word of every 4 KiB page of each block a round sees (its own
+/// and each one received, as [`hop`]'s stage does), and reports the slowest rank's
+/// seconds. Every rank of the job must call it; each gets the report.
 /// Starts MPI as [`mpi_world_size`](crate::mpi_world_size) does.
 ///
 /// # Errors
@@ -121,11 +122,12 @@ pub fn mpi_raw_hop(bytes: usize, rounds: usize) -> Result<HopReport, LaunchError
     let (right, left) = ((rank + 1) % workers, (rank + workers - 1) % workers);
     let (right, left) = (right as i32, left as i32);
     reset_peak_rss();
-    let mine = vec![rank as f64; words];
+    let mine = vec![(rank + 1) as f64; words];
     let mut held = [vec![0.0f64; words], vec![0.0f64; words]];
     let stride = 4096 / size_of::<f64>();
     let mut touched = 0.0;
     let mut round = |held: &mut [Vec<f64>; 2]| {
+        touched += mine.iter().step_by(stride).sum::<f64>();
         for hop in 1..workers {
             let [a, b] = &mut *held;
             // Hop 1 sends the rank's own block; later hops send what the last one received.
@@ -192,7 +194,7 @@ impl Stage for Hop {
 
     fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
         reset_peak_rss();
-        let mine = vec![ring.rank() as f64; self.words];
+        let mine = vec![(ring.rank() + 1) as f64; self.words];
         // One word per page: enough to make every page of the block resident here.
         let stride = 4096 / size_of::<f64>();
         let mut touched = 0.0;
