@@ -274,6 +274,9 @@ impl Ring {
                 .outgoing(self.transport, self.rank, bytemuck::cast_slice(mine));
             self.send_frame(Neighbour::Right, Frame::Block(block))?;
         }
+        // Between MPI ranks: the next receive is posted now, after this worker's own send
+        // (see `mpi::link` for why not before).
+        self.from_left.post_ahead();
         visit(self.rank, mine);
         for hop in 1..self.size {
             let block = match self.recv_frame(Neighbour::Left)? {

@@ -235,9 +235,19 @@ impl<M> LinkRx<M> {
         LinkRx(RxEnd::Plain(rx))
     }
 
+    /// Between MPI ranks: posts the link's next receive, if none is posted, into the buffer
+    /// of the block taken last if nothing holds it any more. A no-op elsewhere.
+    pub(crate) fn post_ahead(&self) {
+        #[cfg(feature = "mpi")]
+        if let LinkRx(RxEnd::Mpi(rx)) = self {
+            rx.ready();
+        }
+    }
+
     /// Counts one more block sent with `Ring::send_block` as released: this worker holds no
     /// view of its bytes any more. Blocks are released in the order they arrived.
     pub(crate) fn release(&self) {
+        self.post_ahead();
         if let LinkRx(RxEnd::Mailbox { mailbox, .. }) = self {
             let released = &mailbox.get().receiver.released;
             // Release: every read of the block happened before the sender may rewrite it.
