@@ -322,7 +322,7 @@ impl Launcher {
     ///
     /// As [`Launcher::launch`], for the failure that ended the run: the last one, once the
     /// restarts are spent or the handler has nothing to go on from. With
-    /// `Transport::Mpi` and any restarts, [`LaunchError::Mpi`] before anything starts.
+    /// `Transport::Mpi` and any restarts, `LaunchError::Mpi` before anything starts.
     pub fn launch_restarting<S: Stage, H: Restart<S>>(
         &self,
         mut stage: S,
