@@ -90,6 +90,99 @@ pub fn hop(
     })
 }
 
+/// Measures MPI itself, as the anchor for the MPI transport's [`hop`]: every rank of the
+/// job passes a block of `bytes` (rounded down to whole `f64`s) to its right neighbour with
+/// a bare `MPI_Sendrecv`, in the same ring and the same pattern as a rotation, with no
+/// framework: `workers - 1` calls a round, the first sending the rank's own block and each
+/// later one the block just received. Like [`hop`], it times `rounds` rounds after two
+/// untimed ones, reads one word of every 4 KiB page of each block a round sees (its own
+/// and each one received, as [`hop`]'s stage does), and reports the slowest rank's
+/// seconds. Every rank of the job must call it; each gets the report.
+/// Starts MPI as [`mpi_world_size`](crate::mpi_world_size) does.
+///
+/// # Errors
+///
+/// [`LaunchError::Mpi`] if MPI cannot start, or the job has fewer than two ranks.
+#[cfg(feature = "mpi")]
+pub fn mpi_raw_hop(bytes: usize, rounds: usize) -> Result<HopReport, LaunchError> {
+    use mpi::collective::SystemOperation;
+    use mpi::traits::{AsRaw, Communicator, CommunicatorCollectives};
+
+    let workers = crate::mpi_world_size()?;
+    if workers < 2 {
+        return Err(LaunchError::Mpi(format!(
+            "a hop needs at least 2 ranks; this job has {workers}"
+        )));
+    }
+    let world = crate::transport::mpi::world();
+    let words = bytes / size_of::<f64>();
+    let count = i32::try_from(words * size_of::<f64>())
+        .map_err(|_| LaunchError::Mpi(format!("{bytes} bytes are too many for one message")))?;
+    let rank = usize::try_from(world.rank()).unwrap_or(0);
+    let (right, left) = ((rank + 1) % workers, (rank + workers - 1) % workers);
+    let (right, left) = (right as i32, left as i32);
+    reset_peak_rss();
+    let mine = vec![(rank + 1) as f64; words];
+    let mut held = [vec![0.0f64; words], vec![0.0f64; words]];
+    let stride = 4096 / size_of::<f64>();
+    let mut touched = 0.0;
+    let mut round = |held: &mut [Vec<f64>; 2]| {
+        touched += mine.iter().step_by(stride).sum::<f64>();
+        for hop in 1..workers {
+            let [a, b] = &mut *held;
+            // Hop 1 sends the rank's own block; later hops send what the last one received.
+            let (send, recv): (&[f64], &mut [f64]) = match hop {
+                1 => (&mine, a),
+                _ if hop % 2 == 0 => (a, b),
+                _ => (b, a),
+            };
+            // SAFETY: both buffers live across the call and hold `count` bytes; the send
+            // and receive buffers never overlap; MPI has been started and not finalized.
+            unsafe {
+                mpi::ffi::MPI_Sendrecv(
+                    send.as_ptr().cast(),
+                    count,
+                    mpi::ffi::RSMPI_UINT8_T,
+                    right,
+                    0,
+                    recv.as_mut_ptr().cast(),
+                    count,
+                    mpi::ffi::RSMPI_UINT8_T,
+                    left,
+                    0,
+                    world.as_raw(),
+                    mpi::ffi::RSMPI_STATUS_IGNORE,
+                );
+            }
+            touched += recv.iter().step_by(stride).sum::<f64>();
+        }
+    };
+    for _ in 0..2 {
+        round(&mut held);
+    }
+    let started = Instant::now();
+    for _ in 0..rounds {
+        round(&mut held);
+    }
+    let mine_seconds = started.elapsed().as_secs_f64();
+    black_box(touched);
+    let mut seconds = 0.0f64;
+    world.all_reduce_into(&mine_seconds, &mut seconds, SystemOperation::max());
+    let mine_rss = peak_rss().unwrap_or(0);
+    let mut rss = 0u64;
+    world.all_reduce_into(&mine_rss, &mut rss, SystemOperation::max());
+    let moved = (words * size_of::<f64>() * (workers - 1) * rounds) as f64;
+    Ok(HopReport {
+        transport: Transport::Mpi,
+        workers,
+        bytes: words * size_of::<f64>(),
+        rounds,
+        seconds,
+        bytes_per_second: moved / seconds,
+        worker_peak_rss: (rss > 0).then_some(rss),
+    })
+}
+
 #[derive(Debug, Clone)]
 struct Hop {
     words: usize,
@@ -101,7 +194,7 @@ impl Stage for Hop {
 
     fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
         reset_peak_rss();
-        let mine = vec![ring.rank() as f64; self.words];
+        let mine = vec![(ring.rank() + 1) as f64; self.words];
         // One word per page: enough to make every page of the block resident here.
         let stride = 4096 / size_of::<f64>();
         let mut touched = 0.0;

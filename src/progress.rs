@@ -135,6 +135,22 @@ pub(crate) struct Reading {
     pub(crate) answers_sent: u64,
 }
 
+/// A rank's record as it sends it to a coordinator in another process, which keeps its own
+/// board (MPI): every counter the deadlock watch and the step timeout read, except the
+/// coordinator's own.
+#[cfg(feature = "mpi")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Published {
+    /// As `Record::step`.
+    step: u64,
+    /// As `Record::waiting`.
+    waiting: u64,
+    sent: [u64; 2],
+    received: [u64; 2],
+    reports: u64,
+    answers: u64,
+}
+
 /// What one rank recorded for the run's depth (see `stats`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct DepthReading {
@@ -284,6 +300,38 @@ impl Board {
         self.header().cancelled.load(Ordering::Acquire) != 0
     }
 
+    /// `rank`'s own record, to send to a coordinator in another process.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn published(&self, rank: usize) -> Published {
+        let record = self.record(rank);
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Published {
+            step: load(&record.step),
+            waiting: record.waiting.load(Ordering::Acquire),
+            sent: [load(&record.sent[0]), load(&record.sent[1])],
+            received: [load(&record.received[0]), load(&record.received[1])],
+            reports: load(&record.reports),
+            answers: load(&record.answers),
+        }
+    }
+
+    /// Writes what `rank` published into its record here, where the coordinator reads it.
+    /// The coordinator's own counter (`answers_sent`) stays as it is.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn mirror(&self, rank: usize, published: &Published) {
+        let record = self.record(rank);
+        let store = |counter: &AtomicU64, value| counter.store(value, Ordering::Relaxed);
+        store(&record.step, published.step);
+        for side in 0..2 {
+            store(&record.sent[side], published.sent[side]);
+            store(&record.received[side], published.received[side]);
+        }
+        store(&record.reports, published.reports);
+        store(&record.answers, published.answers);
+        // Release: the counters are visible with the wait, as `set_waiting` makes them.
+        record.waiting.store(published.waiting, Ordering::Release);
+    }
+
     pub(crate) fn read(&self, rank: usize) -> Reading {
         let record = self.record(rank);
         let waiting = match record.waiting.load(Ordering::Acquire) {
@@ -332,6 +380,32 @@ mod tests {
             assert_eq!(reading.sent, [0, 0]);
         }
         assert!(!board.cancelled());
+    }
+
+    #[cfg(feature = "mpi")]
+    #[test]
+    fn a_published_record_reads_the_same_on_the_board_it_is_mirrored_to() {
+        let (theirs, ours) = (Board::new(3).unwrap(), Board::new(3).unwrap());
+        theirs.set_step(2, 7, 0);
+        theirs.count_sent(2, Link::Left);
+        theirs.count_received(2, Link::Right);
+        theirs.count_received(2, Link::Right);
+        theirs.count_report(2);
+        theirs.set_waiting(2, Some(WaitingOn::Coordinator));
+        ours.count_answer_sent(2);
+        ours.mirror(2, &theirs.published(2));
+        let mut want = theirs.read(2);
+        want.answers_sent = 1;
+        assert_eq!(
+            ours.read(2),
+            want,
+            "everything but the coordinator's own count"
+        );
+        assert_eq!(
+            ours.read(1),
+            Board::new(3).unwrap().read(1),
+            "other records untouched"
+        );
     }
 
     #[test]

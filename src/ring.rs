@@ -50,6 +50,10 @@ pub struct Ring {
     blocks: Blocks,
     /// The largest hop count any frame or answer brought this worker (see `stats`).
     hops: u64,
+    /// On an MPI rank other than 0: sends this worker's record to the coordinator, whose
+    /// board is in another process.
+    #[cfg(feature = "mpi")]
+    publisher: Option<crate::transport::mpi::Publisher>,
 }
 
 /// How long a receive waits before it marks itself blocked on the progress board. Receives
@@ -97,6 +101,25 @@ impl Ring {
             fault,
             blocks: Blocks::default(),
             hops: 0,
+            #[cfg(feature = "mpi")]
+            publisher: None,
+        }
+    }
+
+    /// Sends this worker's progress record to a coordinator in another process whenever
+    /// it matters: after a change of step (at most every few milliseconds), and as a long
+    /// wait starts and ends.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn publishing(mut self, publisher: crate::transport::mpi::Publisher) -> Ring {
+        self.publisher = Some(publisher);
+        self
+    }
+
+    /// Sends this worker's record now, if a coordinator elsewhere keeps it.
+    fn publish(&self) {
+        #[cfg(feature = "mpi")]
+        if let Some(publisher) = &self.publisher {
+            publisher.publish(&self.board.published(self.rank));
         }
     }
 
@@ -132,6 +155,10 @@ impl Ring {
     pub fn set_step(&mut self, step: u64) {
         self.step = Some(step);
         self.board.set_step(self.rank, step, self.hops);
+        #[cfg(feature = "mpi")]
+        if let Some(publisher) = &self.publisher {
+            publisher.stepped(|| self.board.published(self.rank));
+        }
         #[cfg(feature = "fault-injection")]
         if let Some(fault) = self.fault
             && fault.rank == self.rank
@@ -242,10 +269,23 @@ impl Ring {
             visit(self.rank, mine);
             return Ok(());
         }
-        let block = self
-            .blocks
-            .outgoing(self.transport, self.rank, bytemuck::cast_slice(mine));
-        self.send_frame(Neighbour::Right, Frame::Block(block))?;
+        // SAFETY: `lent` lives to the end of this function and is dropped on every way out
+        // of it, unwinding included; nothing forgets it.
+        #[cfg(feature = "mpi")]
+        let lent = unsafe { self.lend_right(bytemuck::cast_slice(mine))? };
+        #[cfg(feature = "mpi")]
+        let sent = lent.is_some();
+        #[cfg(not(feature = "mpi"))]
+        let sent = false;
+        if !sent {
+            let block = self
+                .blocks
+                .outgoing(self.transport, self.rank, bytemuck::cast_slice(mine));
+            self.send_frame(Neighbour::Right, Frame::Block(block))?;
+        }
+        // Between MPI ranks: the next receive is posted now, after this worker's own send
+        // (see `mpi::link` for why not before).
+        self.from_left.post_ahead();
         visit(self.rank, mine);
         for hop in 1..self.size {
             let block = match self.recv_frame(Neighbour::Left)? {
@@ -265,7 +305,33 @@ impl Ring {
                 .map_err(|e| block_error(e, left))?;
             visit(origin, view::<T>(bytes).map_err(|e| block_error(e, left))?);
         }
+        // Between MPI ranks, MPI is done with `mine` once this returns.
+        #[cfg(feature = "mpi")]
+        drop(lent);
         Ok(())
+    }
+
+    /// Between MPI ranks: starts sending `bytes` to the right as a rotation block, straight
+    /// from where they lie (the raw call copies them into no block either). `None` on the
+    /// other transports, where a block is sent as a frame.
+    ///
+    /// # Safety
+    ///
+    /// The guard must be dropped, not forgotten: MPI reads `bytes` until it has been.
+    #[cfg(feature = "mpi")]
+    unsafe fn lend_right<'a>(
+        &self,
+        bytes: &'a [u8],
+    ) -> Result<Option<crate::transport::mpi::Lent<'a>>, RingError> {
+        if self.transport != Transport::Mpi {
+            return Ok(None);
+        }
+        // Counted before the send, as in `send_frame`.
+        self.board.count_sent(self.rank, Link::Right);
+        // SAFETY: passed on to our caller.
+        let lent = unsafe { self.to_right.lend(bytes, self.hops + 1) };
+        lent.transpose()
+            .map_err(|failure| send_error(failure, self.neighbour(Neighbour::Right)))
     }
 
     /// Sends `data` to one neighbour as a bulk block: `bytemuck::Pod` elements, no serde.
@@ -557,6 +623,7 @@ impl Ring {
             other => return other.map_err(Waited::Failed),
         }
         self.board.set_waiting(self.rank, Some(on));
+        self.publish();
         let result = loop {
             if self.board.cancelled() {
                 break Err(Waited::Stopped);
@@ -570,6 +637,7 @@ impl Ring {
         // Cleared before the caller counts the frame: a wait with equal counts would look
         // stuck.
         self.board.set_waiting(self.rank, None);
+        self.publish();
         result
     }
 

@@ -28,6 +28,10 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 pub(crate) enum Workers {
     Processes(Vec<Pid>),
     Threads(Vec<Option<JoinHandle<i32>>>),
+    /// The ranks of an MPI job. The coordinator can neither signal nor reap
+    /// them: a run that must end ends the whole job (`MPI_Abort`), at once.
+    #[cfg(feature = "mpi")]
+    Ranks,
 }
 
 /// How a worker ended, as the OS tells it.
@@ -45,6 +49,8 @@ impl Workers {
         match self {
             Workers::Processes(pids) => pids.get(rank).map(|pid| pid.as_raw().unsigned_abs()),
             Workers::Threads(_) => None,
+            #[cfg(feature = "mpi")]
+            Workers::Ranks => None,
         }
     }
 
@@ -73,6 +79,8 @@ impl Workers {
                 },
                 None => Exit::Unknown,
             },
+            #[cfg(feature = "mpi")]
+            Workers::Ranks => Exit::Unknown,
         }
     }
 
@@ -100,6 +108,8 @@ impl Workers {
         let count = match self {
             Workers::Processes(pids) => pids.len(),
             Workers::Threads(handles) => handles.len(),
+            #[cfg(feature = "mpi")]
+            Workers::Ranks => 0,
         };
         for rank in 0..count {
             self.reap(rank);
@@ -289,6 +299,13 @@ pub(crate) fn supervise<H: Handler>(
     };
     let mut checks = Checks::new(limits, size);
     while run.ended.iter().any(|ended| !ended) {
+        // Ranks of an MPI job cannot be stopped one by one, and waiting for them would only
+        // delay the end: a failure or a verdict ends the job now.
+        #[cfg(feature = "mpi")]
+        if matches!(workers, Workers::Ranks) && (run.failed() || run.verdict.is_some()) {
+            board.cancel();
+            break;
+        }
         if run.ending() && run.stopping.is_none() {
             // Dropping the answer channels releases workers waiting on the coordinator;
             // cancelling the board releases every other wait, which is how threads stop.

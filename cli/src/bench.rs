@@ -34,7 +34,8 @@ use ringleader_particles::{Algorithm, Mode, Run, Start, Unwatched, simulate_with
   ringleader bench -n 16000 --algorithms allpairs,cells
   ringleader bench -n 2000 -p 2 --transports processes,threads,mpi   (build with --features mpi)
   ringleader bench kernel -n 16000
-  ringleader bench hop --bytes 1600000 -p 2 --transports processes,threads,mpi"
+  ringleader bench hop --bytes 1600000 -p 2 --transports processes,threads,mpi
+  ringleader bench hop --bytes 32768 -p 2 --transports mpi,mpi-raw"
 )]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -120,12 +121,17 @@ struct HopArgs {
     #[arg(short = 'r', long = "repeat", default_value_t = 3, value_parser = positive)]
     repeat: usize,
     /// Transports, comma-separated: processes, threads, mpi (each measurement an
-    /// `mpirun -n P` job of this program; needs a build with --features mpi).
+    /// `mpirun -n P` job of this program; needs a build with --features mpi), mpi-raw (the
+    /// anchor for mpi: bare `MPI_Sendrecv` of the same bytes in the same ring, no
+    /// framework, in a job of its own).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [TransportArg::Processes, TransportArg::Threads])]
     transports: Vec<TransportArg>,
     /// Run as a rank of the `mpirun` job that measures the mpi hop, once.
     #[arg(long, hide = true)]
     mpi_rank: bool,
+    /// With --mpi-rank: measure bare `MPI_Sendrecv` instead of the framework.
+    #[arg(long, hide = true)]
+    raw: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -167,6 +173,8 @@ enum TransportArg {
     Processes,
     Threads,
     Mpi,
+    /// Bare MPI, for `bench hop` only.
+    MpiRaw,
 }
 
 impl TransportArg {
@@ -175,6 +183,8 @@ impl TransportArg {
             TransportArg::Processes => BenchMode::Processes,
             TransportArg::Threads => BenchMode::RingThreads,
             TransportArg::Mpi => BenchMode::Mpi,
+            // Refused before any row runs (see `table`).
+            TransportArg::MpiRaw => BenchMode::Mpi,
         }
     }
 }
@@ -197,6 +207,12 @@ impl From<BenchAlgorithm> for Algorithm {
 /// What mpi rows need and a build without MPI lacks.
 const NEEDS_MPI: &str =
     "mpi rows need a ringleader built with MPI: cargo build --release --features mpi";
+
+/// What the seconds of an mpi row include, printed below a table that has one.
+const MPI_ROWS: &str = "mpi rows: rank 0's own timing of the run, from launching the ring \
+(links included) to having every output, as the other rows time theirs; starting the ranks, \
+MPI_Init and MPI_Finalize are the job's start-up and shut-down and are left out, as starting \
+this program is left out of every row.\n";
 
 /// One measured run: the numbers behind a line of the table, the CSV and the JSON.
 #[derive(Debug, Clone, Serialize)]
@@ -246,7 +262,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Some(What::Hop(args)) if args.mpi_rank => return mpi_rank_hop(&args),
         Some(What::Hop(args)) => {
-            if args.transports.contains(&TransportArg::Mpi) && !cfg!(feature = "mpi") {
+            let mpi = [TransportArg::Mpi, TransportArg::MpiRaw];
+            if args.transports.iter().any(|t| mpi.contains(t)) && !cfg!(feature = "mpi") {
                 return usage(NEEDS_MPI);
             }
             let (bytes, workers) = (args.bytes, args.workers);
@@ -265,6 +282,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
+    if args.transports.contains(&TransportArg::MpiRaw) {
+        return usage("mpi-raw measures a hop only: use it with bench hop");
+    }
     args.modes
         .extend(args.transports.iter().map(|&t| TransportArg::mode(t)));
     if args.modes.contains(&BenchMode::Mpi) && !cfg!(feature = "mpi") {
@@ -293,6 +313,9 @@ fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
     check_limits(&args)?;
     let rows = measure(&args)?;
     show(&render(&rows), to_stderr)?;
+    if rows.iter().any(|r| r.mode == BenchMode::Mpi.name()) {
+        show(MPI_ROWS, to_stderr)?;
+    }
     let n = kernel_n(&args.n);
     show(
         &format!(
@@ -720,19 +743,20 @@ fn kernel_table(rows: &[KernelRow]) -> String {
 
 /// The fastest of `repeat` hops on each transport, taking turns so all see the same
 /// conditions. Processes go first: forking needs this process to have no other thread.
-fn hops(args: &HopArgs) -> anyhow::Result<Vec<HopReport>> {
+fn hops(args: &HopArgs) -> anyhow::Result<Vec<(TransportArg, HopReport)>> {
     let mut transports: Vec<TransportArg> = Vec::new();
     for &t in [
         TransportArg::Processes,
         TransportArg::Threads,
         TransportArg::Mpi,
+        TransportArg::MpiRaw,
     ]
     .iter()
     .filter(|t| args.transports.contains(t))
     {
         transports.push(t);
     }
-    let mut best: Vec<HopReport> = Vec::new();
+    let mut best: Vec<(TransportArg, HopReport)> = Vec::new();
     for _ in 0..args.repeat {
         for (i, &transport) in transports.iter().enumerate() {
             let report = match transport {
@@ -744,13 +768,14 @@ fn hops(args: &HopArgs) -> anyhow::Result<Vec<HopReport>> {
                     hop(Transport::Threads, args.workers, args.bytes, args.rounds)
                         .map_err(anyhow::Error::from)
                 }
-                TransportArg::Mpi => mpi_hop(args),
+                TransportArg::Mpi => mpi_hop(args, false),
+                TransportArg::MpiRaw => mpi_hop(args, true),
             }
             .with_context(|| format!("the {} hop failed", transport_name(transport)))?;
             match best.get_mut(i) {
-                Some(b) if b.seconds <= report.seconds => {}
-                Some(b) => *b = report,
-                None => best.push(report),
+                Some((_, b)) if b.seconds <= report.seconds => {}
+                Some((_, b)) => *b = report,
+                None => best.push((transport, report)),
             }
         }
     }
@@ -762,29 +787,30 @@ fn transport_name(transport: TransportArg) -> &'static str {
         TransportArg::Processes => "processes",
         TransportArg::Threads => "threads",
         TransportArg::Mpi => "mpi",
+        TransportArg::MpiRaw => "mpi-raw",
     }
 }
 
 /// The mpi hop: an `mpirun -n workers` job of this program, whose rank 0 prints the
-/// seconds and the largest worker's memory.
+/// seconds and the largest worker's memory; with `raw`, the same of bare `MPI_Sendrecv`.
 #[cfg(feature = "mpi")]
-fn mpi_hop(args: &HopArgs) -> anyhow::Result<HopReport> {
+fn mpi_hop(args: &HopArgs, raw: bool) -> anyhow::Result<HopReport> {
     let program =
         std::env::current_exe().context("cannot find this program to run under mpirun")?;
     let (bytes, rounds) = (args.bytes.to_string(), args.rounds.to_string());
-    let stdout = mpirun(
-        args.workers,
-        &program,
-        &[
-            "bench",
-            "hop",
-            "--mpi-rank",
-            "--bytes",
-            &bytes,
-            "--rounds",
-            &rounds,
-        ],
-    )?;
+    let mut rank_args = vec![
+        "bench",
+        "hop",
+        "--mpi-rank",
+        "--bytes",
+        &bytes,
+        "--rounds",
+        &rounds,
+    ];
+    if raw {
+        rank_args.push("--raw");
+    }
+    let stdout = mpirun(args.workers, &program, &rank_args)?;
     let mut fields = stdout
         .lines()
         .find_map(|l| l.strip_prefix("mpi hop: "))
@@ -810,7 +836,7 @@ fn mpi_hop(args: &HopArgs) -> anyhow::Result<HopReport> {
 }
 
 #[cfg(not(feature = "mpi"))]
-fn mpi_hop(_: &HopArgs) -> anyhow::Result<HopReport> {
+fn mpi_hop(_: &HopArgs, _: bool) -> anyhow::Result<HopReport> {
     usage(NEEDS_MPI)
 }
 
@@ -819,7 +845,11 @@ fn mpi_hop(_: &HopArgs) -> anyhow::Result<HopReport> {
 #[cfg(feature = "mpi")]
 fn mpi_rank_hop(args: &HopArgs) -> anyhow::Result<ExitCode> {
     let ranks = ringleader::mpi_world_size()?;
-    let report = hop(Transport::Mpi, ranks, args.bytes, args.rounds)?;
+    let report = if args.raw {
+        ringleader::bench::mpi_raw_hop(args.bytes, args.rounds)?
+    } else {
+        hop(Transport::Mpi, ranks, args.bytes, args.rounds)?
+    };
     emit(&format!(
         "mpi hop: {} {}\n",
         report.seconds,
@@ -833,20 +863,35 @@ fn mpi_rank_hop(_: &HopArgs) -> anyhow::Result<ExitCode> {
     usage(NEEDS_MPI)
 }
 
-fn hop_table(reports: &[HopReport]) -> String {
+fn hop_table(reports: &[(TransportArg, HopReport)]) -> String {
     let threads = reports
         .iter()
-        .find(|r| r.transport == Transport::Threads)
-        .map(|r| r.bytes_per_second);
+        .find(|(t, _)| *t == TransportArg::Threads)
+        .map(|(_, r)| r.bytes_per_second);
+    let raw = reports
+        .iter()
+        .find(|(t, _)| *t == TransportArg::MpiRaw)
+        .map(|(_, r)| r.bytes_per_second);
     let mut out = format!(
-        "{:<10} {:>7} {:>10} {:>6} {:>9} {:>10} {:>10} {:>10}\n",
-        "transport", "workers", "bytes", "rounds", "seconds", "GB/s", "vs_threads", "worker_rss"
+        "{:<10} {:>7} {:>10} {:>6} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+        "transport",
+        "workers",
+        "bytes",
+        "rounds",
+        "seconds",
+        "GB/s",
+        "vs_threads",
+        "worker_rss",
+        "us_per_hop",
+        "vs_mpi_raw"
     );
-    for r in reports {
+    for (transport, r) in reports {
+        // A round is workers - 1 hops, all ranks at once.
+        let hops = (r.rounds * r.workers.saturating_sub(1)).max(1) as f64;
         let _ = writeln!(
             out,
-            "{:<10} {:>7} {:>10} {:>6} {:>9.4} {:>10.2} {:>10} {:>10}",
-            r.transport.name(),
+            "{:<10} {:>7} {:>10} {:>6} {:>9.4} {:>10.2} {:>10} {:>10} {:>10.3} {:>10}",
+            transport_name(*transport),
             r.workers,
             r.bytes,
             r.rounds,
@@ -854,6 +899,8 @@ fn hop_table(reports: &[HopReport]) -> String {
             r.bytes_per_second / 1e9,
             opt(threads, |t| format!("{:.2}x", r.bytes_per_second / t)),
             opt(r.worker_peak_rss, mib),
+            r.seconds / hops * 1e6,
+            opt(raw, |t| format!("{:.2}x", r.bytes_per_second / t)),
         );
     }
     out

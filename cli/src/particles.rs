@@ -150,12 +150,29 @@ fn mpi_workers(args: &Args) -> anyhow::Result<Option<usize>> {
         return usage("-t cannot be used with --transport mpi");
     }
     let ranks = ringleader::mpi_world_size()?;
+    if args.restarts > 0 {
+        return mpi_usage(
+            "--restarts cannot be used with --transport mpi: a rank that fails ends the whole \
+             job, and mpirun's ranks cannot be started again (write --checkpoint files and \
+             --resume in a new job instead)",
+        );
+    }
     match args.processes {
-        Some(p) if p != ranks => usage(format!(
+        Some(p) if p != ranks => mpi_usage(format!(
             "-p {p} does not match the {ranks} ranks of this mpi job"
         )),
         _ => Ok(Some(ranks)),
     }
+}
+
+/// A usage error under `mpirun`: every rank finds the same one, and rank 0 alone says it.
+#[cfg(feature = "mpi")]
+fn mpi_usage<T>(message: impl Into<String>) -> anyhow::Result<T> {
+    if ringleader::mpi_rank()? != 0 {
+        // MPI is finalized as the process exits, with the other ranks.
+        std::process::exit(2);
+    }
+    usage(message)
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -162,9 +162,12 @@ impl Launcher {
     /// With `Transport::Mpi` (cargo feature `mpi`) this process is one rank of the job
     /// `mpirun` started, and the ring has as many workers as the job has ranks. Rank 0 runs
     /// its worker and the coordinator, and is the only rank that returns; every other rank
-    /// ends its process when its worker is done. A failure on any rank prints one line
-    /// naming the rank and cause on that rank's stderr and aborts the whole job
-    /// (`MPI_Abort`): an MPI job cannot lose a rank and go on.
+    /// ends its process when its worker is done, so a process launches one MPI ring. A
+    /// failure on any rank prints one line naming the rank and cause on that rank's stderr
+    /// and aborts the whole job (`MPI_Abort`): an MPI job cannot lose a rank and go on. The
+    /// other ranks send rank 0 their progress, so the step timeout and the deadlock watch
+    /// cover the whole job: a rank that stops answering, or ranks that wait for each other
+    /// in a cycle, end it the same way, with one line from rank 0.
     ///
     /// # Errors
     ///
@@ -315,16 +318,24 @@ impl Launcher {
     ///
     /// `restarted` is told of every restart, before the new ring starts.
     ///
+    /// An MPI ring cannot restart: a rank that fails ends the whole job, and the ranks that
+    /// `mpirun` started cannot be started again.
+    ///
     /// # Errors
     ///
     /// As [`Launcher::launch`], for the failure that ended the run: the last one, once the
-    /// restarts are spent or the handler has nothing to go on from.
+    /// restarts are spent or the handler has nothing to go on from. With
+    /// `Transport::Mpi` and any restarts, `LaunchError::Mpi` before anything starts.
     pub fn launch_restarting<S: Stage, H: Restart<S>>(
         &self,
         mut stage: S,
         handler: &mut H,
         mut restarted: impl FnMut(&Restarted),
     ) -> Result<(Vec<S::Output>, RunStats), LaunchError> {
+        #[cfg(feature = "mpi")]
+        if self.transport == Transport::Mpi && self.restarts > 0 {
+            return Err(LaunchError::Mpi(RESTARTS_UNDER_MPI.to_owned()));
+        }
         let mut launcher = self.clone();
         let mut attempt = 0;
         loop {
@@ -346,6 +357,12 @@ impl Launcher {
         }
     }
 }
+
+/// Why an MPI ring cannot restart.
+#[cfg(feature = "mpi")]
+const RESTARTS_UNDER_MPI: &str = "an mpi ring cannot restart: a rank that fails ends the \
+whole job, and mpirun's ranks cannot be started again (run without restarts, and resume from \
+a checkpoint in a new job)";
 
 /// A [`Stage`] made of a closure, for the launches that take a stage and a handler:
 /// [`Launcher::run`] is this with no handler.

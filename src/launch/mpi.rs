@@ -1,12 +1,20 @@
 //! Workers as the ranks of an MPI job that `mpirun` started: the path beyond one machine.
 //!
-//! Rank 0 is also the coordinator. Its supervisor runs on a second thread and never calls
-//! MPI: it talks to rank 0's worker through in-process channels, like the threads
-//! transport. MPI is called only from the worker's thread (`MPI_THREAD_SERIALIZED` is
-//! enough), which relays between the two: whenever rank 0 would wait for a message, it
-//! polls instead, and forwards the other ranks' reports to the coordinator and the
-//! coordinator's answers to them. So the coordinator costs no core of its own; it works
-//! only while rank 0 would otherwise be waiting.
+//! Rank 0 is also the coordinator. Its supervisor runs on a second thread and talks to rank
+//! 0's worker through in-process channels, like the threads transport. A relay moves the
+//! other ranks' reports to the coordinator and its answers to them: rank 0's worker runs
+//! it whenever it waits long for a message, so the coordinator costs no core of its own,
+//! and the coordinator's thread runs it every few milliseconds, so that nothing waits for
+//! a worker that computes. The two threads take turns to call MPI
+//! (`MPI_THREAD_SERIALIZED` is enough).
+//!
+//! Every other rank sends rank 0 its progress record (its step, what it waits for, its
+//! counts of frames sent and received) whenever it starts or ends a long wait, and after a
+//! change of step at most every few milliseconds. The relay writes them into the
+//! coordinator's board, so the step timeout and the deadlock watch see the whole job, as
+//! they see every worker of the other transports. When either ends a run, the
+//! coordinator prints one line and ends the job (`MPI_Abort`): an MPI job cannot stop one
+//! rank and go on.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,16 +24,20 @@ use std::thread;
 use crate::error::{LaunchError, WorkerFailure};
 use crate::message::{Down, Up};
 use crate::progress::Board;
+use crate::progress::Published;
 use crate::ring::{Ends, Ring};
 use crate::stage::{Handler, Stage};
 use crate::supervise::{Limits, Workers, supervise};
 use crate::transport::mpi::{
-    CoordinatorGone, DOWN, LEFTWARD, Pump, RIGHTWARD, Receiver, Sender, SharedPump, UP, finalize,
-    mpi_world_size, poll, receive, world,
+    CoordinatorGone, DOWN, LinkComms, LinkReceiver, LinkSender, PROGRESS, Publisher, Pump,
+    Receiver, Sender, SharedPump, UP, call, mpi_world_size, poll, receive, share, world,
 };
 use crate::transport::{Inbox, LinkRx, LinkTx, Payload, Rx, Transport, Tx, UpTx};
 use crate::worker;
 use mpi::traits::{Communicator, Source};
+
+/// Whether this process has launched its ring.
+static RAN: AtomicBool = AtomicBool::new(false);
 
 /// Forwards the other ranks' reports to the coordinator thread, and its answers back.
 struct Relay {
@@ -33,12 +45,30 @@ struct Relay {
     /// For every other rank: the coordinator's answers to it, and the link that carries
     /// them.
     downs: Vec<(mpsc::Receiver<Down>, Sender)>,
+    /// The coordinator's board, where the other ranks' progress records go.
+    board: Arc<Board>,
 }
 
 impl Pump for Relay {
     fn poll(&mut self) -> Result<(), CoordinatorGone> {
+        while let Some((message, status)) = call(|| {
+            world()
+                .any_process()
+                .immediate_matched_probe_with_tag(PROGRESS)
+        }) {
+            let rank = usize::try_from(status.source_rank()).unwrap_or(usize::MAX);
+            match receive::<Published>(message, status, PROGRESS) {
+                Ok(published) if rank < self.board.ranks() => self.board.mirror(rank, &published),
+                Ok(_) => fail(&format!(
+                    "rank 0 heard from rank {rank}, which the job lacks"
+                )),
+                Err(failure) => fail(&format!(
+                    "rank 0 could not read a progress record from rank {rank}: {failure:?}"
+                )),
+            }
+        }
         while let Some((message, status)) =
-            world().any_process().immediate_matched_probe_with_tag(UP)
+            call(|| world().any_process().immediate_matched_probe_with_tag(UP))
         {
             let rank = usize::try_from(status.source_rank()).unwrap_or(usize::MAX);
             let up = match receive::<Up>(message, status, UP) {
@@ -85,42 +115,46 @@ pub(super) fn launch<S: Stage, H: Handler>(
     limits: &Limits,
 ) -> Result<Vec<Payload>, LaunchError> {
     let size = mpi_world_size()?;
+    // The other ranks end their processes with their ring, so a second one would wait for
+    // them forever.
+    if RAN.swap(true, Ordering::AcqRel) {
+        return Err(LaunchError::Mpi(
+            "a process runs one mpi ring: the other ranks ended with the first".to_owned(),
+        ));
+    }
     if workers != size {
         return Err(LaunchError::Mpi(format!(
             "the ring asks for {workers} workers but the job has {size} ranks (mpirun -n {workers})"
         )));
     }
-    let rank = usize::try_from(world().rank()).unwrap_or(0);
+    let rank = usize::try_from(call(|| world().rank())).unwrap_or(0);
     let right = (rank + 1) % size;
     let left = (rank + size - 1) % size;
-    // Each rank keeps its own progress board: the coordinator on rank 0 sees only rank 0's,
-    // so it cannot time steps out or spot a cycle across ranks. mpirun's own failure
-    // handling covers what it cannot see.
+    // Each rank keeps a board of its own; rank 0's coordinator reads its own, where the
+    // relay writes what the other ranks publish.
     let board = Arc::new(Board::new(size).map_err(LaunchError::Channel)?);
-    let limits = Limits {
-        step_timeout: None,
-        graceful: limits.graceful,
-        fault: limits.fault,
-    };
+    // Collective: every rank makes them here, before anything can fail on one rank alone.
+    let comms = LinkComms::new()?;
     if rank != 0 {
+        // A worker, as a forked one is: it dies of SIGTERM, which is how mpirun ends the
+        // job when a rank aborts, and leaves SIGINT and SIGHUP to the coordinator.
+        crate::signal::worker_defaults();
         let ends = Ends {
-            to_right: LinkTx::plain(Tx::Mpi(Sender::new(right, RIGHTWARD))),
-            from_left: LinkRx::plain(Rx::Mpi(Receiver::remote(left, RIGHTWARD, None))),
-            to_left: LinkTx::plain(Tx::Mpi(Sender::new(left, LEFTWARD))),
-            from_right: LinkRx::plain(Rx::Mpi(Receiver::remote(right, LEFTWARD, None))),
+            to_right: LinkTx::mpi(LinkSender::new(Arc::clone(&comms.rightward), right, None)),
+            from_left: LinkRx::mpi(LinkReceiver::new(comms.rightward, left, None)?),
+            to_left: LinkTx::mpi(LinkSender::new(Arc::clone(&comms.leftward), left, None)),
+            from_right: LinkRx::mpi(LinkReceiver::new(comms.leftward, right, None)?),
             up: UpTx::Mpi(Sender::new(0, UP)),
             down: Rx::Mpi(Receiver::remote(0, DOWN, None)),
         };
-        drop(run_worker(
-            stage.clone(),
-            Ring::new(rank, size, Transport::Mpi, ends, board, limits.fault),
-        ));
-        finalize();
+        let ring = Ring::new(rank, size, Transport::Mpi, ends, board, limits.fault);
+        drop(run_worker(stage.clone(), ring.publishing(Publisher::new())));
+        // MPI is finalized as the process exits.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         std::process::exit(0);
     }
-    lead(stage, handler, size, left, right, &board, &limits)
+    lead(stage, handler, size, (left, right), comms, &board, limits)
 }
 
 /// Rank 0: the coordinator on this thread, its worker on another. Only the worker's thread
@@ -129,8 +163,8 @@ fn lead<S: Stage, H: Handler>(
     stage: &S,
     handler: &mut H,
     size: usize,
-    left: usize,
-    right: usize,
+    (left, right): (usize, usize),
+    comms: LinkComms,
     board: &Arc<Board>,
     limits: &Limits,
 ) -> Result<Vec<Payload>, LaunchError> {
@@ -146,21 +180,15 @@ fn lead<S: Stage, H: Handler>(
     let relay: SharedPump = Arc::new(Mutex::new(Relay {
         inbox: inbox_tx.clone(),
         downs: relayed,
+        board: Arc::clone(board),
     }));
     let own_end = inbox_tx.clone();
+    let pump = || Some(Arc::clone(&relay));
     let ends = Ends {
-        to_right: LinkTx::plain(Tx::Mpi(Sender::new(right, RIGHTWARD))),
-        from_left: LinkRx::plain(Rx::Mpi(Receiver::remote(
-            left,
-            RIGHTWARD,
-            Some(Arc::clone(&relay)),
-        ))),
-        to_left: LinkTx::plain(Tx::Mpi(Sender::new(left, LEFTWARD))),
-        from_right: LinkRx::plain(Rx::Mpi(Receiver::remote(
-            right,
-            LEFTWARD,
-            Some(Arc::clone(&relay)),
-        ))),
+        to_right: LinkTx::mpi(LinkSender::new(Arc::clone(&comms.rightward), right, pump())),
+        from_left: LinkRx::mpi(LinkReceiver::new(comms.rightward, left, pump())?),
+        to_left: LinkTx::mpi(LinkSender::new(Arc::clone(&comms.leftward), left, pump())),
+        from_right: LinkRx::mpi(LinkReceiver::new(comms.leftward, right, pump())?),
         up: UpTx::Local {
             rank: 0,
             tx: inbox_tx,
@@ -180,6 +208,8 @@ fn lead<S: Stage, H: Handler>(
     );
     let coordinator_done = AtomicBool::new(false);
     let worker_stage = stage.clone();
+    // From here until the worker's thread has ended, two threads call MPI.
+    share(true);
     let outcome = thread::scope(|scope| {
         let worker_relay = Arc::clone(&relay);
         let coordinator_done = &coordinator_done;
@@ -204,25 +234,26 @@ fn lead<S: Stage, H: Handler>(
             fail(&format!("could not start rank 0's worker thread: {e}"));
         }
         // No process to reap: a rank that ends badly aborts the job itself.
-        let ranks = (0..size).map(|_| None).collect();
-        let outcome = supervise(
-            handler,
-            Inbox::Local(inbox_rx),
-            downs,
-            Workers::Threads(ranks),
-            board,
-            limits,
-        );
+        let inbox = Inbox::Relayed {
+            rx: inbox_rx,
+            pump: Arc::clone(&relay),
+        };
+        let outcome = supervise(handler, inbox, downs, Workers::Ranks, board, limits);
+        // Now, not after the worker's thread has ended: it may be waiting for a rank that
+        // never answers, or computing for a long time.
+        if let Err(e) = &outcome {
+            fail(&crate::error::chain(e));
+        }
         coordinator_done.store(true, Ordering::Release);
         outcome
     });
+    share(false);
     let outputs = match outcome {
         Ok(outputs) => outputs,
         Err(e) => fail(&crate::error::chain(&e)),
     };
-    // Every answer must have left before MPI ends.
+    // Every answer must have left before MPI ends, as the process exits.
     drop(relay);
-    finalize();
     Ok(outputs)
 }
 
@@ -259,5 +290,5 @@ fn fail(why: &str) -> ! {
     eprintln!("ringleader: {why}");
     let _ = std::io::stderr().flush();
     let _ = std::io::stdout().flush();
-    world().abort(1)
+    crate::transport::mpi::abort(1)
 }

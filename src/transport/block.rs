@@ -209,6 +209,50 @@ impl Block {
     }
 }
 
+/// Receive buffers for MPI: MPI writes one while a receive is posted into it, and it is
+/// handed out as a block once the message is in.
+#[cfg(feature = "mpi")]
+impl Aligned {
+    /// A buffer of `capacity` bytes, zeroed by the kernel as it is first touched.
+    pub(crate) fn zeroed(capacity: usize) -> Aligned {
+        let mut words: Vec<u128> = bytemuck::allocation::zeroed_vec(capacity.div_ceil(BLOCK_ALIGN));
+        advise_huge_pages(bytemuck::cast_slice_mut(&mut words));
+        Aligned {
+            words,
+            len: capacity,
+        }
+    }
+
+    /// How many bytes it can hold.
+    pub(crate) fn capacity(&self) -> usize {
+        self.words.len() * BLOCK_ALIGN
+    }
+
+    /// Where MPI may write its [`capacity`](Aligned::capacity) bytes.
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.words.as_mut_ptr().cast()
+    }
+
+    /// Sets how many of its bytes are the block: those a message filled.
+    pub(crate) fn set_len(&mut self, len: usize) {
+        debug_assert!(len <= self.capacity());
+        self.len = len.min(self.capacity());
+    }
+
+    /// The block's bytes.
+    pub(crate) fn filled(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+#[cfg(feature = "mpi")]
+impl Block {
+    /// The block a received message filled.
+    pub(crate) fn received(buffer: Arc<Aligned>) -> Block {
+        Block::Local(buffer)
+    }
+}
+
 impl Block {
     /// A block that names a region every rank already has, as three words: small enough
     /// for a mailbox slot in shared memory (see `link`). `None` for any other block. The

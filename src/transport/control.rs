@@ -127,7 +127,20 @@ pub(crate) enum Inbox<U> {
         ranks: HashMap<u64, usize>,
     },
     Local(mpsc::Receiver<(usize, Option<U>)>),
+    /// Rank 0 of an MPI job: as `Local`, and while it waits it runs the relay that brings
+    /// the other ranks' reports and progress records (see `launch::mpi`).
+    #[cfg(feature = "mpi")]
+    Relayed {
+        rx: mpsc::Receiver<(usize, Option<U>)>,
+        pump: super::mpi::SharedPump,
+    },
 }
+
+/// How often the coordinator of an MPI job runs the relay itself. Rank 0's worker runs it
+/// whenever it waits long, but not while it computes, and the other ranks' progress must
+/// reach the coordinator all the same.
+#[cfg(feature = "mpi")]
+const RELAY_EVERY: Duration = Duration::from_millis(10);
 
 impl<U: Serialize + DeserializeOwned> Inbox<U> {
     /// Waits for events, at most `timeout` if one is given; an empty result means the time
@@ -171,6 +184,27 @@ impl<U: Serialize + DeserializeOwned> Inbox<U> {
                 events.extend(rx.try_iter().map(local_event));
                 Ok(events)
             }
+            #[cfg(feature = "mpi")]
+            Inbox::Relayed { rx, pump } => {
+                let deadline = timeout.map(|t| std::time::Instant::now() + t);
+                let first = loop {
+                    // A coordinator that has gone has no use for the relay either.
+                    let _ = super::mpi::poll(pump);
+                    let slice = deadline.map_or(RELAY_EVERY, |d| {
+                        d.saturating_duration_since(std::time::Instant::now())
+                            .min(RELAY_EVERY)
+                    });
+                    match rx.recv_timeout(slice) {
+                        Ok(first) => break first,
+                        Err(mpsc::RecvTimeoutError::Timeout)
+                            if deadline.is_none_or(|d| std::time::Instant::now() < d) => {}
+                        Err(_) => return Ok(Vec::new()),
+                    }
+                };
+                let mut events = vec![local_event(first)];
+                events.extend(rx.try_iter().map(local_event));
+                Ok(events)
+            }
         }
     }
 }
@@ -187,6 +221,8 @@ impl<U> std::fmt::Debug for Inbox<U> {
         match self {
             Inbox::Ipc { ranks, .. } => write!(f, "Inbox::Ipc({} ranks)", ranks.len()),
             Inbox::Local(_) => write!(f, "Inbox::Local"),
+            #[cfg(feature = "mpi")]
+            Inbox::Relayed { .. } => write!(f, "Inbox::Relayed"),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Ring links. Between threads (and MPI ranks) a link is just the transport's channel.
-//! Between processes it is a socket plus a mailbox in shared memory.
+//! Ring links. Between threads a link is just the transport's channel; between MPI ranks,
+//! one message per frame (see `mpi::link`). Between processes it is a socket plus a mailbox
+//! in shared memory.
 //!
 //! Once a region has crossed the socket (see `block`), every later block frame (of a
 //! rotation, or sent to one neighbour) only names it: three words, and a fourth for the hop
@@ -155,6 +156,8 @@ enum TxEnd<M> {
         tx: Tx<Wire<M>>,
         mailbox: MailboxRef,
     },
+    #[cfg(feature = "mpi")]
+    Mpi(super::mpi::LinkSender),
 }
 
 #[derive(Debug)]
@@ -164,6 +167,8 @@ enum RxEnd<M> {
         rx: Rx<Wire<M>>,
         mailbox: MailboxRef,
     },
+    #[cfg(feature = "mpi")]
+    Mpi(super::mpi::LinkReceiver),
 }
 
 impl<M> LinkTx<M> {
@@ -178,6 +183,8 @@ impl<M> LinkTx<M> {
     pub(crate) fn released(&self) -> u64 {
         match self {
             LinkTx(TxEnd::Plain(_)) => 0,
+            #[cfg(feature = "mpi")]
+            LinkTx(TxEnd::Mpi(_)) => 0,
             // Acquire: the receiver's reads of the blocks it counted happened before
             // whatever the sender writes next.
             LinkTx(TxEnd::Mailbox { mailbox, .. }) => {
@@ -187,15 +194,60 @@ impl<M> LinkTx<M> {
     }
 }
 
+#[cfg(feature = "mpi")]
+impl<M> LinkTx<M> {
+    /// A link end between MPI ranks.
+    pub(crate) fn mpi(tx: super::mpi::LinkSender) -> Self {
+        LinkTx(TxEnd::Mpi(tx))
+    }
+
+    /// Between MPI ranks: starts sending `bytes` as a rotation block from where they lie,
+    /// without copying them into a block first. `None` on other transports.
+    ///
+    /// # Safety
+    ///
+    /// As [`LinkSender::lend`](super::mpi::LinkSender::lend): the guard must be dropped,
+    /// not forgotten.
+    pub(crate) unsafe fn lend<'a>(
+        &self,
+        bytes: &'a [u8],
+        hops: u64,
+    ) -> Option<Result<super::mpi::Lent<'a>, SendFailure>> {
+        match self {
+            // SAFETY: passed on to our caller.
+            LinkTx(TxEnd::Mpi(tx)) => Some(unsafe { tx.lend(bytes, hops) }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "mpi")]
+impl<M> LinkRx<M> {
+    /// A link end between MPI ranks.
+    pub(crate) fn mpi(rx: super::mpi::LinkReceiver) -> Self {
+        LinkRx(RxEnd::Mpi(rx))
+    }
+}
+
 impl<M> LinkRx<M> {
     /// A link end on the transport's own channel, without a mailbox.
     pub(crate) fn plain(rx: Rx<(Frame<M>, u64)>) -> Self {
         LinkRx(RxEnd::Plain(rx))
     }
 
+    /// Between MPI ranks: posts the link's next receive, if none is posted, into the buffer
+    /// of the block taken last if nothing holds it any more. A no-op elsewhere.
+    pub(crate) fn post_ahead(&self) {
+        #[cfg(feature = "mpi")]
+        if let LinkRx(RxEnd::Mpi(rx)) = self {
+            rx.ready();
+        }
+    }
+
     /// Counts one more block sent with `Ring::send_block` as released: this worker holds no
     /// view of its bytes any more. Blocks are released in the order they arrived.
     pub(crate) fn release(&self) {
+        self.post_ahead();
         if let LinkRx(RxEnd::Mailbox { mailbox, .. }) = self {
             let released = &mailbox.get().receiver.released;
             // Release: every read of the block happened before the sender may rewrite it.
@@ -248,6 +300,8 @@ impl<M: Serialize + DeserializeOwned> LinkTx<M> {
         let (tx, mailbox) = match self {
             LinkTx(TxEnd::Plain(tx)) => return tx.send((frame, hops)),
             LinkTx(TxEnd::Mailbox { tx, mailbox }) => (tx, mailbox.get()),
+            #[cfg(feature = "mpi")]
+            LinkTx(TxEnd::Mpi(tx)) => return tx.send(frame, hops),
         };
         let seq = mailbox.sender.delivered.load(Ordering::Relaxed) + 1;
         let room = || {
@@ -299,6 +353,8 @@ impl<M: Serialize + DeserializeOwned> LinkRx<M> {
         let (rx, mailbox) = match self {
             LinkRx(RxEnd::Plain(rx)) => return rx.recv(timeout),
             LinkRx(RxEnd::Mailbox { rx, mailbox }) => (rx, mailbox.get()),
+            #[cfg(feature = "mpi")]
+            LinkRx(RxEnd::Mpi(rx)) => return rx.recv(timeout),
         };
         let started = Instant::now();
         let spin = timeout.map_or(SPIN, |t| t.min(SPIN));
@@ -450,7 +506,7 @@ mod tests {
     fn socket(rx: &LinkRx<u64>) -> &Rx<Wire<u64>> {
         match &rx.0 {
             RxEnd::Mailbox { rx, .. } => rx,
-            RxEnd::Plain(_) => panic!("no mailbox"),
+            _ => panic!("no mailbox"),
         }
     }
 

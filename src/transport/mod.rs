@@ -108,8 +108,6 @@ impl<M> Frame<M> {
 pub(crate) enum Tx<T> {
     Ipc(IpcSender<T>),
     Local(mpsc::Sender<T>),
-    #[cfg(feature = "mpi")]
-    Mpi(mpi::Sender),
 }
 
 /// The receiving end of a channel.
@@ -169,8 +167,6 @@ impl<T: Serialize + DeserializeOwned> Tx<T> {
         match self {
             Tx::Ipc(tx) => by_ipc(|| tx.send(value)).map_err(ipc_send_failure),
             Tx::Local(tx) => tx.send(value).map_err(|_| SendFailure::Closed),
-            #[cfg(feature = "mpi")]
-            Tx::Mpi(tx) => tx.send(&value),
         }
     }
 }

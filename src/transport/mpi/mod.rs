@@ -1,23 +1,30 @@
 //! The MPI transport: the same ring, between the ranks of a job that `mpirun` started.
 //!
-//! Each link is a (peer rank, tag) pair of `MPI_COMM_WORLD`, one tag per protocol, so the
-//! two links to the same neighbour (with two ranks, left and right are the same rank) and
-//! the control messages never mix. A value travels as one message of postcard bytes,
-//! prefixed by the number of bulk blocks it carries; each block follows as one raw message
-//! of its bytes, never through serde. MPI keeps messages of one (source, tag) in order, so
-//! the blocks arrive right behind their header. This is how ipc-channel carries shared
-//! memory: the serializer sets the blocks aside and writes their index.
+//! The ring's links have communicators of their own and carry one message per frame into
+//! receives posted ahead (see `link`). The control channels (reports up to rank 0, answers
+//! down) are (peer rank, tag) pairs of `MPI_COMM_WORLD`, one tag per protocol. A value on
+//! them travels as one message of postcard bytes, prefixed by the number of bulk blocks it
+//! carries; each block follows as one raw message of its bytes, never through serde. MPI
+//! keeps messages of one (source, tag) in order, so the blocks arrive right behind their
+//! header. This is how ipc-channel carries shared memory: the serializer sets the blocks
+//! aside and writes their index.
 //!
 //! Every send is non-blocking (`MPI_Isend`). A blocking send of a large block waits for
 //! the receiver (rendezvous), and in a ring where everybody sends first that is the
 //! textbook's deadlock. The sender keeps the buffer and the request until MPI says the
 //! message has gone.
 //!
-//! Rank 0 is also the coordinator (see the MPI launcher): whenever rank 0 would wait for a
-//! message, its receiver runs a [`Pump`] instead, which relays for the coordinator.
+//! Rank 0 is also the coordinator (see the MPI launcher): whenever rank 0's worker waits
+//! long for a message, its receiver runs a [`Pump`], which relays for the coordinator; and
+//! the coordinator's thread runs it too, now and then, so that the other ranks' progress
+//! reaches it while rank 0's worker computes. Two threads of rank 0 then call MPI, so every
+//! call goes through [`call`], which takes turns: `MPI_THREAD_SERIALIZED` asks no more.
+
+mod link;
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -35,16 +42,16 @@ use serde::de::DeserializeOwned;
 use super::{Block, RecvFailure, SendFailure};
 use crate::error::LaunchError;
 
-/// Ring messages going to the right neighbour (rank + 1).
-pub(crate) const RIGHTWARD: Tag = 1;
-/// Ring messages going to the left neighbour (rank - 1).
-pub(crate) const LEFTWARD: Tag = 2;
+pub(crate) use link::{Lent, LinkComms, LinkReceiver, LinkSender};
+
 /// Reports to the coordinator on rank 0.
 pub(crate) const UP: Tag = 3;
 /// Answers from the coordinator.
 pub(crate) const DOWN: Tag = 4;
+/// The other ranks' progress records, for the coordinator on rank 0.
+pub(crate) const PROGRESS: Tag = 5;
 
-/// The MPI environment: initialized once, finalized when the ring is done.
+/// The MPI environment: initialized once, finalized when the process exits.
 static UNIVERSE: Mutex<Option<Universe>> = Mutex::new(None);
 
 fn universe() -> MutexGuard<'static, Option<Universe>> {
@@ -58,14 +65,14 @@ fn universe() -> MutexGuard<'static, Option<Universe>> {
 ///
 /// # Errors
 ///
-/// [`LaunchError::Mpi`] if MPI cannot start, has already been finalized (one MPI ring per
-/// process), or cannot serve calls from a thread other than the one that started it.
+/// [`LaunchError::Mpi`] if MPI cannot start, was finalized by someone else, or cannot
+/// serve calls from a thread other than the one that started it.
 pub fn mpi_world_size() -> Result<usize, LaunchError> {
     let mut guard = universe();
     if guard.is_none() {
         if mpi::environment::is_finalized() {
             return Err(LaunchError::Mpi(
-                "mpi has already been finalized: a process runs one mpi ring".to_owned(),
+                "mpi has already been finalized".to_owned(),
             ));
         }
         let Some((started, threading)) = mpi::initialize_with_threading(Threading::Serialized)
@@ -80,14 +87,82 @@ pub fn mpi_world_size() -> Result<usize, LaunchError> {
             )));
         }
         *guard = Some(started);
+        // MPI_Finalize is the job's shut-down, as MPI_Init is its start-up: it waits for
+        // every rank, tens of milliseconds here, and belongs to no ring's timing. So it
+        // runs as the process exits, on every rank, after the last ring and whatever the
+        // program did with its outputs. A rank that aborts skips it; MPI_Abort ends the
+        // job anyway.
+        // SAFETY: `finalize_at_exit` is a plain function that does not unwind (it only
+        // takes a lock that it never poisons and drops the universe).
+        if unsafe { libc::atexit(finalize_at_exit) } != 0 {
+            return Err(LaunchError::Mpi(
+                "cannot arrange for mpi to be finalized at exit".to_owned(),
+            ));
+        }
     }
-    let size = SimpleCommunicator::world().size();
+    let size = call(|| SimpleCommunicator::world().size());
     Ok(usize::try_from(size).unwrap_or(0))
 }
 
-pub(crate) fn finalize() {
+/// Starts MPI as [`mpi_world_size`] does, and returns this process's rank in the job: 0
+/// for the one whose [`Launcher::launch`](crate::Launcher::launch) returns the outputs.
+///
+/// # Errors
+///
+/// As [`mpi_world_size`].
+pub fn mpi_rank() -> Result<usize, LaunchError> {
+    mpi_world_size()?;
+    let rank = call(|| SimpleCommunicator::world().rank());
+    Ok(usize::try_from(rank).unwrap_or(0))
+}
+
+extern "C" fn finalize_at_exit() {
     drop(universe().take());
 }
+
+/// Whether two threads of this process call MPI: rank 0's worker and its coordinator.
+static SHARED: AtomicBool = AtomicBool::new(false);
+
+/// The turn to call MPI, while [`SHARED`].
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Makes one MPI call (or a few that belong together), taking turns with the other thread
+/// of rank 0 while it has one. Never nest it: the turn is not reentrant. Elsewhere the only
+/// cost is a load.
+pub(crate) fn call<R>(f: impl FnOnce() -> R) -> R {
+    let _turn = SHARED
+        .load(Ordering::Acquire)
+        .then(|| SERIAL.lock().unwrap_or_else(PoisonError::into_inner));
+    f()
+}
+
+/// Says whether a second thread calls MPI from now on. Only the one thread that calls MPI
+/// may switch it on, before the other starts, and off, after the other has ended.
+pub(crate) fn share(shared: bool) {
+    SHARED.store(shared, Ordering::Release);
+}
+
+/// Ends the job: every rank of it, this one included. It takes its turn if it can get one
+/// soon, and aborts anyway if not: a job that must end cannot wait for a call that hangs.
+pub(crate) fn abort(code: i32) -> ! {
+    let since = Instant::now();
+    let turn = loop {
+        match SERIAL.try_lock() {
+            Ok(turn) => break Some(turn),
+            Err(std::sync::TryLockError::Poisoned(turn)) => break Some(turn.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if since.elapsed() < ABORT_TURN => {
+                thread::yield_now();
+            }
+            Err(std::sync::TryLockError::WouldBlock) => break None,
+        }
+    };
+    let world = world();
+    let _turn = turn;
+    world.abort(code)
+}
+
+/// How long [`abort`] waits for its turn.
+const ABORT_TURN: Duration = Duration::from_millis(200);
 
 pub(crate) fn world() -> SimpleCommunicator {
     SimpleCommunicator::world()
@@ -204,10 +279,11 @@ impl InFlight {
         // (in `finish` or on drop) before the payload is dropped.
         let bytes: &'static [u8] =
             unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
-        let request =
+        let request = call(|| {
             world()
                 .process_at_rank(dest)
-                .immediate_send_with_tag(StaticScope, bytes, tag);
+                .immediate_send_with_tag(StaticScope, bytes, tag)
+        });
         Ok(InFlight {
             request: Some(request),
             _payload: payload,
@@ -216,7 +292,7 @@ impl InFlight {
 
     /// Whether MPI is done with the buffer; completes the request if it is.
     fn done(&mut self) -> bool {
-        match self.request.take().map(Request::test) {
+        match self.request.take().map(|request| call(|| request.test())) {
             None | Some(Ok(_)) => true,
             Some(Err(request)) => {
                 self.request = Some(request);
@@ -228,8 +304,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(request) = self.request.take() {
-            request.wait_without_status();
+        // Polled rather than MPI_Wait, which would keep the turn while it waits.
+        let since = Instant::now();
+        while !self.done() {
+            let _ = wait_a_little(None, since, None);
         }
     }
 }
@@ -278,6 +356,51 @@ impl Sender {
 impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "mpi::Sender(to rank {}, tag {})", self.dest, self.tag)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress records.
+
+/// How often a rank sends its record when only its step changed. The coordinator then may
+/// see a step start up to this much early: a step timeout can fire this much before its
+/// limit. A rank that starts or stops a long wait sends its record at once.
+const EVERY: Duration = Duration::from_millis(10);
+
+/// Sends a rank's progress record to rank 0, whose coordinator keeps it on its own board:
+/// that is how the step timeout and the deadlock watch see every rank of the job.
+pub(crate) struct Publisher {
+    to_root: Sender,
+    last: std::cell::Cell<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("mpi::Publisher")
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new() -> Publisher {
+        Publisher {
+            to_root: Sender::new(0, PROGRESS),
+            last: std::cell::Cell::new(None),
+        }
+    }
+
+    /// Sends the record now. Nothing to do if it cannot: rank 0 is gone, and the job with
+    /// it.
+    pub(crate) fn publish(&self, record: &crate::progress::Published) {
+        let _ = self.to_root.send(record);
+        self.last.set(Some(Instant::now()));
+    }
+
+    /// Sends the record after a change of step, unless the last one went less than
+    /// [`EVERY`] ago.
+    pub(crate) fn stepped(&self, record: impl FnOnce() -> crate::progress::Published) {
+        if self.last.get().is_none_or(|last| last.elapsed() >= EVERY) {
+            self.publish(&record());
+        }
     }
 }
 
@@ -347,9 +470,11 @@ impl<T: DeserializeOwned> Receiver<T> {
             } => loop {
                 // A polling loop rather than a blocking MPI_Mprobe: on this OpenMPI the
                 // blocking probe takes far longer to notice a large message.
-                let probed = world()
-                    .process_at_rank(*source)
-                    .immediate_matched_probe_with_tag(*tag);
+                let probed = call(|| {
+                    world()
+                        .process_at_rank(*source)
+                        .immediate_matched_probe_with_tag(*tag)
+                });
                 if let Some((message, status)) = probed {
                     return receive(message, status, *tag);
                 }
@@ -371,17 +496,24 @@ impl<T: DeserializeOwned> Receiver<T> {
 /// core on an oversubscribed machine.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// One turn of a polling wait that began at `since`: relay for the coordinator, then spin
-/// or let others run.
-fn wait_a_little(
+/// How long a wait on rank 0 polls for its own message before it also relays for the
+/// coordinator. Relaying probes MPI for every other rank's reports, which costs more than a
+/// whole short hop; a wait that short delays a report by at most this.
+const RELAY_AFTER: Duration = Duration::from_micros(5);
+
+/// One turn of a polling wait that began at `since`: relay for the coordinator once the
+/// wait is no longer short, then spin or let others run.
+pub(crate) fn wait_a_little(
     pump: Option<&SharedPump>,
     since: Instant,
     deadline: Option<Instant>,
 ) -> Result<(), RecvFailure> {
-    if let Some(pump) = pump {
+    let now = Instant::now();
+    if let Some(pump) = pump
+        && now.duration_since(since) >= RELAY_AFTER
+    {
         poll(pump).map_err(|CoordinatorGone| RecvFailure::Closed)?;
     }
-    let now = Instant::now();
     if deadline.is_some_and(|d| now >= d) {
         return Err(RecvFailure::Timeout);
     }
@@ -402,7 +534,7 @@ pub(crate) fn receive<T: DeserializeOwned>(
     let source = status.source_rank();
     let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
     let mut header = vec![0u8; len];
-    message.matched_receive_into(&mut header[..]);
+    call(|| message.matched_receive_into(&mut header[..]));
     let Some((count, body)) = header.split_first_chunk::<4>() else {
         return Err(RecvFailure::Encoding(format!(
             "a message of {len} bytes has no header"
@@ -415,9 +547,11 @@ pub(crate) fn receive<T: DeserializeOwned>(
         // relay itself receives this way.
         let since = Instant::now();
         let (message, status) = loop {
-            let probed = world()
-                .process_at_rank(source)
-                .immediate_matched_probe_with_tag(tag);
+            let probed = call(|| {
+                world()
+                    .process_at_rank(source)
+                    .immediate_matched_probe_with_tag(tag)
+            });
             match probed {
                 Some(probed) => break probed,
                 None => wait_a_little(None, since, None)?,
@@ -425,7 +559,7 @@ pub(crate) fn receive<T: DeserializeOwned>(
         };
         let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
         blocks.push(recycled_block(len, |bytes| {
-            message.matched_receive_into(bytes);
+            call(|| message.matched_receive_into(bytes));
         }));
     }
     decode(body, blocks).map_err(RecvFailure::Encoding)
