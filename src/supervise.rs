@@ -238,15 +238,17 @@ impl Checks {
             let reading = board.read(rank);
             if reading.step != seen.0 {
                 *seen = (reading.step, now);
-            } else if let Some(step) = reading.step
-                && now.duration_since(seen.1) >= limit
-            {
+            } else if now.duration_since(seen.1) >= limit {
+                // A rank that has announced no step yet (stopped while it set up, say) is
+                // late too: it holds up the first step the others are on.
                 let waiting = reading.waiting.is_some();
-                late.push((rank, step, waiting, now.duration_since(seen.1)));
+                late.push((rank, reading.step, waiting, now.duration_since(seen.1)));
             }
         }
-        let step = late.iter().map(|&(_, step, _, _)| step).min()?;
-        let on_step = late.iter().filter(|&&(_, s, _, _)| s == step);
+        let step = late.iter().filter_map(|&(_, step, _, _)| step).min()?;
+        let on_step = late
+            .iter()
+            .filter(|&&(_, s, _, _)| s.is_none_or(|s| s == step));
         // The ranks still working on the step are the ones to blame; those blocked waiting
         // for them are not, unless everyone waits.
         let mut ranks: Vec<usize> = on_step

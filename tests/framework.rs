@@ -442,6 +442,43 @@ fn a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it() {
     }
 }
 
+/// Rank 1 never gets as far as its first step (stuck setting up, say), while the others
+/// wait for it at step 1.
+#[derive(Clone)]
+struct StuckBeforeTheFirstStep;
+
+impl Stage for StuckBeforeTheFirstStep {
+    type Output = ();
+
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
+        if ring.rank() == 1 {
+            while !ring.stopping() {
+                std::thread::yield_now();
+            }
+            return Err("gave up".into());
+        }
+        ring.set_step(1);
+        ring.recv::<()>(Neighbour::Left)?;
+        Ok(())
+    }
+}
+
+fn a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names() {
+    for transport in TRANSPORTS {
+        let err = Launcher::new()
+            .workers(3)
+            .transport(transport)
+            .step_timeout(Duration::from_millis(500))
+            .launch(StuckBeforeTheFirstStep)
+            .expect_err("timeout");
+        let LaunchError::Timeout { step, ranks, .. } = &err else {
+            panic!("expected a timeout, got {err}");
+        };
+        assert_eq!((*step, ranks.len(), ranks[0].0), (1, 1, 1), "{err}");
+        assert_no_children();
+    }
+}
+
 /// Workers ask every round; the coordinator raises a stop signal at itself in round 3
 /// and, when `graceful`, ends the run at the next round it sees the signal.
 #[derive(Clone)]
@@ -1293,6 +1330,7 @@ fn main() -> std::process::ExitCode {
         workers_that_all_receive_first_are_reported_as_a_deadlock,
         waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
         a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
+        a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names,
         a_stop_signal_stops_the_run_in_order,
         a_worker_that_ignores_sigterm_is_killed_after_the_grace_period,
         the_depth_of_a_step_is_its_longest_chain_of_messages,
