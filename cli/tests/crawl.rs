@@ -452,6 +452,34 @@ fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Kills `victim`, a worker of the crawler `child`, with SIGKILL and waits for the crawler
+/// to end. A watchdog kills the crawler if it hangs; finishing first cancels it.
+fn kill_worker_and_wait(child: std::process::Child, victim: u32) -> std::process::Output {
+    let coordinator = child.id();
+    let killed = Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (done, cancelled) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        let hung = cancelled.recv_timeout(Duration::from_secs(120)).is_err();
+        if hung {
+            let _ = Command::new("kill")
+                .args(["-KILL", &coordinator.to_string()])
+                .status();
+        }
+        hung
+    });
+    let output = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    assert!(
+        !watchdog.join().unwrap(),
+        "the crawler hung after losing a worker"
+    );
+    output
+}
+
 #[test]
 fn a_worker_that_dies_ends_the_crawl_with_one_line() {
     let (arrived, wait_for_request) = mpsc::sync_channel(1);
@@ -474,28 +502,7 @@ fn a_worker_that_dies_ends_the_crawl_with_one_line() {
     let workers = children_of(coordinator);
     assert_eq!(workers.len(), 2, "{workers:?}");
     let victim = workers[0];
-    let killed = Command::new("kill")
-        .args(["-KILL", &victim.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    // A watchdog kills the crawler if it hangs; finishing first cancels it.
-    let (done, cancelled) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        let hung = cancelled.recv_timeout(Duration::from_secs(120)).is_err();
-        if hung {
-            let _ = Command::new("kill")
-                .args(["-KILL", &coordinator.to_string()])
-                .status();
-        }
-        hung
-    });
-    let output = child.wait_with_output().unwrap();
-    let _ = done.send(());
-    assert!(
-        !watchdog.join().unwrap(),
-        "the crawler hung after losing a worker"
-    );
+    let output = kill_worker_and_wait(child, victim);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert_eq!(output.stdout, b"");
@@ -576,27 +583,7 @@ fn restarts_requeue_the_fetches_of_a_killed_worker_and_find_the_same_links() {
         .expect("the crawler requested /slow");
     let workers = children_of(coordinator);
     assert_eq!(workers.len(), 2, "{workers:?}");
-    let killed = Command::new("kill")
-        .args(["-KILL", &workers[0].to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let (done, cancelled) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        let hung = cancelled.recv_timeout(Duration::from_secs(120)).is_err();
-        if hung {
-            let _ = Command::new("kill")
-                .args(["-KILL", &coordinator.to_string()])
-                .status();
-        }
-        hung
-    });
-    let output = child.wait_with_output().unwrap();
-    let _ = done.send(());
-    assert!(
-        !watchdog.join().unwrap(),
-        "the crawler hung after losing a worker"
-    );
+    let output = kill_worker_and_wait(child, workers[0]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout).replace(&site.url(""), "BASE");
     // One line says what failed and that the ring starts again; the findings and the

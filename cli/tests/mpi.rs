@@ -59,13 +59,8 @@ struct Job {
 /// Runs `mpirun -n ranks PROGRAM ARGS` with a deadline, and checks that no process it
 /// started outlives it.
 fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> Job {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let tag = format!(
-        "mpi-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut child = Command::new("mpirun")
+    let mut command = Command::new("mpirun");
+    command
         .args([
             "--allow-run-as-root",
             "--oversubscribe",
@@ -73,49 +68,8 @@ fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> Job {
             &ranks.to_string(),
         ])
         .arg(program)
-        .args(args)
-        .env("RINGLEADER_TEST_TAG", &tag)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mpirun (apt-get install openmpi-bin)");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    // Reading the pipes to their end means waiting for the job to close them; a watchdog
-    // thread kills a hung job first.
-    let pid = child.id();
-    let (done, cancelled) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        let hung = cancelled.recv_timeout(deadline - Instant::now())
-            == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
-        if hung {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-        hung
-    });
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let err_reader =
-        std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let stdout = std::io::read_to_string(stdout).unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    let status = child.wait().expect("wait for mpirun");
-    let _ = done.send(());
-    let hung = watchdog.join().unwrap_or(false);
-    let job = Job {
-        code: status.code(),
-        stdout,
-        stderr,
-    };
-    assert!(!hung, "mpirun {args:?} hung: {job:?}");
-    let left = processes_tagged(&tag);
-    assert!(
-        left.is_empty(),
-        "mpirun {args:?} left processes behind: {left:?}"
-    );
-    job
+        .args(args);
+    job_of(command)
 }
 
 fn binary() -> &'static Path {
@@ -883,7 +837,7 @@ impl Drop for TwoHosts {
 fn job_of(mut command: Command) -> Job {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let tag = format!(
-        "hosts-{}-{}",
+        "mpi-{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
@@ -893,7 +847,9 @@ fn job_of(mut command: Command) -> Job {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start the job");
+        .expect("start the job (apt-get install openmpi-bin iproute2)");
+    // Reading the pipes to their end means waiting for the job to close them; a watchdog
+    // thread kills a hung job first.
     let pid = child.id();
     let (done, cancelled) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
