@@ -71,6 +71,17 @@ impl<T: Pod> Bulk<T> {
         Bulk::checked(block)
     }
 
+    /// The elements of `data`, which the caller gives up: between processes a copy in a
+    /// shared-memory region (as [`Bulk::new`]); otherwise the vector itself, moved.
+    pub(crate) fn adopted(transport: Transport, data: Vec<T>) -> Result<Bulk<T>, BlockError>
+    where
+        T: Send + Sync,
+    {
+        check_align::<T>()?;
+        let shared = transport == Transport::Processes && !data.is_empty();
+        Bulk::checked(Block::adopted(shared, data))
+    }
+
     /// `len` elements, zeroed and then written in place by `fill`, in the memory
     /// `transport` carries best (as [`Bulk::new`]).
     pub(crate) fn filled(
@@ -193,6 +204,29 @@ mod tests {
             assert!(!bulk.block.is_shared());
             assert_eq!(&through_ipc(bulk)[..], &data[..]);
         }
+    }
+
+    /// A vector handed over between threads is the array itself, not a copy of it, whatever
+    /// the alignment of its elements; between processes it is copied into shared memory.
+    /// Both read back the same, and cross a channel.
+    #[test]
+    fn a_vector_handed_over_is_the_array_between_threads_and_a_region_between_processes() {
+        let data: Vec<[u32; 3]> = (0..50_000).map(|i| [i, i * 2, i * 3]).collect();
+        let at = data.as_ptr();
+        let moved = Bulk::adopted(Transport::Threads, data.clone()).unwrap();
+        assert!(!moved.block.is_shared());
+        assert_eq!(&moved[..], &data[..]);
+        let kept = Bulk::adopted(Transport::Threads, data).unwrap();
+        assert_eq!(kept.as_ptr(), at, "the vector was copied");
+        let copied = Bulk::adopted(Transport::Processes, moved.to_vec()).unwrap();
+        assert!(copied.block.is_shared());
+        assert_eq!(&through_ipc(copied)[..], &kept[..]);
+        // Between threads an array never crosses a socket; through one it goes as its
+        // bytes, so a small one here (a big one would fill the socket before the read).
+        let small = Bulk::adopted(Transport::Threads, vec![[1u32, 2, 3]]).unwrap();
+        assert_eq!(&through_ipc(small)[..], &[[1, 2, 3]]);
+        let empty = Bulk::adopted(Transport::Processes, Vec::<u64>::new()).unwrap();
+        assert!(!empty.block.is_shared() && empty.is_empty());
     }
 
     /// Outside an ipc send a region would be left behind for the next message: a bulk

@@ -424,6 +424,31 @@ impl Ring {
         Bulk::new(self.transport, data).map_err(|e| block_error(e, self.rank))
     }
 
+    /// A [`Bulk`] array of the elements of `data`, which the worker gives up: for a large
+    /// state already built in a buffer the worker owns. Between threads the vector itself
+    /// becomes the array: nothing is copied, and no fresh memory is touched, which costs
+    /// more than the copy (the kernel zeroes every new page). Between processes the
+    /// elements are copied into shared memory, as [`Ring::bulk`] does.
+    ///
+    /// ```
+    /// use ringleader::{Bulk, Launcher, Transport};
+    ///
+    /// let outputs = Launcher::new().workers(2).transport(Transport::Threads).run(|ring| {
+    ///     let squares: Vec<u64> = (0..1000).map(|i| i * i).collect();
+    ///     Ok(ring.bulk_from_vec(squares)?)
+    /// })?;
+    /// let outputs: Vec<Bulk<u64>> = outputs;
+    /// assert_eq!(outputs[1][30], 900);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Alignment`] if `T` needs more than 16-byte alignment.
+    pub fn bulk_from_vec<T: Pod + Send + Sync>(&self, data: Vec<T>) -> Result<Bulk<T>, RingError> {
+        Bulk::adopted(self.transport, data).map_err(|e| block_error(e, self.rank))
+    }
+
     /// A [`Bulk`] array of `len` elements written in place by `fill`, which sees them
     /// zeroed: for a large state that would otherwise be built in one buffer and copied
     /// into the bulk array. Between processes `fill` writes straight into the shared memory

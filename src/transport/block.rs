@@ -90,10 +90,51 @@ struct RegionKey {
     generation: u64,
 }
 
-/// A byte buffer aligned to [`BLOCK_ALIGN`].
+/// A byte buffer aligned to [`BLOCK_ALIGN`], or a vector a worker handed over whole,
+/// aligned for its own elements.
 pub(crate) struct Aligned {
-    words: Vec<u128>,
+    words: Storage,
     len: usize,
+}
+
+/// Where an [`Aligned`] buffer's bytes live.
+enum Storage {
+    Words(Vec<u128>),
+    /// A vector of plain data a worker filled and gave up ([`Block::adopted`]): between
+    /// threads it becomes the block as it is, with no copy and no fresh memory.
+    Adopted(Box<dyn AdoptedBytes>),
+}
+
+/// A vector of plain data, as bytes.
+trait AdoptedBytes: Send + Sync {
+    fn bytes(&self) -> &[u8];
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+impl<T: Pod + Send + Sync> AdoptedBytes for Vec<T> {
+    fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(self)
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        bytemuck::cast_slice_mut(self)
+    }
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Words(words) => bytemuck::cast_slice(words),
+            Storage::Adopted(vec) => vec.bytes(),
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Storage::Words(words) => bytemuck::cast_slice_mut(words),
+            Storage::Adopted(vec) => vec.bytes_mut(),
+        }
+    }
 }
 
 /// Why a block cannot be read as a slice of `T`.
@@ -154,9 +195,27 @@ impl Block {
         }
         let mut words: Vec<u128> = bytemuck::allocation::zeroed_vec(len.div_ceil(BLOCK_ALIGN));
         advise_huge_pages(bytemuck::cast_slice_mut(&mut words));
-        let mut aligned = Aligned { words, len };
+        let mut aligned = Aligned {
+            words: Storage::Words(words),
+            len,
+        };
         fill(aligned.bytes_mut());
         Block::Local(Arc::new(aligned))
+    }
+
+    /// A block of `data`'s elements, which this worker has filled and gives up: a region
+    /// of its own (a copy) when `shared`, as [`Block::shared`]; otherwise the vector itself,
+    /// moved, its bytes neither copied nor written afresh. Readers of such a block may
+    /// only count on `T`'s alignment, which [`view`] checks.
+    pub(crate) fn adopted<T: Pod + Send + Sync>(shared: bool, data: Vec<T>) -> Block {
+        if shared {
+            return Block::shared(bytemuck::cast_slice(&data));
+        }
+        let len = size_of_val(data.as_slice());
+        Block::Local(Arc::new(Aligned {
+            words: Storage::Adopted(Box::new(data)),
+            len,
+        }))
     }
 
     /// The bytes of a block that carries them: in this process, or in a region that
@@ -188,7 +247,10 @@ impl Block {
     pub(crate) fn filled_by(len: usize, fill: impl FnOnce(&mut [u8])) -> Block {
         let mut words = vec![0u128; len.div_ceil(BLOCK_ALIGN)];
         fill(&mut bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..len]);
-        Block::Local(Arc::new(Aligned { words, len }))
+        Block::Local(Arc::new(Aligned {
+            words: Storage::Words(words),
+            len,
+        }))
     }
 
     /// This block's bytes for rewriting, if it is an aligned buffer of `len` bytes that
@@ -218,19 +280,19 @@ impl Aligned {
         let mut words: Vec<u128> = bytemuck::allocation::zeroed_vec(capacity.div_ceil(BLOCK_ALIGN));
         advise_huge_pages(bytemuck::cast_slice_mut(&mut words));
         Aligned {
-            words,
+            words: Storage::Words(words),
             len: capacity,
         }
     }
 
     /// How many bytes it can hold.
     pub(crate) fn capacity(&self) -> usize {
-        self.words.len() * BLOCK_ALIGN
+        self.words.bytes().len()
     }
 
     /// Where MPI may write its [`capacity`](Aligned::capacity) bytes.
     pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.words.as_mut_ptr().cast()
+        self.words.bytes_mut().as_mut_ptr()
     }
 
     /// Sets how many of its bytes are the block: those a message filled.
@@ -290,18 +352,18 @@ impl Block {
 
 impl Aligned {
     fn bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice::<u128, u8>(&self.words)[..self.len]
+        &self.words.bytes()[..self.len]
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut::<u128, u8>(&mut self.words)[..self.len]
+        &mut self.words.bytes_mut()[..self.len]
     }
 
     fn copy_of(bytes: &[u8]) -> Aligned {
         let mut words = vec![0u128; bytes.len().div_ceil(BLOCK_ALIGN)];
         bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
         Aligned {
-            words,
+            words: Storage::Words(words),
             len: bytes.len(),
         }
     }
@@ -507,7 +569,8 @@ impl Blocks {
         }
         // Between threads, the count of the `Arc` says for sure whether readers remain.
         if let Some(Own::Local(local)) = slot
-            && local.words.len() * BLOCK_ALIGN >= bytes.len()
+            && matches!(local.words, Storage::Words(_))
+            && local.words.bytes().len() >= bytes.len()
             && let Some(aligned) = Arc::get_mut(local)
         {
             aligned.len = bytes.len();

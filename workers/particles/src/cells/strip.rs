@@ -32,7 +32,7 @@ use std::ops::Range;
 
 use super::super::physics::Particles;
 use super::super::physics::{CUTOFF2, Escaped, Motion, force};
-use super::grid::{Body, Grid, slot_window, sort_by_key, sort_by_slot_window, zeroed};
+use super::grid::{Body, Grid, sort_by_key, sort_by_slot_window, zeroed};
 
 /// The particles of grid rows `rows`, and the buffers their steps reuse.
 #[derive(Debug, Default)]
@@ -206,40 +206,11 @@ impl Strip {
     }
 
     /// Every particle the strip owns, in the strip's own memory, sorted by
-    /// [`slot_window`]: what [`into_list_order`](super::into_list_order) takes.
+    /// [`slot_window`](super::grid::slot_window): what [`into_list_order`](super::into_list_order) takes.
     pub fn into_slot_windows(mut self) -> Vec<Body> {
         self.main.append(&mut self.movers);
         sort_by_slot_window(&mut self.main, &mut self.next_main);
         self.main
-    }
-
-    /// How many particles the strip owns.
-    pub fn len(&self) -> usize {
-        self.main.len() + self.movers.len()
-    }
-
-    /// Writes every particle the strip owns into `out`, which must hold exactly
-    /// [`Strip::len`], sorted by [`slot_window`]: what `into_list_order` takes. One
-    /// counting pass and one scattering pass, straight into `out`.
-    pub fn fill_slot_windows(&self, out: &mut [Body]) {
-        debug_assert_eq!(out.len(), self.len());
-        let windows = self
-            .bodies()
-            .map(|b| slot_window(b.slot))
-            .max()
-            .map_or(0, |w| w + 1);
-        let mut at = vec![0usize; windows as usize + 1];
-        for body in self.bodies() {
-            at[slot_window(body.slot) as usize + 1] += 1;
-        }
-        for w in 1..at.len() {
-            at[w] += at[w - 1];
-        }
-        for body in self.bodies() {
-            let w = &mut at[slot_window(body.slot) as usize];
-            out[*w] = *body;
-            *w += 1;
-        }
     }
 
     pub fn rows(&self) -> Range<u32> {
