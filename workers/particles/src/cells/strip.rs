@@ -183,7 +183,12 @@ impl Strip {
             offsets.push(offsets[offsets.len() - 1] + count as usize);
         }
         let bounds = offsets.clone();
-        let mut main: Vec<Body> = zeroed(offsets[rows.len()]);
+        // Room to grow, as `step` gives the other buffer: particles that move in from
+        // another strip would otherwise reallocate it (a fresh, larger copy) mid-run. The
+        // room is never touched until it is used, so it costs nothing.
+        let len = offsets[rows.len()];
+        let mut main: Vec<Body> = zeroed(len + len / 8);
+        main.truncate(len);
         for slot in 0..start.len() {
             let (x, y) = (start.x[slot], start.y[slot]);
             let row = grid.lane(y);
@@ -284,8 +289,10 @@ impl Strip {
         } = self;
         let lanes = grid.lanes();
         next_main.clear();
-        if next_main.capacity() < main.len() {
-            *next_main = super::grid::with_room(main.len() + main.len() / 8);
+        // Every particle that stays in the strip's rows goes to `next_main`.
+        let staying = main.len() + movers.len();
+        if next_main.capacity() < staying {
+            *next_main = super::grid::with_room(staying + staying / 8);
         }
         leaving_down.clear();
         leaving_up.clear();
