@@ -85,6 +85,7 @@ impl Ring {
         // Without the feature a launch refuses every fault before it gets here.
         #[cfg(not(feature = "fault-injection"))]
         let _ = fault;
+        crate::transport::pace(size);
         Ring {
             rank,
             size,
@@ -519,7 +520,7 @@ impl Ring {
         };
         // Another worker a few microseconds behind is common: look before sleeping.
         let started = std::time::Instant::now();
-        while started.elapsed() < crate::transport::SPIN {
+        while started.elapsed() < crate::transport::spin() {
             if self.board.released(round) {
                 return Ok(());
             }

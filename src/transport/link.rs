@@ -47,7 +47,7 @@ use ipc_channel::ipc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Frame, RecvFailure, Rx, SPIN, SendFailure, Transport, Tx, channel};
+use super::{Frame, RecvFailure, Rx, SendFailure, Transport, Tx, channel, spin};
 use crate::shared::{SharedArray, SharedZeroed};
 
 /// Frames a mailbox holds at once. A rotation has at most two frames in flight on a link,
@@ -357,7 +357,7 @@ impl<M: Serialize + DeserializeOwned> LinkRx<M> {
             LinkRx(RxEnd::Mpi(rx)) => return rx.recv(timeout),
         };
         let started = Instant::now();
-        let spin = timeout.map_or(SPIN, |t| t.min(SPIN));
+        let spin = timeout.map_or(spin(), |t| t.min(spin()));
         let mut polls = 0u32;
         loop {
             if let Some(frame) = take(rx, mailbox)? {

@@ -10,6 +10,7 @@ pub(crate) mod mpi;
 mod payload;
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -171,10 +172,40 @@ impl<T: Serialize + DeserializeOwned> Tx<T> {
     }
 }
 
-/// How long a receive polls before it sleeps. Waking a sleeping process on the other core
-/// takes tens of microseconds; a neighbour on its own core often answers within this, and a
-/// ring step at small n is only a few hundred microseconds long.
-pub(crate) const SPIN: Duration = Duration::from_micros(100);
+/// How long a receive polls before it sleeps when the workers outnumber the cores: then
+/// the neighbour we wait for may need this core, so we let it go soon. Waking a sleeping
+/// process takes tens of microseconds on a quiet machine; a neighbour on its own core
+/// often answers within this, and a ring step at small n is only a few hundred
+/// microseconds long.
+const SPIN_SHARING_CORES: Duration = Duration::from_micros(100);
+
+/// How long a receive polls before it sleeps when every worker has a core of its own:
+/// nobody else needs the core, and a sleeper can take far longer to wake than a quiet
+/// machine suggests. On a 2-core virtual machine a sleeping worker took up to 2 ms to
+/// wake, and two workers at n = 10⁵ fell into a rhythm where each step paid that twice:
+/// one waited for the other's migrants while the other waited for its halo. Polling for
+/// 2 ms took 40 steps from 0.149–0.174 s to 0.145–0.149 s.
+const SPIN_OWN_CORE: Duration = Duration::from_millis(2);
+
+/// The poll of this process's workers, in nanoseconds: set by [`pace`].
+static SPIN_NANOS: AtomicU64 = AtomicU64::new(SPIN_SHARING_CORES.as_nanos() as u64);
+
+/// Sets how long this process's receives poll before they sleep, for a ring of `workers`:
+/// long while each worker can have a core, short once they share them.
+pub(crate) fn pace(workers: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let spin = if workers <= cores {
+        SPIN_OWN_CORE
+    } else {
+        SPIN_SHARING_CORES
+    };
+    SPIN_NANOS.store(spin.as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// How long a receive polls before it sleeps (see [`pace`]).
+pub(crate) fn spin() -> Duration {
+    Duration::from_nanos(SPIN_NANOS.load(Ordering::Relaxed))
+}
 
 impl<T: Serialize + DeserializeOwned> Rx<T> {
     /// Waits for the next value, for at most `timeout` if one is given. It polls for a
@@ -186,7 +217,7 @@ impl<T: Serialize + DeserializeOwned> Rx<T> {
             return rx.recv(timeout);
         }
         let started = Instant::now();
-        let spin = timeout.map_or(SPIN, |t| t.min(SPIN));
+        let spin = timeout.map_or(spin(), |t| t.min(spin()));
         loop {
             match self.try_recv() {
                 // Yield rather than spin hard: when the workers outnumber the free cores,
