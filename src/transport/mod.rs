@@ -299,3 +299,22 @@ fn is_closed(err: &io::Error) -> bool {
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     crate::error::chain(err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Workers that each have a core poll long before they sleep; once they outnumber the
+    /// cores they let the core go soon.
+    #[test]
+    fn receives_poll_long_only_while_every_worker_has_a_core() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        pace(cores);
+        assert_eq!(spin(), SPIN_OWN_CORE);
+        pace(1);
+        assert_eq!(spin(), SPIN_OWN_CORE);
+        pace(cores + 1);
+        assert_eq!(spin(), SPIN_SHARING_CORES);
+        assert!(SPIN_SHARING_CORES < SPIN_OWN_CORE);
+    }
+}
