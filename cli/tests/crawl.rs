@@ -435,6 +435,19 @@ fn bad_usage_exits_two() {
     }
 }
 
+/// Starts `ringleader crawl ARGS` in the background, its output piped, for a test that
+/// signals it or its workers while it runs.
+fn spawn_crawl(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ringleader"))
+        .arg("crawl")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The live processes whose parent is `parent`.
 fn children_of(parent: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -487,13 +500,7 @@ fn a_worker_that_dies_ends_the_crawl_with_one_line() {
         ("/", html(r#"<a href="/stall">slow</a>"#)),
         ("/stall", Page::StallAndTell(arrived)),
     ]);
-    let child = Command::new(env!("CARGO_BIN_EXE_ringleader"))
-        .args(["crawl", &site.url("/"), "-p", "2", "--timeout", "60"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_crawl(&[&site.url("/"), "-p", "2", "--timeout", "60"]);
     let coordinator = child.id();
     // A worker is now blocked in the fetch of /stall.
     wait_for_request
@@ -561,22 +568,15 @@ fn restarts_requeue_the_fetches_of_a_killed_worker_and_find_the_same_links() {
     // The same site, but a worker is killed while its fetch of /slow hangs.
     let (arrived, wait_for_request) = mpsc::sync_channel(1);
     let site = restart_site(Page::StallAndTell(arrived));
-    let child = Command::new(env!("CARGO_BIN_EXE_ringleader"))
-        .args([
-            "crawl",
-            &site.url("/"),
-            "-p",
-            "2",
-            "--timeout",
-            "60",
-            "--restarts",
-            "1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_crawl(&[
+        &site.url("/"),
+        "-p",
+        "2",
+        "--timeout",
+        "60",
+        "--restarts",
+        "1",
+    ]);
     let coordinator = child.id();
     wait_for_request
         .recv_timeout(Duration::from_secs(60))
@@ -845,13 +845,7 @@ fn ctrl_c_prints_what_was_found_so_far_and_exits_130() {
         ("/stall", Page::StallAndTell(arrived)),
     ]);
     // One worker: by the time it asks for /stall, it has reported /missing.html.
-    let child = Command::new(env!("CARGO_BIN_EXE_ringleader"))
-        .args(["crawl", &site.url("/"), "-p", "1", "--timeout", "60"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_crawl(&[&site.url("/"), "-p", "1", "--timeout", "60"]);
     let coordinator = child.id();
     wait_for_request
         .recv_timeout(Duration::from_secs(60))

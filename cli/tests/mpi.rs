@@ -72,6 +72,15 @@ fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> Job {
     job_of(command)
 }
 
+/// Runs this test program on `ranks` ranks with `args` and checks that the job succeeds and
+/// prints `want`.
+fn job_prints(ranks: usize, args: &[&str], want: &str) {
+    let me = std::env::current_exe().unwrap();
+    let job = mpirun(ranks, &me, args);
+    assert_eq!(job.code, Some(0), "{job:?}");
+    assert!(job.stdout.contains(want), "want {want}: {job:?}");
+}
+
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ringleader"))
 }
@@ -157,39 +166,37 @@ fn energy_normalization_and_log_match_the_textbook() {
 }
 
 fn sixteen_megabyte_blocks_rotate_without_deadlock() {
-    let me = std::env::current_exe().unwrap();
     for p in [2, 3] {
-        let job = mpirun(p, &me, &["--role", "blocks", &(16 << 20).to_string()]);
-        assert_eq!(job.code, Some(0), "{job:?}");
         let sum: u64 = (0..p as u64).sum();
-        let want = format!("outputs {:?}", vec![sum; p]);
-        assert!(job.stdout.contains(&want), "want {want}: {job:?}");
+        let bytes = (16 << 20).to_string();
+        job_prints(
+            p,
+            &["--role", "blocks", &bytes],
+            &format!("outputs {:?}", vec![sum; p]),
+        );
     }
 }
 
 fn blocks_go_to_one_neighbour_and_bulk_outputs_come_back() {
-    let me = std::env::current_exe().unwrap();
     for p in [1, 2, 3] {
-        let job = mpirun(p, &me, &["--role", "exchange"]);
-        assert_eq!(job.code, Some(0), "{job:?}");
         let want = format!("exchanged {:?}; depth None", vec![true; p]);
-        assert!(job.stdout.contains(&want), "want {want}: {job:?}");
+        job_prints(p, &["--role", "exchange"], &want);
     }
 }
 
 /// The collectives over MPI give what they give on forked processes, bit for bit.
 fn collectives_give_the_same_bits_as_on_the_other_transports() {
-    let me = std::env::current_exe().unwrap();
     for p in [1, 2, 3] {
         let want = Launcher::new()
             .workers(p)
             .transport(Transport::Processes)
             .run(collectives)
             .expect("collectives on processes");
-        let job = mpirun(p, &me, &["--role", "collectives"]);
-        assert_eq!(job.code, Some(0), "{job:?}");
-        let want = format!("collectives {want:?}");
-        assert!(job.stdout.contains(&want), "want {want}: {job:?}");
+        job_prints(
+            p,
+            &["--role", "collectives"],
+            &format!("collectives {want:?}"),
+        );
     }
 }
 
@@ -612,12 +619,12 @@ impl Stage for Sizes {
 /// that outgrow it, shrink and grow again, between rotations, messages and blocks to one
 /// neighbour, all arrive whole.
 fn blocks_that_grow_and_shrink_arrive_whole() {
-    let me = std::env::current_exe().unwrap();
     for p in [1, 2, 3] {
-        let job = mpirun(p, &me, &["--role", "sizes"]);
-        assert_eq!(job.code, Some(0), "{job:?}");
-        let want = format!("sizes {:?}", vec![true; p]);
-        assert!(job.stdout.contains(&want), "want {want}: {job:?}");
+        job_prints(
+            p,
+            &["--role", "sizes"],
+            &format!("sizes {:?}", vec![true; p]),
+        );
     }
 }
 
