@@ -59,7 +59,9 @@ use super::Transport;
 /// The size of a memory page: shared-memory regions come in whole pages.
 const PAGE: usize = 4096;
 
-/// The alignment every block guarantees to its readers.
+/// The alignment every block the transport makes guarantees to its readers. A vector a
+/// worker hands over ([`Block::adopted`]) keeps its own elements' alignment instead, and is
+/// only ever read as those elements.
 pub(crate) const BLOCK_ALIGN: usize = 16;
 
 /// A block on its way round the ring.
@@ -93,7 +95,7 @@ struct RegionKey {
 /// A byte buffer aligned to [`BLOCK_ALIGN`], or a vector a worker handed over whole,
 /// aligned for its own elements.
 pub(crate) struct Aligned {
-    words: Storage,
+    storage: Storage,
     len: usize,
 }
 
@@ -196,7 +198,7 @@ impl Block {
         let mut words: Vec<u128> = bytemuck::allocation::zeroed_vec(len.div_ceil(BLOCK_ALIGN));
         advise_huge_pages(bytemuck::cast_slice_mut(&mut words));
         let mut aligned = Aligned {
-            words: Storage::Words(words),
+            storage: Storage::Words(words),
             len,
         };
         fill(aligned.bytes_mut());
@@ -213,7 +215,7 @@ impl Block {
         }
         let len = size_of_val(data.as_slice());
         Block::Local(Arc::new(Aligned {
-            words: Storage::Adopted(Box::new(data)),
+            storage: Storage::Adopted(Box::new(data)),
             len,
         }))
     }
@@ -248,7 +250,7 @@ impl Block {
         let mut words = vec![0u128; len.div_ceil(BLOCK_ALIGN)];
         fill(&mut bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..len]);
         Block::Local(Arc::new(Aligned {
-            words: Storage::Words(words),
+            storage: Storage::Words(words),
             len,
         }))
     }
@@ -280,19 +282,19 @@ impl Aligned {
         let mut words: Vec<u128> = bytemuck::allocation::zeroed_vec(capacity.div_ceil(BLOCK_ALIGN));
         advise_huge_pages(bytemuck::cast_slice_mut(&mut words));
         Aligned {
-            words: Storage::Words(words),
+            storage: Storage::Words(words),
             len: capacity,
         }
     }
 
     /// How many bytes it can hold.
     pub(crate) fn capacity(&self) -> usize {
-        self.words.bytes().len()
+        self.storage.bytes().len()
     }
 
     /// Where MPI may write its [`capacity`](Aligned::capacity) bytes.
     pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.words.bytes_mut().as_mut_ptr()
+        self.storage.bytes_mut().as_mut_ptr()
     }
 
     /// Sets how many of its bytes are the block: those a message filled.
@@ -352,18 +354,18 @@ impl Block {
 
 impl Aligned {
     fn bytes(&self) -> &[u8] {
-        &self.words.bytes()[..self.len]
+        &self.storage.bytes()[..self.len]
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.words.bytes_mut()[..self.len]
+        &mut self.storage.bytes_mut()[..self.len]
     }
 
     fn copy_of(bytes: &[u8]) -> Aligned {
         let mut words = vec![0u128; bytes.len().div_ceil(BLOCK_ALIGN)];
         bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
         Aligned {
-            words: Storage::Words(words),
+            storage: Storage::Words(words),
             len: bytes.len(),
         }
     }
@@ -569,8 +571,8 @@ impl Blocks {
         }
         // Between threads, the count of the `Arc` says for sure whether readers remain.
         if let Some(Own::Local(local)) = slot
-            && matches!(local.words, Storage::Words(_))
-            && local.words.bytes().len() >= bytes.len()
+            && matches!(local.storage, Storage::Words(_))
+            && local.storage.bytes().len() >= bytes.len()
             && let Some(aligned) = Arc::get_mut(local)
         {
             aligned.len = bytes.len();
