@@ -232,6 +232,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "fault-injection")]
     fn a_fault_must_fit_the_ring() {
         let fault: Fault = "2:5:kill".parse().unwrap();
         assert!(fault.check(3, Transport::Processes).is_ok());
@@ -240,5 +241,13 @@ mod tests {
         let hang: Fault = "2:5:hang".parse().unwrap();
         assert!(hang.check(3, Transport::Threads).is_ok());
         assert!(FaultKind::all().all(|k| !k.name().is_empty()));
+    }
+
+    #[test]
+    #[cfg(not(feature = "fault-injection"))]
+    fn a_build_without_the_feature_refuses_every_fault() {
+        let fault: Fault = "2:5:kill".parse().unwrap();
+        let err = fault.check(3, Transport::Processes).unwrap_err();
+        assert!(err.contains("feature is off"), "{err}");
     }
 }
