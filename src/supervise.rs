@@ -28,10 +28,10 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 pub(crate) enum Workers {
     Processes(Vec<Pid>),
     Threads(Vec<Option<JoinHandle<i32>>>),
-    /// The ranks of an MPI job. The coordinator can neither signal nor reap
+    /// The ranks of an MPI job, by their pids. The coordinator can neither signal nor reap
     /// them: a run that must end ends the whole job (`MPI_Abort`), at once.
     #[cfg(feature = "mpi")]
-    Ranks,
+    Ranks(Vec<u32>),
 }
 
 /// How a worker ended, as the OS tells it.
@@ -50,7 +50,7 @@ impl Workers {
             Workers::Processes(pids) => pids.get(rank).map(|pid| pid.as_raw().unsigned_abs()),
             Workers::Threads(_) => None,
             #[cfg(feature = "mpi")]
-            Workers::Ranks => None,
+            Workers::Ranks(pids) => pids.get(rank).copied(),
         }
     }
 
@@ -80,7 +80,7 @@ impl Workers {
                 None => Exit::Unknown,
             },
             #[cfg(feature = "mpi")]
-            Workers::Ranks => Exit::Unknown,
+            Workers::Ranks(_) => Exit::Unknown,
         }
     }
 
@@ -109,7 +109,7 @@ impl Workers {
             Workers::Processes(pids) => pids.len(),
             Workers::Threads(handles) => handles.len(),
             #[cfg(feature = "mpi")]
-            Workers::Ranks => 0,
+            Workers::Ranks(_) => 0,
         };
         for rank in 0..count {
             self.reap(rank);
@@ -304,7 +304,7 @@ pub(crate) fn supervise<H: Handler>(
         // Ranks of an MPI job cannot be stopped one by one, and waiting for them would only
         // delay the end: a failure or a verdict ends the job now.
         #[cfg(feature = "mpi")]
-        if matches!(workers, Workers::Ranks) && (run.failed() || run.verdict.is_some()) {
+        if matches!(workers, Workers::Ranks(_)) && (run.failed() || run.verdict.is_some()) {
             board.cancel();
             break;
         }

@@ -729,10 +729,11 @@ fn a_stopped_rank_ends_the_job_within_the_step_timeout() {
     let lines = ringleader_lines(&job);
     assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
     assert!(
-        lines[0].contains("timed out after 2 s: rank 2 did not finish it"),
+        lines[0].contains("timed out after 2 s: rank 2 (pid "),
         "{}",
         lines[0]
     );
+    assert!(lines[0].ends_with(") did not finish it"), "{}", lines[0]);
     assert!(!job.stdout.contains("outputs"), "{job:?}");
 }
 

@@ -34,7 +34,7 @@ use crate::transport::mpi::{
 };
 use crate::transport::{Inbox, LinkRx, LinkTx, Payload, Rx, Transport, Tx, UpTx};
 use crate::worker;
-use mpi::traits::{Communicator, Source};
+use mpi::traits::{Communicator, Root, Source};
 
 /// Whether this process has launched its ring.
 static RAN: AtomicBool = AtomicBool::new(false);
@@ -135,6 +135,7 @@ pub(super) fn launch<S: Stage, H: Handler>(
     let board = Arc::new(Board::new(size).map_err(LaunchError::Channel)?);
     // Collective: every rank makes them here, before anything can fail on one rank alone.
     let comms = LinkComms::new()?;
+    let pids = gather_pids(rank, size);
     if rank != 0 {
         // A worker, as a forked one is: it dies of SIGTERM, which is how mpirun ends the
         // job when a rank aborts, and leaves SIGINT and SIGHUP to the coordinator.
@@ -154,7 +155,24 @@ pub(super) fn launch<S: Stage, H: Handler>(
         let _ = std::io::stderr().flush();
         std::process::exit(0);
     }
-    lead(stage, handler, size, (left, right), comms, &board, limits)
+    lead(stage, handler, (left, right), comms, &board, pids, limits)
+}
+
+/// Every rank's process id, on rank 0 (empty on the others): the coordinator names a
+/// failed rank by its pid, as it names a forked worker. On another host it is that host's
+/// pid.
+fn gather_pids(rank: usize, size: usize) -> Vec<u32> {
+    let world = world();
+    let root = world.process_at_rank(0);
+    let pid = std::process::id();
+    if rank == 0 {
+        let mut pids = vec![0_u32; size];
+        call(|| root.gather_into_root(&pid, &mut pids[..]));
+        pids
+    } else {
+        call(|| root.gather_into(&pid));
+        Vec::new()
+    }
 }
 
 /// Rank 0: the coordinator on this thread, its worker on another. Only the worker's thread
@@ -162,12 +180,13 @@ pub(super) fn launch<S: Stage, H: Handler>(
 fn lead<S: Stage, H: Handler>(
     stage: &S,
     handler: &mut H,
-    size: usize,
     (left, right): (usize, usize),
     comms: LinkComms,
     board: &Arc<Board>,
+    pids: Vec<u32>,
     limits: &Limits,
 ) -> Result<Vec<Payload>, LaunchError> {
+    let size = pids.len();
     let (inbox_tx, inbox_rx) = mpsc::channel();
     let (own_down_tx, own_down_rx) = mpsc::channel();
     let mut downs = vec![Tx::Local(own_down_tx)];
@@ -238,7 +257,7 @@ fn lead<S: Stage, H: Handler>(
             rx: inbox_rx,
             pump: Arc::clone(&relay),
         };
-        let outcome = supervise(handler, inbox, downs, Workers::Ranks, board, limits);
+        let outcome = supervise(handler, inbox, downs, Workers::Ranks(pids), board, limits);
         // Now, not after the worker's thread has ended: it may be waiting for a rank that
         // never answers, or computing for a long time.
         if let Err(e) = &outcome {
@@ -257,9 +276,15 @@ fn lead<S: Stage, H: Handler>(
     Ok(outputs)
 }
 
-/// Runs the stage on this rank and hands its output to the coordinator. On failure it
-/// prints the cause and aborts the job. It returns the ring on success, and nothing on
-/// rank 0 when the coordinator failed first.
+/// Runs the stage on this rank and hands its output to the coordinator. It returns the ring
+/// on success, and nothing on rank 0 when the coordinator failed first.
+///
+/// A failure goes to the coordinator, as from a forked worker: it names the failure in one
+/// line and ends the job. A rank that printed and aborted on its own would race the
+/// coordinator, which takes the SIGTERM that ends the job for a stop signal and says so.
+/// Only when the coordinator cannot be told, or does not end the job in time, does the rank
+/// print and abort itself. Rank 0's worker shares the coordinator's process and ends the
+/// job at once.
 fn run_worker<S: Stage>(stage: S, mut ring: Ring) -> Option<Ring> {
     let (step, cause) = match worker::work(stage, &mut ring) {
         Ok(output) => match ring.up.send(Up::Done(output)) {
@@ -280,15 +305,25 @@ fn run_worker<S: Stage>(stage: S, mut ring: Ring) -> Option<Ring> {
         rank: ring.rank(),
         pid: Some(std::process::id()),
         step,
-        cause,
+        cause: cause.clone(),
     };
+    if ring.rank() != 0 && ring.up.send(Up::Failed { step, cause }).is_ok() {
+        // The coordinator relays every few milliseconds; the job ends with this process.
+        // The wait is only a bound on a coordinator that no longer relays.
+        thread::sleep(REPORT_WAIT);
+    }
     fail(&failure.to_string())
 }
 
+/// How long a failed rank waits for the coordinator to end the job before it ends the job
+/// itself.
+const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Says why on this rank's stderr, then ends the whole job.
 fn fail(why: &str) -> ! {
-    eprintln!("ringleader: {why}");
-    let _ = std::io::stderr().flush();
+    // One write: mpirun forwards the rank's stderr as it reads it, and prints its own abort
+    // notice between any two pieces of a line written in parts.
+    let _ = std::io::stderr().write_all(format!("ringleader: {why}\n").as_bytes());
     let _ = std::io::stdout().flush();
     crate::transport::mpi::abort(1)
 }
