@@ -207,8 +207,9 @@ mod tests {
     }
 
     /// A vector handed over between threads is the array itself, not a copy of it, whatever
-    /// the alignment of its elements; between processes it is copied into shared memory.
-    /// Both read back the same, and cross a channel.
+    /// the alignment of its elements; between processes it is held as it is until it is
+    /// sent, and crosses as shared memory (other than as a worker's output, see
+    /// `transport::lend`). Both read back the same, and cross a channel.
     #[test]
     fn a_vector_handed_over_is_the_array_between_threads_and_a_region_between_processes() {
         let data: Vec<[u32; 3]> = (0..50_000).map(|i| [i, i * 2, i * 3]).collect();
@@ -218,9 +219,17 @@ mod tests {
         assert_eq!(&moved[..], &data[..]);
         let kept = Bulk::adopted(Transport::Threads, data).unwrap();
         assert_eq!(kept.as_ptr(), at, "the vector was copied");
-        let copied = Bulk::adopted(Transport::Processes, moved.to_vec()).unwrap();
-        assert!(copied.block.is_shared());
-        assert_eq!(&through_ipc(copied)[..], &kept[..]);
+        let vector = moved.to_vec();
+        let at = vector.as_ptr();
+        let held = Bulk::adopted(Transport::Processes, vector).unwrap();
+        assert_eq!(
+            held.as_ptr(),
+            at,
+            "the vector was copied before it was sent"
+        );
+        let arrived = through_ipc(held);
+        assert!(arrived.block.is_shared(), "{arrived:?}");
+        assert_eq!(&arrived[..], &kept[..]);
         // Between threads an array never crosses a socket; through one it goes as its
         // bytes, so a small one here (a big one would fill the socket before the read).
         let small = Bulk::adopted(Transport::Threads, vec![[1u32, 2, 3]]).unwrap();

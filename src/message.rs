@@ -25,8 +25,11 @@ pub(crate) enum Up {
     },
 }
 
-/// Coordinator to worker: an answer, and its hop count.
+/// Coordinator to worker.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Down {
+    /// An answer, and its hop count.
     Answer(Payload, u64),
+    /// The coordinator has the worker's output: a worker that lent it may exit now.
+    Release,
 }

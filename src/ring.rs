@@ -428,8 +428,12 @@ impl Ring {
     /// A [`Bulk`] array of the elements of `data`, which the worker gives up: for a large
     /// state already built in a buffer the worker owns. Between threads the vector itself
     /// becomes the array: nothing is copied, and no fresh memory is touched, which costs
-    /// more than the copy (the kernel zeroes every new page). Between processes the
-    /// elements are copied into shared memory, as [`Ring::bulk`] does.
+    /// more than the copy (the kernel zeroes every new page). Between processes, as the
+    /// worker's output, the coordinator copies the elements straight out of the worker's
+    /// memory into its own (where the kernel allows a parent to read its children's
+    /// memory, as it does by default), and the worker exits once it has; sent any other
+    /// way, or where the kernel does not allow it, they are copied into shared memory, as
+    /// [`Ring::bulk`] does.
     ///
     /// ```
     /// use ringleader::{Bulk, Launcher, Transport};
@@ -581,9 +585,25 @@ impl Ring {
                     ))
                 })
             }
+            // Only ever sent after the worker's output: this worker's run is over.
+            Ok(Down::Release) => Err(RingError::CoordinatorGone),
             Err(Waited::Stopped) => Err(RingError::Stopped),
             Err(Waited::Failed(RecvFailure::Closed)) => Err(RingError::CoordinatorGone),
             Err(Waited::Failed(other)) => Err(recv_error(other, usize::MAX)),
+        }
+    }
+
+    /// After a worker's output was lent (see `transport::lend`): waits until the
+    /// coordinator has read it, or is gone. Not a wait the deadlock watch sees: the
+    /// coordinator answers at once, and a run that is stopping closes the channel.
+    pub(crate) fn await_release(&self) {
+        loop {
+            match self.down.recv(None) {
+                Ok(Down::Release) | Err(RecvFailure::Closed) => return,
+                Err(RecvFailure::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(RecvFailure::Timeout) | Ok(Down::Answer(..)) => {}
+                Err(_) => return,
+            }
         }
     }
 

@@ -458,6 +458,14 @@ fn handle<H: Handler>(
                 });
             }
             run.outputs[rank] = Some(output);
+            // A forked worker that lent its output waits to hear that it was read, which
+            // it was as the message was received.
+            if let (Workers::Processes(_), Some(downs)) = (&*workers, downs)
+                && let Some(down) = downs.get(rank)
+            {
+                // A worker that lent nothing has exited, and nobody needs to hear this.
+                let _ = down.send(Down::Release);
+            }
         }
         Event::Message(rank, Up::Failed { step, cause }) => {
             run.failures.push(WorkerFailure {

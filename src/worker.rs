@@ -4,7 +4,7 @@ use crate::error::{Cause, RingError, chain};
 use crate::message::Up;
 use crate::ring::Ring;
 use crate::stage::Stage;
-use crate::transport::{Payload, SendFailure, encode};
+use crate::transport::{Block, Payload, SendFailure, encode};
 
 /// How a worker failed.
 pub(crate) struct Failed {
@@ -42,8 +42,33 @@ pub(crate) fn run<S: Stage>(stage: S, mut ring: Ring) -> i32 {
         Err(Failed { step, cause, code }) => (Up::Failed { step, cause }, code),
     };
     let step = ring.step;
-    match ring.up.send(last_word) {
-        Ok(()) => code,
+    // A forked worker's output lends the vectors it handed over (see `transport::lend`):
+    // they must outlive the send until the coordinator has read them.
+    let mut lent: Vec<Block> = match &last_word {
+        Up::Done(payload) => payload
+            .blocks
+            .iter()
+            .filter(|b| b.is_held())
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !lent.is_empty() && !crate::transport::lend::possible() {
+        lent.clear();
+    }
+    let sent = if lent.is_empty() {
+        ring.up.send(last_word)
+    } else {
+        crate::transport::lend::lending(|| ring.up.send(last_word))
+    };
+    match sent {
+        Ok(()) => {
+            if !lent.is_empty() {
+                ring.await_release();
+            }
+            drop(lent);
+            code
+        }
         Err(SendFailure::Encoding(e)) => {
             let cause = Cause::Failed(format!("could not send its output: {e}"));
             // If even this fails, the coordinator is gone and nobody is listening.

@@ -36,6 +36,8 @@ pub(super) fn launch<S: Stage, H: Handler>(
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
     let coordinator = getpid();
+    // Asked now, so that every worker inherits the answer.
+    let lend = crate::transport::lend::possible();
     let mut ends: Vec<_> = ends.into_iter().map(Some).collect();
     let mut pids = Vec::with_capacity(size);
     for rank in 0..size {
@@ -66,6 +68,13 @@ pub(super) fn launch<S: Stage, H: Handler>(
         }
     }
     drop(ends);
+    // Only these processes may lend the coordinator their outputs, and only while they are
+    // this run's workers.
+    let _lenders = lend.then(|| {
+        crate::transport::lend::Lenders::register(
+            pids.iter().map(|pid| pid.as_raw().unsigned_abs()).collect(),
+        )
+    });
     let workers = Workers::Processes(pids);
     match inbox.open() {
         // Every worker has been reaped by now: their records are final.

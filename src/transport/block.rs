@@ -48,7 +48,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytemuck::Pod;
 use ipc_channel::ipc::IpcSharedMemory;
@@ -72,6 +72,25 @@ pub(crate) enum Block {
     Local(Arc<Aligned>),
     /// A block in a shared-memory region of its origin.
     Region(Region),
+    /// A vector a forked worker handed over ([`Block::adopted`]), still in its own memory.
+    /// Sent as a worker's last word it is lent (see `lend`); sent any other way it goes as
+    /// a region of its own, copied the first time it is sent.
+    Held(Arc<Held>),
+}
+
+/// A handed-over vector between processes, and the region that carries a copy of it once
+/// it has been sent other than lent.
+pub(crate) struct Held {
+    data: Aligned,
+    copy: OnceLock<IpcSharedMemory>,
+}
+
+impl Held {
+    /// The region that carries a copy of the vector: made the first time it is needed.
+    fn region(&self) -> &IpcSharedMemory {
+        self.copy
+            .get_or_init(|| IpcSharedMemory::from_bytes(self.data.bytes()))
+    }
 }
 
 /// A large block between processes: which region, and how many of its bytes.
@@ -205,19 +224,29 @@ impl Block {
         Block::Local(Arc::new(aligned))
     }
 
-    /// A block of `data`'s elements, which this worker has filled and gives up: a region
-    /// of its own (a copy) when `shared`, as [`Block::shared`]; otherwise the vector itself,
-    /// moved, its bytes neither copied nor written afresh. Readers of such a block may
-    /// only count on `T`'s alignment, which [`view`] checks.
+    /// A block of `data`'s elements, which this worker has filled and gives up: the
+    /// vector itself, moved, its bytes neither copied nor written afresh. When `shared`
+    /// (between processes) it is held until it is sent: lent as a worker's last word,
+    /// copied into a region of its own otherwise. Readers of such a block may only count
+    /// on `T`'s alignment, which [`view`] checks.
     pub(crate) fn adopted<T: Pod + Send + Sync>(shared: bool, data: Vec<T>) -> Block {
-        if shared {
-            return Block::shared(bytemuck::cast_slice(&data));
-        }
         let len = size_of_val(data.as_slice());
-        Block::Local(Arc::new(Aligned {
+        let data = Aligned {
             storage: Storage::Adopted(Box::new(data)),
             len,
-        }))
+        };
+        if shared {
+            return Block::Held(Arc::new(Held {
+                data,
+                copy: OnceLock::new(),
+            }));
+        }
+        Block::Local(Arc::new(data))
+    }
+
+    /// Whether the block is a handed-over vector that a worker's last word would lend.
+    pub(crate) fn is_held(&self) -> bool {
+        matches!(self, Block::Held(_))
     }
 
     /// The bytes of a block that carries them: in this process, or in a region that
@@ -226,6 +255,7 @@ impl Block {
         match self {
             Block::Local(local) => Some(local.bytes()),
             Block::Region(Region { shm, len, .. }) => shm.as_ref()?.get(..*len),
+            Block::Held(held) => Some(held.data.bytes()),
         }
     }
 
@@ -238,9 +268,9 @@ impl Block {
         }
     }
 
-    /// Whether the block lives in shared memory.
+    /// Whether the block lives in shared memory, or will once it is sent.
     pub(crate) fn is_shared(&self) -> bool {
-        matches!(self, Block::Region(_))
+        matches!(self, Block::Region(_) | Block::Held(_))
     }
 
     /// A block of `len` bytes written in place by `fill`, so a received MPI message lands
@@ -357,8 +387,21 @@ impl Aligned {
         &self.storage.bytes()[..self.len]
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.storage.bytes_mut()[..self.len]
+    }
+
+    /// A buffer of `len` bytes that nothing has touched yet (the kernel zeroes each page
+    /// as it is first written), backed by huge pages when large; `None` if there is no
+    /// such memory.
+    pub(super) fn untouched(len: usize) -> Option<Aligned> {
+        let mut words: Vec<u128> =
+            bytemuck::allocation::try_zeroed_vec(len.div_ceil(BLOCK_ALIGN)).ok()?;
+        advise_huge_pages(bytemuck::cast_slice_mut(&mut words));
+        Some(Aligned {
+            storage: Storage::Words(words),
+            len,
+        })
     }
 
     fn copy_of(bytes: &[u8]) -> Aligned {
@@ -603,6 +646,7 @@ impl Blocks {
     pub(crate) fn bytes<'a>(&'a self, block: &'a Block) -> Result<&'a [u8], BlockError> {
         let (shm, len) = match block {
             Block::Local(local) => return Ok(local.bytes()),
+            Block::Held(held) => return Ok(held.data.bytes()),
             Block::Region(Region {
                 shm: Some(shm),
                 len,
@@ -655,6 +699,7 @@ impl fmt::Debug for Block {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Block::Local(local) => write!(f, "Block(local, {} bytes)", local.len),
+            Block::Held(held) => write!(f, "Block(held, {} bytes)", held.data.len),
             Block::Region(region) => write!(
                 f,
                 "Block(region {:?}, {} bytes{})",
@@ -676,6 +721,8 @@ impl fmt::Debug for Block {
 enum Wire<Shm, Bytes> {
     Inline(Bytes),
     Region(RegionKey, usize, Option<Shm>),
+    /// A worker's held block, lent: its pid, the bytes' address there, and their length.
+    Lent(u32, u64, u64),
 }
 
 /// Borrowed bytes, encoded as one byte string rather than a sequence of numbers.
@@ -738,7 +785,27 @@ impl Serialize for Block {
                 Wire::<_, RawBytes<'_>>::Region(region.key, region.len, region.shm.as_ref())
                     .serialize(serializer)
             }
-            Block::Region(_) => match self.carried_bytes() {
+            Block::Held(held) if IPC_SENDING.get() && super::lend::is_lending() => {
+                let bytes = held.data.bytes();
+                Wire::<&IpcSharedMemory, RawBytes<'_>>::Lent(
+                    std::process::id(),
+                    bytes.as_ptr() as u64,
+                    bytes.len() as u64,
+                )
+                .serialize(serializer)
+            }
+            Block::Held(held) if IPC_SENDING.get() => Wire::<_, RawBytes<'_>>::Region(
+                // No frame ever names this region: it always carries its descriptor.
+                RegionKey {
+                    origin: u32::MAX,
+                    turn: u8::MAX,
+                    generation: 0,
+                },
+                held.data.len,
+                Some(held.region()),
+            )
+            .serialize(serializer),
+            Block::Region(_) | Block::Held(_) => match self.carried_bytes() {
                 Some(bytes) => {
                     Wire::<&IpcSharedMemory, _>::Inline(RawBytes(bytes)).serialize(serializer)
                 }
@@ -759,6 +826,9 @@ impl<'de> Deserialize<'de> for Block {
             match Wire::<IpcSharedMemory, Aligned>::deserialize(deserializer)? {
                 Wire::Inline(bytes) => Block::Local(Arc::new(bytes)),
                 Wire::Region(key, len, shm) => Block::Region(Region { key, len, shm }),
+                Wire::Lent(pid, addr, len) => Block::Local(Arc::new(
+                    super::lend::read(pid, addr, len).map_err(serde::de::Error::custom)?,
+                )),
             },
         )
     }
@@ -845,7 +915,7 @@ mod tests {
     fn turn(block: &Block) -> u8 {
         match block {
             Block::Region(region) => region.key.turn,
-            Block::Local(_) => panic!("a local block"),
+            Block::Local(_) | Block::Held(_) => panic!("not a region"),
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod block;
 mod control;
+pub(crate) mod lend;
 mod link;
 #[cfg(feature = "mpi")]
 pub(crate) mod mpi;

@@ -1,0 +1,248 @@
+//! A worker's last word, lent: the coordinator copies a handed-over vector straight out of
+//! the worker's memory.
+//!
+//! A vector a forked worker gives up ([`Ring::bulk_from_vec`](crate::Ring::bulk_from_vec))
+//! has to reach the coordinator's memory somehow. As a shared-memory region it costs a
+//! copy into fresh pages in the worker and a page fault for every 4 KiB the coordinator
+//! reads; shared memory gets no huge pages unless the machine's administrator allows them.
+//! On a 2-core VM that was 48 ms for a 20 MB output, about two steps of a cells run of a
+//! million particles. So a worker's output goes another way when it can: the frame names
+//! the vector's address in the worker, the coordinator reads it with one
+//! `process_vm_readv` into memory of its own that huge pages back (5 ms for the same 20 MB
+//! there), and then tells the worker it may exit (`Down::Release`). The worker keeps the
+//! vector until then.
+//!
+//! Only a worker's output is lent, never a message sent mid-run: the worker must not free
+//! or change the memory before the coordinator has read it, and only the last word has a
+//! point after which the worker does nothing else. The coordinator reads only from the
+//! processes it forked for the run now going on ([`Lenders`]), so bytes that name another
+//! process are refused. Whether the kernel lets a parent read its children's memory
+//! (Yama's `ptrace_scope`, a seccomp filter) is asked once, before the workers are forked
+//! ([`possible`]); where it does not, outputs cross as shared-memory regions, as before.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use super::block::Aligned;
+
+/// The pids of the workers this process forked for the run going on.
+static LENDERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Whether the coordinator can read its workers' memory: 0 not asked yet, 1 no, 2 yes.
+/// Asked in the coordinator before it forks, so every worker inherits the answer.
+static POSSIBLE: AtomicU8 = AtomicU8::new(0);
+
+thread_local! {
+    /// Whether this thread is sending a worker's last word, whose held blocks may be lent.
+    static LENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The workers of one run, registered as lenders while it lasts.
+#[derive(Debug)]
+pub(crate) struct Lenders(Vec<u32>);
+
+impl Lenders {
+    /// Registers `pids`, the workers just forked.
+    pub(crate) fn register(pids: Vec<u32>) -> Lenders {
+        LENDERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(&pids);
+        Lenders(pids)
+    }
+}
+
+impl Drop for Lenders {
+    fn drop(&mut self) {
+        // Reaped pids are free for the OS to give to anyone.
+        LENDERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|pid| !self.0.contains(pid));
+    }
+}
+
+/// Whether a parent can read its children's memory here. The first call asks the kernel;
+/// call it before forking, so the children know the answer too.
+pub(crate) fn possible() -> bool {
+    match POSSIBLE.load(Ordering::Acquire) {
+        0 => {
+            let yes = ask_the_kernel();
+            POSSIBLE.store(if yes { 2 } else { 1 }, Ordering::Release);
+            yes
+        }
+        answer => answer == 2,
+    }
+}
+
+/// Yama's `ptrace_scope` 0 or 1 lets a parent read a child (2 and 3 do not), and reading
+/// this process's own memory shows that no filter refuses the call.
+fn ask_the_kernel() -> bool {
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if scope.is_some_and(|scope| scope > 1) {
+        return false;
+    }
+    let probe = [0x5au8; 64];
+    let mut back = [0u8; 64];
+    let read = read_into(std::process::id(), probe.as_ptr() as u64, &mut back);
+    read == Ok(64) && back == probe
+}
+
+/// Runs `send`, the worker's last word, so that its held blocks are lent rather than copied.
+pub(crate) fn lending<R>(send: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            LENDING.set(self.0);
+        }
+    }
+    let _reset = Reset(LENDING.replace(true));
+    send()
+}
+
+/// Whether a held block being sent now may be lent.
+pub(crate) fn is_lending() -> bool {
+    LENDING.get()
+}
+
+/// Copies `len` bytes at `addr` in worker `pid` into a buffer of this process.
+///
+/// # Errors
+///
+/// A message if `pid` is not a worker of the run going on, if the memory cannot be had, or
+/// if the kernel refuses the read or finds no such bytes in the worker.
+pub(crate) fn read(pid: u32, addr: u64, len: u64) -> Result<Aligned, String> {
+    let known = LENDERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&pid);
+    if !known {
+        return Err(format!(
+            "a block lent by process {pid}, which is no worker of this run"
+        ));
+    }
+    let len = usize::try_from(len).map_err(|_| format!("a lent block of {len} bytes"))?;
+    let mut buffer = Aligned::untouched(len)
+        .ok_or_else(|| format!("no memory for a lent block of {len} bytes"))?;
+    let mut done = 0;
+    while done < len {
+        let at = addr
+            .checked_add(done as u64)
+            .ok_or("a lent block past the end of memory")?;
+        match read_into(pid, at, &mut buffer.bytes_mut()[done..]) {
+            Ok(0) => return Err(format!("process {pid} has only {done} of {len} lent bytes")),
+            Ok(n) => done += n,
+            Err(errno) => {
+                return Err(format!(
+                    "could not read {len} lent bytes from process {pid}: {errno}"
+                ));
+            }
+        }
+    }
+    Ok(buffer)
+}
+
+/// One `process_vm_readv` of up to `into.len()` bytes at `addr` in process `pid`: the
+/// kernel checks the remote range, and writes only `into`.
+fn read_into(pid: u32, addr: u64, into: &mut [u8]) -> Result<usize, nix::errno::Errno> {
+    let local = libc::iovec {
+        iov_base: into.as_mut_ptr().cast(),
+        iov_len: into.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: into.len(),
+    };
+    let pid = libc::pid_t::try_from(pid).map_err(|_| nix::errno::Errno::ESRCH)?;
+    // SAFETY: the one local iovec covers `into`, which the kernel may write; the remote
+    // one is only read, in the other process, and the kernel validates it there.
+    let read = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if read < 0 {
+        Err(nix::errno::Errno::last())
+    } else {
+        Ok(read.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{Block, by_ipc};
+
+    /// Through a real channel, as a worker's last word (`lend`) or as any other message.
+    fn through_ipc(block: &Block, lend: bool) -> Result<Block, String> {
+        let (tx, rx) = ipc_channel::ipc::channel::<Block>().map_err(|e| e.to_string())?;
+        let send = || by_ipc(|| tx.send(block.clone()));
+        if lend { lending(send) } else { send() }.map_err(|e| e.to_string())?;
+        rx.recv().map_err(|e| e.to_string())
+    }
+
+    /// Tests that make this process a lender, and the one that needs it not to be, take
+    /// turns.
+    static SELF_LENDING: Mutex<()> = Mutex::new(());
+
+    fn numbers() -> Vec<u64> {
+        (0..100_000).map(|i| i * 7).collect()
+    }
+
+    /// Lent, the bytes are read out of the lender's memory into the receiver's own: no
+    /// shared-memory region is made on the way.
+    #[test]
+    fn a_held_block_sent_as_a_last_word_is_read_out_of_the_lenders_memory() {
+        let data = numbers();
+        let block = Block::adopted(true, data.clone());
+        assert!(block.is_held());
+        // This process lends to itself, as a worker lends to its coordinator.
+        let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        let _me = Lenders::register(vec![std::process::id()]);
+        let back = through_ipc(&block, true).unwrap();
+        assert!(!back.is_shared(), "{back:?}");
+        assert_eq!(back.carried_bytes(), Some(bytemuck::cast_slice(&data)));
+    }
+
+    /// Sent any other way the worker goes on, and may free the vector: the block goes as a
+    /// region, a copy.
+    #[test]
+    fn a_held_block_sent_any_other_way_goes_as_a_region() {
+        let data = numbers();
+        let block = Block::adopted(true, data.clone());
+        let back = through_ipc(&block, false).unwrap();
+        assert!(back.is_shared() && !back.is_held(), "{back:?}");
+        assert_eq!(back.carried_bytes(), Some(bytemuck::cast_slice(&data)));
+    }
+
+    /// Bytes that name a process that is not a worker of the run going on are refused
+    /// with a message, never read.
+    #[test]
+    fn a_block_lent_by_a_process_that_is_no_worker_is_refused() {
+        let err = read(1, 4096, 16).err().unwrap_or_default();
+        assert!(err.contains("process 1, which is no worker"), "{err}");
+        // The same through a channel: the receive fails, and nothing panics.
+        let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        let block = Block::adopted(true, numbers());
+        assert!(through_ipc(&block, true).is_err());
+    }
+
+    /// A lender that does not have the bytes it claims: an error, not a crash.
+    #[test]
+    fn bytes_the_lender_lacks_are_an_error() {
+        let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        let _me = Lenders::register(vec![std::process::id()]);
+        let err = read(std::process::id(), 8, 64).err().unwrap_or_default();
+        assert!(err.contains("could not read 64 lent bytes"), "{err}");
+    }
+
+    /// Here the kernel lets a process read its own memory, and so the answer is yes unless
+    /// Yama forbids a parent to read its children.
+    #[test]
+    fn the_kernel_is_asked_once_and_agrees_with_yama() {
+        let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        assert_eq!(possible(), scope.is_none_or(|s| s <= 1));
+        assert_eq!(possible(), possible());
+    }
+}
