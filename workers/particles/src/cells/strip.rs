@@ -75,7 +75,8 @@ struct Open {
 /// Where each column of one row starts in `main`: `starts[c]` is the index of the first
 /// particle of the row in column `c` or later, and `starts[lanes]` the end of the row. Two
 /// reads give the sources of a run of columns, where cursors would need a loop each, whose
-/// length no branch predictor can guess.
+/// length no branch predictor can guess. [`RUN`] entries past `lanes` are slack for
+/// [`Table::fill`]'s wide stores.
 #[derive(Debug, Default)]
 struct Table {
     row: Option<u32>,
@@ -85,12 +86,20 @@ struct Table {
 impl Table {
     /// Fills the table for `row` of `main`, whose particles in that row start at or after
     /// `from`, and returns where the row ends. Rows are filled in order, so the row is near:
-    /// a scan, not a search. The table must already have `lanes + 1` entries.
+    /// a scan, not a search. The table must already have `lanes + 1 + RUN` entries.
+    ///
+    /// Most cells are empty (a fifth of a particle each at the textbook's density), so a
+    /// particle starts a run of a few columns, whose length no branch predictor can guess.
+    /// Each particle writes its index over the next [`RUN`] entries at once instead, and
+    /// loops only for a longer run. Entries past its own run are written wrong, but every
+    /// entry's last writer is the right one: the first particle at or past the entry's
+    /// column writes it, after every particle before it; the ones after it start past it.
     fn fill(&mut self, row: u32, main: &[Body], from: usize, grid: &Grid) -> usize {
         let (first, next) = (grid.row_start(row), grid.row_start(row + 1));
         self.row = Some(row);
         let mut at = from + main[from..].iter().take_while(|b| b.key < first).count();
         let starts = &mut self.starts;
+        debug_assert!(starts.len() == grid.lanes() as usize + 1 + RUN);
         let mut col = 0;
         for body in &main[at..] {
             if body.key >= next {
@@ -98,16 +107,25 @@ impl Table {
             }
             // Every column up to this particle's starts here.
             let upto = grid.col_of(body.key) as usize;
-            while col <= upto {
-                starts[col] = at as u32;
-                col += 1;
+            let mut from = col;
+            loop {
+                // `from <= upto + 1 <= lanes`, so the run is inside the slack.
+                starts[from..from + RUN].fill(at as u32);
+                from += RUN;
+                if from > upto {
+                    break;
+                }
             }
+            col = col.max(upto + 1);
             at += 1;
         }
         starts[col..].fill(at as u32);
         at
     }
 }
+
+/// How many entries of a column table one particle writes at once.
+const RUN: usize = 16;
 
 /// One sorted array of sources, with the cursors that sweep it.
 struct Sweep<'a> {
@@ -298,7 +316,7 @@ impl Strip {
         leaving_up.clear();
         for table in tables.iter_mut() {
             table.row = None;
-            table.starts.resize(lanes as usize + 1, 0);
+            table.starts.resize(lanes as usize + 1 + RUN, 0);
         }
         // Particles that jump two rows or more within the strip: the next movers.
         let mut jumped = std::mem::take(scratch);
@@ -371,9 +389,9 @@ impl Strip {
             for &k in &around {
                 debug_assert!(k < tables.len() && right < lanes as usize);
                 // SAFETY: `around` holds indices of `tables` (0 to 3); every table has
-                // `lanes + 1` entries (resized above) and `left <= right < lanes`; its
-                // entries are indices into `main` or its end (`Table::fill`), and the zero
-                // table's are 0, so the range is within `main` and not reversed.
+                // more than `lanes` entries (resized above) and `left <= right < lanes`;
+                // its entries are indices into `main` or its end (`Table::fill`), and the
+                // zero table's are 0, so the range is within `main` and not reversed.
                 let sources = unsafe {
                     let starts = &tables.get_unchecked(k).starts;
                     let (lo, hi) = (
