@@ -49,6 +49,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::thread::LocalKey;
 
 use bytemuck::Pod;
 use ipc_channel::ipc::IpcSharedMemory;
@@ -761,14 +762,20 @@ thread_local! {
 /// next message this thread sends. So a block encoded anywhere else (a user writing a
 /// [`Bulk`](crate::Bulk) to a file, say) goes as its bytes.
 pub(crate) fn by_ipc<R>(send: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
+    with_flag(&IPC_SENDING, send)
+}
+
+/// Runs `f` with a thread-local `flag` set, and puts it back as it was afterwards, even
+/// if `f` panics.
+pub(super) fn with_flag<R>(flag: &'static LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
+    struct Reset(&'static LocalKey<Cell<bool>>, bool);
     impl Drop for Reset {
         fn drop(&mut self) {
-            IPC_SENDING.set(self.0);
+            self.0.set(self.1);
         }
     }
-    let _reset = Reset(IPC_SENDING.replace(true));
-    send()
+    let _reset = Reset(flag, flag.replace(true));
+    f()
 }
 
 impl Serialize for Block {

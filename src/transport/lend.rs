@@ -93,14 +93,7 @@ fn ask_the_kernel() -> bool {
 
 /// Runs `send`, the worker's last word, so that its held blocks are lent rather than copied.
 pub(crate) fn lending<R>(send: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            LENDING.set(self.0);
-        }
-    }
-    let _reset = Reset(LENDING.replace(true));
-    send()
+    super::block::with_flag(&LENDING, send)
 }
 
 /// Whether a held block being sent now may be lent.
