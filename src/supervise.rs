@@ -463,7 +463,7 @@ fn handle<H: Handler>(
             if let (Workers::Processes(_), Some(downs)) = (&*workers, downs)
                 && let Some(down) = downs.get(rank)
             {
-                // A worker that lent nothing has exited, and nobody needs to hear this.
+                // A worker that lent nothing does not wait for it; it goes with the channel.
                 let _ = down.send(Down::Release);
             }
         }

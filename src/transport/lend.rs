@@ -21,17 +21,16 @@
 //! ([`possible`]); where it does not, outputs cross as shared-memory regions, as before.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use super::block::Aligned;
 
 /// The pids of the workers this process forked for the run going on.
 static LENDERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
-/// Whether the coordinator can read its workers' memory: 0 not asked yet, 1 no, 2 yes.
-/// Asked in the coordinator before it forks, so every worker inherits the answer.
-static POSSIBLE: AtomicU8 = AtomicU8::new(0);
+/// Whether the coordinator can read its workers' memory. Asked in the coordinator before
+/// it forks, so every worker inherits the answer.
+static POSSIBLE: OnceLock<bool> = OnceLock::new();
 
 thread_local! {
     /// Whether this thread is sending a worker's last word, whose held blocks may be lent.
@@ -66,14 +65,7 @@ impl Drop for Lenders {
 /// Whether a parent can read its children's memory here. The first call asks the kernel;
 /// call it before forking, so the children know the answer too.
 pub(crate) fn possible() -> bool {
-    match POSSIBLE.load(Ordering::Acquire) {
-        0 => {
-            let yes = ask_the_kernel();
-            POSSIBLE.store(if yes { 2 } else { 1 }, Ordering::Release);
-            yes
-        }
-        answer => answer == 2,
-    }
+    *POSSIBLE.get_or_init(ask_the_kernel)
 }
 
 /// Yama's `ptrace_scope` 0 or 1 lets a parent read a child (2 and 3 do not), and reading
