@@ -25,6 +25,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Large arrays (particle states, strips, lent outputs) in huge pages: each 4 KiB page
+/// fault is dear on a virtual machine, and a fork copies an entry per page.
+#[global_allocator]
+static ALLOC: ringleader::HugePages = ringleader::HugePages;
+
 /// Run stages on a ring of worker processes.
 #[derive(Debug, Parser)]
 #[command(name = "ringleader", version, about, long_about = None)]
