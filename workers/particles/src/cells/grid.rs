@@ -115,14 +115,6 @@ impl Grid {
     }
 }
 
-/// An empty vector with room for `len` elements, backed by huge pages when large: see
-/// [`huge_pages`].
-pub fn with_room<T>(len: usize) -> Vec<T> {
-    let mut v: Vec<T> = Vec::with_capacity(len);
-    huge_pages(v.as_mut_ptr().cast(), len.saturating_mul(size_of::<T>()));
-    v
-}
-
 /// `len` zeroed elements, backed by huge pages when large. The memory comes zeroed from
 /// the kernel, so nothing writes it twice.
 pub fn zeroed<T: Zeroable + Copy>(len: usize) -> Vec<T> {
@@ -169,9 +161,43 @@ pub fn slot_window(slot: u32) -> u32 {
     slot >> WINDOW_BITS
 }
 
-/// Sorts bodies by [`slot_window`], stably: one pass. `scratch` is reused between calls.
-pub fn sort_by_slot_window(bodies: &mut Vec<Body>, scratch: &mut Vec<Body>) {
-    radix_sort(bodies, scratch, |b| slot_window(b.slot));
+/// Groups bodies by [`slot_window`], windows in ascending order, in place: a count, then
+/// each body swapped straight into its window's next free place (an American flag sort).
+/// The order within a window is any; a second array to sort into would be fresh memory as
+/// large as the bodies.
+pub fn group_by_slot_window(bodies: &mut [Body]) {
+    let Some(top) = bodies.iter().map(|b| slot_window(b.slot)).max() else {
+        return;
+    };
+    let mut ends = vec![0usize; top as usize + 1];
+    for body in bodies.iter() {
+        ends[slot_window(body.slot) as usize] += 1;
+    }
+    let mut at = 0;
+    for end in &mut ends {
+        at += *end;
+        *end = at;
+    }
+    // The next place to fill in each window: every place before it in the window holds
+    // one of the window's bodies.
+    let mut next: Vec<usize> = std::iter::once(0)
+        .chain(ends[..ends.len() - 1].iter().copied())
+        .collect();
+    for window in 0..ends.len() {
+        while next[window] < ends[window] {
+            let mut body = bodies[next[window]];
+            let mut home = slot_window(body.slot) as usize;
+            // Carry the body to its window, taking the one it displaces, until one
+            // belongs here.
+            while home != window {
+                std::mem::swap(&mut body, &mut bodies[next[home]]);
+                next[home] += 1;
+                home = slot_window(body.slot) as usize;
+            }
+            bodies[next[window]] = body;
+            next[window] += 1;
+        }
+    }
 }
 
 /// Sorts bodies by `key`, stably, in passes of up to twelve bits over the bits the largest
@@ -264,6 +290,32 @@ mod tests {
         let grid = Grid::new(1e9);
         assert_eq!(grid.lanes(), MAX_LANES);
         assert_eq!(grid.key(1e9, 1e9), (MAX_LANES - 1) << 16 | (MAX_LANES - 1));
+    }
+
+    #[test]
+    fn grouping_by_slot_window_keeps_every_body_and_puts_windows_in_order() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (len, slots) in [(0, 1), (1, 1), (10, 5), (5000, 40_000), (20_000, 1 << 22)] {
+            let mut bodies: Vec<Body> = (0..len)
+                .map(|key| body(key, (next() % slots) as u32))
+                .collect();
+            let mut want = bodies.clone();
+            group_by_slot_window(&mut bodies);
+            assert!(
+                bodies.is_sorted_by_key(|b| slot_window(b.slot)),
+                "{len} bodies"
+            );
+            // The same bodies: each key (here a body's own number) once.
+            bodies.sort_by_key(|b| b.key);
+            want.sort_by_key(|b| b.key);
+            assert_eq!(bodies, want, "{len} bodies");
+        }
     }
 
     #[test]

@@ -345,9 +345,10 @@ impl Stage for CellRing {
             comm_seconds: talking.as_secs_f64(),
             peak_rss: ringleader::bench::peak_rss(),
         };
-        // The state goes back sorted for the coordinator's `into_list_order`, sorted in the
-        // strip's own memory, which between threads is handed over as it is: fresh memory
-        // (zeroed by the kernel page by page) costs more than the sort.
+        // The state goes back grouped for the coordinator's `into_list_order`, grouped in
+        // the strip's own memory, which between threads is handed over as it is and
+        // between processes is lent: fresh memory (zeroed by the kernel page by page)
+        // costs more than the grouping.
         let state = ring.bulk_from_vec(strip.into_slot_windows())?;
         Ok((state, stats))
     }

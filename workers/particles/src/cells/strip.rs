@@ -11,8 +11,18 @@
 //! moved particle goes to its new row's buffer. A row is complete once the step has visited
 //! the row above it; its buffer is then nearly in order (a particle that crossed a cell
 //! edge within the row is one place off, and the few from other rows are sorted apart), so
-//! sorting it is cheap, and it is appended to the next `main`, which comes out sorted.
+//! sorting it is cheap, and it is written back into `main`, which comes out sorted.
 //! Nothing passes over empty cells, and nothing is sorted whole.
+//!
+//! # One array, rewritten in place
+//!
+//! A complete row is written over the front of `main`, which the step has read already:
+//! once it visits a row, nothing below the row under it is read again. The rows written so
+//! far hold about as many particles as the rows read, so the writes stay just behind the
+//! reads; the few that would pass them (particles that came down a row, or from other
+//! strips) wait in a short queue until the reads move on ([`Rewrite`]). A second array as
+//! large as `main` would cost as much fresh memory again, which the kernel zeroes page by
+//! page, and which on a virtual machine can cost more than the steps that use it.
 //!
 //! # Finding the neighbours
 //!
@@ -28,11 +38,12 @@
 //! from zero, exactly as [`accelerations`](super::super::physics::accelerations) does. The
 //! move is [`Motion::apply`], the textbook's, operation for operation.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use super::super::physics::Particles;
 use super::super::physics::{CUTOFF2, Escaped, Motion, force};
-use super::grid::{Body, Grid, sort_by_key, sort_by_slot_window, zeroed};
+use super::grid::{Body, Grid, group_by_slot_window, sort_by_key, zeroed};
 
 /// The particles of grid rows `rows`, and the buffers their steps reuse.
 ///
@@ -49,7 +60,8 @@ pub struct Strip {
     main: Vec<Body>,
     /// Sorted by key once settled.
     movers: Vec<Body>,
-    next_main: Vec<Body>,
+    /// The step's output that has no room in `main` yet: see [`Rewrite`].
+    queue: VecDeque<Body>,
     /// The particles that moved below or above the strip's rows in the last step.
     pub leaving_down: Vec<Body>,
     pub leaving_up: Vec<Body>,
@@ -235,11 +247,12 @@ impl Strip {
         }
     }
 
-    /// Every particle the strip owns, in the strip's own memory, sorted by
-    /// [`slot_window`](super::grid::slot_window): what [`into_list_order`](super::into_list_order) takes.
+    /// Every particle the strip owns, in the strip's own memory, grouped by
+    /// [`slot_window`](super::grid::slot_window) in window order: what
+    /// [`into_list_order`](super::into_list_order) takes.
     pub fn into_slot_windows(mut self) -> Vec<Body> {
         self.main.append(&mut self.movers);
-        sort_by_slot_window(&mut self.main, &mut self.next_main);
+        group_by_slot_window(&mut self.main);
         self.main
     }
 
@@ -297,7 +310,7 @@ impl Strip {
             rows,
             main,
             movers,
-            next_main,
+            queue,
             leaving_down,
             leaving_up,
             open,
@@ -306,12 +319,13 @@ impl Strip {
             scratch,
         } = self;
         let lanes = grid.lanes();
-        next_main.clear();
-        // Every particle that stays in the strip's rows goes to `next_main`.
-        let staying = main.len() + movers.len();
-        if next_main.capacity() < staying {
-            *next_main = super::grid::with_room(staying + staying / 8);
-        }
+        // Every particle that stays in the strip's rows is written back into `main`.
+        queue.clear();
+        let mut rewrite = Rewrite {
+            at: 0,
+            keep: 0,
+            queue,
+        };
         leaving_down.clear();
         leaving_up.clear();
         for table in tables.iter_mut() {
@@ -358,10 +372,18 @@ impl Strip {
             debug_assert_eq!(grid.key(px, py), target.key);
             if current != Some(row) {
                 current = Some(row);
-                // Rows more than one below this one are complete.
                 let first = row.saturating_sub(1);
-                close(open, &mut opened, first, next_main);
                 let last = (row + 1).min(lanes - 1);
+                for r in first..=last {
+                    let table = &mut tables[(r % 3) as usize];
+                    if table.row != Some(r) {
+                        tabulated = table.fill(r, main, tabulated, grid);
+                    }
+                }
+                // Nothing of `main` below row `first` is read again, and rows more than
+                // one below this one are complete.
+                rewrite.release(main, tables[(first % 3) as usize].starts[0] as usize);
+                close(open, &mut opened, first, main, &mut rewrite);
                 // Rows still open after `close` start at `first` or later.
                 let start = if opened.is_empty() {
                     first
@@ -369,12 +391,6 @@ impl Strip {
                     opened.start
                 };
                 opened = start..last + 1;
-                for r in first..=last {
-                    let table = &mut tables[(r % 3) as usize];
-                    if table.row != Some(r) {
-                        tabulated = table.fill(r, main, tabulated, grid);
-                    }
-                }
                 around = [row.wrapping_sub(1), row, row + 1].map(|r| {
                     let k = (r % 3) as usize;
                     if tables[k].row == Some(r) { k } else { 3 }
@@ -438,8 +454,11 @@ impl Strip {
                 jumped.push(body);
             }
         }
-        close(open, &mut opened, u32::MAX, next_main);
-        std::mem::swap(main, next_main);
+        // Every particle of `main` has been visited.
+        let read = main.len();
+        rewrite.release(main, read);
+        close(open, &mut opened, u32::MAX, main, &mut rewrite);
+        rewrite.finish(main);
         movers.clear();
         movers.extend_from_slice(&jumped);
         *scratch = jumped;
@@ -474,13 +493,20 @@ fn gather(near: &mut Vec<Near>, set: &[Body], px: f64, py: f64) {
     }
 }
 
-/// Appends every open row below `row` to `out`, in row order, each sorted, and closes it.
-fn close(open: &mut [Open; 3], opened: &mut Range<u32>, row: u32, out: &mut Vec<Body>) {
+/// Writes every open row below `row` back into `main`, in row order, each sorted, and
+/// closes it.
+fn close(
+    open: &mut [Open; 3],
+    opened: &mut Range<u32>,
+    row: u32,
+    main: &mut [Body],
+    out: &mut Rewrite<'_>,
+) {
     while opened.start < opened.end && opened.start < row {
         let o = &mut open[(opened.start % 3) as usize];
         insertion_sort(&mut o.stayed);
         o.arrived.sort_unstable_by_key(|b| b.key);
-        merge_into(&o.stayed, &o.arrived, out);
+        merge_into(&o.stayed, &o.arrived, main, out);
         o.stayed.clear();
         o.arrived.clear();
         opened.start += 1;
@@ -527,15 +553,95 @@ fn insertion_sort(bodies: &mut [Body]) {
     }
 }
 
-/// Appends the merge of `a`, long, and `b`, short, both sorted by key, to `out`: the runs
+/// Writes the merge of `a`, long, and `b`, short, both sorted by key, to `out`: the runs
 /// of `a` between the elements of `b` are copied whole.
-fn merge_into(a: &[Body], b: &[Body], out: &mut Vec<Body>) {
+fn merge_into(a: &[Body], b: &[Body], main: &mut [Body], out: &mut Rewrite<'_>) {
     let mut from = 0;
     for body in b {
         let to = from + a[from..].partition_point(|x| x.key <= body.key);
-        out.extend_from_slice(&a[from..to]);
-        out.push(*body);
+        out.write(main, &a[from..to]);
+        out.write(main, std::slice::from_ref(body));
         from = to;
     }
-    out.extend_from_slice(&a[from..]);
+    out.write(main, &a[from..]);
+}
+
+/// Where a step writes its output: over the front of `main`, behind the first particle it
+/// still reads. Output with no room there yet waits in `queue`, in order, until the reads
+/// move on; at the end of the step all of `main` is free.
+struct Rewrite<'a> {
+    /// The next index of `main` to write.
+    at: usize,
+    /// The first index of `main` still to be read: no write reaches it.
+    keep: usize,
+    queue: &'a mut VecDeque<Body>,
+}
+
+impl Rewrite<'_> {
+    /// Writes `bodies` after what was written before.
+    fn write(&mut self, main: &mut [Body], bodies: &[Body]) {
+        let room = if self.queue.is_empty() {
+            (self.keep - self.at).min(bodies.len())
+        } else {
+            0
+        };
+        main[self.at..self.at + room].copy_from_slice(&bodies[..room]);
+        self.at += room;
+        self.queue.extend(&bodies[room..]);
+    }
+
+    /// Nothing of `main` before `keep` is read again: what waits goes in as far as that.
+    fn release(&mut self, main: &mut [Body], keep: usize) {
+        debug_assert!(self.keep <= keep && keep <= main.len());
+        self.keep = keep;
+        let room = (self.keep - self.at).min(self.queue.len());
+        for (slot, body) in main[self.at..self.at + room]
+            .iter_mut()
+            .zip(self.queue.drain(..room))
+        {
+            *slot = body;
+        }
+        self.at += room;
+    }
+
+    /// Ends the step, once all of `main` is released: the output becomes `main`, longer or
+    /// shorter than the input by what came and went.
+    fn finish(self, main: &mut Vec<Body>) {
+        debug_assert_eq!(self.keep, main.len());
+        main.truncate(self.at);
+        main.extend(self.queue.drain(..));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::init;
+    use super::super::super::physics::DEFAULT_DT;
+    use super::super::{row_counts, tests::crowd_moving_down};
+    use super::*;
+
+    #[test]
+    fn output_that_would_pass_the_reads_waits_and_every_particle_comes_back_sorted() {
+        let start = crowd_moving_down();
+        let n = start.particles.len();
+        let size = init::box_size(n);
+        let grid = Grid::new(size);
+        let per_row = row_counts(&grid, &start.particles.y);
+        let mut strip = Strip::from_start(&grid, &start.particles, 0..grid.lanes(), &per_row);
+        let motion = Motion {
+            dt: DEFAULT_DT,
+            size,
+            correction: 1.0,
+        };
+        strip.step(&grid, &[], motion).unwrap();
+        // The crowd's new row was written only once the reads had passed it.
+        assert!(strip.queue.capacity() >= 300, "{}", strip.queue.capacity());
+        strip.settle(&grid);
+        let row_9 = strip.bodies().filter(|b| grid.row_of(b.key) == 9).count();
+        assert_eq!(row_9, 300);
+        assert!(strip.main.is_sorted_by_key(|b| b.key));
+        let mut slots: Vec<u32> = strip.bodies().map(|b| b.slot).collect();
+        slots.sort_unstable();
+        assert_eq!(slots, (0..n as u32).collect::<Vec<_>>());
+    }
 }
