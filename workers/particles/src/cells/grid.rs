@@ -161,48 +161,26 @@ pub fn slot_window(slot: u32) -> u32 {
     slot >> WINDOW_BITS
 }
 
-/// Groups bodies by [`slot_window`], windows in ascending order, in place: a count, then
-/// each body swapped straight into its window's next free place (an American flag sort).
-/// The order within a window is any; a second array to sort into would be fresh memory as
-/// large as the bodies.
-pub fn group_by_slot_window(bodies: &mut [Body]) {
-    let Some(top) = bodies.iter().map(|b| slot_window(b.slot)).max() else {
-        return;
-    };
-    let mut ends = vec![0usize; top as usize + 1];
-    for body in bodies.iter() {
-        ends[slot_window(body.slot) as usize] += 1;
-    }
-    let mut at = 0;
-    for end in &mut ends {
-        at += *end;
-        *end = at;
-    }
-    // The next place to fill in each window: every place before it in the window holds
-    // one of the window's bodies.
-    let mut next: Vec<usize> = std::iter::once(0)
-        .chain(ends[..ends.len() - 1].iter().copied())
-        .collect();
-    for window in 0..ends.len() {
-        while next[window] < ends[window] {
-            let mut body = bodies[next[window]];
-            let mut home = slot_window(body.slot) as usize;
-            // Carry the body to its window, taking the one it displaces, until one
-            // belongs here.
-            while home != window {
-                std::mem::swap(&mut body, &mut bodies[next[home]]);
-                next[home] += 1;
-                home = slot_window(body.slot) as usize;
-            }
-            bodies[next[window]] = body;
-            next[window] += 1;
-        }
+/// How many bodies make a group: [`group_by_slot_window`] sorts each group of this many on
+/// its own, in scratch space small enough (640 KiB) to stay in cache.
+pub const GROUP: usize = 1 << 14;
+
+/// Groups bodies by [`slot_window`] within each run of [`GROUP`] bodies (the last one
+/// shorter): each run is sorted by window, stably, with `scratch` reused between runs and
+/// calls. A sort of the whole array would need a second array as large, fresh memory the
+/// kernel zeroes page by page; sorting it in place moves each body along a chain of
+/// dependent cache misses. The runs keep every read and write in cache, and the
+/// coordinator's [`into_list_order`](super::into_list_order) takes each run as a part.
+pub fn group_by_slot_window(bodies: &mut [Body], scratch: &mut Vec<Body>) {
+    for group in bodies.chunks_mut(GROUP) {
+        radix_sort(group, scratch, |b| slot_window(b.slot));
     }
 }
 
 /// Sorts bodies by `key`, stably, in passes of up to twelve bits over the bits the largest
 /// key uses: a few sequential sweeps, where a comparison sort would take `log n` of them.
-fn radix_sort(bodies: &mut Vec<Body>, scratch: &mut Vec<Body>, key: impl Fn(&Body) -> u32) {
+/// Each pass scatters into `scratch` and copies back.
+fn radix_sort(bodies: &mut [Body], scratch: &mut Vec<Body>, key: impl Fn(&Body) -> u32) {
     const WIDEST: u32 = 12;
     if bodies.len() < 64 {
         bodies.sort_by_key(|b| key(b));
@@ -244,7 +222,7 @@ fn radix_sort(bodies: &mut Vec<Body>, scratch: &mut Vec<Body>, key: impl Fn(&Bod
             scratch[counts[d]] = *body;
             counts[d] += 1;
         }
-        std::mem::swap(bodies, scratch);
+        bodies.copy_from_slice(scratch);
         shift += width;
     }
 }
@@ -293,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn grouping_by_slot_window_keeps_every_body_and_puts_windows_in_order() {
+    fn grouping_by_slot_window_keeps_every_body_and_puts_each_groups_windows_in_order() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             state ^= state << 13;
@@ -301,16 +279,24 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for (len, slots) in [(0, 1), (1, 1), (10, 5), (5000, 40_000), (20_000, 1 << 22)] {
+        for (len, slots) in [
+            (0, 1),
+            (1, 1),
+            (10, 5),
+            (5000, 40_000),
+            (3 * GROUP + 17, 1 << 22),
+        ] {
             let mut bodies: Vec<Body> = (0..len)
-                .map(|key| body(key, (next() % slots) as u32))
+                .map(|key| body(key as u32, (next() % slots) as u32))
                 .collect();
             let mut want = bodies.clone();
-            group_by_slot_window(&mut bodies);
-            assert!(
-                bodies.is_sorted_by_key(|b| slot_window(b.slot)),
-                "{len} bodies"
-            );
+            group_by_slot_window(&mut bodies, &mut Vec::new());
+            for group in bodies.chunks(GROUP) {
+                assert!(
+                    group.is_sorted_by_key(|b| slot_window(b.slot)),
+                    "{len} bodies"
+                );
+            }
             // The same bodies: each key (here a body's own number) once.
             bodies.sort_by_key(|b| b.key);
             want.sort_by_key(|b| b.key);

@@ -84,9 +84,9 @@ fn in_list_order<'a>(bodies: impl Iterator<Item = &'a Body>, ids: &[u32]) -> Par
 }
 
 /// The particles of `list` (the run's start, whose ids never move), in list order, given
-/// the bodies of every strip, each part sorted by [`slot_window`]
-/// ([`Strip::into_slot_windows`]). The start's own arrays are overwritten, which spares
-/// allocating and zeroing as much again. The parts are taken one window at a time, so every
+/// the bodies of every strip, each run of [`GROUP`](grid::GROUP) of each part sorted by
+/// [`slot_window`] ([`Strip::into_slot_windows`]). The start's own arrays are overwritten,
+/// which spares allocating and zeroing as much again. The parts are taken one window at a time, so every
 /// write lands in a stretch of the four arrays small enough to stay in cache, where putting
 /// each body straight in its place would write memory at random. With `threads` above one,
 /// that many threads take a run of windows each. Fails unless the slots are exactly
@@ -96,6 +96,9 @@ fn into_list_order(
     mut list: Particles,
     threads: usize,
 ) -> Result<Particles, String> {
+    // Each sorted run is a part of its own.
+    let parts: Vec<&[Body]> = parts.iter().flat_map(|p| p.chunks(grid::GROUP)).collect();
+    let parts = &parts[..];
     let n = list.len();
     let windows = slot_window(n.saturating_sub(1) as u32) as usize + 1;
     let threads = threads.clamp(1, windows);

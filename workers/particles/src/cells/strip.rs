@@ -247,12 +247,12 @@ impl Strip {
         }
     }
 
-    /// Every particle the strip owns, in the strip's own memory, grouped by
-    /// [`slot_window`](super::grid::slot_window) in window order: what
-    /// [`into_list_order`](super::into_list_order) takes.
+    /// Every particle the strip owns, in the strip's own memory, each run of
+    /// [`GROUP`](super::grid::GROUP) sorted by [`slot_window`](super::grid::slot_window):
+    /// what [`into_list_order`](super::into_list_order) takes.
     pub fn into_slot_windows(mut self) -> Vec<Body> {
         self.main.append(&mut self.movers);
-        group_by_slot_window(&mut self.main);
+        group_by_slot_window(&mut self.main, &mut self.scratch);
         self.main
     }
 

@@ -238,3 +238,55 @@ pub(super) fn crowd_moving_down() -> Start {
 fn a_crowd_that_moves_down_a_row_agrees_in_every_mode() {
     check_against_all_pairs(&crowd_moving_down(), 6, &MODES, None);
 }
+
+#[test]
+fn list_order_takes_parts_of_many_groups_from_any_number_of_threads() {
+    let n = 3 * grid::GROUP + 1000;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    // Every slot, dealt at random to one of two strips, in no order.
+    let mut parts = [Vec::new(), Vec::new()];
+    for slot in 0..n as u32 {
+        let v = f64::from(slot);
+        parts[(next() % 2) as usize].push(Body {
+            x: v,
+            y: v + 0.25,
+            vx: -v,
+            vy: v * 2.0,
+            slot,
+            key: 0,
+        });
+    }
+    for part in &mut parts {
+        for i in (1..part.len()).rev() {
+            part.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        grid::group_by_slot_window(part, &mut Vec::new());
+    }
+    assert!(parts[0].len() > grid::GROUP && parts[1].len() > grid::GROUP);
+    let slices: Vec<&[Body]> = parts.iter().map(|p| &p[..]).collect();
+    let ids: Vec<u32> = (0..n as u32).collect();
+    for threads in [1, 3] {
+        let list = physics::Particles {
+            ids: ids.clone(),
+            x: vec![f64::NAN; n],
+            y: vec![f64::NAN; n],
+            vx: vec![f64::NAN; n],
+            vy: vec![f64::NAN; n],
+        };
+        let list = into_list_order(&slices, list, threads).unwrap();
+        for slot in 0..n {
+            let v = slot as f64;
+            assert_eq!(
+                (list.x[slot], list.y[slot], list.vx[slot], list.vy[slot]),
+                (v, v + 0.25, -v, v * 2.0),
+                "slot {slot}, {threads} threads"
+            );
+        }
+    }
+}
