@@ -144,7 +144,7 @@ fn huge_pages(start: *mut u8, bytes: usize) {
 }
 
 /// Sorts bodies by key, stably. `scratch` is reused between calls.
-pub fn sort_by_key(grid: &Grid, bodies: &mut Vec<Body>, scratch: &mut Vec<Body>) {
+pub fn sort_by_key(grid: &Grid, bodies: &mut [Body], scratch: &mut Vec<Body>) {
     radix_sort(bodies, scratch, |b| grid.dense(b.key));
 }
 
