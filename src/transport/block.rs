@@ -384,7 +384,7 @@ impl Block {
 }
 
 impl Aligned {
-    fn bytes(&self) -> &[u8] {
+    pub(super) fn bytes(&self) -> &[u8] {
         &self.storage.bytes()[..self.len]
     }
 
