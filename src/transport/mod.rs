@@ -249,7 +249,7 @@ impl<T: Serialize + DeserializeOwned> Rx<T> {
         }
     }
 
-    fn recv_blocking(&self, timeout: Option<Duration>) -> Result<T, RecvFailure> {
+    pub(crate) fn recv_blocking(&self, timeout: Option<Duration>) -> Result<T, RecvFailure> {
         match (self, timeout) {
             (Rx::Ipc(rx), None) => rx.recv().map_err(ipc_recv_failure),
             (Rx::Ipc(rx), Some(t)) => rx.try_recv_timeout(t).map_err(ipc_try_recv_failure),
