@@ -7,7 +7,7 @@
 //! large blocks at no particular alignment, so at best their aligned middle can be huge
 //! pages, and not at all for a block under a few megabytes.
 //!
-//! [`HugePages`] maps every allocation of 1 MiB or more in whole 2 MiB pages, on a 2 MiB
+//! [`HugePages`] maps every allocation of 512 KiB or more in whole 2 MiB pages, on a 2 MiB
 //! boundary, and advises the kernel to back it with huge pages (`MADV_HUGEPAGE`, which
 //! works whenever transparent huge pages are `always` or `madvise`, the usual default). A process that forks also copies one
 //! entry per 2 MiB of such memory instead of 512, and its children read it without faults.
@@ -40,7 +40,7 @@ const HUGE: usize = 2 << 20;
 /// [`System`].
 const PAGE: usize = 4096;
 
-/// A global allocator: [`System`], except that allocations of 1 MiB or more are mapped
+/// A global allocator: [`System`], except that allocations of 512 KiB or more are mapped
 /// in whole 2 MiB pages and advised to be backed by transparent huge pages. See the
 /// [module documentation](self).
 #[derive(Debug, Clone, Copy, Default)]
@@ -65,7 +65,7 @@ fn supported() -> bool {
 }
 
 /// The smallest block this allocator maps itself.
-const LARGE: usize = HUGE / 2;
+const LARGE: usize = HUGE / 4;
 
 /// Whether a block of `layout` is one this allocator maps itself.
 fn mapped(layout: Layout) -> bool {
@@ -74,7 +74,7 @@ fn mapped(layout: Layout) -> bool {
 
 /// The length of the mapping that holds `size` bytes: whole huge pages, so that the last
 /// one is a huge page too. What the block does not use stays untouched, and costs nothing
-/// until its huge page is touched; at worst a block of 1 MiB takes 2.
+/// until its huge page is touched; at worst a block of 512 KiB takes 2 MiB.
 fn mapping_len(size: usize) -> usize {
     size.next_multiple_of(HUGE)
 }
