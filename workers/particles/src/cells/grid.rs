@@ -229,6 +229,7 @@ fn radix_sort(bodies: &mut [Body], scratch: &mut Vec<Body>, key: impl Fn(&Body) 
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::xorshift;
     use super::*;
 
     fn body(key: u32, slot: u32) -> Body {
@@ -272,13 +273,7 @@ mod tests {
 
     #[test]
     fn grouping_by_slot_window_keeps_every_body_and_puts_each_groups_windows_in_order() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for (len, slots) in [
             (0, 1),
             (1, 1),
@@ -306,13 +301,7 @@ mod tests {
 
     #[test]
     fn radix_sort_is_stable_and_sorts_by_key() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for (len, range) in [
             (10, 5),
             (1000, 3),

@@ -8,6 +8,17 @@ use crate::{
     simulate_with,
 };
 
+/// A xorshift generator of test data: the same numbers on every run.
+pub(super) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// Records what it is shown, and stops after `stop_at`.
 #[derive(Default)]
 struct Recorder {
@@ -242,13 +253,7 @@ fn a_crowd_that_moves_down_a_row_agrees_in_every_mode() {
 #[test]
 fn list_order_takes_parts_of_many_groups_from_any_number_of_threads() {
     let n = 3 * grid::GROUP + 1000;
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     // Every slot, dealt at random to one of two strips, in no order.
     let mut parts = [Vec::new(), Vec::new()];
     for slot in 0..n as u32 {
