@@ -1,34 +1,5 @@
-//! A global allocator that backs large allocations with transparent huge pages.
-//!
-//! Fresh memory is dear: the kernel zeroes every page on first touch, and on a virtual
-//! machine each 4 KiB page fault costs microseconds of its own (3 to 4 µs each on the 2-core
-//! machine of `docs/PERFORMANCE.md`, so a 40 MB array costs about 38 ms before anything is
-//! written to it; the same array in 2 MiB pages, about 6 ms). The system allocator hands out
-//! large blocks at no particular alignment, so at best their aligned middle can be huge
-//! pages, and not at all for a block under a few megabytes.
-//!
-//! [`HugePages`] maps every allocation of 512 KiB or more in whole 2 MiB pages, on a 2 MiB
-//! boundary, and advises the kernel to back it with huge pages (`MADV_HUGEPAGE`, which
-//! works whenever transparent huge pages are `always` or `madvise`, the usual default). A process that forks also copies one
-//! entry per 2 MiB of such memory instead of 512, and its children read it without faults.
-//! Smaller allocations go to the system allocator unchanged.
-//!
-//! Each large block is a mapping of its own, returned to the kernel when freed: right for
-//! arrays that live for a run, as the simulator's do. A program that allocates and frees
-//! a large block in a loop would pay a fresh mapping each time, where the system allocator
-//! may keep and reuse one.
-//!
-//! Use it in a program:
-//!
-//! ```
-//! #[global_allocator]
-//! static ALLOC: ringleader::HugePages = ringleader::HugePages;
-//!
-//! fn main() {
-//!     let big = vec![0u8; 8 << 20];
-//!     assert!(big.iter().all(|&b| b == 0));
-//! }
-//! ```
+//! A global allocator that backs large allocations with transparent huge pages: see
+//! [`HugePages`].
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
@@ -41,8 +12,36 @@ const HUGE: usize = 2 << 20;
 const PAGE: usize = 4096;
 
 /// A global allocator: [`System`], except that allocations of 512 KiB or more are mapped
-/// in whole 2 MiB pages and advised to be backed by transparent huge pages. See the
-/// [module documentation](self).
+/// in whole 2 MiB pages on a 2 MiB boundary and advised to be backed by transparent huge
+/// pages.
+///
+/// Fresh memory is dear: the kernel zeroes every page on first touch, and on a virtual
+/// machine each 4 KiB page fault costs microseconds of its own (3 to 4 µs each on the
+/// 2-core machine of `docs/PERFORMANCE.md`, so a 40 MB array costs about 38 ms before
+/// anything is written to it; the same array in 2 MiB pages, about 6 ms). The system
+/// allocator hands out large blocks at no particular alignment, so at best their aligned
+/// middle can be huge pages, and not at all for a block under a few megabytes. The advice
+/// (`MADV_HUGEPAGE`) works whenever transparent huge pages are `always` or `madvise`, the
+/// usual default. A process that forks also copies one entry per 2 MiB of such memory
+/// instead of 512, and its children read it without faults. Smaller allocations go to the
+/// system allocator unchanged.
+///
+/// Each large block is a mapping of its own, returned to the kernel when freed: right for
+/// arrays that live for a run, as the simulator's do. A program that allocates and frees
+/// a large block in a loop would pay a fresh mapping each time, where the system allocator
+/// may keep and reuse one.
+///
+/// Use it in a program:
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: ringleader::HugePages = ringleader::HugePages;
+///
+/// fn main() {
+///     let big = vec![0u8; 8 << 20];
+///     assert!(big.iter().all(|&b| b == 0));
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HugePages;
 
