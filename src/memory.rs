@@ -79,12 +79,12 @@ fn mapping_len(size: usize) -> usize {
 }
 
 /// Asks for huge pages over the whole 2 MiB runs inside `[start, start + len)`.
-fn advise(start: usize, len: usize) {
+pub(crate) fn advise(start: usize, len: usize) {
     let first = start.next_multiple_of(HUGE);
     let end = (start + len) / HUGE * HUGE;
     if end > first {
-        // SAFETY: the range lies inside a mapping this allocator owns; the advice changes
-        // only how the kernel backs it, never its contents, and a refusal changes nothing.
+        // SAFETY: the advice changes only how the kernel backs the pages, never their
+        // contents; on a range that is not mapped the call fails and changes nothing.
         unsafe {
             libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
         }

@@ -418,21 +418,8 @@ impl Aligned {
 /// Asks the kernel to back a large allocation nothing has touched yet with huge pages:
 /// a block of tens of megabytes then takes a few page faults instead of thousands.
 fn advise_huge_pages(bytes: &mut [u8]) {
-    const HUGE: usize = 2 << 20;
-    if bytes.len() < 4 * HUGE {
-        return;
-    }
-    let start = bytes.as_mut_ptr() as usize;
-    let (first, end) = (
-        start.next_multiple_of(HUGE),
-        (start + bytes.len()) / HUGE * HUGE,
-    );
-    if end > first {
-        // SAFETY: the range lies inside `bytes`. The advice changes only how the kernel
-        // backs the pages, never their contents; if it fails, nothing changes at all.
-        unsafe {
-            libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
-        }
+    if bytes.len() >= 8 << 20 {
+        crate::memory::advise(bytes.as_mut_ptr() as usize, bytes.len());
     }
 }
 

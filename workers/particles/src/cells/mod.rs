@@ -86,11 +86,11 @@ fn in_list_order<'a>(bodies: impl Iterator<Item = &'a Body>, ids: &[u32]) -> Par
 /// The particles of `list` (the run's start, whose ids never move), in list order, given
 /// the bodies of every strip, each run of [`GROUP`](grid::GROUP) of each part sorted by
 /// [`slot_window`] ([`Strip::into_slot_windows`]). The start's own arrays are overwritten,
-/// which spares allocating and zeroing as much again. The parts are taken one window at a time, so every
-/// write lands in a stretch of the four arrays small enough to stay in cache, where putting
-/// each body straight in its place would write memory at random. With `threads` above one,
-/// that many threads take a run of windows each. Fails unless the slots are exactly
-/// `0..list.len()`, once each.
+/// which spares allocating and zeroing as much again. The parts are taken one window at a
+/// time, so every write lands in a stretch of the four arrays small enough to stay in
+/// cache, where putting each body straight in its place would write memory at random.
+/// With `threads` above one, that many threads take a run of windows each. Fails unless
+/// the slots are exactly `0..list.len()`, once each.
 fn into_list_order(
     parts: &[&[Body]],
     mut list: Particles,
