@@ -66,7 +66,9 @@ struct TableArgs {
     steps: usize,
     /// Modes, comma-separated: serial, threads (the textbook's shared memory and barrier),
     /// processes (the ring of worker processes), ring-threads (the same ring on threads),
-    /// mpi (the ring over the ranks of an `mpirun` job; needs --features mpi).
+    /// mpi (the ring over the ranks of an `mpirun` job; needs --features mpi), independent
+    /// (P serial runs of n/P particles each at once, sharing nothing: the most P cores of
+    /// this machine give, against which the other modes' speedups can be read).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchMode::Serial, BenchMode::Threads, BenchMode::Processes])]
     modes: Vec<BenchMode>,
     /// Ring transports, comma-separated, run in addition to --modes: processes (the mode
@@ -142,6 +144,7 @@ enum BenchMode {
     Processes,
     RingThreads,
     Mpi,
+    Independent,
 }
 
 impl BenchMode {
@@ -152,17 +155,19 @@ impl BenchMode {
             BenchMode::Processes => "processes",
             BenchMode::RingThreads => "ring-threads",
             BenchMode::Mpi => "mpi",
+            BenchMode::Independent => "independent",
         }
     }
 
-    /// The mode this process runs; `None` for mpi, which runs under `mpirun`.
+    /// The mode this process runs; `None` for mpi, which runs under `mpirun`, and for
+    /// independent, which runs several serial simulations.
     fn mode(self, workers: usize) -> Option<Mode> {
         match self {
             BenchMode::Serial => Some(Mode::Serial),
             BenchMode::Threads => Some(Mode::Threads(workers)),
             BenchMode::Processes => Some(Mode::Ring(workers, Transport::Processes)),
             BenchMode::RingThreads => Some(Mode::Ring(workers, Transport::Threads)),
-            BenchMode::Mpi => None,
+            BenchMode::Mpi | BenchMode::Independent => None,
         }
     }
 }
@@ -385,8 +390,11 @@ fn check_limits(args: &TableArgs) -> anyhow::Result<()> {
                     &args.workers
                 };
                 for &workers in counts {
-                    let Some(simulated) = mode.mode(workers) else {
-                        continue;
+                    // Independent runs hold, together, about what one serial run does.
+                    let simulated = match (mode, mode.mode(workers)) {
+                        (BenchMode::Independent, _) => Mode::Serial,
+                        (_, Some(simulated)) => simulated,
+                        (_, None) => continue,
                     };
                     // The table keeps the start of every n while each run copies it.
                     let need = limits::start_bytes(n).saturating_add(limits::run_bytes(
@@ -495,8 +503,10 @@ fn once(
     algorithm: Algorithm,
     workers: usize,
 ) -> anyhow::Result<Row> {
-    let Some(simulated) = mode.mode(workers) else {
-        return mpi_once(start.particles.len(), steps, algorithm, workers);
+    let simulated = match (mode, mode.mode(workers)) {
+        (BenchMode::Independent, _) => return independent_once(start, steps, algorithm, workers),
+        (_, Some(simulated)) => simulated,
+        (_, None) => return mpi_once(start.particles.len(), steps, algorithm, workers),
     };
     let run = Run::new(start.clone(), steps as u64, DEFAULT_DT, false);
     let pair_checks = run.pair_checks();
@@ -543,6 +553,74 @@ fn once(
         vs_allpairs: None,
         depth: outcome.depth.filter(|_| ring),
     })
+}
+
+/// `workers` serial runs at once, one per thread, each of its own share of `start`'s
+/// particle count: the textbook's initial state for that many, in a box of its own at the
+/// same density, so each particle meets as many others as in the whole run. Nothing is
+/// split, exchanged or gathered, so the row's time is the least `workers` cores of this
+/// machine take for the work: the other modes' speedups on `workers` are bounded by its
+/// speedup, which is below `workers` where one busy core runs faster than each of several
+/// (a clock that boosts for one core, a shared memory bus, neighbours on a shared host).
+/// Each run's initial state is made before the clock starts, as every mode's is.
+fn independent_once(
+    start: &Start,
+    steps: usize,
+    algorithm: Algorithm,
+    workers: usize,
+) -> anyhow::Result<Row> {
+    let n = start.particles.len();
+    let runs: Vec<Run> = shares(n, workers)
+        .map(|share| Run::new(Start::initial(share), steps as u64, DEFAULT_DT, false))
+        .collect();
+    reset_peak_rss();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = runs
+            .into_iter()
+            .map(|run| {
+                scope.spawn(move || {
+                    simulate_with(run, Mode::Serial, algorithm, Box::new(Unwatched)).map(|_| ())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    })
+    .with_context(|| {
+        format!(
+            "{} independent runs on {workers} threads failed",
+            algorithm.name()
+        )
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let pair_checks = (n as f64).powi(2) * steps as f64;
+    Ok(Row {
+        mode: BenchMode::Independent.name(),
+        algorithm: algorithm.name(),
+        n,
+        workers,
+        steps,
+        seconds,
+        pair_checks_per_s: pair_checks / seconds,
+        speedup: None,
+        efficiency: None,
+        comm_fraction: None,
+        coordinator_rss_bytes: peak_rss(),
+        worker_rss_bytes: None,
+        vs_allpairs: None,
+        depth: None,
+    })
+}
+
+/// `n` cut into `parts` shares as even as whole particles allow, none empty.
+fn shares(n: usize, parts: usize) -> impl Iterator<Item = usize> {
+    (0..parts)
+        .map(move |k| n * (k + 1) / parts - n * k / parts)
+        .filter(|&share| share > 0)
 }
 
 /// An MPI world per run: `mpirun -n workers` of this program's `particles --transport mpi`,
@@ -933,5 +1011,16 @@ mod tests {
         assert_eq!(kernel_n(&[300, 2000]), 2000);
         assert_eq!(kernel_n(&[2000, 1_000_000]), 16_000);
         assert_eq!(kernel_n(&[]), 2000);
+    }
+
+    #[test]
+    fn independent_runs_share_every_particle_and_none_is_empty() {
+        for (n, parts) in [(10, 3), (1_000_000, 2), (7, 7), (5, 16), (1, 1)] {
+            let cut: Vec<usize> = shares(n, parts).collect();
+            assert_eq!(cut.iter().sum::<usize>(), n, "{n} in {parts}: {cut:?}");
+            assert_eq!(cut.len(), parts.min(n), "{n} in {parts}: {cut:?}");
+            let (least, most) = (cut.iter().min().unwrap(), cut.iter().max().unwrap());
+            assert!(most - least <= 1, "{n} in {parts}: {cut:?}");
+        }
     }
 }

@@ -211,6 +211,48 @@ fn the_depth_of_a_cells_step_does_not_grow_with_the_workers() {
     );
 }
 
+/// The independent rows run P serial simulations of n/P particles at once: the ceiling
+/// the other modes' speedups are read against. They share nothing, so they have no share
+/// of time talking, no depth and no worker processes.
+#[test]
+fn bench_measures_independent_runs_beside_the_modes() {
+    let dir = scratch("bench-independent");
+    let csv_path = dir.join("rows.csv");
+    let run = ringleader(&[
+        "bench",
+        "-n",
+        "3000",
+        "-p",
+        "1,2,3",
+        "-s",
+        "3",
+        "--modes",
+        "independent,serial",
+        "--algorithms",
+        "allpairs,cells",
+        "--csv",
+        csv_path.to_str().unwrap(),
+    ]);
+    run.success();
+    let rows = csv_rows(&csv_path);
+    let shape: Vec<(&str, &str, &str)> = rows.iter().map(|r| (&r[0], &r[1], &r[3])).collect();
+    let mut expected = Vec::new();
+    for algorithm in ["allpairs", "cells"] {
+        expected.push(("serial", algorithm, "1"));
+        for workers in ["1", "2", "3"] {
+            expected.push(("independent", algorithm, workers));
+        }
+    }
+    assert_eq!(shape, expected, "{}", run.stdout);
+    for row in rows.iter().filter(|r| &r[0] == "independent") {
+        let speedup: f64 = row[7].parse().expect("a speedup over serial");
+        assert!(speedup > 0.0, "{row:?}");
+        for column in [9, 11, 13] {
+            assert!(row[column].is_empty(), "column {column}: {row:?}");
+        }
+    }
+}
+
 #[test]
 fn bench_kernel_compares_every_kernel_with_the_direct_one() {
     let run = ringleader(&["bench", "kernel", "-n", "300", "-r", "1"]);
