@@ -16,24 +16,26 @@ const PARTICLE: u64 = 4 + 4 * 8;
 /// What a run of the simulator holds at its peak per particle, all its processes together:
 /// the start it is given, its working copy of the particles, accelerations, the hits of a
 /// step, the per-mode buffers (a ring's blocks in flight and gathered reports; the cells'
-/// sorted strips, two per strip, and the state put back in list order), and the outputs as
+/// sorted strips, one array each, and the workers' outputs read back), and the outputs as
 /// they are encoded (the checkpoint's payload and its sealed copy). Measured as the peak
 /// memory charged to a cgroup holding nothing but the run, with `--out` and `--checkpoint`,
-/// at n = 4,000,000 (cells, 2 steps) and 200,000 (all pairs, 1 step), and half as much
-/// again for what the measurement missed (the kernel's own memory, a busier step):
+/// at n = 4,000,000 (cells, 2 steps, 4 workers) and 200,000 (all pairs, 1 step), and half
+/// as much again for what the measurement missed (the kernel's own memory, a busier step).
+/// For cells, the outputs' part (122 MiB at 4,000,000, measured on one process) is added
+/// to a run without them, since a cgroup is also charged for the files' page cache:
 ///
 /// | bytes per particle | serial | threads | ring |
 /// |--------------------|--------|---------|------|
 /// | all pairs          | 115    | 189     | 168  |
-/// | cells              | 116    | 131     | 160  |
+/// | cells              | 110    | 115     | 144  |
 const fn per_particle(algorithm: Algorithm, mode: Mode) -> u64 {
     match (algorithm, mode) {
         (Algorithm::AllPairs, Mode::Serial) => 176,
         (Algorithm::AllPairs, Mode::Threads(_)) => 288,
         (Algorithm::AllPairs, Mode::Ring(..)) => 256,
-        (Algorithm::Cells, Mode::Serial) => 176,
-        (Algorithm::Cells, Mode::Threads(_)) => 200,
-        (Algorithm::Cells, Mode::Ring(..)) => 240,
+        (Algorithm::Cells, Mode::Serial) => 168,
+        (Algorithm::Cells, Mode::Threads(_)) => 176,
+        (Algorithm::Cells, Mode::Ring(..)) => 216,
     }
 }
 
@@ -292,9 +294,9 @@ mod tests {
         const MIB: u64 = 1 << 20;
         let ring = |p| Mode::Ring(p, Transport::Processes);
         let cases = [
-            (4_000_000, Mode::Serial, Algorithm::Cells, 444 * MIB),
-            (4_000_000, Mode::Threads(4), Algorithm::Cells, 498 * MIB),
-            (4_000_000, ring(4), Algorithm::Cells, 608 * MIB),
+            (4_000_000, Mode::Serial, Algorithm::Cells, 423 * MIB),
+            (4_000_000, Mode::Threads(4), Algorithm::Cells, 437 * MIB),
+            (4_000_000, ring(4), Algorithm::Cells, 550 * MIB),
             (200_000, Mode::Serial, Algorithm::AllPairs, 22 * MIB),
             (200_000, Mode::Threads(4), Algorithm::AllPairs, 36 * MIB),
             (200_000, ring(4), Algorithm::AllPairs, 32 * MIB),
