@@ -67,8 +67,9 @@ struct TableArgs {
     /// Modes, comma-separated: serial, threads (the textbook's shared memory and barrier),
     /// processes (the ring of worker processes), ring-threads (the same ring on threads),
     /// mpi (the ring over the ranks of an `mpirun` job; needs --features mpi), independent
-    /// (P serial runs of n/P particles each at once, sharing nothing: the most P cores of
-    /// this machine give, against which the other modes' speedups can be read).
+    /// (P serial runs at once, sharing nothing, each a P-th of the work: n/P particles for
+    /// cells, n/√P for allpairs; the most P cores of this machine give, against which the
+    /// other modes' speedups can be read).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchMode::Serial, BenchMode::Threads, BenchMode::Processes])]
     modes: Vec<BenchMode>,
     /// Ring transports, comma-separated, run in addition to --modes: processes (the mode
@@ -555,14 +556,14 @@ fn once(
     })
 }
 
-/// `workers` serial runs at once, one per thread, each of its own share of `start`'s
-/// particle count: the textbook's initial state for that many, in a box of its own at the
-/// same density, so each particle meets as many others as in the whole run. Nothing is
-/// split, exchanged or gathered, so the row's time is the least `workers` cores of this
-/// machine take for the work: the other modes' speedups on `workers` are bounded by its
-/// speedup, which is below `workers` where one busy core runs faster than each of several
-/// (a clock that boosts for one core, a shared memory bus, neighbours on a shared host).
-/// Each run's initial state is made before the clock starts, as every mode's is.
+/// `workers` serial runs at once, one per thread, each a `workers`-th of the serial run's
+/// work ([`shares`]): the textbook's initial state for its particle count, in a box of its
+/// own at the same density. Nothing is split, exchanged or gathered, so the row's time is
+/// the least `workers` cores of this machine take for the work: the other modes' speedups
+/// on `workers` are bounded by its speedup, which is below `workers` where one busy core
+/// runs faster than each of several (a clock that boosts for one core, a shared memory bus,
+/// neighbours on a shared host). Each run's initial state is made before the clock starts,
+/// as every mode's is.
 fn independent_once(
     start: &Start,
     steps: usize,
@@ -570,7 +571,8 @@ fn independent_once(
     workers: usize,
 ) -> anyhow::Result<Row> {
     let n = start.particles.len();
-    let runs: Vec<Run> = shares(n, workers)
+    let runs: Vec<Run> = shares(n, workers, algorithm)
+        .into_iter()
         .map(|share| Run::new(Start::initial(share), steps as u64, DEFAULT_DT, false))
         .collect();
     reset_peak_rss();
@@ -616,11 +618,20 @@ fn independent_once(
     })
 }
 
-/// `n` cut into `parts` shares as even as whole particles allow, none empty.
-fn shares(n: usize, parts: usize) -> impl Iterator<Item = usize> {
-    (0..parts)
-        .map(move |k| n * (k + 1) / parts - n * k / parts)
-        .filter(|&share| share > 0)
+/// The particle counts of `parts` runs that together do the work of one run of `n`: `n`
+/// cut as evenly as whole particles allow for cells, whose work grows as `n`; `parts` runs
+/// of `n / √parts` for all pairs, whose work grows as `n²`. None is empty.
+fn shares(n: usize, parts: usize, algorithm: Algorithm) -> Vec<usize> {
+    match algorithm {
+        Algorithm::Cells => (0..parts)
+            .map(|k| n * (k + 1) / parts - n * k / parts)
+            .filter(|&share| share > 0)
+            .collect(),
+        Algorithm::AllPairs => {
+            let share = (n as f64 / (parts as f64).sqrt()).round().max(1.0) as usize;
+            vec![share; parts]
+        }
+    }
 }
 
 /// An MPI world per run: `mpirun -n workers` of this program's `particles --transport mpi`,
@@ -1014,13 +1025,24 @@ mod tests {
     }
 
     #[test]
-    fn independent_runs_share_every_particle_and_none_is_empty() {
+    fn independent_runs_share_the_work_of_one_run() {
         for (n, parts) in [(10, 3), (1_000_000, 2), (7, 7), (5, 16), (1, 1)] {
-            let cut: Vec<usize> = shares(n, parts).collect();
+            let cut = shares(n, parts, Algorithm::Cells);
             assert_eq!(cut.iter().sum::<usize>(), n, "{n} in {parts}: {cut:?}");
             assert_eq!(cut.len(), parts.min(n), "{n} in {parts}: {cut:?}");
             let (least, most) = (cut.iter().min().unwrap(), cut.iter().max().unwrap());
             assert!(most - least <= 1, "{n} in {parts}: {cut:?}");
+        }
+        // All pairs: parts × share² pairs, as near n² as whole particles allow.
+        for (n, parts) in [(16_000, 2), (16_000, 4), (2000, 3), (1, 4)] {
+            let cut = shares(n, parts, Algorithm::AllPairs);
+            assert_eq!(cut.len(), parts);
+            let pairs: usize = cut.iter().map(|s| s * s).sum();
+            let (low, high) = ((n * n) as f64 * 0.99, (n * n) as f64 * 1.01);
+            assert!(
+                n == 1 || (low..=high).contains(&(pairs as f64)),
+                "{n} in {parts}: {cut:?}"
+            );
         }
     }
 }
