@@ -75,10 +75,23 @@ fn main() -> ExitCode {
         Err(err) if closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             let usage = err.downcast_ref::<UsageError>().is_some();
-            eprintln!("ringleader: {}", one_line(&format!("{err:#}")));
+            // Under `mpirun` every rank parses the same arguments and finds the same
+            // mistake: rank 0 alone says it, as it says the mistakes found after MPI starts.
+            if !(usage && launcher_rank().is_some_and(|rank| rank != 0)) {
+                eprintln!("ringleader: {}", one_line(&format!("{err:#}")));
+            }
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
+}
+
+/// This process's rank in a job an MPI launcher started, from the environment it sets for
+/// each rank (Open MPI, PMIx, and the MPICH family's PMI): known before MPI starts, or in a
+/// build without MPI.
+fn launcher_rank() -> Option<u32> {
+    ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.trim().parse().ok())
 }
 
 fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {

@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
         a_panicking_rank_ends_the_job_with_one_line,
         a_panic_on_rank_0_ends_the_job_with_one_line,
         a_p_that_disagrees_with_the_job_is_a_usage_error,
+        a_mistake_in_the_arguments_is_said_once_per_job,
         bench_puts_mpi_rows_beside_the_other_transports,
         bench_hop_measures_the_mpi_transport_too,
         bench_hop_puts_bare_mpi_beside_the_mpi_transport,
@@ -285,6 +286,27 @@ fn a_p_that_disagrees_with_the_job_is_a_usage_error() {
             .contains("ringleader: -p 3 does not match the 2 ranks of this mpi job"),
         "{job:?}"
     );
+}
+
+/// Arguments the command line cannot parse fail on every rank before MPI starts; rank 0
+/// alone says so, and every rank exits 2.
+fn a_mistake_in_the_arguments_is_said_once_per_job() {
+    for (args, says) in [
+        (
+            &["particles", "-n", "twenty", "--transport", "mpi"][..],
+            "ringleader: invalid value 'twenty' for '-n <N>'",
+        ),
+        (
+            &["particles", "--transport", "mpi", "--no-such-flag"],
+            "ringleader: unexpected argument '--no-such-flag'",
+        ),
+    ] {
+        let job = mpirun(3, binary(), args);
+        assert_eq!(job.code, Some(2), "{args:?}: {job:?}");
+        let lines = ringleader_lines(&job);
+        assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+        assert!(lines[0].starts_with(says), "{}", lines[0]);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
