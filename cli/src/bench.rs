@@ -248,6 +248,36 @@ pub(crate) struct Row {
     pub(crate) depth: Option<f64>,
 }
 
+impl Row {
+    /// The row of a run of `n` particles for `steps` steps that took `seconds`: its timing
+    /// and its all-pairs-equivalent rate, the rest to be filled in.
+    fn timed(
+        mode: BenchMode,
+        algorithm: Algorithm,
+        n: usize,
+        workers: usize,
+        steps: usize,
+        seconds: f64,
+    ) -> Row {
+        Row {
+            mode: mode.name(),
+            algorithm: algorithm.name(),
+            n,
+            workers,
+            steps,
+            seconds,
+            pair_checks_per_s: (n as f64).powi(2) * steps as f64 / seconds,
+            speedup: None,
+            efficiency: None,
+            comm_fraction: None,
+            coordinator_rss_bytes: None,
+            worker_rss_bytes: None,
+            vs_allpairs: None,
+            depth: None,
+        }
+    }
+}
+
 /// One force kernel's speed.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct KernelRow {
@@ -510,7 +540,6 @@ fn once(
         (_, None) => return mpi_once(start.particles.len(), steps, algorithm, workers),
     };
     let run = Run::new(start.clone(), steps as u64, DEFAULT_DT, false);
-    let pair_checks = run.pair_checks();
     reset_peak_rss();
     let started = Instant::now();
     let (outcome, _) =
@@ -539,20 +568,18 @@ fn once(
         None
     };
     Ok(Row {
-        mode: mode.name(),
-        algorithm: algorithm.name(),
-        n: start.particles.len(),
-        workers,
-        steps,
-        seconds,
-        pair_checks_per_s: pair_checks / seconds,
-        speedup: None,
-        efficiency: None,
         comm_fraction,
         coordinator_rss_bytes: peak_rss(),
         worker_rss_bytes,
-        vs_allpairs: None,
         depth: outcome.depth.filter(|_| ring),
+        ..Row::timed(
+            mode,
+            algorithm,
+            start.particles.len(),
+            workers,
+            steps,
+            seconds,
+        )
     })
 }
 
@@ -599,22 +626,16 @@ fn independent_once(
         )
     })?;
     let seconds = started.elapsed().as_secs_f64();
-    let pair_checks = (n as f64).powi(2) * steps as f64;
     Ok(Row {
-        mode: BenchMode::Independent.name(),
-        algorithm: algorithm.name(),
-        n,
-        workers,
-        steps,
-        seconds,
-        pair_checks_per_s: pair_checks / seconds,
-        speedup: None,
-        efficiency: None,
-        comm_fraction: None,
         coordinator_rss_bytes: peak_rss(),
-        worker_rss_bytes: None,
-        vs_allpairs: None,
-        depth: None,
+        ..Row::timed(
+            BenchMode::Independent,
+            algorithm,
+            n,
+            workers,
+            steps,
+            seconds,
+        )
     })
 }
 
@@ -663,22 +684,14 @@ fn mpi_once(n: usize, steps: usize, algorithm: Algorithm, workers: usize) -> any
         .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<f64>().ok())
         .filter(|&s| s > 0.0)
         .with_context(|| format!("the mpi run printed no timing line: {stdout:?}"))?;
-    Ok(Row {
-        mode: BenchMode::Mpi.name(),
-        algorithm: algorithm.name(),
+    Ok(Row::timed(
+        BenchMode::Mpi,
+        algorithm,
         n,
         workers,
         steps,
         seconds,
-        pair_checks_per_s: (n * n * steps) as f64 / seconds,
-        speedup: None,
-        efficiency: None,
-        comm_fraction: None,
-        coordinator_rss_bytes: None,
-        worker_rss_bytes: None,
-        vs_allpairs: None,
-        depth: None,
-    })
+    ))
 }
 
 #[cfg(not(feature = "mpi"))]

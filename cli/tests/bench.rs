@@ -136,23 +136,19 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
 /// allpairs step travels.
 #[test]
 fn bench_reports_the_depth_of_a_ring_step() {
-    let dir = scratch("bench-depth");
-    let csv_path = dir.join("rows.csv");
-    let run = ringleader(&[
-        "bench",
-        "-n",
-        "300",
-        "-p",
-        "1,2,3",
-        "-s",
-        "4",
-        "--modes",
-        "ring-threads",
-        "--csv",
-        csv_path.to_str().unwrap(),
-    ]);
-    run.success();
-    let rows = csv_rows(&csv_path);
+    let (run, rows) = bench_rows(
+        "bench-depth",
+        &[
+            "-n",
+            "300",
+            "-p",
+            "1,2,3",
+            "-s",
+            "4",
+            "--modes",
+            "ring-threads",
+        ],
+    );
     let depths: Vec<(&str, &str, &str)> = rows.iter().map(|r| (&r[0], &r[3], &r[13])).collect();
     assert_eq!(
         depths,
@@ -178,25 +174,21 @@ fn bench_reports_the_depth_of_a_ring_step() {
 /// a step stays the same however many workers there are, where the ring's grows with them.
 #[test]
 fn the_depth_of_a_cells_step_does_not_grow_with_the_workers() {
-    let dir = scratch("bench-cells-depth");
-    let csv_path = dir.join("rows.csv");
-    let run = ringleader(&[
-        "bench",
-        "-n",
-        "20000",
-        "-p",
-        "2,4,8,16",
-        "-s",
-        "6",
-        "--modes",
-        "ring-threads",
-        "--algorithms",
-        "cells",
-        "--csv",
-        csv_path.to_str().unwrap(),
-    ]);
-    run.success();
-    let rows = csv_rows(&csv_path);
+    let (run, rows) = bench_rows(
+        "bench-cells-depth",
+        &[
+            "-n",
+            "20000",
+            "-p",
+            "2,4,8,16",
+            "-s",
+            "6",
+            "--modes",
+            "ring-threads",
+            "--algorithms",
+            "cells",
+        ],
+    );
     let depths: Vec<f64> = rows.iter().map(|r| r[13].parse().unwrap()).collect();
     assert_eq!(depths.len(), 4, "{}", run.stdout);
     assert!(
@@ -216,25 +208,21 @@ fn the_depth_of_a_cells_step_does_not_grow_with_the_workers() {
 /// of time talking, no depth and no worker processes.
 #[test]
 fn bench_measures_independent_runs_beside_the_modes() {
-    let dir = scratch("bench-independent");
-    let csv_path = dir.join("rows.csv");
-    let run = ringleader(&[
-        "bench",
-        "-n",
-        "3000",
-        "-p",
-        "1,2,3",
-        "-s",
-        "3",
-        "--modes",
-        "independent,serial",
-        "--algorithms",
-        "allpairs,cells",
-        "--csv",
-        csv_path.to_str().unwrap(),
-    ]);
-    run.success();
-    let rows = csv_rows(&csv_path);
+    let (run, rows) = bench_rows(
+        "bench-independent",
+        &[
+            "-n",
+            "3000",
+            "-p",
+            "1,2,3",
+            "-s",
+            "3",
+            "--modes",
+            "independent,serial",
+            "--algorithms",
+            "allpairs,cells",
+        ],
+    );
     let shape: Vec<(&str, &str, &str)> = rows.iter().map(|r| (&r[0], &r[1], &r[3])).collect();
     let mut expected = Vec::new();
     for algorithm in ["allpairs", "cells"] {
@@ -295,6 +283,18 @@ fn bench_refuses_bad_input_with_a_usage_error() {
     }
 }
 
+/// Runs `ringleader bench ARGS --csv FILE`, which must succeed, in a scratch folder named
+/// `name`; returns the run and the rows of the CSV.
+fn bench_rows(name: &str, args: &[&str]) -> (common::Run, Vec<csv::StringRecord>) {
+    let csv_path = scratch(name).join("rows.csv");
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend(["--csv", csv_path.to_str().unwrap()]);
+    let run = ringleader(&all);
+    run.success();
+    (run, csv_rows(&csv_path))
+}
+
 /// CSV rows as (mode, algorithm, n, workers) and the record.
 fn csv_rows(path: &std::path::Path) -> Vec<csv::StringRecord> {
     let mut reader = csv::Reader::from_path(path).expect("csv");
@@ -307,25 +307,21 @@ fn csv_rows(path: &std::path::Path) -> Vec<csv::StringRecord> {
 
 #[test]
 fn bench_algorithms_puts_cells_beside_allpairs() {
-    let dir = scratch("bench-algorithms");
-    let csv_path = dir.join("rows.csv");
-    let run = ringleader(&[
-        "bench",
-        "-n",
-        "300",
-        "-p",
-        "1,2",
-        "-s",
-        "3",
-        "--modes",
-        "serial,threads,processes",
-        "--algorithms",
-        "allpairs,cells",
-        "--csv",
-        csv_path.to_str().unwrap(),
-    ]);
-    run.success();
-    let rows = csv_rows(&csv_path);
+    let (run, rows) = bench_rows(
+        "bench-algorithms",
+        &[
+            "-n",
+            "300",
+            "-p",
+            "1,2",
+            "-s",
+            "3",
+            "--modes",
+            "serial,threads,processes",
+            "--algorithms",
+            "allpairs,cells",
+        ],
+    );
     // Per algorithm: serial, then threads and processes on 1 and 2 workers.
     assert_eq!(rows.len(), 2 * 5, "{}", run.stdout);
     let seconds = |algorithm: &str, mode: &str, workers: &str| -> f64 {
