@@ -466,10 +466,11 @@ fn bench_modes(args: &TableArgs) -> Vec<BenchMode> {
     modes
 }
 
-/// Every combination, serial first at each n and algorithm so the others can be compared
-/// with it. The `repeat` runs of the combinations at one n and algorithm take turns, and
-/// each keeps its fastest: a noisy spell on the machine then slows one run of every
-/// combination, rather than every run of one, and the speedups stay comparable.
+/// Every combination, serial listed first at each n and algorithm so the others can be
+/// compared with it. The `repeat` runs of the combinations at one n and algorithm take
+/// turns, each round starting one combination later ([`turns`]), and each keeps its
+/// fastest: a noisy spell on the machine then slows one run of every combination, rather
+/// than every run of one, and no combination always runs first.
 fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
     let mut rows: Vec<Row> = Vec::new();
     let modes = bench_modes(args);
@@ -490,11 +491,12 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
                 })
                 .collect();
             let mut best: Vec<Option<Row>> = vec![None; combinations.len()];
-            for _ in 0..args.repeat {
-                for (&(mode, workers), best) in combinations.iter().zip(&mut best) {
+            for round in 0..args.repeat {
+                for k in turns(combinations.len(), round) {
+                    let (mode, workers) = combinations[k];
                     let row = once(&start, args.steps, mode, algorithm.into(), workers)?;
-                    if best.as_ref().is_none_or(|b| row.seconds < b.seconds) {
-                        *best = Some(row);
+                    if best[k].as_ref().is_none_or(|b| row.seconds < b.seconds) {
+                        best[k] = Some(row);
                     }
                 }
             }
@@ -525,6 +527,13 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
             .map(|&(.., seconds)| seconds / row.seconds);
     }
     Ok(rows)
+}
+
+/// The order in which round `round` runs `len` combinations: each round starts one later
+/// than the last, so that no combination always runs first, on the memory the machine has
+/// touched least lately, or always right after the same one.
+fn turns(len: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..len).map(move |i| (round + i) % len)
 }
 
 fn once(
@@ -1035,6 +1044,23 @@ mod tests {
         assert_eq!(kernel_n(&[300, 2000]), 2000);
         assert_eq!(kernel_n(&[2000, 1_000_000]), 16_000);
         assert_eq!(kernel_n(&[]), 2000);
+    }
+
+    #[test]
+    fn each_combination_takes_every_turn_once_in_as_many_rounds() {
+        let len = 5;
+        let rounds: Vec<Vec<usize>> = (0..len).map(|r| turns(len, r).collect()).collect();
+        for order in &rounds {
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..len).collect::<Vec<_>>(), "{order:?}");
+        }
+        for place in 0..len {
+            let mut at: Vec<usize> = rounds.iter().map(|order| order[place]).collect();
+            at.sort_unstable();
+            assert_eq!(at, (0..len).collect::<Vec<_>>(), "turn {place}: {rounds:?}");
+        }
+        assert_eq!(turns(0, 3).count(), 0);
     }
 
     #[test]
