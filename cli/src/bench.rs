@@ -613,20 +613,24 @@ fn independent_once(
         .collect();
     reset_peak_rss();
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = runs
-            .into_iter()
-            .map(|run| {
-                scope.spawn(move || {
-                    simulate_with(run, Mode::Serial, algorithm, Box::new(Unwatched)).map(|_| ())
-                })
-            })
-            .collect();
-        handles.into_iter().try_for_each(|handle| {
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut handles = Vec::with_capacity(runs.len());
+        for run in runs {
+            let simulate = move || {
+                simulate_with(run, Mode::Serial, algorithm, Box::new(Unwatched)).map(|_| ())
+            };
+            // Runs already started finish before the scope returns the error.
+            let handle = std::thread::Builder::new()
+                .spawn_scoped(scope, simulate)
+                .context("no thread for an independent run")?;
+            handles.push(handle);
+        }
+        for handle in handles {
             handle
                 .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        }
+        Ok(())
     })
     .with_context(|| {
         format!(
