@@ -1161,6 +1161,78 @@ fn workers_return_twenty_megabytes_of_state_in_bulk() {
     }
 }
 
+/// Rank 0 tells the coordinator its pid, then lends its output and waits to be released.
+#[derive(Clone)]
+struct LendAndWait;
+
+impl Stage for LendAndWait {
+    type Output = Bulk<f64>;
+
+    fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
+        ring.set_step(4);
+        if ring.rank() == 0 {
+            ring.report(&std::process::id())?;
+        }
+        Ok(ring.bulk_from_vec(vec![ring.rank() as f64; 1 << 20])?)
+    }
+}
+
+/// Kills the worker that reported, once it sleeps waiting for its release, and waits for
+/// it to die before the coordinator reads on.
+struct KillTheLender;
+
+impl Handler for KillTheLender {
+    type Report = u32;
+    type Answer = ();
+
+    fn on_report(
+        &mut self,
+        _from: usize,
+        pid: u32,
+        _coordinator: &mut Coordinator<'_, ()>,
+    ) -> Result<(), StageError> {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        // The worker has sent its last word once it sleeps: nothing before it blocks.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_state(pid) != Some('S') {
+            if Instant::now() > deadline {
+                return Err("the worker never waited for its release".into());
+            }
+            std::thread::yield_now();
+        }
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
+        // Dead, but left for the coordinator to reap.
+        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)?;
+        Ok(())
+    }
+}
+
+/// The state letter of process `pid`, from `/proc`.
+fn process_state(pid: nix::unistd::Pid) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name, in parentheses, may hold spaces: the state follows the last parenthesis.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// A worker killed after it lent its output, before the coordinator read it, is named as
+/// killed, not as a worker that sent a message the coordinator could not read.
+fn a_worker_killed_while_its_output_is_lent_is_named_as_killed() {
+    for round in 0..5 {
+        let err = Launcher::new()
+            .workers(2)
+            .launch_with(LendAndWait, &mut KillTheLender)
+            .expect_err("the run must fail");
+        let LaunchError::Worker(failure) = &err else {
+            panic!("round {round}: expected a worker failure, got {err}");
+        };
+        assert_eq!(failure.rank, 0, "{err}");
+        assert_eq!(failure.cause, Cause::Signaled("SIGKILL".into()), "{err}");
+        assert_eq!(failure.step, Some(4), "{err}");
+        assert_no_children();
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The closure form, collectives, and handlers that borrow.
 
@@ -1343,6 +1415,7 @@ fn main() -> std::process::ExitCode {
         a_buffer_is_not_rewritten_before_its_block_is_read,
         a_block_receive_from_a_peer_that_ended_is_peer_gone,
         workers_return_twenty_megabytes_of_state_in_bulk,
+        a_worker_killed_while_its_output_is_lent_is_named_as_killed,
         a_closure_runs_on_forked_processes_by_default,
         collectives_give_every_rank_the_same_bits_on_every_transport,
         a_collective_met_by_a_message_is_a_protocol_error,

@@ -161,10 +161,15 @@ impl<U: Serialize + DeserializeOwned> Inbox<U> {
                     .filter_map(|result| match result {
                         IpcSelectionResult::MessageReceived(id, message) => {
                             let rank = *ranks.get(&id)?;
-                            Some(match message.to::<U>() {
-                                Ok(up) => Event::Message(rank, up),
-                                Err(e) => Event::Garbled(rank, crate::error::chain(&e)),
-                            })
+                            super::lend::take_lender_gone();
+                            match message.to::<U>() {
+                                Ok(up) => Some(Event::Message(rank, up)),
+                                // A worker that lent its last word and ended before it was
+                                // read (killed, say): its channel's close follows, and its
+                                // exit status says more than the failed read.
+                                Err(_) if super::lend::take_lender_gone() => None,
+                                Err(e) => Some(Event::Garbled(rank, crate::error::chain(&e))),
+                            }
                         }
                         IpcSelectionResult::ChannelClosed(id) => {
                             ranks.get(&id).map(|&rank| Event::Closed(rank))

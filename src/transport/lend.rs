@@ -36,6 +36,8 @@ static POSSIBLE: OnceLock<bool> = OnceLock::new();
 thread_local! {
     /// Whether this thread is sending a worker's last word, whose held blocks may be lent.
     static LENDING: Cell<bool> = const { Cell::new(false) };
+    /// Whether this thread's last lent read failed because the lender had already ended.
+    static LENDER_GONE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The workers of one run, registered as lenders while it lasts.
@@ -94,21 +96,58 @@ pub(crate) fn is_lending() -> bool {
     LENDING.get()
 }
 
+/// Whether the last lent read on this thread failed because the lender had ended (was
+/// exiting or dead), and forgets it. The decoding error of such a read says less than the
+/// worker's exit status, which the coordinator reads when the worker's channel closes.
+pub(crate) fn take_lender_gone() -> bool {
+    LENDER_GONE.replace(false)
+}
+
 /// Copies `len` bytes at `addr` in worker `pid` into a buffer of this process.
 ///
 /// # Errors
 ///
 /// A message if `pid` is not a worker of the run going on, if the memory cannot be had, or
-/// if the kernel refuses the read or finds no such bytes in the worker.
+/// if the kernel refuses the read or finds no such bytes in the worker. When the worker
+/// had ended, [`take_lender_gone`] says so afterwards.
 pub(crate) fn read(pid: u32, addr: u64, len: u64) -> Result<Aligned, String> {
+    read_from(pid, addr, len).map_err(|failure| {
+        LENDER_GONE.set(failure.gone);
+        failure.message
+    })
+}
+
+/// Why a lent read failed.
+struct Unread {
+    message: String,
+    /// The kernel found no memory to read: the lender was exiting, or had exited.
+    gone: bool,
+}
+
+impl From<String> for Unread {
+    fn from(message: String) -> Unread {
+        Unread {
+            message,
+            gone: false,
+        }
+    }
+}
+
+impl From<&str> for Unread {
+    fn from(message: &str) -> Unread {
+        Unread::from(message.to_owned())
+    }
+}
+
+fn read_from(pid: u32, addr: u64, len: u64) -> Result<Aligned, Unread> {
     let known = LENDERS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .contains(&pid);
     if !known {
-        return Err(format!(
-            "a block lent by process {pid}, which is no worker of this run"
-        ));
+        return Err(
+            format!("a block lent by process {pid}, which is no worker of this run").into(),
+        );
     }
     let len = usize::try_from(len).map_err(|_| format!("a lent block of {len} bytes"))?;
     let mut buffer = Aligned::untouched(len)
@@ -134,7 +173,7 @@ pub(crate) fn read(pid: u32, addr: u64, len: u64) -> Result<Aligned, String> {
             let read = move || read_piece(pid, addr, k * piece, into, len);
             match std::thread::Builder::new().spawn_scoped(scope, read) {
                 Ok(handle) => running.push(handle),
-                Err(e) => return Err(format!("no thread to read lent bytes with: {e}")),
+                Err(e) => return Err(format!("no thread to read lent bytes with: {e}").into()),
             }
         }
         let mut result = read_piece(pid, addr, 0, first, len);
@@ -159,7 +198,7 @@ fn pieces(len: usize) -> usize {
 
 /// Reads `into.len()` bytes at `addr + from` in process `pid`, the piece at `from` of a
 /// lent block of `len` bytes.
-fn read_piece(pid: u32, addr: u64, from: usize, into: &mut [u8], len: usize) -> Result<(), String> {
+fn read_piece(pid: u32, addr: u64, from: usize, into: &mut [u8], len: usize) -> Result<(), Unread> {
     let mut done = 0;
     while done < into.len() {
         let at = addr
@@ -167,16 +206,17 @@ fn read_piece(pid: u32, addr: u64, from: usize, into: &mut [u8], len: usize) -> 
             .ok_or("a lent block past the end of memory")?;
         match read_into(pid, at, &mut into[done..]) {
             Ok(0) => {
-                return Err(format!(
-                    "process {pid} has only {} of {len} lent bytes",
-                    from + done
-                ));
+                return Err(
+                    format!("process {pid} has only {} of {len} lent bytes", from + done).into(),
+                );
             }
             Ok(n) => done += n,
             Err(errno) => {
-                return Err(format!(
-                    "could not read {len} lent bytes from process {pid}: {errno}"
-                ));
+                return Err(Unread {
+                    message: format!("could not read {len} lent bytes from process {pid}: {errno}"),
+                    // No such process, or one without memory any more: it is exiting.
+                    gone: errno == nix::errno::Errno::ESRCH,
+                });
             }
         }
     }
@@ -271,6 +311,28 @@ mod tests {
         let _me = Lenders::register(vec![std::process::id()]);
         let err = read(std::process::id(), 8, 64).err().unwrap_or_default();
         assert!(err.contains("could not read 64 lent bytes"), "{err}");
+    }
+
+    /// A lender that has ended (here a child that exited and is not yet reaped) is told
+    /// apart from bytes a live lender lacks.
+    #[test]
+    fn a_lender_that_has_ended_is_told_apart_from_missing_bytes() {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        let me = std::process::id();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let _lenders = Lenders::register(vec![me, child.id()]);
+        // Wait for it to exit, and leave it unreaped: its pid stays its own.
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
+        let err = read(child.id(), 4096, 64).err().unwrap_or_default();
+        assert!(err.contains("could not read 64 lent bytes"), "{err}");
+        assert!(take_lender_gone());
+        assert!(!take_lender_gone(), "told once");
+        assert!(child.wait().unwrap().success());
+        // A live lender without the bytes is not gone.
+        assert!(read(me, 8, 64).is_err());
+        assert!(!take_lender_gone());
     }
 
     /// A large block is read by several threads, a piece each, and comes back whole; a
