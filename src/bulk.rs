@@ -165,7 +165,7 @@ impl<T: Pod> Serialize for Bulk<T> {
 impl<'de, T: Pod> Deserialize<'de> for Bulk<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let block = Block::deserialize(deserializer)?;
-        Bulk::checked(block).map_err(|e| serde::de::Error::custom(describe(&e)))
+        Bulk::checked(block).map_err(|e| crate::transport::de_error(describe(&e)))
     }
 }
 
@@ -272,8 +272,10 @@ mod tests {
             Some(ipc_channel::ipc::IpcSelectionResult::MessageReceived(_, message)) => message,
             other => panic!("no message: {other:?}"),
         };
-        // postcard keeps no message of its own errors, only that decoding failed.
         assert!(message.to::<Bulk<u64>>().is_err());
+        // postcard keeps only that decoding failed; what failed is kept beside it.
+        let detail = crate::transport::take_detail().unwrap_or_default();
+        assert!(detail.contains("arrived without its memory"), "{detail}");
     }
 
     proptest! {

@@ -821,7 +821,7 @@ impl<'de> Deserialize<'de> for Block {
                 Wire::Inline(bytes) => Block::Local(Arc::new(bytes)),
                 Wire::Region(key, len, shm) => Block::Region(Region { key, len, shm }),
                 Wire::Lent(pid, addr, len) => Block::Local(Arc::new(
-                    super::lend::read(pid, addr, len).map_err(serde::de::Error::custom)?,
+                    super::lend::read(pid, addr, len).map_err(super::payload::de_error)?,
                 )),
             },
         )

@@ -162,13 +162,18 @@ impl<U: Serialize + DeserializeOwned> Inbox<U> {
                         IpcSelectionResult::MessageReceived(id, message) => {
                             let rank = *ranks.get(&id)?;
                             super::lend::take_lender_gone();
+                            super::payload::take_detail();
                             match message.to::<U>() {
                                 Ok(up) => Some(Event::Message(rank, up)),
                                 // A worker that lent its last word and ended before it was
                                 // read (killed, say): its channel's close follows, and its
                                 // exit status says more than the failed read.
                                 Err(_) if super::lend::take_lender_gone() => None,
-                                Err(e) => Some(Event::Garbled(rank, crate::error::chain(&e))),
+                                Err(e) => Some(Event::Garbled(
+                                    rank,
+                                    super::payload::take_detail()
+                                        .unwrap_or_else(|| crate::error::chain(&e)),
+                                )),
                             }
                         }
                         IpcSelectionResult::ChannelClosed(id) => {

@@ -302,6 +302,12 @@ mod tests {
         let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
         let block = Block::adopted(true, numbers());
         assert!(through_ipc(&block, true).is_err());
+        // What went wrong is kept beside postcard's bare error.
+        let detail = crate::transport::take_detail().unwrap_or_default();
+        assert!(
+            detail.contains("which is no worker of this run"),
+            "{detail}"
+        );
     }
 
     /// A lender that does not have the bytes it claims: an error, not a crash.

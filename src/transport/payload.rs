@@ -28,6 +28,22 @@ thread_local! {
     static OUTBOUND: RefCell<Option<Vec<Block>>> = const { RefCell::new(None) };
     /// While a value is decoded: its blocks, taken as the bytes name them.
     static INBOUND: RefCell<Option<Vec<Option<Block>>>> = const { RefCell::new(None) };
+    /// The message of the last decoding error raised here with [`de_error`].
+    static DETAIL: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// A decoding error that says `message`. postcard keeps only that a custom error happened,
+/// not what it said, so the message is also kept for [`take_detail`].
+pub(crate) fn de_error<E: serde::de::Error>(message: String) -> E {
+    let error = E::custom(&message);
+    DETAIL.with(|detail| *detail.borrow_mut() = Some(message));
+    error
+}
+
+/// The message of the last decoding error [`de_error`] raised on this thread, if it has
+/// not been taken; forgets it.
+pub(crate) fn take_detail() -> Option<String> {
+    DETAIL.with(|detail| detail.borrow_mut().take())
 }
 
 /// Encodes `value`, setting its blocks aside.
@@ -54,10 +70,11 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Payload, String> {
 pub(crate) fn decode<T: DeserializeOwned>(payload: Payload) -> Result<T, String> {
     let blocks = payload.blocks.into_iter().map(Some).collect();
     let outer = INBOUND.with(|inb| inb.borrow_mut().replace(blocks));
+    take_detail();
     let value = match postcard::take_from_bytes(&payload.bytes) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(format!("{} bytes left over after the value", rest.len())),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(take_detail().unwrap_or_else(|| e.to_string())),
     };
     INBOUND.with(|inb| *inb.borrow_mut() = outer);
     value
@@ -102,7 +119,7 @@ pub(crate) fn deserialize_block<'de, D: Deserializer<'de>>(
                 .and_then(|blocks| blocks.get_mut(index))
                 .and_then(Option::take)
         })
-        .ok_or_else(|| serde::de::Error::custom(format!("block {index} of a value is missing")))
+        .ok_or_else(|| de_error(format!("block {index} of a value is missing")))
 }
 
 /// A `Vec<u8>` as one byte string rather than a sequence of numbers.
@@ -162,6 +179,22 @@ mod tests {
                 .bytes,
             blocks: Vec::new(),
         };
-        assert!(decode::<Bulk<u8>>(missing).is_err());
+        let err = decode::<Bulk<u8>>(missing).unwrap_err();
+        assert_eq!(err, "block 0 of a value is missing");
+    }
+
+    /// postcard says only that a custom error happened; the error says what it was.
+    #[test]
+    fn a_decoding_error_of_our_own_keeps_its_message() {
+        let payload = encode(&Bulk::new(Transport::Threads, &[0u32; 3]).unwrap()).unwrap();
+        let err = decode::<Bulk<f64>>(payload).unwrap_err();
+        assert_eq!(
+            err,
+            "a bulk array of 12 bytes is not a whole number of 8-byte elements"
+        );
+        // postcard's own errors are postcard's.
+        let err = decode::<(u64, u64, u64)>(encode(&"a string").unwrap()).unwrap_err();
+        assert!(!err.contains("bulk"), "{err}");
+        assert_eq!(take_detail(), None, "taken");
     }
 }
