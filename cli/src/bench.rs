@@ -68,8 +68,8 @@ struct TableArgs {
     /// processes (the ring of worker processes), ring-threads (the same ring on threads),
     /// mpi (the ring over the ranks of an `mpirun` job; needs --features mpi), independent
     /// (P serial runs at once, sharing nothing, each a P-th of the work: n/P particles for
-    /// cells, n/√P for allpairs; the most P cores of this machine give, against which the
-    /// other modes' speedups can be read).
+    /// cells, n/√P for allpairs; the most P cores of this machine give: each other row's
+    /// vs_independent column is its share of that speed).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchMode::Serial, BenchMode::Threads, BenchMode::Processes])]
     modes: Vec<BenchMode>,
     /// Ring transports, comma-separated, run in addition to --modes: processes (the mode
@@ -246,6 +246,10 @@ pub(crate) struct Row {
     /// The ring's critical-path depth per step, as the framework measured it (a rotation on
     /// P workers is P - 1 hops deep); `None` off the ring.
     pub(crate) depth: Option<f64>,
+    /// The independent row's seconds at the same algorithm, n and workers over these
+    /// seconds: the share this mode takes of the speed that many cores gave at all, in the
+    /// same bench run. `None` on independent rows and where none was measured.
+    pub(crate) vs_independent: Option<f64>,
 }
 
 impl Row {
@@ -274,6 +278,7 @@ impl Row {
             worker_rss_bytes: None,
             vs_allpairs: None,
             depth: None,
+            vs_independent: None,
         }
     }
 }
@@ -512,21 +517,33 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
             }
         }
     }
-    let allpairs: Vec<(usize, &'static str, usize, f64)> = rows
-        .iter()
-        .filter(|r| r.algorithm == Algorithm::AllPairs.name())
-        .map(|r| (r.n, r.mode, r.workers, r.seconds))
-        .collect();
-    for row in rows
-        .iter_mut()
-        .filter(|r| r.algorithm == Algorithm::Cells.name())
-    {
-        row.vs_allpairs = allpairs
-            .iter()
-            .find(|&&(n, mode, workers, _)| (n, mode, workers) == (row.n, row.mode, row.workers))
-            .map(|&(.., seconds)| seconds / row.seconds);
-    }
+    compare(&mut rows);
     Ok(rows)
+}
+
+/// Fills in the columns that set a row beside another of the same run: `vs_allpairs` on
+/// cells rows, `vs_independent` on every row but the independent ones.
+fn compare(rows: &mut [Row]) {
+    let keys: Vec<_> = rows
+        .iter()
+        .map(|r| (r.mode, r.algorithm, r.n, r.workers, r.seconds))
+        .collect();
+    // The seconds of the row of `mode` and `algorithm` at the n and workers of `row`.
+    let seconds = |row: &Row, mode: &str, algorithm: &str| {
+        keys.iter()
+            .find(|k| (k.0, k.1, k.2, k.3) == (mode, algorithm, row.n, row.workers))
+            .map(|k| k.4)
+    };
+    let (cells, allpairs) = (Algorithm::Cells.name(), Algorithm::AllPairs.name());
+    let independent = BenchMode::Independent.name();
+    for row in rows.iter_mut() {
+        if row.algorithm == cells {
+            row.vs_allpairs = seconds(row, row.mode, allpairs).map(|s| s / row.seconds);
+        }
+        if row.mode != independent {
+            row.vs_independent = seconds(row, independent, row.algorithm).map(|s| s / row.seconds);
+        }
+    }
 }
 
 /// The order in which round `round` runs `len` combinations: each round starts one later
@@ -742,7 +759,7 @@ fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> anyhow::Result<String>
 
 fn render(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9} {:>17} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5}\n",
+        "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9} {:>17} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5} {:>14}\n",
         "mode",
         "algorithm",
         "n",
@@ -756,12 +773,13 @@ fn render(rows: &[Row]) -> String {
         "coordinator_rss",
         "worker_rss",
         "vs_allpairs",
-        "depth"
+        "depth",
+        "vs_independent"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9.4} {:>17.3e} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5}",
+            "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9.4} {:>17.3e} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5} {:>14}",
             r.mode,
             r.algorithm,
             r.n,
@@ -776,6 +794,7 @@ fn render(rows: &[Row]) -> String {
             opt(r.worker_rss_bytes, mib),
             opt(r.vs_allpairs, |v| format!("{v:.1}x")),
             opt(r.depth, |v| format!("{v:.2}")),
+            opt(r.vs_independent, |v| format!("{v:.2}")),
         );
     }
     out

@@ -5,7 +5,7 @@ mod common;
 
 use common::{ringleader, scratch};
 
-const COLUMNS: [&str; 14] = [
+const COLUMNS: [&str; 15] = [
     "mode",
     "algorithm",
     "n",
@@ -20,6 +20,7 @@ const COLUMNS: [&str; 14] = [
     "worker_rss_bytes",
     "vs_allpairs",
     "depth",
+    "vs_independent",
 ];
 
 #[test]
@@ -58,6 +59,7 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
         "worker_rss",
         "vs_allpairs",
         "depth",
+        "vs_independent",
     ] {
         assert!(
             header.split_whitespace().any(|c| c == column),
@@ -108,6 +110,7 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
             "vs_allpairs only on cells rows: {row:?}"
         );
         assert_eq!(!row[13].is_empty(), ring, "depth only on a ring: {row:?}");
+        assert!(row[14].is_empty(), "no independent rows ran: {row:?}");
     }
     let kernels = run
         .stdout
@@ -160,7 +163,8 @@ fn bench_reports_the_depth_of_a_ring_step() {
         "{}",
         run.stdout
     );
-    let depth_column = |line: &str| line.split_whitespace().last().map(str::to_owned);
+    // Depth is the last column but one, before vs_independent.
+    let depth_column = |line: &str| line.split_whitespace().nth_back(1).map(str::to_owned);
     let mut lines = run.stdout.lines();
     assert_eq!(
         depth_column(lines.next().unwrap()).as_deref(),
@@ -235,9 +239,24 @@ fn bench_measures_independent_runs_beside_the_modes() {
     for row in rows.iter().filter(|r| &r[0] == "independent") {
         let speedup: f64 = row[7].parse().expect("a speedup over serial");
         assert!(speedup > 0.0, "{row:?}");
-        for column in [9, 11, 13] {
+        for column in [9, 11, 13, 14] {
             assert!(row[column].is_empty(), "column {column}: {row:?}");
         }
+    }
+    // Serial is set beside the one independent run that does the same work, of its own
+    // algorithm: their seconds, one over the other.
+    let seconds = |r: &csv::StringRecord| -> f64 { r[5].parse().unwrap() };
+    for serial in rows.iter().filter(|r| &r[0] == "serial") {
+        let alone = rows
+            .iter()
+            .find(|r| (&r[0], &r[1], &r[3]) == ("independent", &serial[1], "1"))
+            .expect("an independent run on one worker");
+        let share: f64 = serial[14].parse().expect("vs_independent on serial");
+        let want = seconds(alone) / seconds(serial);
+        assert!(
+            (share - want).abs() <= 1e-9 * want,
+            "{share} against {want}: {serial:?}"
+        );
     }
 }
 

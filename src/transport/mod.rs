@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 pub(crate) use block::{Block, BlockError, Blocks, by_ipc, check_align, view};
 pub(crate) use control::{Event, Inbox, PendingInbox, UpTx, up_channels};
 pub(crate) use link::{LinkRx, LinkTx, Mailboxes, link};
-pub(crate) use payload::{Payload, de_error, decode, encode};
 #[cfg(test)]
 pub(crate) use payload::take_detail;
+pub(crate) use payload::{Payload, de_error, decode, encode};
 
 /// Which machinery carries the messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
