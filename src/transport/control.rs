@@ -161,19 +161,17 @@ impl<U: Serialize + DeserializeOwned> Inbox<U> {
                     .filter_map(|result| match result {
                         IpcSelectionResult::MessageReceived(id, message) => {
                             let rank = *ranks.get(&id)?;
-                            super::lend::take_lender_gone();
                             super::payload::take_detail();
                             match message.to::<U>() {
                                 Ok(up) => Some(Event::Message(rank, up)),
-                                // A worker that lent its last word and ended before it was
-                                // read (killed, say): its channel's close follows, and its
-                                // exit status says more than the failed read.
-                                Err(_) if super::lend::take_lender_gone() => None,
-                                Err(e) => Some(Event::Garbled(
-                                    rank,
-                                    super::payload::take_detail()
-                                        .unwrap_or_else(|| crate::error::chain(&e)),
-                                )),
+                                Err(e) => match super::payload::take_detail() {
+                                    // A worker that lent its last word and ended before it
+                                    // was read (killed, say): its channel's close follows,
+                                    // and its exit status says more than the failed read.
+                                    Some(detail) if detail.lender_gone => None,
+                                    Some(detail) => Some(Event::Garbled(rank, detail.message)),
+                                    None => Some(Event::Garbled(rank, crate::error::chain(&e))),
+                                },
                             }
                         }
                         IpcSelectionResult::ChannelClosed(id) => {

@@ -25,6 +25,7 @@ use std::cell::Cell;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use super::block::Aligned;
+use super::payload::Detail;
 
 /// The pids of the workers this process forked for the run going on.
 static LENDERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -36,8 +37,6 @@ static POSSIBLE: OnceLock<bool> = OnceLock::new();
 thread_local! {
     /// Whether this thread is sending a worker's last word, whose held blocks may be lent.
     static LENDING: Cell<bool> = const { Cell::new(false) };
-    /// Whether this thread's last lent read failed because the lender had already ended.
-    static LENDER_GONE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The workers of one run, registered as lenders while it lasts.
@@ -96,50 +95,14 @@ pub(crate) fn is_lending() -> bool {
     LENDING.get()
 }
 
-/// Whether the last lent read on this thread failed because the lender had ended (was
-/// exiting or dead), and forgets it. The decoding error of such a read says less than the
-/// worker's exit status, which the coordinator reads when the worker's channel closes.
-pub(crate) fn take_lender_gone() -> bool {
-    LENDER_GONE.replace(false)
-}
-
 /// Copies `len` bytes at `addr` in worker `pid` into a buffer of this process.
 ///
 /// # Errors
 ///
-/// A message if `pid` is not a worker of the run going on, if the memory cannot be had, or
-/// if the kernel refuses the read or finds no such bytes in the worker. When the worker
-/// had ended, [`take_lender_gone`] says so afterwards.
-pub(crate) fn read(pid: u32, addr: u64, len: u64) -> Result<Aligned, String> {
-    read_from(pid, addr, len).map_err(|failure| {
-        LENDER_GONE.set(failure.gone);
-        failure.message
-    })
-}
-
-/// Why a lent read failed.
-struct Unread {
-    message: String,
-    /// The kernel found no memory to read: the lender was exiting, or had exited.
-    gone: bool,
-}
-
-impl From<String> for Unread {
-    fn from(message: String) -> Unread {
-        Unread {
-            message,
-            gone: false,
-        }
-    }
-}
-
-impl From<&str> for Unread {
-    fn from(message: &str) -> Unread {
-        Unread::from(message.to_owned())
-    }
-}
-
-fn read_from(pid: u32, addr: u64, len: u64) -> Result<Aligned, Unread> {
+/// What went wrong if `pid` is not a worker of the run going on, if the memory cannot be
+/// had, or if the kernel refuses the read or finds no such bytes in the worker; and
+/// whether the worker had ended (was exiting, or had exited) by then.
+pub(crate) fn read(pid: u32, addr: u64, len: u64) -> Result<Aligned, Detail> {
     let known = LENDERS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -198,7 +161,7 @@ fn pieces(len: usize) -> usize {
 
 /// Reads `into.len()` bytes at `addr + from` in process `pid`, the piece at `from` of a
 /// lent block of `len` bytes.
-fn read_piece(pid: u32, addr: u64, from: usize, into: &mut [u8], len: usize) -> Result<(), Unread> {
+fn read_piece(pid: u32, addr: u64, from: usize, into: &mut [u8], len: usize) -> Result<(), Detail> {
     let mut done = 0;
     while done < into.len() {
         let at = addr
@@ -212,10 +175,10 @@ fn read_piece(pid: u32, addr: u64, from: usize, into: &mut [u8], len: usize) -> 
             }
             Ok(n) => done += n,
             Err(errno) => {
-                return Err(Unread {
+                return Err(Detail {
                     message: format!("could not read {len} lent bytes from process {pid}: {errno}"),
                     // No such process, or one without memory any more: it is exiting.
-                    gone: errno == nix::errno::Errno::ESRCH,
+                    lender_gone: errno == nix::errno::Errno::ESRCH,
                 });
             }
         }
@@ -296,14 +259,19 @@ mod tests {
     /// with a message, never read.
     #[test]
     fn a_block_lent_by_a_process_that_is_no_worker_is_refused() {
-        let err = read(1, 4096, 16).err().unwrap_or_default();
+        let err = read(1, 4096, 16)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
         assert!(err.contains("process 1, which is no worker"), "{err}");
         // The same through a channel: the receive fails, and nothing panics.
         let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
         let block = Block::adopted(true, numbers());
         assert!(through_ipc(&block, true).is_err());
         // What went wrong is kept beside postcard's bare error.
-        let detail = crate::transport::take_detail().unwrap_or_default();
+        let detail = crate::transport::take_detail()
+            .map(|d| d.message)
+            .unwrap_or_default();
         assert!(
             detail.contains("which is no worker of this run"),
             "{detail}"
@@ -315,7 +283,10 @@ mod tests {
     fn bytes_the_lender_lacks_are_an_error() {
         let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
         let _me = Lenders::register(vec![std::process::id()]);
-        let err = read(std::process::id(), 8, 64).err().unwrap_or_default();
+        let err = read(std::process::id(), 8, 64)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
         assert!(err.contains("could not read 64 lent bytes"), "{err}");
     }
 
@@ -331,14 +302,20 @@ mod tests {
         // Wait for it to exit, and leave it unreaped: its pid stays its own.
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
-        let err = read(child.id(), 4096, 64).err().unwrap_or_default();
-        assert!(err.contains("could not read 64 lent bytes"), "{err}");
-        assert!(take_lender_gone());
-        assert!(!take_lender_gone(), "told once");
+        let Err(err) = read(child.id(), 4096, 64) else {
+            panic!("an ended lender has no bytes");
+        };
+        assert!(
+            err.message.contains("could not read 64 lent bytes"),
+            "{err:?}"
+        );
+        assert!(err.lender_gone, "{err:?}");
         assert!(child.wait().unwrap().success());
         // A live lender without the bytes is not gone.
-        assert!(read(me, 8, 64).is_err());
-        assert!(!take_lender_gone());
+        let Err(err) = read(me, 8, 64) else {
+            panic!("no bytes at address 8");
+        };
+        assert!(!err.lender_gone, "{err:?}");
     }
 
     /// A large block is read by several threads, a piece each, and comes back whole; a
@@ -357,7 +334,10 @@ mod tests {
         assert_eq!(back.bytes(), bytes);
         // As many bytes from near address zero, which no process maps: an error, whichever
         // pieces find it.
-        let err = read(me, 8, bytes.len() as u64).err().unwrap_or_default();
+        let err = read(me, 8, bytes.len() as u64)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
         assert!(
             err.contains(&format!("lent bytes from process {me}")),
             "{err}"

@@ -28,22 +28,47 @@ thread_local! {
     static OUTBOUND: RefCell<Option<Vec<Block>>> = const { RefCell::new(None) };
     /// While a value is decoded: its blocks, taken as the bytes name them.
     static INBOUND: RefCell<Option<Vec<Option<Block>>>> = const { RefCell::new(None) };
-    /// The message of the last decoding error raised here with [`de_error`].
-    static DETAIL: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// What the last decoding error raised here with [`de_error`] said.
+    static DETAIL: RefCell<Option<Detail>> = const { RefCell::new(None) };
 }
 
-/// A decoding error that says `message`. postcard keeps only that a custom error happened,
-/// not what it said, so the message is also kept for [`take_detail`].
-pub(crate) fn de_error<E: serde::de::Error>(message: String) -> E {
-    let error = E::custom(&message);
-    DETAIL.with(|detail| *detail.borrow_mut() = Some(message));
+/// What a decoding error of our own said. postcard keeps only that a custom error
+/// happened, so [`de_error`] keeps this beside it for [`take_detail`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Detail {
+    pub(crate) message: String,
+    /// The error was a lent block whose lender had already ended (see `lend`): its exit
+    /// status, which the coordinator reads next, says more.
+    pub(crate) lender_gone: bool,
+}
+
+impl From<String> for Detail {
+    fn from(message: String) -> Detail {
+        Detail {
+            message,
+            lender_gone: false,
+        }
+    }
+}
+
+impl From<&str> for Detail {
+    fn from(message: &str) -> Detail {
+        Detail::from(message.to_owned())
+    }
+}
+
+/// A decoding error that says `detail`, kept for [`take_detail`] too.
+pub(crate) fn de_error<E: serde::de::Error>(detail: impl Into<Detail>) -> E {
+    let detail = detail.into();
+    let error = E::custom(&detail.message);
+    DETAIL.with(|kept| *kept.borrow_mut() = Some(detail));
     error
 }
 
-/// The message of the last decoding error [`de_error`] raised on this thread, if it has
-/// not been taken; forgets it.
-pub(crate) fn take_detail() -> Option<String> {
-    DETAIL.with(|detail| detail.borrow_mut().take())
+/// What the last decoding error [`de_error`] raised on this thread said, if it has not
+/// been taken; forgets it.
+pub(crate) fn take_detail() -> Option<Detail> {
+    DETAIL.with(|kept| kept.borrow_mut().take())
 }
 
 /// Encodes `value`, setting its blocks aside.
@@ -74,7 +99,7 @@ pub(crate) fn decode<T: DeserializeOwned>(payload: Payload) -> Result<T, String>
     let value = match postcard::take_from_bytes(&payload.bytes) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(format!("{} bytes left over after the value", rest.len())),
-        Err(e) => Err(take_detail().unwrap_or_else(|| e.to_string())),
+        Err(e) => Err(take_detail().map_or_else(|| e.to_string(), |d| d.message)),
     };
     INBOUND.with(|inb| *inb.borrow_mut() = outer);
     value
