@@ -225,6 +225,14 @@ mod tests {
     /// turns.
     static SELF_LENDING: Mutex<()> = Mutex::new(());
 
+    /// Why a read that must fail failed.
+    fn failure(read: Result<Aligned, Detail>) -> Detail {
+        match read {
+            Ok(_) => panic!("the read was meant to fail"),
+            Err(detail) => detail,
+        }
+    }
+
     fn numbers() -> Vec<u64> {
         (0..100_000).map(|i| i * 7).collect()
     }
@@ -259,10 +267,7 @@ mod tests {
     /// with a message, never read.
     #[test]
     fn a_block_lent_by_a_process_that_is_no_worker_is_refused() {
-        let err = read(1, 4096, 16)
-            .err()
-            .map(|e| e.message)
-            .unwrap_or_default();
+        let err = failure(read(1, 4096, 16)).message;
         assert!(err.contains("process 1, which is no worker"), "{err}");
         // The same through a channel: the receive fails, and nothing panics.
         let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
@@ -283,10 +288,7 @@ mod tests {
     fn bytes_the_lender_lacks_are_an_error() {
         let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
         let _me = Lenders::register(vec![std::process::id()]);
-        let err = read(std::process::id(), 8, 64)
-            .err()
-            .map(|e| e.message)
-            .unwrap_or_default();
+        let err = failure(read(std::process::id(), 8, 64)).message;
         assert!(err.contains("could not read 64 lent bytes"), "{err}");
     }
 
@@ -302,9 +304,7 @@ mod tests {
         // Wait for it to exit, and leave it unreaped: its pid stays its own.
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
-        let Err(err) = read(child.id(), 4096, 64) else {
-            panic!("an ended lender has no bytes");
-        };
+        let err = failure(read(child.id(), 4096, 64));
         assert!(
             err.message.contains("could not read 64 lent bytes"),
             "{err:?}"
@@ -312,9 +312,7 @@ mod tests {
         assert!(err.lender_gone, "{err:?}");
         assert!(child.wait().unwrap().success());
         // A live lender without the bytes is not gone.
-        let Err(err) = read(me, 8, 64) else {
-            panic!("no bytes at address 8");
-        };
+        let err = failure(read(me, 8, 64));
         assert!(!err.lender_gone, "{err:?}");
     }
 
@@ -334,10 +332,7 @@ mod tests {
         assert_eq!(back.bytes(), bytes);
         // As many bytes from near address zero, which no process maps: an error, whichever
         // pieces find it.
-        let err = read(me, 8, bytes.len() as u64)
-            .err()
-            .map(|e| e.message)
-            .unwrap_or_default();
+        let err = failure(read(me, 8, bytes.len() as u64)).message;
         assert!(
             err.contains(&format!("lent bytes from process {me}")),
             "{err}"
