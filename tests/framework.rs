@@ -634,6 +634,30 @@ fn launch_refuses_to_fork_a_multithreaded_process() {
         .expect("threads transport");
 }
 
+/// Each rank's channels are made just before its worker forks, so descriptors can run out
+/// part way through a launch, with some workers started: the launch says what failed and
+/// leaves none of them behind.
+fn a_launch_that_runs_out_of_descriptors_part_way_leaves_no_worker() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let open = std::fs::read_dir("/proc/self/fd").expect("/proc").count() as u64;
+    // Room for the board, the mailboxes and a few ranks (two descriptors each, and their
+    // links while they fork), not for 200.
+    setrlimit(Resource::RLIMIT_NOFILE, open + 40, hard).expect("setrlimit");
+    let result = Launcher::new().workers(200).run(|ring| Ok(ring.rank()));
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).expect("setrlimit");
+    match result {
+        Err(LaunchError::Channel(e)) => {
+            assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+        }
+        other => panic!("expected running out of descriptors, got {other:?}"),
+    }
+    assert_no_children();
+    // The descriptors of the workers that had started are closed again.
+    let after = std::fs::read_dir("/proc/self/fd").expect("/proc").count() as u64;
+    assert_eq!(after, open);
+}
+
 fn zero_workers_is_an_error() {
     let err = Launcher::new().workers(0).launch(BigRotate { len: 1 });
     assert!(matches!(err, Err(LaunchError::NoWorkers)));
@@ -1398,6 +1422,7 @@ fn main() -> std::process::ExitCode {
         messages_go_both_ways_and_the_coordinator_answers,
         a_failing_worker_ends_the_run_with_its_rank_pid_and_cause,
         zero_workers_is_an_error,
+        a_launch_that_runs_out_of_descriptors_part_way_leaves_no_worker,
         the_coordinator_can_stop_a_run,
         workers_that_all_receive_first_are_reported_as_a_deadlock,
         waiting_on_a_coordinator_that_never_answers_is_a_deadlock,

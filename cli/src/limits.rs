@@ -146,13 +146,13 @@ pub(crate) fn ensure_memory(need: u64, what: impl FnOnce() -> String) -> anyhow:
 }
 
 /// The file descriptors a ring of `workers` processes needs in the coordinator, which
-/// holds every channel's ends before it forks, and in each worker just after its fork:
-/// per rank, two links each way (a socket pair each) and their mailbox, a channel up and
-/// one down; then standard streams, the board, and the outputs and temporaries a run may
-/// hold open. Measured as the lowest `ulimit -n` a run works with: 8 per worker plus 4
-/// (12 for one worker, 20 for two, 68 for eight, 517 for 64).
+/// keeps a channel up and one down per rank, and makes each rank's links just before it
+/// forks it; and in each worker just after its fork, which inherits the coordinator's.
+/// Then standard streams, the board, the mailboxes, and the outputs and temporaries a run
+/// may hold open. Measured as the lowest `ulimit -n` a run works with: 2 per worker plus
+/// 12 (12 for one worker, 16 for two, 28 for eight, 140 for 64, 525 for 256).
 pub(crate) fn descriptors(workers: usize) -> u64 {
-    8u64.saturating_mul(workers as u64).saturating_add(16)
+    2u64.saturating_mul(workers as u64).saturating_add(16)
 }
 
 /// Makes sure a ring of `workers` processes can open the descriptors it needs: raises the

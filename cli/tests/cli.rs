@@ -536,13 +536,13 @@ fn with_open_file_limit(limit: &str, args: &[&str]) -> common::Run {
 #[test]
 fn more_workers_than_open_files_allow_are_refused_before_the_run() {
     for args in [
-        &["particles", "-n", "40", "-s", "2", "-p", "16"][..],
+        &["particles", "-n", "40", "-s", "2", "-p", "32"][..],
         &[
             "bench",
             "-n",
             "40",
             "-p",
-            "1,16",
+            "1,32",
             "-s",
             "1",
             "--modes",
@@ -554,15 +554,38 @@ fn more_workers_than_open_files_allow_are_refused_before_the_run() {
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
         assert!(
             run.stderr
-                .contains("-p 16 needs about 144 open files, but this process may open 64"),
+                .contains("-p 32 needs about 80 open files, but this process may open 64"),
             "{}",
             run.stderr
         );
         assert!(run.stdout.is_empty(), "{}", run.stdout);
     }
     // Only the soft limit low: it is a default, and the run raises it.
-    let run = with_open_file_limit("-S 64", &["particles", "-n", "40", "-s", "2", "-p", "16"]);
+    let run = with_open_file_limit("-S 64", &["particles", "-n", "40", "-s", "2", "-p", "32"]);
     assert_eq!(run.code, Some(0), "{run:?}");
+}
+
+/// The coordinator made every rank's channels before it forked any worker, so a ring of P
+/// processes needed 8P + 4 descriptors: 196 for 24 workers. Each rank's links are made just
+/// before its fork now, and the coordinator keeps two ends per worker.
+#[test]
+fn a_ring_needs_two_open_files_per_worker() {
+    for algorithm in ["allpairs", "cells"] {
+        let args = [
+            "particles",
+            "-n",
+            "400",
+            "-s",
+            "3",
+            "-p",
+            "24",
+            "--algorithm",
+            algorithm,
+        ];
+        let run = with_open_file_limit("64", &args);
+        assert_eq!(run.code, Some(0), "{algorithm}: {run:?}");
+        assert!(run.stderr.is_empty(), "{algorithm}: {}", run.stderr);
+    }
 }
 
 /// `--energy-log -` once wrote a file named `-`, where `--out -` meant stdout. `-` is stdout

@@ -1,6 +1,7 @@
 //! Workers as forked processes: the default.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,53 +22,59 @@ use crate::worker;
 pub(super) fn launch<S: Stage, H: Handler>(
     stage: &S,
     handler: &mut H,
-    wiring: Wiring,
+    mut wiring: Wiring,
     limits: &Limits,
 ) -> Result<(Vec<Payload>, RunStats), LaunchError> {
-    let Wiring {
-        transport,
-        ends,
-        downs,
-        inbox,
-        board,
-    } = wiring;
-    let size = ends.len();
+    let size = wiring.size;
     // Whatever sits in the buffers now would be written twice, once by each process.
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
     let coordinator = getpid();
     // Asked now, so that every worker inherits the answer.
     let lend = crate::transport::lend::possible();
-    let mut ends: Vec<_> = ends.into_iter().map(Some).collect();
     let mut pids = Vec::with_capacity(size);
+    // Stops the workers already forked when the next cannot start.
+    let abandon = |pids: Vec<Pid>| {
+        let mut workers = Workers::Processes(pids);
+        workers.kill_all(Signal::SIGKILL);
+        workers.reap_all();
+    };
     for rank in 0..size {
+        let ends = match wiring.ends() {
+            Ok(ends) => ends,
+            Err(e) => {
+                drop(wiring);
+                abandon(pids);
+                return Err(LaunchError::Channel(e));
+            }
+        };
         // SAFETY: `launch` checked that this process has a single thread, so no lock can be
         // held by a thread that does not exist in the child. The child never returns into
         // the caller's stack: `child_main` ends with `_exit`.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
-                let mine = ends[rank].take();
                 // Keep only this rank's ends: a stray copy of another worker's sender would
                 // stop its receiver from ever seeing the channel close.
-                drop(ends);
-                drop(downs);
-                drop(inbox);
-                let ring =
-                    mine.map(|ends| Ring::new(rank, size, transport, ends, board, limits.fault));
+                let (transport, board) = (wiring.transport, Arc::clone(&wiring.board));
+                drop(wiring);
+                let ring = Ring::new(rank, size, transport, ends, board, limits.fault);
                 child_main(stage.clone(), ring, coordinator)
             }
+            // The child's ends go with this turn of the loop: the coordinator keeps none.
             Ok(ForkResult::Parent { child }) => pids.push(child),
             Err(source) => {
-                drop(ends);
-                drop(downs);
-                let mut workers = Workers::Processes(pids);
-                workers.kill_all(Signal::SIGKILL);
-                workers.reap_all();
+                drop((ends, wiring));
+                abandon(pids);
                 return Err(LaunchError::Fork { rank, source });
             }
         }
     }
-    drop(ends);
+    let Wiring {
+        downs,
+        inbox,
+        board,
+        ..
+    } = wiring;
     // Only these processes may lend the coordinator their outputs, and only while they are
     // this run's workers.
     let _lenders = lend.then(|| {
@@ -91,14 +98,15 @@ pub(super) fn launch<S: Stage, H: Handler>(
 }
 
 /// The child side of the fork. Never returns.
-fn child_main<S: Stage>(stage: S, ring: Option<Ring>, coordinator: Pid) -> ! {
+fn child_main<S: Stage>(stage: S, ring: Ring, coordinator: Pid) -> ! {
     // Die with the coordinator. The re-check closes the race where the coordinator died
     // before the death signal was armed.
     let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
     signal::worker_defaults();
-    let code = match ring {
-        Some(ring) if armed && getppid() == coordinator => worker::run(stage, ring),
-        _ => 1,
+    let code = if armed && getppid() == coordinator {
+        worker::run(stage, ring)
+    } else {
+        1
     };
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();

@@ -16,43 +16,48 @@ use crate::worker;
 pub(super) fn launch<S: Stage, H: Handler>(
     stage: &S,
     handler: &mut H,
-    wiring: Wiring,
+    mut wiring: Wiring,
     limits: &Limits,
 ) -> Result<(Vec<Payload>, RunStats), LaunchError> {
-    let Wiring {
-        transport,
-        ends,
-        downs,
-        inbox,
-        board,
-    } = wiring;
-    let size = ends.len();
+    let size = wiring.size;
     let mut handles = Vec::with_capacity(size);
-    for (rank, ends) in ends.into_iter().enumerate() {
-        let worker_stage = stage.clone();
-        let ring = Ring::new(
-            rank,
-            size,
-            transport,
-            ends,
-            Arc::clone(&board),
-            limits.fault,
-        );
-        let spawned = thread::Builder::new()
-            .name(format!("ringleader-rank-{rank}"))
-            .spawn(move || worker::run(worker_stage, ring));
+    for rank in 0..size {
+        let made = wiring.ends().map_err(LaunchError::Channel);
+        let spawned = made.and_then(|ends| {
+            let worker_stage = stage.clone();
+            let ring = Ring::new(
+                rank,
+                size,
+                wiring.transport,
+                ends,
+                Arc::clone(&wiring.board),
+                limits.fault,
+            );
+            thread::Builder::new()
+                .name(format!("ringleader-rank-{rank}"))
+                .spawn(move || worker::run(worker_stage, ring))
+                .map_err(|source| LaunchError::Spawn { rank, source })
+        });
         match spawned {
             Ok(handle) => handles.push(Some(handle)),
-            Err(source) => {
-                // The failed closure dropped that rank's ends, so its neighbours see the
-                // ring break and stop; dropping the answers releases any waiting on us.
-                drop(downs);
+            Err(e) => {
+                // The failed closure dropped that rank's ends, and the wiring holds the
+                // next rank's: the neighbours see the ring break and stop. Dropping the
+                // answers releases any waiting on us.
+                let board = Arc::clone(&wiring.board);
+                drop(wiring);
                 board.cancel();
                 Workers::Threads(handles).reap_all();
-                return Err(LaunchError::Spawn { rank, source });
+                return Err(e);
             }
         }
     }
+    let Wiring {
+        downs,
+        inbox,
+        board,
+        ..
+    } = wiring;
     let mut workers = Workers::Threads(handles);
     match inbox.open() {
         // Every worker has been joined by now: their records are final.

@@ -49,49 +49,57 @@ impl<U> Drop for UpTx<U> {
     }
 }
 
-/// The coordinator's receiving ends, before the workers start.
+/// The coordinator's receiving ends, before the workers start: one more with each rank.
 #[derive(Debug)]
 pub(crate) enum PendingInbox<U> {
     Ipc(Vec<IpcReceiver<U>>),
-    Local(mpsc::Receiver<(usize, Option<U>)>),
+    /// Threads share one channel; `tx` is cloned for each rank and dropped when the inbox
+    /// opens, so the channel ends with the last worker.
+    Local {
+        tx: mpsc::Sender<(usize, Option<U>)>,
+        rx: mpsc::Receiver<(usize, Option<U>)>,
+        ranks: usize,
+    },
 }
 
-/// Creates one up channel per worker.
-pub(crate) fn up_channels<U>(
-    transport: Transport,
-    workers: usize,
-) -> io::Result<(Vec<UpTx<U>>, PendingInbox<U>)>
+impl<U> PendingInbox<U>
 where
     U: Serialize + DeserializeOwned,
 {
-    match transport {
-        Transport::Processes => {
-            let mut senders = Vec::with_capacity(workers);
-            let mut receivers = Vec::with_capacity(workers);
-            for _ in 0..workers {
-                let (tx, rx) = ipc::channel()?;
-                senders.push(UpTx::Ipc(tx));
-                receivers.push(rx);
+    /// An inbox with no up channels yet.
+    pub(crate) fn new(transport: Transport) -> io::Result<Self> {
+        match transport {
+            Transport::Processes => Ok(PendingInbox::Ipc(Vec::new())),
+            Transport::Threads => {
+                let (tx, rx) = mpsc::channel();
+                Ok(PendingInbox::Local { tx, rx, ranks: 0 })
             }
-            Ok((senders, PendingInbox::Ipc(receivers)))
+            // The MPI launcher wires rank 0's inbox itself.
+            #[cfg(feature = "mpi")]
+            Transport::Mpi => Err(io::ErrorKind::Unsupported.into()),
         }
-        Transport::Threads => {
-            let (tx, rx) = mpsc::channel();
-            let senders = (0..workers)
-                .map(|rank| UpTx::Local {
+    }
+
+    /// The up channel of the next rank: the inbox keeps the receiving end, and the worker
+    /// gets the sender.
+    pub(crate) fn add(&mut self) -> io::Result<UpTx<U>> {
+        match self {
+            PendingInbox::Ipc(receivers) => {
+                let (tx, rx) = ipc::channel()?;
+                receivers.push(rx);
+                Ok(UpTx::Ipc(tx))
+            }
+            PendingInbox::Local { tx, ranks, .. } => {
+                let rank = *ranks;
+                *ranks += 1;
+                Ok(UpTx::Local {
                     rank,
                     tx: tx.clone(),
                 })
-                .collect();
-            Ok((senders, PendingInbox::Local(rx)))
+            }
         }
-        // The MPI launcher wires rank 0's inbox itself.
-        #[cfg(feature = "mpi")]
-        Transport::Mpi => Err(io::ErrorKind::Unsupported.into()),
     }
-}
 
-impl<U: Serialize + DeserializeOwned> PendingInbox<U> {
     /// Starts listening. Call this after forking, so that no child inherits the poll set.
     pub(crate) fn open(self) -> io::Result<Inbox<U>> {
         match self {
@@ -104,7 +112,7 @@ impl<U: Serialize + DeserializeOwned> PendingInbox<U> {
                 }
                 Ok(Inbox::Ipc { set, ranks })
             }
-            PendingInbox::Local(rx) => Ok(Inbox::Local(rx)),
+            PendingInbox::Local { rx, .. } => Ok(Inbox::Local(rx)),
         }
     }
 }

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use block::{Block, BlockError, Blocks, by_ipc, check_align, view};
-pub(crate) use control::{Event, Inbox, PendingInbox, UpTx, up_channels};
+pub(crate) use control::{Event, Inbox, PendingInbox, UpTx};
 pub(crate) use link::{LinkRx, LinkTx, Mailboxes, link};
 #[cfg(test)]
 pub(crate) use payload::take_detail;
