@@ -30,8 +30,9 @@ pub(super) fn launch<S: Stage, H: Handler>(
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
     let coordinator = getpid();
-    // Asked now, so that every worker inherits the answer.
+    // Asked now, so that every worker inherits the answers.
     let lend = crate::transport::lend::possible();
+    crate::transport::cores();
     let mut pids = Vec::with_capacity(size);
     // Stops the workers already forked when the next cannot start.
     let abandon = |pids: Vec<Pid>| {

@@ -155,8 +155,7 @@ pub(crate) fn read(pid: u32, addr: u64, len: u64) -> Result<Aligned, Detail> {
 /// more than the machine has cores.
 fn pieces(len: usize) -> usize {
     const PIECE: usize = 4 << 20;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (len / PIECE).min(cores).min(4)
+    (len / PIECE).min(super::cores()).min(4)
 }
 
 /// Reads `into.len()` bytes at `addr + from` in process `pid`, the piece at `from` of a
