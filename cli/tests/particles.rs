@@ -156,3 +156,60 @@ fn out_dash_writes_the_state_to_stdout() {
     assert_same_state(&common::parse_state(&run.stdout), &want, "--out -");
     assert!(run.stderr.contains("serial simulation took"));
 }
+
+/// Page faults of one run of the binary, the workers it reaped included.
+fn faults_of(args: &[&str]) -> i64 {
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also reads its use of resources"
+    )]
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ringleader"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run ringleader");
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `pid` is our child, not yet waited for; wait4 writes a whole rusage.
+    let usage = unsafe {
+        assert_eq!(libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()), pid);
+        usage.assume_init()
+    };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{args:?}: status {status}"
+    );
+    usage.ru_minflt + usage.ru_majflt
+}
+
+/// Once a run is under way, a step touches no fresh memory, between processes too. Two
+/// things once made each step fault in pages: a block to a neighbour that was empty (a
+/// step without migrants) dropped its kept region, so the next one needed a new region,
+/// mapped afresh on both sides; and the coordinator's heap, trimmed and grown again
+/// around `ipc-channel`'s receive buffer for every report. Four page faults a step for
+/// cells on two processes (0.36 s for 2000 steps of 2000 particles, against 0.24 s now).
+#[test]
+fn a_step_faults_in_no_fresh_memory_once_the_run_is_under_way() {
+    let modes: [&[&str]; 6] = [
+        &["-p", "2", "--algorithm", "cells"],
+        &["-p", "3", "--algorithm", "cells"],
+        &["-p", "2", "--transport", "threads", "--algorithm", "cells"],
+        &["-t", "2", "--algorithm", "cells"],
+        &["-p", "2"],
+        &["-p", "2", "-e"],
+    ];
+    for mode in modes {
+        let run = |steps: &str| {
+            faults_of(&[&["particles", "-n", "1000", "-s", steps][..], mode].concat())
+        };
+        let (short, long) = (run("20"), run("220"));
+        let per_step = (long - short) as f64 / 200.0;
+        assert!(
+            per_step < 0.5,
+            "{mode:?}: {short} page faults for 20 steps, {long} for 220"
+        );
+    }
+}

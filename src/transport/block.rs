@@ -11,7 +11,8 @@
 //! Blocks once travelled inline between processes up to 8 KiB, their bytes in the frame:
 //! four copies and a socket round, 5.6 µs a hop for 16 bytes and 8.3 µs for 8 KB, where a
 //! kept region now takes 0.4 to 0.6 µs. So between processes only an empty block is inline
-//! now: it has no region to live in.
+//! now: it has no region to live in, and its frame names it in a word of its own, so it
+//! takes the mailbox too. It leaves its turn's region as it was, for the next block.
 //!
 //! A worker writes its own blocks into two buffers that take turns (see [`Blocks`]), so
 //! rotating blocks of one size allocates nothing after the first two rotations. Readers
@@ -348,12 +349,19 @@ impl Block {
     }
 }
 
+/// The first word of an empty block's [words](Block::to_words): no region has bit 62.
+const EMPTY: u64 = 1 << 62;
+
 impl Block {
-    /// A block that names a region every rank already has, as three words: small enough
-    /// for a mailbox slot in shared memory (see `link`). `None` for any other block. The
-    /// first word uses only its low 40 bits.
+    /// A block that names a region every rank already has, or an empty block, as three
+    /// words: small enough for a mailbox slot in shared memory (see `link`). `None` for any
+    /// other block. The first word uses only its low 40 bits, and bit 62 for an empty
+    /// block.
     pub(crate) fn to_words(&self) -> Option<[u64; 3]> {
         match self {
+            // A rank that sends its neighbour nothing (no migrants this step, say) says so
+            // through the mailbox too, not through the socket.
+            Block::Local(local) if local.len == 0 => Some([EMPTY, 0, 0]),
             Block::Region(Region {
                 key,
                 len,
@@ -369,6 +377,9 @@ impl Block {
 
     /// The block [`to_words`](Block::to_words) made these words from.
     pub(crate) fn from_words([packed, generation, len]: [u64; 3]) -> Block {
+        if packed & EMPTY != 0 {
+            return Block::local(&[]);
+        }
         Block::Region(Region {
             key: RegionKey {
                 origin: packed as u32,
@@ -558,7 +569,14 @@ impl Blocks {
         // A frame that carries a region is small, far below half the socket buffer: a send
         // never waits unless its link already holds another, and no rotation has enough
         // in flight for that, so sends cannot deadlock.
-        if transport == Transport::Processes && !bytes.is_empty() {
+        if transport == Transport::Processes {
+            // An empty block travels inline, and leaves the turn's region kept for the next
+            // one that needs it: replacing it cost the next block a new region (a file
+            // descriptor on the socket, a mapping on the reader), as often as every other
+            // step where migrants come and go.
+            if bytes.is_empty() {
+                return Block::local(bytes);
+            }
             let key = |generation| RegionKey {
                 origin: origin as u32,
                 turn,
@@ -980,6 +998,47 @@ mod tests {
         }
         // Both turns made one region each for 100 000 bytes; only 130 000 outgrew one.
         assert_eq!(blocks.generation, 3);
+    }
+
+    /// An empty block (a step without migrants) travels inline and leaves its turn's
+    /// region kept: the next block that fits it is written there, not into a new region.
+    /// Replacing the region made a new one, a file descriptor on the socket and a mapping
+    /// on the reader, as often as every other step.
+    #[test]
+    fn an_empty_block_leaves_its_turns_region_kept() {
+        let mut blocks = Blocks::default();
+        let sent: [&[u8]; 6] = [&[1; 400], &[2; 400], &[], &[], &[3; 400], &[4; 400]];
+        let mut firsts = Vec::new();
+        for (released, bytes) in sent.into_iter().enumerate() {
+            // The receiver has released every block before this one.
+            let block = blocks.direct(Transport::Processes, 0, 0, bytes, released as u64);
+            assert_eq!(blocks.bytes(&block).unwrap(), bytes);
+            firsts.push(first_pass(&block));
+        }
+        assert_eq!(firsts, [true, true, false, false, false, false]);
+        assert_eq!(blocks.generation, 2);
+    }
+
+    /// An empty block is named in three words, as a kept region is, so it goes through the
+    /// mailbox rather than the socket; it comes back empty.
+    #[test]
+    fn an_empty_block_travels_as_words() {
+        let words = Block::local(&[])
+            .to_words()
+            .expect("an empty block has words");
+        assert_ne!(words[0] & EMPTY, 0);
+        let back = Block::from_words(words);
+        assert!(Blocks::default().bytes(&back).unwrap().is_empty());
+        // A kept region's words never look empty; a local block with bytes has none.
+        let mut blocks = Blocks::default();
+        for n in 1..=2 {
+            let _ = blocks.outgoing(Transport::Processes, 7, &[n; 64]);
+        }
+        let kept = blocks.outgoing(Transport::Processes, 7, &[3; 64]);
+        let words = kept.to_words().expect("a kept region has words");
+        assert_eq!(words[0] & EMPTY, 0);
+        assert!(matches!(Block::from_words(words), Block::Region(_)));
+        assert!(Block::local(&[1]).to_words().is_none());
     }
 
     #[test]
