@@ -5,7 +5,9 @@
 //! a few bytes at a time. A [`Bulk`] is made once, in memory that can cross as it is:
 //!
 //! - between processes, a shared-memory region of its own, which crosses the socket as a
-//!   file descriptor (it is one block of `transport::block`, never kept by the ring);
+//!   file descriptor (it is one block of `transport::block`, never kept by the ring); an
+//!   array of up to 64 KiB goes inline instead, its bytes in the message, which costs less
+//!   than making, mapping and faulting in a region for it;
 //! - between threads, an `Arc` of an aligned buffer: values move, nothing is encoded;
 //! - between MPI ranks, a raw message behind the value's own, as rotation blocks travel.
 //!
@@ -59,7 +61,7 @@ fn describe(err: &BlockError) -> String {
 
 impl<T: Pod> Bulk<T> {
     /// A copy of `data` in the memory `transport` carries best: a shared-memory region
-    /// between processes (unless it is empty), an aligned buffer otherwise.
+    /// between processes (unless it is 64 KiB or less), an aligned buffer otherwise.
     pub(crate) fn new(transport: Transport, data: &[T]) -> Result<Bulk<T>, BlockError> {
         check_align::<T>()?;
         let bytes = bytemuck::cast_slice(data);
@@ -174,7 +176,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::transport::by_ipc;
+    use crate::transport::{INLINE_BULK, by_ipc};
 
     /// Through a real ipc channel, as between processes.
     fn through_ipc<V: Serialize + for<'de> Deserialize<'de>>(value: V) -> V {
@@ -192,6 +194,27 @@ mod tests {
         assert_eq!(back.0, 7);
         assert!(back.1.block.is_shared(), "{:?}", back.1);
         assert_eq!(&back.1[..], &data[..]);
+    }
+
+    /// Up to 64 KiB an array travels inline between processes, its bytes in the message:
+    /// cheaper than a region of its own, made, mapped and faulted in for each array. One
+    /// byte more and it is a region.
+    #[test]
+    fn a_small_array_crosses_inline_between_processes() {
+        let elements = INLINE_BULK / size_of::<u64>();
+        let small: Vec<u64> = (0..elements as u64).collect();
+        let bulk = Bulk::new(Transport::Processes, &small).unwrap();
+        assert!(!bulk.block.is_shared());
+        let back = through_ipc(bulk);
+        assert!(!back.block.is_shared());
+        assert_eq!(&back[..], &small[..]);
+        let filled = Bulk::<u64>::filled(Transport::Processes, elements, |x| x.fill(3)).unwrap();
+        assert!(!filled.block.is_shared());
+        assert_eq!(&through_ipc(filled)[..], &vec![3; elements][..]);
+        let larger = Bulk::new(Transport::Processes, &[0u8; INLINE_BULK + 1]).unwrap();
+        assert!(larger.block.is_shared());
+        let filled = Bulk::<u8>::filled(Transport::Processes, INLINE_BULK + 1, |_| {}).unwrap();
+        assert!(filled.block.is_shared());
     }
 
     #[test]
@@ -265,7 +288,8 @@ mod tests {
     #[test]
     fn a_region_shorter_than_it_claims_is_an_error() {
         let (tx, rx) = ipc_channel::ipc::channel::<Block>().unwrap();
-        by_ipc(|| tx.send(Block::shared(&[0u8; 64]).claiming(1 << 40))).unwrap();
+        let region = Block::shared(&vec![0u8; INLINE_BULK + 64]);
+        by_ipc(|| tx.send(region.claiming(1 << 40))).unwrap();
         let mut set = ipc_channel::ipc::IpcReceiverSet::new().unwrap();
         set.add(rx).unwrap();
         let message = match set.select().unwrap().pop() {

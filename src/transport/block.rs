@@ -66,6 +66,13 @@ const PAGE: usize = 4096;
 /// only ever read as those elements.
 pub(crate) const BLOCK_ALIGN: usize = 16;
 
+/// The largest [`Bulk`](crate::Bulk) array that travels inline between processes, its
+/// bytes in the message: a region of its own for every array costs more up to here (a
+/// memory file, mapped and faulted in page by page on both sides, and unmapped again: a
+/// run of 2,000 particles on two processes that reports every particle's energy every
+/// step took 0.61 s, against 0.21 s between threads).
+pub(crate) const INLINE_BULK: usize = 64 << 10;
+
 /// A block on its way round the ring.
 #[derive(Clone)]
 pub(crate) enum Block {
@@ -179,9 +186,10 @@ impl Block {
     }
 
     /// A block holding a copy of `bytes` in a shared-memory region of its own, which always
-    /// travels with it: for a [`Bulk`](crate::Bulk) array, which nobody keeps mapped.
+    /// travels with it: for a [`Bulk`](crate::Bulk) array, which nobody keeps mapped. Up
+    /// to [`INLINE_BULK`] bytes it travels inline instead.
     pub(crate) fn shared(bytes: &[u8]) -> Block {
-        if bytes.is_empty() {
+        if bytes.len() <= INLINE_BULK {
             return Block::local(bytes);
         }
         Block::Region(Region {
@@ -200,7 +208,7 @@ impl Block {
     /// shared-memory region of its own when `shared` (see [`Block::shared`]), else in this
     /// process. Nothing is copied: a large array is written once, where it will be read.
     pub(crate) fn filled(shared: bool, len: usize, fill: impl FnOnce(&mut [u8])) -> Block {
-        if shared && len > 0 {
+        if shared && len > INLINE_BULK {
             let mut shm = IpcSharedMemory::from_byte(0, len);
             // SAFETY: the region was just made and nothing else maps it or holds a view of
             // it until the block is sent.
