@@ -4,10 +4,12 @@
 //! Through serde and a socket that is an encoding, a copy into the socket and a copy out,
 //! a few bytes at a time. A [`Bulk`] is made once, in memory that can cross as it is:
 //!
-//! - between processes, a shared-memory region of its own, which crosses the socket as a
-//!   file descriptor (it is one block of `transport::block`, never kept by the ring); an
-//!   array of up to 64 KiB goes inline instead, its bytes in the message, which costs less
-//!   than making, mapping and faulting in a region for it;
+//! - between processes, an array of up to 64 KiB goes inline, its bytes in the message,
+//!   which costs less than making, mapping and faulting in a region for it; a larger one
+//!   is held in the worker's memory until it is sent: lent to the coordinator in a report
+//!   or an output (the coordinator copies it straight out, see `transport::lend`), and
+//!   anywhere else a shared-memory region of its own, which crosses the socket as a file
+//!   descriptor (one block of `transport::block`, never kept by the ring);
 //! - between threads, an `Arc` of an aligned buffer: values move, nothing is encoded;
 //! - between MPI ranks, a raw message behind the value's own, as rotation blocks travel.
 //!
@@ -60,8 +62,9 @@ fn describe(err: &BlockError) -> String {
 }
 
 impl<T: Pod> Bulk<T> {
-    /// A copy of `data` in the memory `transport` carries best: a shared-memory region
-    /// between processes (unless it is 64 KiB or less), an aligned buffer otherwise.
+    /// A copy of `data` in the memory `transport` carries best: between processes held
+    /// until it is sent, to be lent or copied into a shared-memory region (unless it is 64
+    /// KiB or less, and goes inline), an aligned buffer otherwise.
     pub(crate) fn new(transport: Transport, data: &[T]) -> Result<Bulk<T>, BlockError> {
         check_align::<T>()?;
         let bytes = bytemuck::cast_slice(data);
@@ -288,7 +291,8 @@ mod tests {
     #[test]
     fn a_region_shorter_than_it_claims_is_an_error() {
         let (tx, rx) = ipc_channel::ipc::channel::<Block>().unwrap();
-        let region = Block::shared(&vec![0u8; INLINE_BULK + 64]);
+        let region =
+            crate::transport::Blocks::default().outgoing(Transport::Processes, 0, &[0; 64]);
         by_ipc(|| tx.send(region.claiming(1 << 40))).unwrap();
         let mut set = ipc_channel::ipc::IpcReceiverSet::new().unwrap();
         set.add(rx).unwrap();

@@ -59,6 +59,9 @@ struct Record {
     first_step: AtomicU64,
     /// The rank's hop count when it announced its first step.
     hops_at_first_step: AtomicU64,
+    /// Blocks the rank lent the coordinator that the coordinator has read (see
+    /// `transport::lend`). Only the coordinator writes it.
+    lent_read: AtomicU64,
 }
 
 /// The coordinator's flag that ends every wait.
@@ -245,6 +248,18 @@ impl Board {
     /// The coordinator counts an answer it is about to send to `rank`.
     pub(crate) fn count_answer_sent(&self, rank: usize) {
         bump(&self.record(rank).answers_sent);
+    }
+
+    /// The coordinator counts a block `rank` lent it, read: the rank may free it.
+    pub(crate) fn count_lent_read(&self, rank: usize) {
+        let read = &self.record(rank).lent_read;
+        // Release: the read of the block happened before the rank may write it again.
+        read.store(read.load(Ordering::Relaxed) + 1, Ordering::Release);
+    }
+
+    /// How many of the blocks `rank` lent the coordinator it has read.
+    pub(crate) fn lent_read(&self, rank: usize) -> u64 {
+        self.record(rank).lent_read.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_waiting(&self, rank: usize, on: Option<WaitingOn>) {

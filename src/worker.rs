@@ -4,7 +4,7 @@ use crate::error::{Cause, RingError, chain};
 use crate::message::Up;
 use crate::ring::Ring;
 use crate::stage::Stage;
-use crate::transport::{Block, Payload, SendFailure, encode};
+use crate::transport::{Payload, SendFailure, encode};
 
 /// How a worker failed.
 pub(crate) struct Failed {
@@ -42,31 +42,16 @@ pub(crate) fn run<S: Stage>(stage: S, mut ring: Ring) -> i32 {
         Err(Failed { step, cause, code }) => (Up::Failed { step, cause }, code),
     };
     let step = ring.step;
-    // A forked worker's output lends the vectors it handed over (see `transport::lend`):
-    // they must outlive the send until the coordinator has read them.
-    let mut lent: Vec<Block> = match &last_word {
-        Up::Done(payload) => payload
-            .blocks
-            .iter()
-            .filter(|b| b.is_held())
-            .cloned()
-            .collect(),
-        _ => Vec::new(),
-    };
-    if !lent.is_empty() && !crate::transport::lend::possible() {
-        lent.clear();
-    }
-    let sent = if lent.is_empty() {
-        ring.up.send(last_word)
-    } else {
-        crate::transport::lend::lending(|| ring.up.send(last_word))
-    };
-    match sent {
+    let done = matches!(last_word, Up::Done(_));
+    // A forked worker lends the coordinator the large arrays it sends up (see
+    // `transport::lend`): its output's, and those of reports the coordinator may not have
+    // read yet. They must outlive the send until the coordinator has read them; it says so
+    // once it has taken the output, after every report before it.
+    match ring.send_up(last_word) {
         Ok(()) => {
-            if !lent.is_empty() {
+            if done && ring.owes_reads() {
                 ring.await_release();
             }
-            drop(lent);
             code
         }
         Err(SendFailure::Encoding(e)) => {

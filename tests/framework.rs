@@ -658,6 +658,77 @@ fn a_launch_that_runs_out_of_descriptors_part_way_leaves_no_worker() {
     assert_eq!(after, open);
 }
 
+/// Each worker reports 40 large bulk arrays as fast as it can, without waiting for an
+/// answer, each with contents of its own and of a size of its own.
+#[derive(Clone)]
+struct BulkReports;
+
+/// Word `i` of `rank`'s array for `step`.
+fn bulk_word(rank: usize, step: u64, i: usize) -> u64 {
+    i as u64 ^ step << 40 ^ (rank as u64) << 56
+}
+
+impl Stage for BulkReports {
+    type Output = ();
+
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
+        for step in 0..40u64 {
+            let len = 20_000 + 1000 * step as usize;
+            let data: Vec<u64> = (0..len).map(|i| bulk_word(ring.rank(), step, i)).collect();
+            let bulk = ring.bulk(&data)?;
+            drop(data);
+            ring.report(&(step, bulk))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks every array it is sent.
+struct CheckBulk {
+    seen: Vec<u64>,
+}
+
+impl Handler for CheckBulk {
+    type Report = (u64, Bulk<u64>);
+    type Answer = ();
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        (step, data): (u64, Bulk<u64>),
+        _: &mut Coordinator<'_, ()>,
+    ) -> Result<(), StageError> {
+        assert_eq!(data.len(), 20_000 + 1000 * step as usize);
+        for (i, &word) in data.iter().enumerate() {
+            assert_eq!(
+                word,
+                bulk_word(from, step, i),
+                "rank {from}, step {step}, word {i}"
+            );
+        }
+        self.seen[from] += 1;
+        Ok(())
+    }
+}
+
+/// Large bulk arrays in reports are lent between processes: the coordinator copies each
+/// out of the worker's memory as it receives the report, and the worker frees it only
+/// once the coordinator has counted it read. With many reports in flight, the worker's
+/// freed arrays are soon reused for new ones: one freed too early would arrive with
+/// another's contents.
+fn large_bulk_arrays_in_reports_arrive_intact_however_many_are_in_flight() {
+    for transport in TRANSPORTS {
+        let mut check = CheckBulk { seen: vec![0; 2] };
+        Launcher::new()
+            .workers(2)
+            .transport(transport)
+            .launch_with(BulkReports, &mut check)
+            .expect("every report arrives");
+        assert_eq!(check.seen, [40, 40], "{transport:?}");
+        assert_no_children();
+    }
+}
+
 fn zero_workers_is_an_error() {
     let err = Launcher::new().workers(0).launch(BigRotate { len: 1 });
     assert!(matches!(err, Err(LaunchError::NoWorkers)));
@@ -1422,6 +1493,7 @@ fn main() -> std::process::ExitCode {
         messages_go_both_ways_and_the_coordinator_answers,
         a_failing_worker_ends_the_run_with_its_rank_pid_and_cause,
         zero_workers_is_an_error,
+        large_bulk_arrays_in_reports_arrive_intact_however_many_are_in_flight,
         a_launch_that_runs_out_of_descriptors_part_way_leaves_no_worker,
         the_coordinator_can_stop_a_run,
         workers_that_all_receive_first_are_reported_as_a_deadlock,

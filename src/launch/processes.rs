@@ -81,6 +81,7 @@ pub(super) fn launch<S: Stage, H: Handler>(
     let _lenders = lend.then(|| {
         crate::transport::lend::Lenders::register(
             pids.iter().map(|pid| pid.as_raw().unsigned_abs()).collect(),
+            &board,
         )
     });
     let workers = Workers::Processes(pids);

@@ -185,45 +185,30 @@ impl Block {
         Block::Local(Arc::new(Aligned::copy_of(bytes)))
     }
 
-    /// A block holding a copy of `bytes` in a shared-memory region of its own, which always
-    /// travels with it: for a [`Bulk`](crate::Bulk) array, which nobody keeps mapped. Up
-    /// to [`INLINE_BULK`] bytes it travels inline instead.
+    /// A block holding a copy of `bytes` for a [`Bulk`](crate::Bulk) array between
+    /// processes: up to [`INLINE_BULK`] bytes it travels inline; a larger one is held in
+    /// this process's memory until it is sent, then lent to the coordinator (see `lend`)
+    /// or copied into a shared-memory region of its own, which nobody keeps mapped.
     pub(crate) fn shared(bytes: &[u8]) -> Block {
         if bytes.len() <= INLINE_BULK {
             return Block::local(bytes);
         }
-        Block::Region(Region {
-            // No frame ever names this region: it always carries its descriptor.
-            key: RegionKey {
-                origin: u32::MAX,
-                turn: u8::MAX,
-                generation: 0,
-            },
-            len: bytes.len(),
-            shm: Some(IpcSharedMemory::from_bytes(bytes)),
-        })
+        Block::held(Aligned::copy_of(bytes))
     }
 
-    /// A block of `len` bytes, zeroed and then written in place by `fill`: in a
-    /// shared-memory region of its own when `shared` (see [`Block::shared`]), else in this
-    /// process. Nothing is copied: a large array is written once, where it will be read.
+    fn held(data: Aligned) -> Block {
+        Block::Held(Arc::new(Held {
+            data,
+            copy: OnceLock::new(),
+        }))
+    }
+
+    /// A block of `len` bytes, zeroed and then written in place by `fill`: when `shared`
+    /// (between processes) and larger than [`INLINE_BULK`], held in this process until it
+    /// is sent (see [`Block::shared`]); else in this process, moved between threads or
+    /// inline between processes. Nothing is copied: a large array is written once, where
+    /// it will be read or lent.
     pub(crate) fn filled(shared: bool, len: usize, fill: impl FnOnce(&mut [u8])) -> Block {
-        if shared && len > INLINE_BULK {
-            let mut shm = IpcSharedMemory::from_byte(0, len);
-            // SAFETY: the region was just made and nothing else maps it or holds a view of
-            // it until the block is sent.
-            fill(unsafe { shm.deref_mut() });
-            return Block::Region(Region {
-                // No frame ever names this region: it always carries its descriptor.
-                key: RegionKey {
-                    origin: u32::MAX,
-                    turn: u8::MAX,
-                    generation: 0,
-                },
-                len,
-                shm: Some(shm),
-            });
-        }
         let mut words: Vec<u128> = bytemuck::allocation::zeroed_vec(len.div_ceil(BLOCK_ALIGN));
         advise_huge_pages(bytemuck::cast_slice_mut(&mut words));
         let mut aligned = Aligned {
@@ -231,6 +216,9 @@ impl Block {
             len,
         };
         fill(aligned.bytes_mut());
+        if shared && len > INLINE_BULK {
+            return Block::held(aligned);
+        }
         Block::Local(Arc::new(aligned))
     }
 
@@ -246,15 +234,13 @@ impl Block {
             len,
         };
         if shared {
-            return Block::Held(Arc::new(Held {
-                data,
-                copy: OnceLock::new(),
-            }));
+            return Block::held(data);
         }
         Block::Local(Arc::new(data))
     }
 
-    /// Whether the block is a handed-over vector that a worker's last word would lend.
+    /// Whether the block is held in this process until it is sent, to be lent to the
+    /// coordinator (a large bulk array, or a handed-over vector).
     pub(crate) fn is_held(&self) -> bool {
         matches!(self, Block::Held(_))
     }

@@ -1,5 +1,5 @@
-//! A worker's last word, lent: the coordinator copies a handed-over vector straight out of
-//! the worker's memory.
+//! What a worker sends up, lent: the coordinator copies a handed-over vector, or a large
+//! bulk array in a report, straight out of the worker's memory.
 //!
 //! A vector a forked worker gives up ([`Ring::bulk_from_vec`](crate::Ring::bulk_from_vec))
 //! has to reach the coordinator's memory somehow. As a shared-memory region it costs a
@@ -13,29 +13,46 @@
 //! and then tells the worker it may exit (`Down::Release`). The worker keeps the vector
 //! until then.
 //!
-//! Only a worker's output is lent, never a message sent mid-run: the worker must not free
-//! or change the memory before the coordinator has read it, and only the last word has a
-//! point after which the worker does nothing else. The coordinator reads only from the
-//! processes it forked for the run now going on ([`Lenders`]), so bytes that name another
-//! process are refused. Whether the kernel lets a parent read its children's memory
-//! (Yama's `ptrace_scope`, a seccomp filter) is asked once, before the workers are forked
-//! ([`possible`]); where it does not, outputs cross as shared-memory regions, as before.
+//! Large bulk arrays in reports are lent too, mid-run. The worker must not free or change
+//! the memory before the coordinator has read it, so the coordinator counts every block it
+//! reads from a worker on the run's progress board, and the worker keeps each block it
+//! lent, numbered in the order it sent them, until the count reaches its number. The
+//! coordinator reads the blocks of one worker in that order, as it receives each message,
+//! and a block it skips (its lender gone) it never reads later: so a count of `k` means
+//! that no block numbered `k` or less will be read again. A worker that ends keeps its
+//! blocks until the coordinator has taken its last word, which comes after every report.
+//!
+//! Only messages up to the coordinator are lent, never a message to a neighbour. The
+//! coordinator reads only from the processes it forked for the run now going on
+//! ([`Lenders`]), so bytes that name another process are refused. Whether the kernel lets
+//! a parent read its children's memory (Yama's `ptrace_scope`, a seccomp filter) is asked
+//! once, before the workers are forked ([`possible`]); where it does not, the blocks cross
+//! as shared-memory regions, as before.
 
 use std::cell::Cell;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::block::Aligned;
 use super::payload::Detail;
+use crate::progress::Board;
 
-/// The pids of the workers this process forked for the run going on.
-static LENDERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// A worker this process forked for the run going on: where the coordinator counts the
+/// blocks it read from it, so that the worker may free them.
+struct Lender {
+    pid: u32,
+    rank: usize,
+    board: Arc<Board>,
+}
+
+/// The workers this process forked for the run going on.
+static LENDERS: Mutex<Vec<Lender>> = Mutex::new(Vec::new());
 
 /// Whether the coordinator can read its workers' memory. Asked in the coordinator before
 /// it forks, so every worker inherits the answer.
 static POSSIBLE: OnceLock<bool> = OnceLock::new();
 
 thread_local! {
-    /// Whether this thread is sending a worker's last word, whose held blocks may be lent.
+    /// Whether this thread is sending a message up, whose held blocks may be lent.
     static LENDING: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -44,12 +61,17 @@ thread_local! {
 pub(crate) struct Lenders(Vec<u32>);
 
 impl Lenders {
-    /// Registers `pids`, the workers just forked.
-    pub(crate) fn register(pids: Vec<u32>) -> Lenders {
+    /// Registers `pids`, the workers just forked, in rank order, and the board of their
+    /// run.
+    pub(crate) fn register(pids: Vec<u32>, board: &Arc<Board>) -> Lenders {
         LENDERS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .extend(&pids);
+            .extend(pids.iter().enumerate().map(|(rank, &pid)| Lender {
+                pid,
+                rank,
+                board: Arc::clone(board),
+            }));
         Lenders(pids)
     }
 }
@@ -60,7 +82,7 @@ impl Drop for Lenders {
         LENDERS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|pid| !self.0.contains(pid));
+            .retain(|lender| !self.0.contains(&lender.pid));
     }
 }
 
@@ -85,7 +107,8 @@ fn ask_the_kernel() -> bool {
     read == Ok(64) && back == probe
 }
 
-/// Runs `send`, the worker's last word, so that its held blocks are lent rather than copied.
+/// Runs `send`, a message up to the coordinator, so that its held blocks are lent rather
+/// than copied. The caller keeps them until the coordinator has read them.
 pub(crate) fn lending<R>(send: impl FnOnce() -> R) -> R {
     super::block::with_flag(&LENDING, send)
 }
@@ -95,7 +118,8 @@ pub(crate) fn is_lending() -> bool {
     LENDING.get()
 }
 
-/// Copies `len` bytes at `addr` in worker `pid` into a buffer of this process.
+/// Copies `len` bytes at `addr` in worker `pid` into a buffer of this process, and counts
+/// the block read on the run's board: the worker may then free it.
 ///
 /// # Errors
 ///
@@ -103,15 +127,24 @@ pub(crate) fn is_lending() -> bool {
 /// had, or if the kernel refuses the read or finds no such bytes in the worker; and
 /// whether the worker had ended (was exiting, or had exited) by then.
 pub(crate) fn read(pid: u32, addr: u64, len: u64) -> Result<Aligned, Detail> {
-    let known = LENDERS
+    let lender = LENDERS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .contains(&pid);
-    if !known {
+        .iter()
+        .find(|lender| lender.pid == pid)
+        .map(|lender| (lender.rank, Arc::clone(&lender.board)));
+    let Some((rank, board)) = lender else {
         return Err(
             format!("a block lent by process {pid}, which is no worker of this run").into(),
         );
-    }
+    };
+    let buffer = copy(pid, addr, len)?;
+    board.count_lent_read(rank);
+    Ok(buffer)
+}
+
+/// The copy of [`read`].
+fn copy(pid: u32, addr: u64, len: u64) -> Result<Aligned, Detail> {
     let len = usize::try_from(len).map_err(|_| format!("a lent block of {len} bytes"))?;
     let mut buffer = Aligned::untouched(len)
         .ok_or_else(|| format!("no memory for a lent block of {len} bytes"))?;
@@ -236,6 +269,12 @@ mod tests {
         (0..100_000).map(|i| i * 7).collect()
     }
 
+    /// Registers `pids` as lenders, ranks in order, with a board of their own.
+    fn register(pids: Vec<u32>) -> (Lenders, Arc<Board>) {
+        let board = Arc::new(Board::new(pids.len()).unwrap());
+        (Lenders::register(pids, &board), board)
+    }
+
     /// Lent, the bytes are read out of the lender's memory into the receiver's own: no
     /// shared-memory region is made on the way.
     #[test]
@@ -245,10 +284,14 @@ mod tests {
         assert!(block.is_held());
         // This process lends to itself, as a worker lends to its coordinator.
         let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
-        let _me = Lenders::register(vec![std::process::id()]);
+        let (_me, board) = register(vec![std::process::id()]);
         let back = through_ipc(&block, true).unwrap();
         assert!(!back.is_shared(), "{back:?}");
         assert_eq!(back.carried_bytes(), Some(bytemuck::cast_slice(&data)));
+        // Counted on the board: the lender may free it now.
+        assert_eq!(board.lent_read(0), 1);
+        let _ = through_ipc(&block, true).unwrap();
+        assert_eq!(board.lent_read(0), 2);
     }
 
     /// Sent any other way the worker goes on, and may free the vector: the block goes as a
@@ -286,7 +329,7 @@ mod tests {
     #[test]
     fn bytes_the_lender_lacks_are_an_error() {
         let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
-        let _me = Lenders::register(vec![std::process::id()]);
+        let (_me, _board) = register(vec![std::process::id()]);
         let err = failure(read(std::process::id(), 8, 64)).message;
         assert!(err.contains("could not read 64 lent bytes"), "{err}");
     }
@@ -299,7 +342,7 @@ mod tests {
         let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
         let me = std::process::id();
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let _lenders = Lenders::register(vec![me, child.id()]);
+        let (_lenders, _board) = register(vec![me, child.id()]);
         // Wait for it to exit, and leave it unreaped: its pid stays its own.
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
@@ -325,7 +368,7 @@ mod tests {
         let bytes: &[u8] = bytemuck::cast_slice(&data);
         assert!(bytes.len() >= 3 * (4 << 20));
         let _turn = SELF_LENDING.lock().unwrap_or_else(PoisonError::into_inner);
-        let _me = Lenders::register(vec![std::process::id()]);
+        let (_me, _board) = register(vec![std::process::id()]);
         let me = std::process::id();
         let back = read(me, bytes.as_ptr() as u64, bytes.len() as u64).unwrap();
         assert_eq!(back.bytes(), bytes);
