@@ -604,13 +604,6 @@ impl Ring {
         }
     }
 
-    /// After a worker's output was lent (see `transport::lend`): waits until the
-    /// coordinator has read it, or is gone. Not a wait the deadlock watch sees: the
-    /// coordinator answers at once, and a run that is stopping closes the channel.
-    ///
-    /// It sleeps at once rather than polling first, as other receives do: the read takes
-    /// a while, and it is the coordinator that needs the core. A worker polling here kept
-    /// the coordinator waiting for the other worker's core, 2 to 7 ms at n = 10⁵.
     /// Sends `up` to the coordinator. Between processes the large bulk arrays it holds are
     /// lent, where the kernel allows it: the coordinator copies them straight out of this
     /// worker's memory as it receives them, and this worker keeps them until it has. A
@@ -644,6 +637,14 @@ impl Ring {
             .is_some_and(|&(number, _)| number > self.board.lent_read(self.rank))
     }
 
+    /// After a worker's last word, while the coordinator may still read what it lent (see
+    /// `transport::lend`): waits until the coordinator has taken the last word, and so
+    /// read everything before it, or is gone. Not a wait the deadlock watch sees: the
+    /// coordinator answers at once, and a run that is stopping closes the channel.
+    ///
+    /// It sleeps at once rather than polling first, as other receives do: the read takes
+    /// a while, and it is the coordinator that needs the core. A worker polling here kept
+    /// the coordinator waiting for the other worker's core, 2 to 7 ms at n = 10⁵.
     pub(crate) fn await_release(&self) {
         loop {
             match self.down.recv_blocking(None) {
