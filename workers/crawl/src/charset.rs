@@ -19,7 +19,10 @@ const PRESCAN: usize = 1024;
 
 /// Decodes `bytes` with the encoding a browser would choose. `header` is the `charset`
 /// parameter of the `Content-Type` header, if any.
-pub fn decode<'a>(bytes: &'a [u8], header: Option<&str>) -> (Cow<'a, str>, &'static Encoding) {
+pub(crate) fn decode<'a>(
+    bytes: &'a [u8],
+    header: Option<&str>,
+) -> (Cow<'a, str>, &'static Encoding) {
     if let Some((encoding, bom)) = Encoding::for_bom(bytes) {
         let (text, _) = encoding.decode_without_bom_handling(&bytes[bom..]);
         return (text, encoding);

@@ -20,7 +20,7 @@ const MAX_ROBOTS: u64 = 512 * 1024;
 
 /// What a fetch is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Purpose {
+pub(crate) enum Purpose {
     /// A page of the site: GET, and read its links if it is HTML that stayed on the site.
     Crawl,
     /// A sub-resource, an external link, or a page past `--max-depth`: is it there? HEAD,
@@ -32,7 +32,7 @@ pub enum Purpose {
 
 /// The server's answer, or why there was none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// The final status, after redirects. `retry_after` is the server's `Retry-After`, when
     /// it sent one.
     Status {
@@ -46,7 +46,7 @@ pub enum Answer {
 
 impl Answer {
     /// Whether trying again may help: a 429 or a 503, or a connection that failed or broke.
-    pub fn transient(&self) -> bool {
+    pub(crate) fn transient(&self) -> bool {
         match self {
             Answer::Status { code, .. } => matches!(code, 429 | 503),
             Answer::Failed { transient, .. } => *transient,
@@ -54,7 +54,7 @@ impl Answer {
     }
 
     /// The wait the server asked for.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Answer::Status { retry_after, .. } => *retry_after,
             Answer::Failed { .. } => None,
@@ -64,7 +64,7 @@ impl Answer {
 
 /// What a worker brings back from one URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Body {
+pub(crate) struct Body {
     /// The page's links, when it was crawled and parsed.
     pub links: Vec<Link>,
     /// The page's ids, when fragments are checked.
@@ -81,7 +81,7 @@ pub struct Body {
 
 /// How a worker fetches: the same for every job.
 #[derive(Debug, Clone)]
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     agent: Agent,
     origin: url::Origin,
     timeout: Duration,
@@ -91,7 +91,7 @@ pub struct Fetcher {
 impl Fetcher {
     /// A client for one worker. Create it on the worker, after the fork, so that any thread
     /// it may start belongs to the worker.
-    pub fn new(origin: url::Origin, timeout: Duration, fragments: bool) -> Fetcher {
+    pub(crate) fn new(origin: url::Origin, timeout: Duration, fragments: bool) -> Fetcher {
         let agent = Agent::config_builder()
             .timeout_global(Some(timeout))
             // A 404 is an answer to record, not an error.
@@ -109,7 +109,7 @@ impl Fetcher {
     }
 
     /// Fetches `url` for `purpose`.
-    pub fn fetch(&self, url: &str, purpose: Purpose) -> (Answer, Body) {
+    pub(crate) fn fetch(&self, url: &str, purpose: Purpose) -> (Answer, Body) {
         match purpose {
             Purpose::Crawl => self.crawl(url),
             Purpose::Check => (self.check(url), Body::default()),

@@ -22,7 +22,7 @@ use super::robots::Robots;
 
 /// What the frontier needs to know of the configuration.
 #[derive(Debug, Clone)]
-pub struct Rules {
+pub(crate) struct Rules {
     pub origin: url::Origin,
     pub check_external: bool,
     pub check_fragments: bool,
@@ -146,7 +146,7 @@ pub struct Findings {
 
 /// A fetch to hand a worker.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Dispatch {
+pub(crate) struct Dispatch {
     pub url: String,
     pub purpose: Purpose,
     /// How long the worker waits first: the host's rate, or a retry's backoff.
@@ -168,7 +168,7 @@ enum RobotsState {
 
 /// The coordinator's state.
 #[derive(Debug, Clone)]
-pub struct Frontier {
+pub(crate) struct Frontier {
     rules: Rules,
     ids: HashMap<Arc<str>, u32>,
     urls: Vec<Arc<str>>,
@@ -197,7 +197,7 @@ pub struct Frontier {
 }
 
 impl Frontier {
-    pub fn new(start: &Url, rules: Rules, now: Instant) -> Frontier {
+    pub(crate) fn new(start: &Url, rules: Rules, now: Instant) -> Frontier {
         let robots = if rules.robots {
             RobotsState::Due {
                 at: now,
@@ -247,13 +247,13 @@ impl Frontier {
     }
 
     /// Fetches handed out and not yet back.
-    pub fn in_flight(&self) -> u64 {
+    pub(crate) fn in_flight(&self) -> u64 {
         self.in_flight
     }
 
     /// After the workers were lost: every fetch that was in flight goes back to the front
     /// of its queue (robots.txt is asked for again first), as if never handed out.
-    pub fn requeue_in_flight(&mut self, now: Instant) {
+    pub(crate) fn requeue_in_flight(&mut self, now: Instant) {
         if let RobotsState::InFlight { retries } = self.robots {
             self.robots = RobotsState::Due { at: now, retries };
         }
@@ -272,16 +272,16 @@ impl Frontier {
     }
 
     /// URLs waiting to be fetched.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.pages.len() + self.checks.len() + self.waiting.len()
     }
 
-    pub fn counts(&self) -> &Counts {
+    pub(crate) fn counts(&self) -> &Counts {
         &self.counts
     }
 
     /// Dead URLs found so far.
-    pub fn dead_so_far(&self) -> usize {
+    pub(crate) fn dead_so_far(&self) -> usize {
         self.entries
             .iter()
             .filter(|entry| matches!(entry.state, State::Dead(_)))
@@ -309,7 +309,7 @@ impl Frontier {
     }
 
     /// The next fetch for an idle worker, if one may start now.
-    pub fn next(&mut self, now: Instant) -> Option<Dispatch> {
+    pub(crate) fn next(&mut self, now: Instant) -> Option<Dispatch> {
         match self.robots {
             RobotsState::Known(_) => {}
             RobotsState::InFlight { .. } => return None,
@@ -393,7 +393,7 @@ impl Frontier {
     }
 
     /// Takes in what a worker brought back from `url`.
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         url: &str,
         purpose: Purpose,
@@ -695,7 +695,7 @@ impl Frontier {
     }
 
     /// What the crawl found, so far if `interrupted`.
-    pub fn findings(&self, interrupted: bool) -> Findings {
+    pub(crate) fn findings(&self, interrupted: bool) -> Findings {
         let mut dead = Vec::new();
         let mut warnings = Vec::new();
         let pages = |ids: &mut dyn Iterator<Item = u32>| -> Vec<String> {

@@ -17,7 +17,7 @@ use url::Url;
 
 /// One link of a page.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Link {
+pub(crate) enum Link {
     /// `<a href>` or `<area href>`: a page to crawl, if it is on the site. The fragment is
     /// kept only when the crawl checks fragments.
     Page {
@@ -33,7 +33,7 @@ pub enum Link {
 
 /// What a page holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Found {
+pub(crate) struct Found {
     /// Each distinct link once, in document order.
     pub links: Vec<Link>,
     /// Every `id` and every `<a name>`: what a fragment may point to.
@@ -44,7 +44,7 @@ pub struct Found {
 /// counts for the whole document, as in a browser). Queries are encoded in `encoding`, the
 /// page's own, as a browser encodes them; paths are always UTF-8. With `fragments`, page
 /// links keep their fragments and the page's ids are collected.
-pub fn find(page: &Url, html: &str, encoding: &'static Encoding, fragments: bool) -> Found {
+pub(crate) fn find(page: &Url, html: &str, encoding: &'static Encoding, fragments: bool) -> Found {
     let sink = Refs {
         fragments,
         ..Refs::default()

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 const EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
-pub struct Progress {
+pub(crate) struct Progress {
     on: bool,
     drawn: Option<Instant>,
 }
 
 impl Progress {
     /// A progress line, drawn only if `wanted` and stderr is a terminal.
-    pub fn new(wanted: bool) -> Progress {
+    pub(crate) fn new(wanted: bool) -> Progress {
         Progress {
             on: wanted && io::stderr().is_terminal(),
             drawn: None,
@@ -26,7 +26,7 @@ impl Progress {
     }
 
     /// Redraws the line, unless it was drawn less than a tenth of a second ago.
-    pub fn show(&mut self, line: impl FnOnce() -> String) {
+    pub(crate) fn show(&mut self, line: impl FnOnce() -> String) {
         if !self.on || self.drawn.is_some_and(|at| at.elapsed() < EVERY) {
             return;
         }
@@ -38,7 +38,7 @@ impl Progress {
     }
 
     /// Takes the line off the screen, so what is printed next starts on a clean line.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if self.on && self.drawn.take().is_some() {
             let mut err = io::stderr().lock();
             let _ = write!(err, "\r\x1b[K");

@@ -7,18 +7,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const FIRST: Duration = Duration::from_millis(500);
 
 /// The longest wait before a retry, whatever the server asks.
-pub const CAP: Duration = Duration::from_secs(60);
+pub(crate) const CAP: Duration = Duration::from_secs(60);
 
 /// How long to wait before retry number `retry` (0 for the first), given what the server
 /// asked for, if anything.
-pub fn backoff(retry: u32, asked: Option<Duration>) -> Duration {
+pub(crate) fn backoff(retry: u32, asked: Option<Duration>) -> Duration {
     let own = FIRST.saturating_mul(1 << retry.min(16));
     asked.unwrap_or(own).min(CAP)
 }
 
 /// A `Retry-After` value: delay-seconds, or an HTTP-date (RFC 9110) read against `now`.
 /// A date in the past means now.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

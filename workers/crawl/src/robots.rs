@@ -3,31 +3,31 @@
 //! may use `*` (any run of characters) and a final `$` (the end of the path).
 
 /// The product token our groups are looked up by; the User-Agent header carries it.
-pub const PRODUCT: &str = "ringleader";
+pub(crate) const PRODUCT: &str = "ringleader";
 
 /// The rules that apply to us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Robots {
+pub(crate) struct Robots {
     /// `(allow, pattern)`, patterns percent-encoded as in a URL's path.
     rules: Vec<(bool, String)>,
 }
 
 impl Robots {
     /// Everything allowed: no robots.txt (a 4xx), or `--ignore-robots`.
-    pub fn allow_all() -> Robots {
+    pub(crate) fn allow_all() -> Robots {
         Robots::default()
     }
 
     /// Nothing allowed: what RFC 9309 tells a crawler to assume while robots.txt is
     /// unreachable (a 5xx, or no answer).
-    pub fn disallow_all() -> Robots {
+    pub(crate) fn disallow_all() -> Robots {
         Robots {
             rules: vec![(false, "/".to_owned())],
         }
     }
 
     /// Reads a robots.txt. Lines that mean nothing are skipped, as the RFC asks.
-    pub fn parse(text: &str) -> Robots {
+    pub(crate) fn parse(text: &str) -> Robots {
         let mut ours = Group::default();
         let mut any = Group::default();
         // The user agents of the group being read, and whether its rules have begun (a
@@ -77,7 +77,7 @@ impl Robots {
     }
 
     /// Whether `path` (the path and query of a URL, percent-encoded) may be fetched.
-    pub fn allowed(&self, path: &str) -> bool {
+    pub(crate) fn allowed(&self, path: &str) -> bool {
         let mut best: Option<(usize, bool)> = None;
         for (allow, pattern) in &self.rules {
             if matches(pattern, path) {

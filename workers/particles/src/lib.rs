@@ -362,7 +362,7 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    pub fn new(run: &Run, watch: Box<dyn Watch>) -> Tally {
+    pub(crate) fn new(run: &Run, watch: Box<dyn Watch>) -> Tally {
         Tally {
             watch,
             energies: run.energy_log(),
@@ -377,7 +377,7 @@ impl Tally {
 
     /// Records step `step`. `energy` is the energy after it, when the run sums it;
     /// `snapshot` is the state, when one is due. Returns the correction for the next step.
-    pub fn after_step(
+    pub(crate) fn after_step(
         &mut self,
         run: &Run,
         step: u64,
@@ -429,7 +429,7 @@ impl Tally {
 
     /// After a failure: the run to start the next ring with, from the last whole state
     /// kept (or `run`'s own start, if none was), and the books put back to that step.
-    pub fn rewind(&mut self, run: &std::sync::Arc<Run>) -> (std::sync::Arc<Run>, u64) {
+    pub(crate) fn rewind(&mut self, run: &std::sync::Arc<Run>) -> (std::sync::Arc<Run>, u64) {
         let run = match self.kept.clone() {
             Some(start) => {
                 let mut next = Run::clone(run);
@@ -447,7 +447,7 @@ impl Tally {
 
     /// Closes the books on a run that ended with `particles`: its outcome, and the watch
     /// back. `workers` is what each worker of a ring measured, if anything.
-    pub fn finish(
+    pub(crate) fn finish(
         self,
         particles: Particles,
         workers: Vec<ring::WorkerStats>,
@@ -463,7 +463,7 @@ impl Tally {
         (outcome, self.watch)
     }
 
-    pub fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.ending != Ending::Finished
     }
 }

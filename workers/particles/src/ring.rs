@@ -17,7 +17,7 @@ use super::{Outcome, Owners, Run, Tally, Watch};
 
 /// The particle stage: what every worker knows at the start.
 #[derive(Clone)]
-pub struct ParticleRing {
+pub(crate) struct ParticleRing {
     run: Arc<Run>,
     blocks: Arc<Vec<Range<usize>>>,
 }
@@ -32,7 +32,7 @@ struct Books<'a> {
 
 /// A worker's account of one step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepReport {
+pub(crate) struct StepReport {
     step: u64,
     /// Each particle's kinetic energy, in list order, when the run sums the energy.
     energy_terms: Option<Vec<f64>>,
@@ -54,7 +54,7 @@ pub struct WorkerStats {
 
 /// The coordinator's answer after a step.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Command {
+pub(crate) struct Command {
     /// The energy correction the next step applies.
     correction: f64,
     /// Stop after this step and return the block.
@@ -184,7 +184,7 @@ impl Restart<ParticleRing> for Books<'_> {
     }
 }
 
-pub fn simulate(
+pub(crate) fn simulate(
     run: Run,
     workers: usize,
     transport: Transport,

@@ -21,7 +21,7 @@ use super::{Outcome, Owners, Run, Tally, Watch};
 
 /// The stage: every thread's view of the shared state.
 #[derive(Clone)]
-pub struct SharedThreads {
+pub(crate) struct SharedThreads {
     run: Arc<Run>,
     ranges: Arc<Vec<Range<usize>>>,
     /// Each thread owns the writes to its block; the barrier keeps every read of a block
@@ -44,7 +44,7 @@ struct Books<'a> {
 /// Thread 0's account of a step: the energy, summed in list order, and the state when a
 /// snapshot is due.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct StepReport {
+pub(crate) struct StepReport {
     step: u64,
     energy: Option<f64>,
     state: Option<Particles>,
@@ -52,7 +52,7 @@ pub struct StepReport {
 
 /// The coordinator's answer after a step.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Command {
+pub(crate) struct Command {
     correction: f64,
     stop: bool,
 }
@@ -179,7 +179,7 @@ impl Restart<SharedThreads> for Books<'_> {
     }
 }
 
-pub fn simulate(
+pub(crate) fn simulate(
     run: Run,
     threads: usize,
     watch: Box<dyn Watch>,

@@ -11,7 +11,7 @@ use super::super::physics::CUTOFF;
 
 /// The narrowest cell. Wider than the cutoff by a margin, so that rounding in a cell index
 /// can never put two particles in range more than one cell apart.
-pub const CELL: f64 = CUTOFF * 1.01;
+pub(super) const CELL: f64 = CUTOFF * 1.01;
 
 /// The most cells along a side, so that a row and a column fit in the halves of a key.
 const MAX_LANES: u32 = u16::MAX as u32;
@@ -20,7 +20,7 @@ const MAX_LANES: u32 = u16::MAX as u32;
 /// order its forces and energy are summed in), and its cell.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
-pub struct Body {
+pub(crate) struct Body {
     pub x: f64,
     pub y: f64,
     pub vx: f64,
@@ -33,7 +33,7 @@ pub struct Body {
 
 /// Square cells over the box `[0, size]²`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Grid {
+pub(crate) struct Grid {
     /// Cells along each side.
     lanes: u32,
     /// Cells per unit length; zero when there is one lane.
@@ -44,7 +44,7 @@ pub struct Grid {
 
 impl Grid {
     /// The grid for a box of side `size`.
-    pub fn new(size: f64) -> Grid {
+    pub(crate) fn new(size: f64) -> Grid {
         let lanes = (size / CELL).floor();
         // Also false for NaN: a degenerate box has one cell.
         let lanes = if lanes >= 1.0 {
@@ -65,7 +65,7 @@ impl Grid {
     }
 
     /// Cells along each side: the grid has this many rows and this many columns.
-    pub fn lanes(&self) -> u32 {
+    pub(crate) fn lanes(&self) -> u32 {
         self.lanes
     }
 
@@ -74,7 +74,7 @@ impl Grid {
     /// it four times a particle, so it is clamped as a float and then truncated without
     /// the checks of a saturating cast.
     #[inline]
-    pub fn lane(&self, v: f64) -> u32 {
+    pub(crate) fn lane(&self, v: f64) -> u32 {
         // `max` returns 0 for NaN, so the value is a number in `0..=last`.
         let clamped = (v * self.inv).max(0.0).min(self.last);
         debug_assert!((0.0..=f64::from(self.lanes - 1)).contains(&clamped));
@@ -86,25 +86,25 @@ impl Grid {
     /// The key of the cell holding (x, y): its row in the high half, its column in the
     /// low half, so keys sort row by row and each half is one instruction away.
     #[inline]
-    pub fn key(&self, x: f64, y: f64) -> u32 {
+    pub(crate) fn key(&self, x: f64, y: f64) -> u32 {
         self.lane(y) << 16 | self.lane(x)
     }
 
     /// The row of a key.
     #[inline]
-    pub fn row_of(&self, key: u32) -> u32 {
+    pub(crate) fn row_of(&self, key: u32) -> u32 {
         key >> 16
     }
 
     /// The column of a key.
     #[inline]
-    pub fn col_of(&self, key: u32) -> u32 {
+    pub(crate) fn col_of(&self, key: u32) -> u32 {
         key & 0xffff
     }
 
     /// The first key of `row`.
     #[inline]
-    pub fn row_start(&self, row: u32) -> u32 {
+    pub(crate) fn row_start(&self, row: u32) -> u32 {
         row << 16
     }
 
@@ -117,7 +117,7 @@ impl Grid {
 
 /// `len` zeroed elements, backed by huge pages when large. The memory comes zeroed from
 /// the kernel, so nothing writes it twice.
-pub fn zeroed<T: Zeroable + Copy>(len: usize) -> Vec<T> {
+pub(super) fn zeroed<T: Zeroable + Copy>(len: usize) -> Vec<T> {
     let mut v = bytemuck::allocation::zeroed_vec::<T>(len);
     huge_pages(v.as_mut_ptr().cast(), len.saturating_mul(size_of::<T>()));
     v
@@ -144,7 +144,7 @@ fn huge_pages(start: *mut u8, bytes: usize) {
 }
 
 /// Sorts bodies by key, stably. `scratch` is reused between calls.
-pub fn sort_by_key(grid: &Grid, bodies: &mut [Body], scratch: &mut Vec<Body>) {
+pub(super) fn sort_by_key(grid: &Grid, bodies: &mut [Body], scratch: &mut Vec<Body>) {
     radix_sort(bodies, scratch, |b| grid.dense(b.key));
 }
 
@@ -154,16 +154,16 @@ pub fn sort_by_key(grid: &Grid, bodies: &mut [Body], scratch: &mut Vec<Body>) {
 const WINDOW_BITS: u32 = 12;
 
 /// How many list slots make a window.
-pub const WINDOW: usize = 1 << WINDOW_BITS;
+pub(super) const WINDOW: usize = 1 << WINDOW_BITS;
 
 /// The window of a list slot.
-pub fn slot_window(slot: u32) -> u32 {
+pub(super) fn slot_window(slot: u32) -> u32 {
     slot >> WINDOW_BITS
 }
 
 /// How many bodies make a group: [`group_by_slot_window`] sorts each group of this many on
 /// its own, in scratch space small enough (640 KiB) to stay in cache.
-pub const GROUP: usize = 1 << 14;
+pub(super) const GROUP: usize = 1 << 14;
 
 /// Groups bodies by [`slot_window`] within each run of [`GROUP`] bodies (the last one
 /// shorter): each run is sorted by window, stably, with `scratch` reused between runs and
@@ -171,7 +171,7 @@ pub const GROUP: usize = 1 << 14;
 /// kernel zeroes page by page; sorting it in place moves each body along a chain of
 /// dependent cache misses. The runs keep every read and write in cache, and the
 /// coordinator's [`into_list_order`](super::into_list_order) takes each run as a part.
-pub fn group_by_slot_window(bodies: &mut [Body], scratch: &mut Vec<Body>) {
+pub(super) fn group_by_slot_window(bodies: &mut [Body], scratch: &mut Vec<Body>) {
     for group in bodies.chunks_mut(GROUP) {
         radix_sort(group, scratch, |b| slot_window(b.slot));
     }

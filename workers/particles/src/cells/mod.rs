@@ -13,23 +13,23 @@
 //! its own strip, reading the rows next to it from its neighbours' published copies.
 
 mod grid;
-pub mod ring;
+pub(crate) mod ring;
 mod strip;
 #[cfg(test)]
 mod tests;
-pub mod threads;
+pub(crate) mod threads;
 
 use std::ops::Range;
 
 use grid::slot_window;
-pub use grid::{Body, Grid};
+pub(crate) use grid::{Body, Grid};
 
 use super::Owners;
 use super::physics::{Particles, energy_term, sum_in_order};
 
 /// How many particles of `y` (their row coordinates) each row of the grid holds: one pass
 /// the coordinator makes, from which it cuts the strips and each worker sizes its own.
-pub fn row_counts(grid: &Grid, y: &[f64]) -> Vec<u32> {
+pub(crate) fn row_counts(grid: &Grid, y: &[f64]) -> Vec<u32> {
     let mut per_row = vec![0u32; grid.lanes() as usize];
     for &y in y {
         per_row[grid.lane(y) as usize] += 1;
@@ -40,7 +40,7 @@ pub fn row_counts(grid: &Grid, y: &[f64]) -> Vec<u32> {
 /// The first row of each of `parts` strips, and then the number of rows: edges that give
 /// each strip about the same number of particles, given how many each row holds. Every
 /// strip gets at least one row while there are rows enough.
-pub fn balanced_edges(per_row: &[u32], parts: usize) -> Vec<u32> {
+pub(crate) fn balanced_edges(per_row: &[u32], parts: usize) -> Vec<u32> {
     let lanes = per_row.len();
     let n: u128 = per_row.iter().map(|&c| u128::from(c)).sum();
     let mut edges = Vec::with_capacity(parts + 1);

@@ -50,7 +50,7 @@ use super::{Body, Grid, balanced_edges, in_list_order, into_list_order, row_coun
 
 /// The particle stage with strips: what every worker knows at the start.
 #[derive(Clone)]
-pub struct CellRing {
+pub(crate) struct CellRing {
     run: Arc<Run>,
     grid: Grid,
     /// Rank `r` owns rows `edges[r]..edges[r + 1]`.
@@ -69,7 +69,7 @@ struct Books<'a> {
 
 /// A worker's account of one step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
+pub(crate) struct Report {
     step: u64,
     /// How many strips away the furthest particle that left this strip went: 0 when none
     /// left, 1 when every one went next door.
@@ -82,7 +82,7 @@ pub struct Report {
 
 /// The coordinator's answer after a step.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Command {
+pub(crate) struct Command {
     /// The energy correction the next step applies.
     correction: f64,
     /// Stop after this step.
@@ -418,7 +418,7 @@ impl Restart<CellRing> for Books<'_> {
     }
 }
 
-pub fn simulate(
+pub(crate) fn simulate(
     run: Run,
     workers: usize,
     transport: Transport,

@@ -54,7 +54,7 @@ use super::grid::{Body, Grid, group_by_slot_window, sort_by_key, zeroed};
 /// thread of its own took 19 to 25).
 #[derive(Debug, Default)]
 #[repr(align(128))]
-pub struct Strip {
+pub(super) struct Strip {
     rows: Range<u32>,
     /// Sorted by key; together with `movers`, every particle the strip owns.
     main: Vec<Body>,
@@ -204,7 +204,12 @@ impl Strip {
     /// The strip of `rows` for the particles of `start` whose rows those are; `per_row`
     /// counts the particles of every row. A counting sort puts them in their rows in one
     /// pass; each row is then sorted by key while it is in cache.
-    pub fn from_start(grid: &Grid, start: &Particles, rows: Range<u32>, per_row: &[u32]) -> Strip {
+    pub(super) fn from_start(
+        grid: &Grid,
+        start: &Particles,
+        rows: Range<u32>,
+        per_row: &[u32],
+    ) -> Strip {
         let first = rows.start as usize;
         // Where each row begins, from the coordinator's count of every row.
         let mut offsets = Vec::with_capacity(rows.len() + 1);
@@ -250,18 +255,18 @@ impl Strip {
     /// Every particle the strip owns, in the strip's own memory, each run of
     /// [`GROUP`](super::grid::GROUP) sorted by [`slot_window`](super::grid::slot_window):
     /// what [`into_list_order`](super::into_list_order) takes.
-    pub fn into_slot_windows(mut self) -> Vec<Body> {
+    pub(super) fn into_slot_windows(mut self) -> Vec<Body> {
         self.main.append(&mut self.movers);
         group_by_slot_window(&mut self.main, &mut self.scratch);
         self.main
     }
 
-    pub fn rows(&self) -> Range<u32> {
+    pub(super) fn rows(&self) -> Range<u32> {
         self.rows.clone()
     }
 
     /// Every particle the strip owns, in no particular order.
-    pub fn bodies(&self) -> impl Iterator<Item = &Body> + Clone {
+    pub(super) fn bodies(&self) -> impl Iterator<Item = &Body> + Clone {
         self.main.iter().chain(&self.movers)
     }
 
@@ -276,7 +281,7 @@ impl Strip {
     }
 
     /// The particles in `row`, sorted by key, into `out`.
-    pub fn row_into(&self, grid: &Grid, row: u32, out: &mut Vec<Body>) {
+    pub(super) fn row_into(&self, grid: &Grid, row: u32, out: &mut Vec<Body>) {
         out.clear();
         let [a, b] = self.row(grid, row);
         out.extend_from_slice(a);
@@ -287,12 +292,12 @@ impl Strip {
     }
 
     /// Takes in particles that arrived from another strip; [`Strip::settle`] sorts them in.
-    pub fn admit<'a>(&mut self, bodies: impl IntoIterator<Item = &'a Body>) {
+    pub(super) fn admit<'a>(&mut self, bodies: impl IntoIterator<Item = &'a Body>) {
         self.movers.extend(bodies);
     }
 
     /// Sorts the movers after [`Strip::step`] and [`Strip::admit`].
-    pub fn settle(&mut self, grid: &Grid) {
+    pub(super) fn settle(&mut self, grid: &Grid) {
         sort_by_key(grid, &mut self.movers, &mut self.scratch);
     }
 
@@ -305,7 +310,12 @@ impl Strip {
     /// # Errors
     ///
     /// [`Escaped`] if a particle flew too far to bounce back; the strip is then unusable.
-    pub fn step(&mut self, grid: &Grid, halos: &[&[Body]], motion: Motion) -> Result<(), Escaped> {
+    pub(super) fn step(
+        &mut self,
+        grid: &Grid,
+        halos: &[&[Body]],
+        motion: Motion,
+    ) -> Result<(), Escaped> {
         let Strip {
             rows,
             main,

@@ -36,7 +36,7 @@ struct Shared {
 
 /// The stage: every thread's view of the shared state.
 #[derive(Clone)]
-pub struct CellThreads {
+pub(crate) struct CellThreads {
     run: Arc<Run>,
     grid: Grid,
     rows: Arc<Vec<Range<u32>>>,
@@ -64,7 +64,7 @@ struct Books<'a> {
 
 /// Thread 0's account of a step.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct StepReport {
+pub(crate) struct StepReport {
     step: u64,
     energy: Option<f64>,
     state: Option<(Particles, Vec<u32>)>,
@@ -72,7 +72,7 @@ pub struct StepReport {
 
 /// The coordinator's answer after a step.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Command {
+pub(crate) struct Command {
     correction: f64,
     stop: bool,
 }
@@ -227,7 +227,7 @@ impl Restart<CellThreads> for Books<'_> {
     }
 }
 
-pub fn simulate(
+pub(crate) fn simulate(
     run: Run,
     threads: usize,
     watch: Box<dyn Watch>,
