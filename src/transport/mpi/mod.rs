@@ -367,8 +367,8 @@ impl std::fmt::Debug for Sender {
 ///
 /// A rank sends it at every change of step, and as a long wait starts and ends. A record
 /// is a few words, sent without waiting: about 1.3 µs a step on the 2-core machine of
-/// `docs/PERFORMANCE.md` (a tenth of a 12 µs step of 200 particles on two ranks, under 1%
-/// of a 100 µs one). Fewer, say one every few milliseconds, would leave a rank that stops
+/// `docs/SCALING.md` (a tenth of a 12 µs step of 200 particles on two ranks, under 1% of
+/// a 100 µs one). Fewer, say one every few milliseconds, would leave a rank that stops
 /// right after a step began looking as if it were still in the step before: a timeout
 /// would name a step the rank had finished, and fire early.
 pub(crate) struct Publisher {
