@@ -149,7 +149,10 @@ pub(super) fn launch<S: Stage, H: Handler>(
             down: Rx::Mpi(Receiver::remote(0, DOWN, None)),
         };
         let ring = Ring::new(rank, size, Transport::Mpi, ends, board, limits.fault);
-        drop(run_worker(stage.clone(), ring.publishing(Publisher::new())));
+        drop(run_worker(
+            stage.clone(),
+            ring.publishing(Publisher::new(size)),
+        ));
         // MPI is finalized as the process exits.
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();

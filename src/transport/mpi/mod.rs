@@ -365,14 +365,18 @@ impl std::fmt::Debug for Sender {
 /// Sends a rank's progress record to rank 0, whose coordinator keeps it on its own board:
 /// that is how the step timeout and the deadlock watch see every rank of the job.
 ///
-/// A rank sends it at every change of step, and as a long wait starts and ends. A record
-/// is a few words, sent without waiting: about 1.3 µs a step on the 2-core machine of
-/// `docs/SCALING.md` (a tenth of a 12 µs step of 200 particles on two ranks, under 1% of
-/// a 100 µs one). Fewer, say one every few milliseconds, would leave a rank that stops
-/// right after a step began looking as if it were still in the step before: a timeout
-/// would name a step the rank had finished, and fire early.
+/// A rank sends it as a long wait starts and ends, and at every change of step, paced by
+/// [`Pace`] so that rank 0 never hears more than [`RECORDS_PER_SECOND`] of them from the
+/// whole job. A record is a few words, sent without waiting: about 1.3 µs a step on the
+/// 2-core machine of `docs/SCALING.md`. A rank that stops right after a step began must
+/// not look as if it were still in the step before (a timeout would name a step the rank
+/// had finished), and every rank whose steps are slower than the pace, or that has just
+/// begun, is exact. One sending at every change regardless could bury rank 0: a stage
+/// that changes step a million times a second, on 64 ranks that wait for nobody, would
+/// queue records at rank 0 faster than it reads them, without bound.
 pub(crate) struct Publisher {
     to_root: Sender,
+    pace: std::cell::Cell<Pace>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -382,9 +386,11 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    pub(crate) fn new() -> Publisher {
+    /// The publisher of one of the `ranks` ranks of a job.
+    pub(crate) fn new(ranks: usize) -> Publisher {
         Publisher {
             to_root: Sender::new(0, PROGRESS),
+            pace: std::cell::Cell::new(Pace::for_job(ranks, Instant::now())),
         }
     }
 
@@ -392,6 +398,71 @@ impl Publisher {
     /// it.
     pub(crate) fn publish(&self, record: &crate::progress::Published) {
         let _ = self.to_root.send(record);
+    }
+
+    /// Sends the record after a change of step, if the pace allows one now.
+    pub(crate) fn stepped(&self, record: impl FnOnce() -> crate::progress::Published) {
+        let mut pace = self.pace.get();
+        let allowed = pace.allow(Instant::now());
+        self.pace.set(pace);
+        if allowed {
+            self.publish(&record());
+        }
+    }
+}
+
+/// The most records a second rank 0 hears of changes of step, from all the other ranks
+/// together: a few percent of its time at most.
+const RECORDS_PER_SECOND: u32 = 50_000;
+
+/// How many records a rank may send at once after a quiet spell: the first steps of a run,
+/// and those after a slow one, are all sent.
+const BURST: u32 = 16;
+
+/// A token bucket: [`BURST`] tokens, one more every `every`; each record takes one.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    every: Duration,
+    tokens: u32,
+    /// When the last token was added (or the bucket last found full).
+    filled: Instant,
+}
+
+impl Pace {
+    /// One rank's share of [`RECORDS_PER_SECOND`] in a job of `ranks`, full at `now`.
+    fn for_job(ranks: usize, now: Instant) -> Pace {
+        let senders = u32::try_from(ranks.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
+        Pace {
+            every: Duration::from_secs(1) * senders / RECORDS_PER_SECOND,
+            tokens: BURST,
+            filled: now,
+        }
+    }
+
+    /// Whether a record may go at `now`; takes its token if so.
+    fn allow(&mut self, now: Instant) -> bool {
+        if self.tokens < BURST {
+            let elapsed = now.saturating_duration_since(self.filled);
+            let earned = elapsed.as_nanos() / self.every.as_nanos().max(1);
+            let room = u128::from(BURST - self.tokens);
+            if earned >= room {
+                self.tokens = BURST;
+                self.filled = now;
+            } else {
+                // `earned < room <= BURST`, so it fits; the part of a token still owed
+                // stays owed.
+                let earned = earned as u32;
+                self.tokens += earned;
+                self.filled += self.every * earned;
+            }
+        } else {
+            self.filled = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
     }
 }
 
@@ -560,6 +631,50 @@ pub(crate) fn receive<T: DeserializeOwned>(
 mod tests {
     use super::super::Frame;
     use super::*;
+
+    #[test]
+    fn a_rank_sends_a_burst_at_once_then_at_its_share_of_the_pace() {
+        let start = Instant::now();
+        // Three ranks: two send, each at half of the job's records a second.
+        let mut pace = Pace::for_job(3, start);
+        let every = Duration::from_secs(2) / RECORDS_PER_SECOND;
+        assert_eq!(pace.every, every);
+        for k in 0..BURST {
+            assert!(pace.allow(start), "record {k} of the burst");
+        }
+        assert!(!pace.allow(start), "the bucket is empty");
+        assert!(!pace.allow(start + every / 2), "half a token earned");
+        assert!(pace.allow(start + every), "one token earned");
+        assert!(!pace.allow(start + every));
+        // Three tokens earned by now; the half owed from before counts.
+        let later = start + every * 4 + every / 2;
+        assert!((0..3).all(|_| pace.allow(later)));
+        assert!(!pace.allow(later));
+        assert!(pace.allow(start + every * 5), "the half token was kept");
+    }
+
+    #[test]
+    fn a_quiet_rank_earns_no_more_than_a_burst() {
+        let start = Instant::now();
+        let mut pace = Pace::for_job(2, start);
+        for _ in 0..BURST {
+            assert!(pace.allow(start));
+        }
+        let later = start + Duration::from_secs(3600);
+        let sent = (0..10 * BURST).filter(|_| pace.allow(later)).count();
+        assert_eq!(sent, BURST as usize);
+    }
+
+    #[test]
+    fn a_job_of_many_ranks_paces_each_rank_down() {
+        let now = Instant::now();
+        let pace = Pace::for_job(1025, now);
+        assert_eq!(
+            pace.every,
+            Duration::from_secs(1) * 1024 / RECORDS_PER_SECOND
+        );
+        assert_eq!(Pace::for_job(1, now).every, Pace::for_job(2, now).every);
+    }
 
     #[test]
     fn a_block_travels_beside_its_header_not_inside_it() {
