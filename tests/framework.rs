@@ -118,6 +118,55 @@ impl Handler for Sum {
     }
 }
 
+/// Sums the reports, as [`Sum`] does, and notes the scheduling policy of the thread that
+/// handles each.
+struct PolicyProbe {
+    sum: Sum,
+    policies: Vec<libc::c_int>,
+}
+
+impl Handler for PolicyProbe {
+    type Report = u64;
+    type Answer = u64;
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        report: u64,
+        coordinator: &mut Coordinator<'_, u64>,
+    ) -> Result<(), StageError> {
+        // SAFETY: reads the calling thread's policy; nothing is written.
+        self.policies.push(unsafe { libc::sched_getscheduler(0) });
+        self.sum.on_report(from, report, coordinator)
+    }
+}
+
+/// The coordinator handles reports on `SCHED_BATCH`, whose wakeups do not take a core from
+/// a running worker, and its thread is back on the usual policy once the run is over.
+fn the_coordinator_supervises_on_sched_batch_and_leaves_it_after() {
+    for transport in TRANSPORTS {
+        let mut probe = PolicyProbe {
+            sum: Sum {
+                gather: Gather::new(2),
+            },
+            policies: Vec::new(),
+        };
+        Launcher::new()
+            .workers(2)
+            .transport(transport)
+            .launch_with(PingAndSum, &mut probe)
+            .expect("a run of two workers");
+        assert_eq!(probe.policies, [libc::SCHED_BATCH; 2], "{transport:?}");
+        // SAFETY: as above.
+        let after = unsafe { libc::sched_getscheduler(0) };
+        assert_eq!(
+            after,
+            libc::SCHED_OTHER,
+            "{transport:?}: the policy after the run"
+        );
+    }
+}
+
 fn messages_go_both_ways_and_the_coordinator_answers() {
     for transport in TRANSPORTS {
         for workers in [1, 2, 5] {
@@ -1491,6 +1540,7 @@ fn main() -> std::process::ExitCode {
     forking::run(tests![
         large_blocks_do_not_deadlock_the_ring,
         messages_go_both_ways_and_the_coordinator_answers,
+        the_coordinator_supervises_on_sched_batch_and_leaves_it_after,
         a_failing_worker_ends_the_run_with_its_rank_pid_and_cause,
         zero_workers_is_an_error,
         large_bulk_arrays_in_reports_arrive_intact_however_many_are_in_flight,
