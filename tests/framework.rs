@@ -77,9 +77,20 @@ fn large_blocks_do_not_deadlock_the_ring() {
 #[derive(Clone)]
 struct PingAndSum;
 
-/// The coordinator answers every round with the sum of the reports.
+/// The coordinator answers every round with the sum of the reports, and notes the
+/// scheduling policy of the thread that handles each.
 struct Sum {
     gather: Gather<u64>,
+    policies: Vec<libc::c_int>,
+}
+
+impl Sum {
+    fn new(workers: usize) -> Sum {
+        Sum {
+            gather: Gather::new(workers),
+            policies: Vec::new(),
+        }
+    }
 }
 
 impl Stage for PingAndSum {
@@ -111,6 +122,8 @@ impl Handler for Sum {
         report: u64,
         coordinator: &mut Coordinator<'_, u64>,
     ) -> Result<(), StageError> {
+        // SAFETY: reads the calling thread's policy; nothing is written.
+        self.policies.push(unsafe { libc::sched_getscheduler(0) });
         if let Some(all) = self.gather.push(from, report) {
             coordinator.broadcast(all.iter().sum())?;
         }
@@ -118,45 +131,17 @@ impl Handler for Sum {
     }
 }
 
-/// Sums the reports, as [`Sum`] does, and notes the scheduling policy of the thread that
-/// handles each.
-struct PolicyProbe {
-    sum: Sum,
-    policies: Vec<libc::c_int>,
-}
-
-impl Handler for PolicyProbe {
-    type Report = u64;
-    type Answer = u64;
-
-    fn on_report(
-        &mut self,
-        from: usize,
-        report: u64,
-        coordinator: &mut Coordinator<'_, u64>,
-    ) -> Result<(), StageError> {
-        // SAFETY: reads the calling thread's policy; nothing is written.
-        self.policies.push(unsafe { libc::sched_getscheduler(0) });
-        self.sum.on_report(from, report, coordinator)
-    }
-}
-
 /// The coordinator handles reports on `SCHED_BATCH`, whose wakeups do not take a core from
 /// a running worker, and its thread is back on the usual policy once the run is over.
 fn the_coordinator_supervises_on_sched_batch_and_leaves_it_after() {
     for transport in TRANSPORTS {
-        let mut probe = PolicyProbe {
-            sum: Sum {
-                gather: Gather::new(2),
-            },
-            policies: Vec::new(),
-        };
+        let mut sum = Sum::new(2);
         Launcher::new()
             .workers(2)
             .transport(transport)
-            .launch_with(PingAndSum, &mut probe)
+            .launch_with(PingAndSum, &mut sum)
             .expect("a run of two workers");
-        assert_eq!(probe.policies, [libc::SCHED_BATCH; 2], "{transport:?}");
+        assert_eq!(sum.policies, [libc::SCHED_BATCH; 2], "{transport:?}");
         // SAFETY: as above.
         let after = unsafe { libc::sched_getscheduler(0) };
         assert_eq!(
@@ -170,9 +155,7 @@ fn the_coordinator_supervises_on_sched_batch_and_leaves_it_after() {
 fn messages_go_both_ways_and_the_coordinator_answers() {
     for transport in TRANSPORTS {
         for workers in [1, 2, 5] {
-            let mut sum = Sum {
-                gather: Gather::new(workers),
-            };
+            let mut sum = Sum::new(workers);
             let outputs = Launcher::new()
                 .workers(workers)
                 .transport(transport)
