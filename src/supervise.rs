@@ -39,35 +39,36 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 /// Only a thread on the usual policy is changed: a realtime or idle policy the program
 /// chose stays as it is. Going back from `SCHED_BATCH` needs no privilege.
 struct Batch {
-    /// The policy to go back to, when the change was made.
-    previous: Option<libc::c_int>,
+    /// Whether this thread was moved from the usual policy, and goes back to it.
+    changed: bool,
 }
 
 impl Batch {
     fn begin() -> Batch {
         // SAFETY: asks for the calling thread's policy; nothing is written.
-        let previous = unsafe { libc::sched_getscheduler(0) };
-        if previous != libc::SCHED_OTHER {
-            return Batch { previous: None };
+        if unsafe { libc::sched_getscheduler(0) } != libc::SCHED_OTHER {
+            return Batch { changed: false };
         }
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: changes the calling thread's policy (pid 0 is the calling thread on
-        // Linux) to one that takes priority 0, which `param` holds.
-        let changed = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } == 0;
         Batch {
-            previous: changed.then_some(previous),
+            changed: set_policy(libc::SCHED_BATCH),
         }
     }
 }
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        if let Some(policy) = self.previous {
-            let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: as in `begin`, back to the policy read there, which takes priority 0.
-            unsafe { libc::sched_setscheduler(0, policy, &param) };
+        if self.changed {
+            set_policy(libc::SCHED_OTHER);
         }
     }
+}
+
+/// Moves the calling thread to `policy`, one that takes priority 0; whether it worked.
+fn set_policy(policy: libc::c_int) -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: changes only the calling thread's policy (pid 0 is the calling thread on
+    // Linux); `param` holds the priority 0 that `SCHED_BATCH` and `SCHED_OTHER` take.
+    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
 }
 
 /// The running workers, processes or threads.
