@@ -55,6 +55,9 @@ struct Job {
     code: Option<i32>,
     stdout: String,
     stderr: String,
+    /// When the first line from ringleader reached the job's stderr, in milliseconds since
+    /// the epoch.
+    said_at: Option<u128>,
 }
 
 /// Runs `mpirun -n ranks PROGRAM ARGS` with a deadline, and checks that no process it
@@ -729,9 +732,15 @@ fn ringleader_lines(job: &Job) -> Vec<&str> {
         .collect()
 }
 
+/// How long mpirun may take to end a job after a rank aborts it. It sends SIGCONT, then
+/// sleeps `odls_base_sigkill_timeout` (1 s by default) before SIGTERM and SIGKILL, unless a
+/// rank's exit cuts the sleep short; whether one does is a race inside mpirun.
+const MPIRUN_TEARDOWN: Duration = Duration::from_secs(1);
+
 /// A rank that stops answering (stopped, not dead: mpirun sees nothing wrong) is caught by
-/// the step timeout on rank 0, which reads every rank's progress: the job ends within the
-/// timeout and a second, with one line that names the rank, and nothing left running.
+/// the step timeout on rank 0, which reads every rank's progress: ringleader names it within
+/// the timeout and a second, in one line that names the rank, and the job ends after at most
+/// mpirun's teardown more, with nothing left running.
 fn a_stopped_rank_ends_the_job_within_the_step_timeout() {
     let me = std::env::current_exe().unwrap();
     let job = mpirun(3, &me, &["--role", "stop", "2", "3"]);
@@ -743,10 +752,19 @@ fn a_stopped_rank_ends_the_job_within_the_step_timeout() {
         .find_map(|l| l.strip_prefix("stopping at "))
         .and_then(|ms| ms.parse().ok())
         .unwrap_or_else(|| panic!("rank 2 never stopped: {job:?}"));
-    let took = Duration::from_millis(u64::try_from(ended - stopped).unwrap_or(u64::MAX));
+    let since = |ms: u128| Duration::from_millis(u64::try_from(ms - stopped).unwrap_or(u64::MAX));
+    let said = since(
+        job.said_at
+            .unwrap_or_else(|| panic!("ringleader said nothing: {job:?}")),
+    );
     assert!(
-        took <= STOPPED_TIMEOUT + Duration::from_secs(1),
-        "the job ended {took:?} after the rank stopped: {job:?}"
+        said <= STOPPED_TIMEOUT + Duration::from_secs(1),
+        "ringleader named the rank {said:?} after it stopped: {job:?}"
+    );
+    let took = since(ended);
+    assert!(
+        took <= said + MPIRUN_TEARDOWN + Duration::from_secs(1),
+        "the job ended {took:?} after the rank stopped, {said:?} after ringleader named it: {job:?}"
     );
     let lines = ringleader_lines(&job);
     assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
@@ -896,10 +914,22 @@ fn job_of(mut command: Command) -> Job {
     });
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
-    let err_reader =
-        std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    // Line by line, to note when ringleader spoke: mpirun's teardown comes after.
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut said_at = None;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if said_at.is_none() && line.starts_with("ringleader:") {
+                said_at = Some(epoch_millis());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        (text, said_at)
+    });
     let stdout = std::io::read_to_string(stdout).unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+    let (stderr, said_at) = err_reader.join().unwrap_or_default();
     let status = child.wait().expect("wait for the job");
     let _ = done.send(());
     let hung = watchdog.join().unwrap_or(false);
@@ -907,6 +937,7 @@ fn job_of(mut command: Command) -> Job {
         code: status.code(),
         stdout,
         stderr,
+        said_at,
     };
     assert!(!hung, "{command:?} hung: {job:?}");
     let left = processes_tagged(&tag);
