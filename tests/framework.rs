@@ -761,6 +761,35 @@ fn large_bulk_arrays_in_reports_arrive_intact_however_many_are_in_flight() {
     }
 }
 
+/// A coordinator reads the reports of all its workers before it frees any, and
+/// `ipc-channel` receives each into a 208 KiB buffer of its own. Under `HugePages`,
+/// sixteen such buffers freed together leave glibc's heap where it was: trimmed, it would
+/// grow back into fresh pages at the next step, a dozen system calls a step. The test
+/// runs on the main thread, whose blocks come from the heap that `sbrk` moves.
+fn sixteen_receive_buffers_freed_together_leave_the_heap_in_place() {
+    use std::alloc::{GlobalAlloc, Layout};
+    let layout = Layout::from_size_align(208 << 10, 8).unwrap();
+    let blocks: Vec<*mut u8> = (0..16)
+        .map(|_| {
+            // SAFETY: the layout is not zero-sized; the block is checked before use.
+            let block = unsafe { ringleader::HugePages.alloc(layout) };
+            assert!(!block.is_null());
+            // SAFETY: the block holds at least one byte.
+            unsafe { block.write(1) };
+            block
+        })
+        .collect();
+    // SAFETY: sbrk(0) only reads the program break.
+    let top = unsafe { libc::sbrk(0) };
+    for block in blocks {
+        // SAFETY: each block came from `HugePages` with this layout, and is freed once.
+        unsafe { ringleader::HugePages.dealloc(block, layout) };
+    }
+    // SAFETY: as above.
+    let after = unsafe { libc::sbrk(0) };
+    assert_eq!(after, top, "the heap was trimmed from {top:?} to {after:?}");
+}
+
 fn zero_workers_is_an_error() {
     let err = Launcher::new().workers(0).launch(BigRotate { len: 1 });
     assert!(matches!(err, Err(LaunchError::NoWorkers)));
@@ -1522,6 +1551,7 @@ fn a_handler_borrows_from_the_caller() {
 fn main() -> std::process::ExitCode {
     forking::run(tests![
         large_blocks_do_not_deadlock_the_ring,
+        sixteen_receive_buffers_freed_together_leave_the_heap_in_place,
         messages_go_both_ways_and_the_coordinator_answers,
         the_coordinator_supervises_on_sched_batch_and_leaves_it_after,
         a_failing_worker_ends_the_run_with_its_rank_pid_and_cause,
