@@ -308,9 +308,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
         // Cells check only nearby pairs: the rate that means something is particle steps.
         Algorithm::Cells => format!(
-            "{} simulation took {seconds:.6} seconds ({:.3e} particle steps/s, cells)",
+            "{} simulation took {seconds:.6} seconds ({:.3e} particle steps/s, cells{})",
             mode.describe(),
-            particle_steps * done / seconds
+            particle_steps * done / seconds,
+            match outcome.edge_moves {
+                0 => String::new(),
+                1 => "; the strips' edges moved once".to_owned(),
+                moves => format!("; the strips' edges moved {moves} times"),
+            }
         ),
     };
     if let Some(path) = &args.energy_log {

@@ -47,6 +47,11 @@ impl Run {
 /// Runs `ringleader ARGS`, killing it if it outlives `deadline`, and asserts that no process
 /// it started is still alive once it has exited.
 pub fn ringleader_within(args: &[&str], deadline: Duration) -> Run {
+    ringleader_env_within(args, &[], deadline)
+}
+
+/// [`ringleader_within`] with `env` added to the environment.
+pub fn ringleader_env_within(args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Run {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let tag = format!(
         "{}-{}",
@@ -56,6 +61,7 @@ pub fn ringleader_within(args: &[&str], deadline: Duration) -> Run {
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_ringleader"))
         .args(args)
+        .envs(env.iter().copied())
         .env(TAG_VAR, &tag)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

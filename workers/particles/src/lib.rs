@@ -248,6 +248,9 @@ pub struct Outcome {
     /// The ring's critical-path depth per step, as the framework measured it: messages in
     /// a chain, each received before the next was sent. `None` where nobody measured it.
     pub depth: Option<f64>,
+    /// How many times the strips' edges moved to even out the workers' paces (cells on a
+    /// ring only).
+    pub edge_moves: u32,
 }
 
 /// The step a round of ring reports is about, from each rank's report in rank order. The
@@ -459,6 +462,7 @@ impl Tally {
             ending: self.ending,
             workers,
             depth: None,
+            edge_moves: 0,
         };
         (outcome, self.watch)
     }

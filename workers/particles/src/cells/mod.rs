@@ -64,6 +64,64 @@ pub(crate) fn balanced_edges(per_row: &[u32], parts: usize) -> Vec<u32> {
     edges.into_iter().map(|e| e as u32).collect()
 }
 
+/// How much slower than the mean its slowest strip must be before the strips' edges move.
+const TOLERANCE: f64 = 1.10;
+
+/// New edges for strips whose workers each took `busy[i]` seconds computing the last few
+/// steps of the particles that `per_row` counts (every row of the grid, the strips' rows in
+/// order), or `None` to keep `edges`. Each strip's share of the particles moves halfway from
+/// what it holds to what its speed (particles per second computing) would give it, so that
+/// the strips come to finish a step together without chasing one slow spell; but no
+/// edge moves past the old rows of the strips beside it (a row changes hands between
+/// neighbours only, in one round of messages), and every strip keeps a row. Nothing moves
+/// while the slowest strip is within [`TOLERANCE`] of the mean, or if a time is not
+/// positive, or when there are fewer rows than strips.
+pub(crate) fn rebalanced(edges: &[u32], busy: &[f64], per_row: &[u32]) -> Option<Vec<u32>> {
+    let parts = busy.len();
+    let lanes = per_row.len();
+    if parts < 2 || edges.len() != parts + 1 || lanes < parts {
+        return None;
+    }
+    if busy.iter().any(|&b| !(b.is_finite() && b > 0.0)) {
+        return None;
+    }
+    let mean = busy.iter().sum::<f64>() / parts as f64;
+    if busy.iter().copied().fold(0.0, f64::max) <= TOLERANCE * mean {
+        return None;
+    }
+    let count = |i: usize| -> f64 {
+        per_row[edges[i] as usize..edges[i + 1] as usize]
+            .iter()
+            .map(|&c| f64::from(c))
+            .sum()
+    };
+    let n: f64 = (0..parts).map(count).sum();
+    let overall = n / busy.iter().sum::<f64>();
+    // A strip without particles has no speed of its own: give it the average.
+    let speed: Vec<f64> = (0..parts)
+        .map(|i| match count(i) {
+            c if c > 0.0 => c / busy[i],
+            _ => overall,
+        })
+        .collect();
+    let total: f64 = speed.iter().sum();
+    let mut new = Vec::with_capacity(parts + 1);
+    new.push(0u32);
+    let (mut row, mut below, mut quota) = (0usize, 0.0, 0.0);
+    for k in 1..parts {
+        quota += (count(k - 1) + n * speed[k - 1] / total) / 2.0;
+        while row < lanes && below < quota {
+            below += f64::from(per_row[row]);
+            row += 1;
+        }
+        let lo = (edges[k - 1] as usize).max(new[k - 1] as usize + 1);
+        let hi = (edges[k + 1] as usize).min(lanes - (parts - k));
+        new.push(row.clamp(lo, hi.max(lo)) as u32);
+    }
+    new.push(lanes as u32);
+    (new != edges).then_some(new)
+}
+
 /// Particles in list order from the bodies of every strip, in any order; `ids` are the
 /// list's ids, which never move. For pictures; the final state takes
 /// [`into_list_order`].

@@ -29,6 +29,13 @@
 //!
 //! A strip with no rows (more workers than rows) relays the halos between its neighbours.
 //!
+//! # Edges that move
+//!
+//! Strips start with equal numbers of particles. Every [`Balance::every`] steps the
+//! workers also report how long they took, and the coordinator's answer may carry new
+//! edges that give faster workers more rows; each worker then hands its neighbours the rows
+//! it gave up, in one more round, and trades halos again ([`CellRing::shift`]).
+//!
 //! Particles keep their list slot wherever they go, so forces are summed in list order, and
 //! the coordinator puts energies and states back in list order.
 
@@ -46,7 +53,7 @@ use super::super::physics::{Motion, energy_term, sum_in_order};
 use super::super::ring::WorkerStats;
 use super::super::{Outcome, Run, Tally, Watch};
 use super::strip::Strip;
-use super::{Body, Grid, balanced_edges, in_list_order, into_list_order, row_counts};
+use super::{Body, Grid, balanced_edges, in_list_order, into_list_order, rebalanced, row_counts};
 
 /// The particle stage with strips: what every worker knows at the start.
 #[derive(Clone)]
@@ -57,6 +64,42 @@ pub(crate) struct CellRing {
     edges: Arc<Vec<u32>>,
     /// How many particles each row holds at the start.
     per_row: Arc<Vec<u32>>,
+    /// Every this many steps the workers say how long they computed, and the coordinator
+    /// may move the edges (see [`Balance`]); never when 0.
+    balance_every: u64,
+}
+
+/// Moving the strips' edges to the workers' speeds.
+///
+/// Strips start with equal numbers of particles, but equal work is not equal time: cores
+/// shared with other work, or hyperthreads beside busy ones, run slower, and every strip
+/// waits for its neighbours each step. So every [`Balance::every`] steps each worker
+/// reports the seconds it spent computing since the last time and how many particles each
+/// of its rows holds, and the coordinator gives each strip rows for a share of the
+/// particles in proportion to its speed ([`rebalanced`]). The answer carries the new
+/// edges; the workers hand each other the rows that changed hands in one round of
+/// messages and trade halos again. Results do not change: they are the same bits for any
+/// edges.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Balance {
+    /// Steps between reports; 0 never moves the edges.
+    pub(crate) every: u64,
+    /// Testing only: the coordinator takes rank `r`'s time as `1 + (r + round) % 3` times
+    /// what it was, round after round, so the edges move each time.
+    pub(crate) skew: bool,
+}
+
+impl Balance {
+    /// Every 10 steps, unless `RINGLEADER_BALANCE_EVERY` says otherwise (0: never);
+    /// `RINGLEADER_BALANCE_SKEW=1` skews the times (tests).
+    pub(crate) fn from_env() -> Balance {
+        let every = std::env::var("RINGLEADER_BALANCE_EVERY")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(10);
+        let skew = std::env::var_os("RINGLEADER_BALANCE_SKEW").is_some_and(|v| v == "1");
+        Balance { every, skew }
+    }
 }
 
 /// The coordinator's side: it gathers each step's reports, keeps the books and tells the
@@ -65,6 +108,11 @@ struct Books<'a> {
     run: Arc<Run>,
     gather: Gather<Report>,
     tally: &'a mut Tally,
+    /// The strips' edges as the workers have them.
+    edges: Vec<u32>,
+    balance: Balance,
+    /// How many times the edges moved.
+    moves: u32,
 }
 
 /// A worker's account of one step.
@@ -78,10 +126,22 @@ pub(crate) struct Report {
     energy: Option<(Bulk<u32>, Bulk<f64>)>,
     /// Every particle the worker moved, when a snapshot is due.
     bodies: Option<Bulk<Body>>,
+    /// How long the worker computed since its last load, and its rows' particles, every
+    /// [`Balance::every`] steps.
+    load: Option<Load>,
+}
+
+/// A worker's pace, for [`Balance`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Load {
+    /// Seconds spent stepping the strip since the last load.
+    busy: f64,
+    /// How many particles each of the strip's rows holds, bottom first.
+    per_row: Vec<u32>,
 }
 
 /// The coordinator's answer after a step.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Command {
     /// The energy correction the next step applies.
     correction: f64,
@@ -89,6 +149,8 @@ pub(crate) struct Command {
     stop: bool,
     /// The furthest any particle went in the step, in strips.
     reach: u32,
+    /// The strips' new edges, when they move ([`Balance`]).
+    edges: Option<Vec<u32>>,
 }
 
 /// Particles a worker holds for others, by direction.
@@ -216,6 +278,54 @@ impl CellRing {
         strip.settle(&self.grid);
         Ok(())
     }
+
+    /// Moves the strips' edges to `edges`: each worker hands its neighbours the particles
+    /// of the rows it no longer owns and takes in those of the rows it gains, which lie
+    /// next to its own. No edge moves past the old rows of the strips beside it
+    /// ([`rebalanced`]), so one round of messages does it, and the rows stay in order: what
+    /// comes from below goes before the strip's particles, what comes from above after.
+    fn shift(
+        &mut self,
+        ring: &mut Ring,
+        strip: &mut Strip,
+        edges: Vec<u32>,
+    ) -> Result<(), StageError> {
+        if edges.len() != self.edges.len() {
+            return Err(format!(
+                "the coordinator sent {} edges for {} strips",
+                edges.len(),
+                self.edges.len() - 1
+            )
+            .into());
+        }
+        self.edges = Arc::new(edges);
+        let (rank, last) = (ring.rank(), ring.size() - 1);
+        let (mut down, mut up) = (Vec::new(), Vec::new());
+        strip.cede(&self.grid, self.rows(rank), &mut down, &mut up);
+        if rank > 0 {
+            ring.send_block(Neighbour::Left, &down)?;
+        }
+        if rank < last {
+            ring.send_block(Neighbour::Right, &up)?;
+        }
+        if (rank == 0 && !down.is_empty()) || (rank == last && !up.is_empty()) {
+            return Err("the edges moved off the box".into());
+        }
+        let mut failed = Ok(());
+        for (side, exists, below) in [
+            (Neighbour::Left, rank > 0, true),
+            (Neighbour::Right, rank < last, false),
+        ] {
+            if exists {
+                ring.recv_block(side, |arrived: &[Body]| {
+                    if failed.is_ok() {
+                        failed = strip.gain(&self.grid, arrived, below);
+                    }
+                })?;
+            }
+        }
+        failed.map_err(StageError::from)
+    }
 }
 
 /// Whether the coordinator's answer to `step` matters to a lone worker: for the
@@ -234,6 +344,7 @@ impl CellRing {
         strip: &Strip,
         step: u64,
         reach: u32,
+        load: Option<Load>,
     ) -> Result<(), StageError> {
         let run = &self.run;
         let moved = || {
@@ -259,6 +370,7 @@ impl CellRing {
             reach,
             energy,
             bodies,
+            load,
         })?;
         Ok(())
     }
@@ -267,15 +379,18 @@ impl CellRing {
 impl Stage for CellRing {
     type Output = (Bulk<Body>, WorkerStats);
 
-    fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
+    fn work(mut self, ring: &mut Ring) -> Result<Self::Output, StageError> {
         // A forked worker starts with the coordinator's peak; count only its own.
         if ring.transport() == Transport::Processes {
             ringleader::bench::reset_peak_rss();
         }
         let started = Instant::now();
         let mut talking = Duration::ZERO;
-        let run = &self.run;
+        let run = Arc::clone(&self.run);
+        let run = &*run;
         let rank = ring.rank();
+        // Time spent stepping the strip since the last load report.
+        let mut busy = Duration::ZERO;
         let rows = self.rows(rank);
         let mut strip = Strip::from_start(&self.grid, &run.start.particles, rows, &self.per_row);
         let (mut below, mut above, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
@@ -293,6 +408,12 @@ impl Stage for CellRing {
                 let command: Command = ring.recv_answer()?;
                 if command.reach > 1 {
                     self.settle(ring, &mut strip, &mut holding, command.reach)?;
+                }
+                let moved = command.edges.is_some();
+                if let Some(edges) = command.edges {
+                    self.shift(ring, &mut strip, edges)?;
+                }
+                if command.reach > 1 || moved {
                     self.trade_halos(ring, &strip, &mut below, &mut above, &mut scratch)?;
                 }
                 if command.stop {
@@ -307,7 +428,9 @@ impl Stage for CellRing {
                 size: run.size,
                 correction,
             };
+            let stepping = Instant::now();
             strip.step(&self.grid, &[&below, &above], motion)?;
+            busy += stepping.elapsed();
             let talk = Instant::now();
             let reach = strip
                 .leaving_down
@@ -320,7 +443,12 @@ impl Stage for CellRing {
             // hears from it only when the run needs it to.
             let alone = ring.size() == 1;
             if !alone || run.reports_after(step) {
-                self.report(ring, &strip, step, reach)?;
+                let every = self.balance_every;
+                let load = (!alone && every > 0 && step % every == 0).then(|| Load {
+                    busy: std::mem::take(&mut busy).as_secs_f64(),
+                    per_row: strip.row_counts(&self.grid),
+                });
+                self.report(ring, &strip, step, reach, load)?;
                 answer_due = !alone || asks(run, step);
             }
             let outgoing = Passing {
@@ -397,12 +525,48 @@ impl Handler for Books<'_> {
         if coordinator.size() == 1 && !asks(&self.run, step) {
             return Ok(());
         }
+        // New edges, when every worker said how long it took, and the run goes on.
+        let edges = if reports.iter().all(|r| r.load.is_some()) && step < self.run.steps {
+            self.rebalance(&reports, step)
+        } else {
+            None
+        };
         coordinator.broadcast(Command {
             correction,
             stop: self.tally.stopped(),
             reach,
+            edges,
         })?;
         Ok(())
+    }
+}
+
+impl Books<'_> {
+    /// The edges that even out the strips' paces, from the loads in `reports` (one per
+    /// strip, in rank order), if they move; see [`Balance`].
+    fn rebalance(&mut self, reports: &[Report], step: u64) -> Option<Vec<u32>> {
+        let loads: Vec<&Load> = reports.iter().filter_map(|r| r.load.as_ref()).collect();
+        let round = step / self.balance.every.max(1);
+        let busy: Vec<f64> = loads
+            .iter()
+            .enumerate()
+            .map(|(rank, load)| {
+                let skew = if self.balance.skew {
+                    1 + (rank as u64 + round) % 3
+                } else {
+                    1
+                };
+                load.busy * skew as f64
+            })
+            .collect();
+        let per_row: Vec<u32> = loads
+            .iter()
+            .flat_map(|l| l.per_row.iter().copied())
+            .collect();
+        let edges = rebalanced(&self.edges, &busy, &per_row)?;
+        self.edges.clone_from(&edges);
+        self.moves += 1;
+        Some(edges)
     }
 }
 
@@ -414,6 +578,8 @@ impl Restart<CellRing> for Books<'_> {
         stage.run = Arc::clone(&run);
         self.run = run;
         self.gather = Gather::new(stage.edges.len() - 1);
+        // The workers start again from the first edges.
+        self.edges = stage.edges.to_vec();
         Some(Rewind::from_step(step))
     }
 }
@@ -427,6 +593,7 @@ pub(crate) fn simulate(
     let grid = Grid::new(run.size);
     let per_row = row_counts(&grid, &run.start.particles.y);
     let edges = balanced_edges(&per_row, workers);
+    let balance = Balance::from_env();
     let mut tally = Tally::new(&run, watch);
     let step_timeout = run.step_timeout;
     let graceful = workers > 1 || run.normalize || run.every_step;
@@ -436,13 +603,17 @@ pub(crate) fn simulate(
     let stage = CellRing {
         run: Arc::clone(&run),
         grid,
-        edges: Arc::new(edges),
+        edges: Arc::new(edges.clone()),
         per_row: Arc::new(per_row),
+        balance_every: balance.every,
     };
     let mut books = Books {
         run,
         gather: Gather::new(workers),
         tally: &mut tally,
+        edges,
+        balance,
+        moves: 0,
     };
     // Workers on a ring of two or more wait for the coordinator every step, so they can
     // stop at a step boundary; a lone worker does when the run asks it to.
@@ -458,7 +629,7 @@ pub(crate) fn simulate(
     let (outputs, stats) = launcher.launch_restarting(stage, &mut books, |r| {
         super::super::say_restarted(r, restarts)
     })?;
-    let Books { run, .. } = books;
+    let Books { run, moves, .. } = books;
     // Every worker's copy is gone: the start's arrays become the end's (`into_list_order`).
     let start = match Arc::try_unwrap(run) {
         Ok(mut run) => std::mem::take(&mut run.start.particles),
@@ -471,5 +642,6 @@ pub(crate) fn simulate(
         into_list_order(&parts, start, parts.len()).map_err(LaunchError::Coordinator)?;
     let (mut outcome, watch) = tally.finish(particles, workers);
     outcome.depth = stats.depth;
+    outcome.edge_moves = moves;
     Ok((outcome, watch))
 }

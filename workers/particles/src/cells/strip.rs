@@ -291,6 +291,83 @@ impl Strip {
         }
     }
 
+    /// Gives up the strip's rows outside `rows` (new edges): the particles of those below go
+    /// to `down` and those above to `up`, each sorted by key. The strip owns `rows` from now
+    /// on; the rows it gains come through [`Strip::gain`]. Call it on a settled strip, whose
+    /// arrays are sorted.
+    pub(super) fn cede(
+        &mut self,
+        grid: &Grid,
+        rows: Range<u32>,
+        down: &mut Vec<Body>,
+        up: &mut Vec<Body>,
+    ) {
+        let (lo, hi) = (grid.row_start(rows.start), grid.row_start(rows.end));
+        let [main, movers] = [&mut self.main, &mut self.movers];
+        let (main_to, movers_to) = (
+            main.partition_point(|b| b.key < hi),
+            movers.partition_point(|b| b.key < hi),
+        );
+        merge_sorted(&main[main_to..], &movers[movers_to..], up);
+        main.truncate(main_to);
+        movers.truncate(movers_to);
+        let (main_from, movers_from) = (
+            main.partition_point(|b| b.key < lo),
+            movers.partition_point(|b| b.key < lo),
+        );
+        merge_sorted(&main[..main_from], &movers[..movers_from], down);
+        main.drain(..main_from);
+        movers.drain(..movers_from);
+        self.rows = rows;
+    }
+
+    /// Takes in the particles of rows gained next to the strip's own, sorted by key, from the
+    /// neighbour below (`below`) or above: they go before or after all of `main`, which stays
+    /// sorted. Fails if they are not in the strip's rows or not in order.
+    pub(super) fn gain(
+        &mut self,
+        grid: &Grid,
+        arrived: &[Body],
+        below: bool,
+    ) -> Result<(), String> {
+        let (lo, hi) = (
+            grid.row_start(self.rows.start),
+            grid.row_start(self.rows.end),
+        );
+        let ordered = arrived.windows(2).all(|w| w[0].key <= w[1].key);
+        let inside = arrived.iter().all(|b| (lo..hi).contains(&b.key));
+        let beside = match (arrived.first(), arrived.last()) {
+            (Some(_), Some(last)) if below => self.main.first().is_none_or(|m| last.key <= m.key),
+            (Some(first), Some(_)) => self.main.last().is_none_or(|m| m.key <= first.key),
+            _ => true,
+        };
+        if !(ordered && inside && beside) {
+            return Err(
+                "the rows a neighbour handed over are not the ones next to the strip".into(),
+            );
+        }
+        if below {
+            self.main.splice(0..0, arrived.iter().copied());
+        } else {
+            self.main.extend_from_slice(arrived);
+        }
+        Ok(())
+    }
+
+    /// How many particles each of the strip's rows holds, bottom row first.
+    pub(super) fn row_counts(&self, grid: &Grid) -> Vec<u32> {
+        let mut counts = vec![0u32; self.rows.len()];
+        for body in self.bodies() {
+            if let Some(count) = (grid.row_of(body.key))
+                .checked_sub(self.rows.start)
+                .and_then(|r| counts.get_mut(r as usize))
+            {
+                *count += 1;
+            }
+        }
+        counts
+    }
+
     /// Takes in particles that arrived from another strip; [`Strip::settle`] sorts them in.
     pub(super) fn admit<'a>(&mut self, bodies: impl IntoIterator<Item = &'a Body>) {
         self.movers.extend(bodies);
@@ -621,6 +698,23 @@ impl Rewrite<'_> {
         main.truncate(self.at);
         main.extend(self.queue.drain(..));
     }
+}
+
+/// Appends `a` and `b`, each sorted by key, to `out` in key order.
+fn merge_sorted(a: &[Body], b: &[Body], out: &mut Vec<Body>) {
+    out.reserve(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].key <= b[j].key {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
 }
 
 #[cfg(test)]

@@ -182,6 +182,102 @@ fn edges_balance_by_count_and_give_every_strip_a_row_while_they_last() {
     assert_eq!(*edges.last().unwrap(), Grid::new(0.05).lanes());
 }
 
+#[test]
+fn edges_move_rows_from_slow_strips_to_fast_ones() {
+    // Ten particles a row, forty rows, four strips of ten rows.
+    let per_row = vec![10u32; 40];
+    let edges = vec![0, 10, 20, 30, 40];
+    // Equal paces, or within the tolerance: nothing moves.
+    assert_eq!(rebalanced(&edges, &[1.0; 4], &per_row), None);
+    assert_eq!(rebalanced(&edges, &[1.0, 1.0, 1.04, 1.0], &per_row), None);
+    // Strip 1 takes twice as long as the others: it should hold half as many particles as
+    // each of them, 400 / 3.5 ≈ 57 against 114, so it shrinks and its neighbours grow.
+    let new = rebalanced(&edges, &[1.0, 2.0, 1.0, 1.0], &per_row).expect("a move");
+    assert_eq!((new[0], new[4]), (0, 40));
+    let rows: Vec<u32> = new.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(rows[1] < 10 && rows[0] > 10, "{new:?}");
+    assert_eq!(rows.iter().sum::<u32>(), 40);
+    // However slow, a strip keeps a row, and no edge passes a neighbour's old rows.
+    let new = rebalanced(&edges, &[1.0, 1000.0, 1.0, 1.0], &per_row).expect("a move");
+    assert!(new.windows(2).all(|w| w[0] < w[1]), "{new:?}");
+    assert!(new[1] <= edges[2] && new[2] >= edges[1], "{new:?}");
+    // A time of zero, or fewer rows than strips: nothing moves.
+    assert_eq!(rebalanced(&edges, &[1.0, 0.0, 1.0, 1.0], &per_row), None);
+    assert_eq!(rebalanced(&[0, 1, 2, 3], &[1.0, 9.0, 1.0], &[5, 5]), None);
+}
+
+#[test]
+fn a_strip_cedes_the_rows_outside_its_new_edges() {
+    let grid = Grid::new(1.0);
+    let mut next = xorshift(7);
+    let mut particles = physics::Particles::default();
+    for id in 0..2000 {
+        let x = (next() % 1000) as f64 / 1000.0;
+        let y = (next() % 1000) as f64 / 1000.0;
+        particles.push(id, x, y, 0.0, 0.0);
+    }
+    let per_row = row_counts(&grid, &particles.y);
+    let lanes = grid.lanes();
+    let (a, b) = (lanes / 4, 3 * lanes / 4);
+    let mut strip = strip::Strip::from_start(&grid, &particles, a..b, &per_row);
+    let before: usize = per_row[a as usize..b as usize]
+        .iter()
+        .map(|&c| c as usize)
+        .sum();
+    let (mut down, mut up) = (Vec::new(), Vec::new());
+    strip.cede(&grid, a + 2..b - 3, &mut down, &mut up);
+    assert_eq!(strip.rows(), a + 2..b - 3);
+    assert!(
+        down.iter()
+            .all(|b| (a..a + 2).contains(&grid.row_of(b.key)))
+    );
+    assert!(
+        up.iter()
+            .all(|body| (b - 3..b).contains(&grid.row_of(body.key)))
+    );
+    let kept = strip.bodies().count();
+    assert!(
+        strip
+            .bodies()
+            .all(|body| (a + 2..b - 3).contains(&grid.row_of(body.key)))
+    );
+    assert_eq!(kept + down.len() + up.len(), before);
+    assert_eq!(
+        strip.row_counts(&grid),
+        per_row[(a + 2) as usize..(b - 3) as usize].to_vec()
+    );
+}
+
+mod rebalancing {
+    use proptest::prelude::*;
+
+    use super::super::rebalanced;
+
+    proptest! {
+        /// Whatever the paces and counts: edges from 0 to the last row, a row for every
+        /// strip, and each edge between the old edges on either side of it, so a row
+        /// changes hands between neighbours only.
+        #[test]
+        fn new_edges_keep_every_strip_and_move_rows_next_door_only(
+            per_row in proptest::collection::vec(0u32..50, 8..80),
+            parts in 2usize..8,
+            busy in proptest::collection::vec(0.001f64..10.0, 8),
+        ) {
+            let lanes = per_row.len();
+            prop_assume!(lanes >= parts);
+            let edges: Vec<u32> = (0..=parts).map(|k| (k * lanes / parts) as u32).collect();
+            if let Some(new) = rebalanced(&edges, &busy[..parts], &per_row) {
+                prop_assert_eq!(new.len(), parts + 1);
+                prop_assert_eq!((new[0], new[parts]), (0, lanes as u32));
+                prop_assert!(new.windows(2).all(|w| w[0] < w[1]), "{:?}", new);
+                for k in 1..parts {
+                    prop_assert!(edges[k - 1] <= new[k] && new[k] <= edges[k + 1], "{:?} {:?}", edges, new);
+                }
+            }
+        }
+    }
+}
+
 /// A step on one strip finds exactly the all-pairs pairs, at cell edges, at the walls, in
 /// the corners, at the cutoff, and for particles sharing a position.
 #[test]
