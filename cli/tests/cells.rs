@@ -149,7 +149,8 @@ fn cells_match_allpairs_when_particles_cross_several_strips_in_a_step() {
 /// Strips whose edges move every step (the coordinator takes each worker as one to three
 /// times slower than it was, by turns: `RINGLEADER_BALANCE_SKEW`) still give all pairs'
 /// bits, energies included, on both transports, at worker counts that divide n and that
-/// do not, and when particles cross several strips in a step.
+/// do not, when particles cross several strips in a step, and after a worker fails and
+/// the run restarts.
 #[test]
 fn cells_match_allpairs_while_the_strips_edges_move() {
     let dir = scratch("cells-moving-edges");
@@ -200,6 +201,48 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
             assert_eq!(read_energy_log(&log), want_energy, "{what}");
         }
     }
+    // A worker that fails while the edges move: the run restarts from the state kept at
+    // step 15, on the first edges, and still ends on all pairs' bits.
+    let out = dir.join("restarted.csv");
+    let log = dir.join("restarted.energy");
+    let args = [
+        "particles",
+        "--algorithm",
+        "cells",
+        "-n",
+        "3000",
+        "-s",
+        "30",
+        "-e",
+        "-p",
+        "3",
+        "--restarts",
+        "1",
+        "--checkpoint-every",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "--energy-log",
+        log.to_str().unwrap(),
+    ];
+    let env = [skewed[0], skewed[1], ("RINGLEADER_FAULT", "2:17:panic")];
+    let done = ringleader_env_within(&args, &env, std::time::Duration::from_secs(120));
+    done.success();
+    assert!(
+        done.stderr.contains("restarting from step 15"),
+        "{}",
+        done.stderr
+    );
+    assert_same_state(
+        &read_state(&out),
+        &read_state(&dir.join("n3000.csv")),
+        "restarted",
+    );
+    assert_eq!(
+        read_energy_log(&log),
+        read_energy_log(&dir.join("n3000.energy")),
+        "restarted"
+    );
 }
 
 #[test]
