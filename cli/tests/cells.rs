@@ -245,6 +245,35 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
     );
 }
 
+/// A balance interval that is not a number of steps ends the run in one line, before
+/// any work.
+#[test]
+fn a_bad_balance_interval_is_said_in_one_line() {
+    let done = ringleader_env_within(
+        &[
+            "particles",
+            "-n",
+            "100",
+            "-s",
+            "5",
+            "--algorithm",
+            "cells",
+            "-p",
+            "2",
+        ],
+        &[("RINGLEADER_BALANCE_EVERY", "often")],
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(done.code, Some(1), "{done:?}");
+    let lines: Vec<&str> = done.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{done:?}");
+    assert!(
+        lines[0].contains("RINGLEADER_BALANCE_EVERY=often is not a whole number of steps"),
+        "{}",
+        lines[0]
+    );
+}
+
 #[test]
 fn allpairs_is_the_default_and_can_be_named() {
     let dir = scratch("cells-default");
