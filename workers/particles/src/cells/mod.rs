@@ -89,27 +89,29 @@ pub(crate) fn rebalanced(edges: &[u32], busy: &[f64], per_row: &[u32]) -> Option
     if busy.iter().copied().fold(0.0, f64::max) <= TOLERANCE * mean {
         return None;
     }
-    let count = |i: usize| -> f64 {
-        per_row[edges[i] as usize..edges[i + 1] as usize]
-            .iter()
-            .map(|&c| f64::from(c))
-            .sum()
-    };
-    let n: f64 = (0..parts).map(count).sum();
+    let counts: Vec<f64> = edges
+        .windows(2)
+        .map(|w| {
+            per_row[w[0] as usize..w[1] as usize]
+                .iter()
+                .map(|&c| f64::from(c))
+                .sum()
+        })
+        .collect();
+    let n: f64 = counts.iter().sum();
     let overall = n / busy.iter().sum::<f64>();
     // A strip without particles has no speed of its own: give it the average.
-    let speed: Vec<f64> = (0..parts)
-        .map(|i| match count(i) {
-            c if c > 0.0 => c / busy[i],
-            _ => overall,
-        })
+    let speed: Vec<f64> = counts
+        .iter()
+        .zip(busy)
+        .map(|(&c, &b)| if c > 0.0 { c / b } else { overall })
         .collect();
     let total: f64 = speed.iter().sum();
     let mut new = Vec::with_capacity(parts + 1);
     new.push(0u32);
     let (mut row, mut below, mut quota) = (0usize, 0.0, 0.0);
     for k in 1..parts {
-        quota += (count(k - 1) + n * speed[k - 1] / total) / 2.0;
+        quota += (counts[k - 1] + n * speed[k - 1] / total) / 2.0;
         while row < lanes && below < quota {
             below += f64::from(per_row[row]);
             row += 1;
