@@ -23,7 +23,9 @@ mod plot;
 use ringleader_particles::init::initial_state;
 use ringleader_particles::kernel::{self, Body, Kernel};
 use ringleader_particles::physics::{DEFAULT_DT, Hit};
-use ringleader_particles::{Algorithm, Mode, Run, Start, Unwatched, simulate_with};
+use ringleader_particles::{
+    Algorithm, DEFAULT_BALANCE_EVERY, Mode, Run, Start, Unwatched, simulate_with,
+};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -87,6 +89,10 @@ struct TableArgs {
     /// Run each combination this many times and keep the fastest.
     #[arg(short = 'r', long = "repeat", default_value_t = 1, value_parser = positive)]
     repeat: usize,
+    /// The cells rows on a ring move the strips' edges to the workers' pace every K steps,
+    /// as `particles --balance-every` does; 0 keeps them where they start.
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_BALANCE_EVERY)]
+    balance_every: u64,
     /// Also write the rows as CSV.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
@@ -499,7 +505,14 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
             for round in 0..args.repeat {
                 for k in turns(combinations.len(), round) {
                     let (mode, workers) = combinations[k];
-                    let row = once(&start, args.steps, mode, algorithm.into(), workers)?;
+                    let row = once(
+                        &start,
+                        args.steps,
+                        mode,
+                        algorithm.into(),
+                        workers,
+                        args.balance_every,
+                    )?;
                     if best[k].as_ref().is_none_or(|b| row.seconds < b.seconds) {
                         best[k] = Some(row);
                     }
@@ -559,13 +572,18 @@ fn once(
     mode: BenchMode,
     algorithm: Algorithm,
     workers: usize,
+    balance_every: u64,
 ) -> anyhow::Result<Row> {
     let simulated = match (mode, mode.mode(workers)) {
         (BenchMode::Independent, _) => return independent_once(start, steps, algorithm, workers),
         (_, Some(simulated)) => simulated,
-        (_, None) => return mpi_once(start.particles.len(), steps, algorithm, workers),
+        (_, None) => {
+            let n = start.particles.len();
+            return mpi_once(n, steps, algorithm, workers, balance_every);
+        }
     };
-    let run = Run::new(start.clone(), steps as u64, DEFAULT_DT, false);
+    let mut run = Run::new(start.clone(), steps as u64, DEFAULT_DT, false);
+    run.balance_every = balance_every;
     reset_peak_rss();
     let started = Instant::now();
     let (outcome, _) =
@@ -689,25 +707,32 @@ fn shares(n: usize, parts: usize, algorithm: Algorithm) -> Vec<usize> {
 /// timed by rank 0's own line, which covers the simulation but not starting the ranks and
 /// MPI.
 #[cfg(feature = "mpi")]
-fn mpi_once(n: usize, steps: usize, algorithm: Algorithm, workers: usize) -> anyhow::Result<Row> {
+fn mpi_once(
+    n: usize,
+    steps: usize,
+    algorithm: Algorithm,
+    workers: usize,
+    balance_every: u64,
+) -> anyhow::Result<Row> {
     let program =
         std::env::current_exe().context("cannot find this program to run under mpirun")?;
     let (n_arg, s_arg) = (n.to_string(), steps.to_string());
-    let stdout = mpirun(
-        workers,
-        &program,
-        &[
-            "particles",
-            "-n",
-            &n_arg,
-            "-s",
-            &s_arg,
-            "--transport",
-            "mpi",
-            "--algorithm",
-            algorithm.name(),
-        ],
-    )?;
+    let mut args = vec![
+        "particles",
+        "-n",
+        &n_arg,
+        "-s",
+        &s_arg,
+        "--transport",
+        "mpi",
+        "--algorithm",
+        algorithm.name(),
+    ];
+    let every = balance_every.to_string();
+    if algorithm == Algorithm::Cells {
+        args.extend(["--balance-every", &every]);
+    }
+    let stdout = mpirun(workers, &program, &args)?;
     let seconds = stdout
         .lines()
         .find_map(|line| line.split_once(" simulation took "))
@@ -725,7 +750,7 @@ fn mpi_once(n: usize, steps: usize, algorithm: Algorithm, workers: usize) -> any
 }
 
 #[cfg(not(feature = "mpi"))]
-fn mpi_once(_: usize, _: usize, _: Algorithm, _: usize) -> anyhow::Result<Row> {
+fn mpi_once(_: usize, _: usize, _: Algorithm, _: usize, _: u64) -> anyhow::Result<Row> {
     usage(NEEDS_MPI)
 }
 

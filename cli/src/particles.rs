@@ -98,6 +98,11 @@ pub(crate) struct Args {
     /// How forces are found: all pairs (the textbook's), or cell lists (O(n), same bits).
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Allpairs)]
     algorithm: AlgorithmArg,
+    /// With --algorithm cells on a ring (-p), move the strips' edges to the workers' pace
+    /// every K steps; 0 keeps them where they start. The results are the same bits either
+    /// way [default: 10]
+    #[arg(long, value_name = "K", value_parser = balance_every)]
+    balance_every: Option<u64>,
     #[command(flatten)]
     visuals: VisualArgs,
 }
@@ -248,6 +253,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| default_timeout(n, mode, Algorithm::from(args.algorithm))),
     );
     run.fault = fault;
+    if let Some(every) = args.balance_every {
+        if !matches!(args.algorithm, AlgorithmArg::Cells) {
+            return usage("--balance-every moves the strips of --algorithm cells");
+        }
+        run.balance_every = every;
+    }
     let first_step = run.start.step + 1;
     let (pair_checks, planned) = (run.pair_checks(), run.steps - run.start.step);
     let algorithm = Algorithm::from(args.algorithm);
@@ -475,6 +486,13 @@ fn default_timeout(n: usize, mode: Mode, algorithm: Algorithm) -> Duration {
     Duration::from_secs(60) + Duration::from_secs_f64((checks / 1e8).min(1e9))
 }
 
+/// The balance interval: a whole number of steps, 0 for never.
+fn balance_every(text: &str) -> Result<u64, String> {
+    text.trim().parse().map_err(|_| {
+        format!("the strips' edges move every K steps, a whole number (0: never), not {text}")
+    })
+}
+
 fn timeout(text: &str) -> Result<Duration, String> {
     let value: f64 = text
         .parse()
@@ -490,6 +508,21 @@ fn timeout(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The help's default for `--balance-every` is written out by hand (the flag has no
+    /// value when not given, so that a stray one is caught): it must be the run's.
+    #[test]
+    fn the_help_names_the_balance_interval_runs_use() {
+        let command = <Args as clap::Args>::augment_args(clap::Command::new("particles"));
+        let help = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == "balance_every")
+            .and_then(|arg| arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let default = ringleader_particles::DEFAULT_BALANCE_EVERY;
+        assert!(help.ends_with(&format!("[default: {default}]")), "{help}");
+    }
 
     #[test]
     fn the_default_timeout_grows_with_an_all_pairs_step() {

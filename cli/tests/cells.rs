@@ -146,18 +146,15 @@ fn cells_match_allpairs_when_particles_cross_several_strips_in_a_step() {
     }
 }
 
-/// Strips whose edges move every step (the coordinator takes each worker as one to three
-/// times slower than it was, by turns: `RINGLEADER_BALANCE_SKEW`) still give all pairs'
-/// bits, energies included, on both transports, at worker counts that divide n and that
-/// do not, when particles cross several strips in a step, and after a worker fails and
-/// the run restarts.
+/// Strips whose edges move every step (`--balance-every 1`, and the coordinator takes each
+/// worker as one to three times slower than it was, by turns: `RINGLEADER_BALANCE_SKEW`)
+/// still give all pairs' bits, energies included, on both transports, at worker counts
+/// that divide n and that do not, when particles cross several strips in a step, and
+/// after a worker fails and the run restarts. `--balance-every 0` keeps them still.
 #[test]
 fn cells_match_allpairs_while_the_strips_edges_move() {
     let dir = scratch("cells-moving-edges");
-    let skewed = [
-        ("RINGLEADER_BALANCE_EVERY", "1"),
-        ("RINGLEADER_BALANCE_SKEW", "1"),
-    ];
+    let skewed = [("RINGLEADER_BALANCE_SKEW", "1")];
     type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a [&'a str]]);
     let cases: [Case; 2] = [
         (
@@ -183,7 +180,7 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
         for (i, mode) in modes.iter().enumerate() {
             let out = dir.join(format!("{name}-{i}.csv"));
             let log = dir.join(format!("{name}-{i}.energy"));
-            let mut args = vec!["particles", "--algorithm", "cells"];
+            let mut args = vec!["particles", "--algorithm", "cells", "--balance-every", "1"];
             args.extend(base);
             args.extend(*mode);
             args.extend(["--out", out.to_str().unwrap()]);
@@ -201,6 +198,37 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
             assert_eq!(read_energy_log(&log), want_energy, "{what}");
         }
     }
+    // The same skew, with the edges kept where they start: they never move, and the bits
+    // are the same.
+    let still = dir.join("still.csv");
+    let args = [
+        "particles",
+        "--algorithm",
+        "cells",
+        "--balance-every",
+        "0",
+        "-n",
+        "3000",
+        "-s",
+        "30",
+        "-e",
+        "-p",
+        "3",
+        "--out",
+        still.to_str().unwrap(),
+    ];
+    let done = ringleader_env_within(&args, &skewed, std::time::Duration::from_secs(120));
+    done.success();
+    assert!(
+        !done.stdout.contains("edges moved"),
+        "{args:?}: {}",
+        done.stdout
+    );
+    assert_same_state(
+        &read_state(&still),
+        &read_state(&dir.join("n3000.csv")),
+        "still",
+    );
     // A worker that fails while the edges move: the run restarts from the state kept at
     // step 15, on the first edges, and still ends on all pairs' bits.
     let out = dir.join("restarted.csv");
@@ -209,6 +237,8 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
         "particles",
         "--algorithm",
         "cells",
+        "--balance-every",
+        "1",
         "-n",
         "3000",
         "-s",
@@ -225,7 +255,7 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
         "--energy-log",
         log.to_str().unwrap(),
     ];
-    let env = [skewed[0], skewed[1], ("RINGLEADER_FAULT", "2:17:panic")];
+    let env = [skewed[0], ("RINGLEADER_FAULT", "2:17:panic")];
     let done = ringleader_env_within(&args, &env, std::time::Duration::from_secs(120));
     done.success();
     assert!(
@@ -245,33 +275,34 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
     );
 }
 
-/// A balance interval that is not a number of steps ends the run in one line, before
-/// any work.
+/// A balance interval that is not a number of steps, or one given to the algorithm
+/// without strips, is a usage error said in one line, before any work.
 #[test]
 fn a_bad_balance_interval_is_said_in_one_line() {
-    let done = ringleader_env_within(
-        &[
-            "particles",
-            "-n",
-            "100",
-            "-s",
-            "5",
-            "--algorithm",
-            "cells",
-            "-p",
-            "2",
-        ],
-        &[("RINGLEADER_BALANCE_EVERY", "often")],
-        std::time::Duration::from_secs(60),
-    );
-    assert_eq!(done.code, Some(1), "{done:?}");
-    let lines: Vec<&str> = done.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{done:?}");
-    assert!(
-        lines[0].contains("RINGLEADER_BALANCE_EVERY=often is not a whole number of steps"),
-        "{}",
-        lines[0]
-    );
+    let base = ["particles", "-n", "100", "-s", "5", "-p", "2"];
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--algorithm", "cells", "--balance-every", "often"],
+            "a whole number (0: never), not often",
+        ),
+        (
+            &["--algorithm", "cells", "--balance-every=-1"],
+            "a whole number (0: never), not -1",
+        ),
+        (
+            &["--balance-every", "5"],
+            "--balance-every moves the strips of --algorithm cells",
+        ),
+    ];
+    for (extra, said) in cases {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        let done = ringleader(&args);
+        assert_eq!(done.code, Some(2), "{args:?}: {done:?}");
+        let lines: Vec<&str> = done.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {done:?}");
+        assert!(lines[0].contains(said), "{args:?}: {}", lines[0]);
+    }
 }
 
 #[test]

@@ -144,7 +144,14 @@ pub struct Run {
     /// How many times a failed run may start again from the last state kept
     /// (`--restarts`); the state is kept at every snapshot.
     pub restarts: u32,
+    /// With the cells algorithm on a ring, the strips' edges move to the workers' pace
+    /// every this many steps; 0 keeps them where they start (`--balance-every`). Results
+    /// are the same bits either way.
+    pub balance_every: u64,
 }
+
+/// How many steps apart the strips' edges may move by default ([`Run::balance_every`]).
+pub const DEFAULT_BALANCE_EVERY: u64 = 10;
 
 impl Run {
     pub fn new(start: Start, steps: u64, dt: f64, normalize: bool) -> Run {
@@ -161,6 +168,7 @@ impl Run {
             step_timeout: None,
             fault: None,
             restarts: 0,
+            balance_every: DEFAULT_BALANCE_EVERY,
         }
     }
 

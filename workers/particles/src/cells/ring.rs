@@ -90,29 +90,11 @@ pub(crate) struct Balance {
 }
 
 impl Balance {
-    /// Every 10 steps, unless `RINGLEADER_BALANCE_EVERY` says otherwise (0: never);
-    /// `RINGLEADER_BALANCE_SKEW=1` skews the times (tests).
-    ///
-    /// # Errors
-    ///
-    /// What is wrong with a `RINGLEADER_BALANCE_EVERY` that is not a whole number.
-    pub(crate) fn from_env() -> Result<Balance, String> {
-        const EVERY: &str = "RINGLEADER_BALANCE_EVERY";
-        let every = match std::env::var_os(EVERY) {
-            None => 10,
-            Some(value) => value
-                .to_str()
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| {
-                    format!(
-                        "{EVERY}={} is not a whole number of steps (0 keeps the strips' edges \
-                         where they start)",
-                        value.to_string_lossy()
-                    )
-                })?,
-        };
+    /// Every `every` steps ([`Run::balance_every`]; 0: never). `RINGLEADER_BALANCE_SKEW=1`
+    /// in the environment skews the times (tests).
+    pub(crate) fn new(every: u64) -> Balance {
         let skew = std::env::var_os("RINGLEADER_BALANCE_SKEW").is_some_and(|v| v == "1");
-        Ok(Balance { every, skew })
+        Balance { every, skew }
     }
 }
 
@@ -607,7 +589,7 @@ pub(crate) fn simulate(
     let grid = Grid::new(run.size);
     let per_row = row_counts(&grid, &run.start.particles.y);
     let edges = balanced_edges(&per_row, workers);
-    let balance = Balance::from_env().map_err(LaunchError::Coordinator)?;
+    let balance = Balance::new(run.balance_every);
     let mut tally = Tally::new(&run, watch);
     let step_timeout = run.step_timeout;
     let graceful = workers > 1 || run.normalize || run.every_step;
