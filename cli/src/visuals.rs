@@ -49,6 +49,12 @@ impl VisualArgs {
         .into_iter()
         .flatten()
     }
+
+    /// Whether the run writes pictures, which colour each particle by the worker that owns
+    /// it.
+    pub(crate) fn draws(&self) -> bool {
+        self.outputs().next().is_some()
+    }
 }
 
 /// The watches a run asked for, shown every step and snapshot in turn.

@@ -275,6 +275,47 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
     );
 }
 
+/// Pictures of a cells run on a ring colour each particle by its strip's worker, so a run
+/// that draws keeps the strips' edges where they start unless `--balance-every` says
+/// otherwise: the same command draws the same picture, byte for byte, however fast each
+/// worker was (here the coordinator takes them as one to three times slower by turns).
+#[test]
+fn a_run_that_draws_keeps_the_strips_edges_still() {
+    let dir = scratch("cells-pictures");
+    let skewed = [("RINGLEADER_BALANCE_SKEW", "1")];
+    let draw = |name: &str, extra: &[&str]| {
+        let png = dir.join(format!("{name}.png"));
+        let mut args = vec![
+            "particles",
+            "--algorithm",
+            "cells",
+            "-n",
+            "3000",
+            "-s",
+            "30",
+            "-p",
+            "3",
+            "--snapshot",
+            png.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let done = ringleader_env_within(&args, &skewed, std::time::Duration::from_secs(120));
+        done.success();
+        (std::fs::read(&png).unwrap(), done.stdout)
+    };
+    let (first, said) = draw("first", &[]);
+    assert!(!said.contains("edges moved"), "{said}");
+    let (again, said) = draw("again", &[]);
+    assert!(!said.contains("edges moved"), "{said}");
+    assert!(
+        first == again,
+        "two runs of one command drew different pictures"
+    );
+    // Asked for, the edges move as they do without a picture.
+    let (_, said) = draw("moving", &["--balance-every", "1"]);
+    assert!(said.contains("the strips' edges moved"), "{said}");
+}
+
 /// A balance interval that is not a number of steps, or one given to the algorithm
 /// without strips, is a usage error said in one line, before any work.
 #[test]
