@@ -201,12 +201,10 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
     // The same skew, with the edges kept where they start: they never move, and the bits
     // are the same.
     let still = dir.join("still.csv");
-    let args = [
+    let on_three = [
         "particles",
         "--algorithm",
         "cells",
-        "--balance-every",
-        "0",
         "-n",
         "3000",
         "-s",
@@ -214,9 +212,9 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
         "-e",
         "-p",
         "3",
-        "--out",
-        still.to_str().unwrap(),
     ];
+    let mut args = on_three.to_vec();
+    args.extend(["--balance-every", "0", "--out", still.to_str().unwrap()]);
     let done = ringleader_env_within(&args, &skewed, std::time::Duration::from_secs(120));
     done.success();
     assert!(
@@ -233,28 +231,17 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
     // step 15, on the first edges, and still ends on all pairs' bits.
     let out = dir.join("restarted.csv");
     let log = dir.join("restarted.energy");
-    let args = [
-        "particles",
-        "--algorithm",
-        "cells",
+    let mut args = on_three.to_vec();
+    args.extend([
         "--balance-every",
         "1",
-        "-n",
-        "3000",
-        "-s",
-        "30",
-        "-e",
-        "-p",
-        "3",
         "--restarts",
         "1",
         "--checkpoint-every",
         "5",
-        "--out",
-        out.to_str().unwrap(),
-        "--energy-log",
-        log.to_str().unwrap(),
-    ];
+    ]);
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(["--energy-log", log.to_str().unwrap()]);
     let env = [skewed[0], ("RINGLEADER_FAULT", "2:17:panic")];
     let done = ringleader_env_within(&args, &env, std::time::Duration::from_secs(120));
     done.success();
