@@ -29,6 +29,7 @@ fn main() -> std::process::ExitCode {
     forking::run(tests![
         n20_matches_the_textbook_on_1_2_3_ranks,
         n400_matches_the_textbook_on_2_3_ranks,
+        cells_match_the_textbook_while_the_edges_move,
         energy_normalization_and_log_match_the_textbook,
         sixteen_megabyte_blocks_rotate_without_deadlock,
         blocks_go_to_one_neighbour_and_bulk_outputs_come_back,
@@ -122,6 +123,42 @@ fn n400_matches_the_textbook_on_2_3_ranks() {
         &[2, 3],
         "textbook-n400-s200.csv",
     );
+}
+
+/// Cells between ranks give the textbook's bits while the strips' edges move at every
+/// step (`--balance-every 1`, and the tests' skew of the reported times), on 2 and 3 ranks.
+fn cells_match_the_textbook_while_the_edges_move() {
+    let dir = scratch("mpi-cells-moving");
+    let want = read_state(&fixture("textbook-n400-s200.csv"));
+    for p in [2, 3] {
+        let out = dir.join(format!("p{p}.csv"));
+        let mut command = Command::new("mpirun");
+        command
+            .args([
+                "--allow-run-as-root",
+                "--oversubscribe",
+                "-n",
+                &p.to_string(),
+            ])
+            .arg(binary())
+            .args([
+                "particles",
+                "-n",
+                "400",
+                "-s",
+                "200",
+                "--algorithm",
+                "cells",
+            ])
+            .args(["--balance-every", "1", "--transport", "mpi"])
+            .arg("--out")
+            .arg(&out)
+            .env("RINGLEADER_BALANCE_SKEW", "1");
+        let job = job_of(command);
+        assert_eq!(job.code, Some(0), "{job:?}");
+        assert!(job.stdout.contains("the strips' edges moved"), "{job:?}");
+        assert_same_state(&read_state(&out), &want, &format!("cells on {p} ranks"));
+    }
 }
 
 fn energy_normalization_and_log_match_the_textbook() {
