@@ -64,6 +64,11 @@ struct Job {
 /// Runs `mpirun -n ranks PROGRAM ARGS` with a deadline, and checks that no process it
 /// started outlives it.
 fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> Job {
+    job_of(mpirun_command(ranks, program, args))
+}
+
+/// The command `mpirun -n ranks PROGRAM ARGS`, for a test to add to.
+fn mpirun_command(ranks: usize, program: &Path, args: &[&str]) -> Command {
     let mut command = Command::new("mpirun");
     command
         .args([
@@ -74,7 +79,7 @@ fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> Job {
         ])
         .arg(program)
         .args(args);
-    job_of(command)
+    command
 }
 
 /// Runs this test program on `ranks` ranks with `args` and checks that the job succeeds and
@@ -132,28 +137,19 @@ fn cells_match_the_textbook_while_the_edges_move() {
     let want = read_state(&fixture("textbook-n400-s200.csv"));
     for p in [2, 3] {
         let out = dir.join(format!("p{p}.csv"));
-        let mut command = Command::new("mpirun");
-        command
-            .args([
-                "--allow-run-as-root",
-                "--oversubscribe",
-                "-n",
-                &p.to_string(),
-            ])
-            .arg(binary())
-            .args([
-                "particles",
-                "-n",
-                "400",
-                "-s",
-                "200",
-                "--algorithm",
-                "cells",
-            ])
-            .args(["--balance-every", "1", "--transport", "mpi"])
-            .arg("--out")
-            .arg(&out)
-            .env("RINGLEADER_BALANCE_SKEW", "1");
+        let moving = [
+            "--algorithm",
+            "cells",
+            "--balance-every",
+            "1",
+            "--transport",
+            "mpi",
+        ];
+        let mut args = vec!["particles", "-n", "400", "-s", "200"];
+        args.extend(moving);
+        args.extend(["--out", out.to_str().unwrap()]);
+        let mut command = mpirun_command(p, binary(), &args);
+        command.env("RINGLEADER_BALANCE_SKEW", "1");
         let job = job_of(command);
         assert_eq!(job.code, Some(0), "{job:?}");
         assert!(job.stdout.contains("the strips' edges moved"), "{job:?}");
