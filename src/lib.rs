@@ -91,6 +91,8 @@
 //! - **The coordinator**: [`Ring::report`], [`Ring::ask`], [`Ring::recv_answer`].
 //! - **Bulk data** in any of these: a [`Bulk`] array crosses as shared memory between
 //!   processes and moves between threads, never through serde.
+//! - **A large start** every worker reads once: hold it in an [`Inherited`], and forked
+//!   workers give their copy of its pages back when they are done with it.
 //!
 //! # Failures
 //!
@@ -118,6 +120,7 @@ mod deadlock;
 mod error;
 mod fault;
 mod gather;
+mod inherited;
 mod launch;
 mod memory;
 mod message;
@@ -138,6 +141,7 @@ pub use self::deadlock::{Party, Wait};
 pub use self::error::{Cause, LaunchError, Peer, RingError, WorkerFailure};
 pub use self::fault::{FAULT_VAR, Fault, FaultKind};
 pub use self::gather::Gather;
+pub use self::inherited::Inherited;
 pub use self::launch::{Launcher, stage_fn};
 pub use self::memory::HugePages;
 pub use self::message::Data;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use forking::assert_no_children;
 
 use ringleader::{
-    Bulk, Cause, Coordinator, Gather, Handler, LaunchError, Launcher, Neighbour, NoReports, Party,
-    Ring, RingError, RunStats, Stage, StageError, StopSignal, Transport,
+    Bulk, Cause, Coordinator, Gather, Handler, Inherited, LaunchError, Launcher, Neighbour,
+    NoReports, Party, Ring, RingError, RunStats, Stage, StageError, StopSignal, Transport,
 };
 
 const TRANSPORTS: [Transport; 2] = [Transport::Processes, Transport::Threads];
@@ -1412,6 +1412,52 @@ fn a_closure_runs_on_forked_processes_by_default() {
     assert_eq!(distinct.len(), 4);
 }
 
+/// This process's resident memory, in bytes.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+/// A forked worker that lets go of an `Inherited` start gives its pages back, and reads
+/// nothing of it after; between threads the start is the coordinator's, and stays. Either
+/// way the coordinator still has it whole.
+fn a_forked_worker_that_lets_go_of_its_start_gives_its_pages_back() {
+    const LEN: usize = 8 << 20; // 64 MB of words
+    for transport in TRANSPORTS {
+        let start = Inherited::new((0..LEN as u64).collect::<Vec<u64>>());
+        let outputs = Launcher::new()
+            .workers(2)
+            .transport(transport)
+            .run({
+                let start = start.clone();
+                move |ring| {
+                    let sum = start.with(|words| words.iter().sum::<u64>());
+                    let before = resident_bytes();
+                    start.let_go(ring);
+                    let given_back = before.saturating_sub(resident_bytes());
+                    Ok((sum, start.with(|_| ()).is_some(), given_back))
+                }
+            })
+            .expect("the run");
+        let want = (LEN as u64 - 1) * LEN as u64 / 2;
+        for (sum, still_there, given_back) in outputs {
+            assert_eq!(sum, Some(want), "{transport:?}");
+            match transport {
+                Transport::Processes => {
+                    assert!(!still_there, "{transport:?}");
+                    assert!(given_back >= LEN as u64 * 8 * 3 / 4, "{given_back} bytes");
+                }
+                _ => assert!(still_there, "{transport:?}"),
+            }
+        }
+        let kept = start.take().expect("the coordinator's start");
+        assert_eq!(kept.iter().sum::<u64>(), want, "{transport:?}");
+        assert!(start.with(|_| ()).is_none());
+    }
+}
+
 /// Values whose sum depends on the order it is taken in: a tree or any other order gives
 /// other bits than the rank-order fold.
 fn order_sensitive(rank: usize) -> f64 {
@@ -1577,6 +1623,7 @@ fn main() -> std::process::ExitCode {
         workers_return_twenty_megabytes_of_state_in_bulk,
         a_worker_killed_while_its_output_is_lent_is_named_as_killed,
         a_closure_runs_on_forked_processes_by_default,
+        a_forked_worker_that_lets_go_of_its_start_gives_its_pages_back,
         collectives_give_every_rank_the_same_bits_on_every_transport,
         a_collective_met_by_a_message_is_a_protocol_error,
         a_handler_borrows_from_the_caller,

@@ -80,6 +80,42 @@ fn cells_match_the_textbook_n400_in_every_mode() {
     );
 }
 
+/// A ring that fails before any state was kept starts again from the run's start, which
+/// the coordinator keeps whole while a restart can need it: a forked worker lets go of its
+/// own view of it once its strip is built, and the coordinator frees its own only when no
+/// restart can follow.
+#[test]
+fn a_ring_restarted_from_the_start_ends_on_the_textbooks_bits() {
+    let dir = scratch("cells-restart-from-start");
+    let want = read_state(&fixture("textbook-n400-s200.csv"));
+    for (i, mode) in [&["-p", "3"][..], &["-p", "3", "--transport", "threads"]]
+        .into_iter()
+        .enumerate()
+    {
+        let out = dir.join(format!("{i}.csv"));
+        let mut args = vec![
+            "particles",
+            "-n",
+            "400",
+            "-s",
+            "200",
+            "--algorithm",
+            "cells",
+        ];
+        args.extend(mode);
+        args.extend(["--restarts", "1", "--out", out.to_str().unwrap()]);
+        let env = [("RINGLEADER_FAULT", "1:3:panic")];
+        let done = ringleader_env_within(&args, &env, std::time::Duration::from_secs(60));
+        done.success();
+        assert!(
+            done.stderr.contains("restarting from step 0"),
+            "{args:?}: {}",
+            done.stderr
+        );
+        assert_same_state(&read_state(&out), &want, &format!("{args:?}"));
+    }
+}
+
 #[test]
 fn cells_match_the_textbook_with_energy_normalization_and_its_energy_log() {
     let dir = scratch("cells-n300e");

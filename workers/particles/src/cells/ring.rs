@@ -44,21 +44,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringleader::{
-    Bulk, Coordinator, Gather, Handler, LaunchError, Launcher, Neighbour, Restart, Rewind, Ring,
-    Stage, StageError, Transport,
+    Bulk, Coordinator, Gather, Handler, Inherited, LaunchError, Launcher, Neighbour, Restart,
+    Rewind, Ring, Stage, StageError, Transport,
 };
 use serde::{Deserialize, Serialize};
 
-use super::super::physics::{Motion, energy_term, sum_in_order};
+use super::super::physics::{Motion, Particles, energy_term, sum_in_order};
 use super::super::ring::WorkerStats;
 use super::super::{Outcome, Run, Tally, Watch};
+use super::grid::zeroed;
 use super::strip::Strip;
 use super::{Body, Grid, balanced_edges, in_list_order, into_list_order, rebalanced, row_counts};
 
 /// The particle stage with strips: what every worker knows at the start.
 #[derive(Clone)]
 pub(crate) struct CellRing {
+    /// The run, whose `start.particles` are in `start`.
     run: Arc<Run>,
+    /// The particles at the start, which a forked worker lets go of once its strip is
+    /// built: see [`Books::free_start`].
+    start: Inherited<Particles>,
     grid: Grid,
     /// Rank `r` owns rows `edges[r]..edges[r + 1]`.
     edges: Arc<Vec<u32>>,
@@ -101,7 +106,14 @@ impl Balance {
 /// The coordinator's side: it gathers each step's reports, keeps the books and tells the
 /// workers how far particles went.
 struct Books<'a> {
+    /// The run, whose `start.particles` are in `start`.
     run: Arc<Run>,
+    /// The particles at the start: the arrays the final state is written into.
+    start: Inherited<Particles>,
+    /// How many particles the run has.
+    n: usize,
+    /// Whether to free the start's arrays once the last step is reported.
+    frees_start: bool,
     gather: Gather<Report>,
     tally: &'a mut Tally,
     /// The strips' edges as the workers have them.
@@ -388,7 +400,13 @@ impl Stage for CellRing {
         // Time spent stepping the strip since the last load report.
         let mut busy = Duration::ZERO;
         let rows = self.rows(rank);
-        let mut strip = Strip::from_start(&self.grid, &run.start.particles, rows, &self.per_row);
+        let Some(mut strip) = self
+            .start
+            .with(|start| Strip::from_start(&self.grid, start, rows, &self.per_row))
+        else {
+            return Err("the start was gone before the worker built its strip".into());
+        };
+        self.start.let_go(ring);
         let (mut below, mut above, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
         let mut holding = Passing::default();
         let mut correction = run.start.correction;
@@ -492,7 +510,7 @@ impl Handler for Books<'_> {
             return Ok(());
         };
         let step = super::super::round_step(reports.iter().map(|r| r.step))?;
-        let n = self.run.start.particles.len();
+        let n = self.n;
         let reach = reports.iter().map(|r| r.reach).max().unwrap_or(0);
         let energy = reports[0].energy.is_some().then(|| {
             let mut terms = vec![0.0; n];
@@ -512,9 +530,13 @@ impl Handler for Books<'_> {
                     .map(|r| r.bodies.iter().flat_map(|b| b.iter()))
             };
             let owners = super::owners(parts(), n);
-            let list = in_list_order(parts().flatten(), &self.run.start.particles.ids);
-            (list, owners)
+            let list = self
+                .start
+                .with(|start| in_list_order(parts().flatten(), &start.ids))
+                .ok_or("the start's ids were gone")?;
+            Ok::<_, StageError>((list, owners))
         });
+        let state = state.transpose()?;
         let correction =
             self.tally
                 .after_step(&self.run, step, energy, state.as_ref().map(|(p, o)| (p, o)));
@@ -527,17 +549,36 @@ impl Handler for Books<'_> {
         } else {
             None
         };
+        let stop = self.tally.stopped();
         coordinator.broadcast(Command {
             correction,
-            stop: self.tally.stopped(),
+            stop,
             reach,
             edges,
         })?;
+        if self.frees_start && (stop || step >= self.run.steps) {
+            self.free_start();
+        }
         Ok(())
     }
 }
 
 impl Books<'_> {
+    /// Frees the start's arrays, which every worker let go of when it built its strip, once
+    /// no restart can need them: the workers' outputs are about to be read out of their
+    /// memory into the coordinator's, and memory the kernel has just been given back costs
+    /// it a fraction of fresh memory (see `docs/PERFORMANCE.md`, "Fresh memory"). Only the
+    /// ids stay, for the final state, whose arrays are made anew once the workers, and
+    /// their strips, are gone.
+    fn free_start(&mut self) {
+        if let Some(start) = self.start.take() {
+            self.start.put(Particles {
+                ids: start.ids,
+                ..Particles::default()
+            });
+        }
+    }
+
     /// The edges that even out the strips' paces, from the loads in `reports` (one per
     /// strip, in rank order), if they move; see [`Balance`].
     fn rebalance(&mut self, reports: &[Report], step: u64) -> Option<Vec<u32>> {
@@ -569,8 +610,21 @@ impl Books<'_> {
 impl Restart<CellRing> for Books<'_> {
     fn rewind(&mut self, stage: &mut CellRing, _failure: &LaunchError) -> Option<Rewind> {
         let (run, step) = self.tally.rewind(&self.run);
+        // A state kept since the start comes with its particles; without one the ring
+        // starts again from `start`, which the coordinator keeps whole while restarts are
+        // possible.
+        let run = if run.start.particles.is_empty() {
+            run
+        } else {
+            let mut run = Arc::unwrap_or_clone(run);
+            let particles = std::mem::take(&mut run.start.particles);
+            self.start = Inherited::new(particles);
+            stage.start = self.start.clone();
+            Arc::new(run)
+        };
         // The strips keep their rows; the workers size them from the new start's counts.
-        stage.per_row = Arc::new(row_counts(&stage.grid, &run.start.particles.y));
+        let per_row = self.start.with(|start| row_counts(&stage.grid, &start.y));
+        stage.per_row = Arc::new(per_row.unwrap_or_default());
         stage.run = Arc::clone(&run);
         self.run = run;
         self.gather = Gather::new(stage.edges.len() - 1);
@@ -581,7 +635,7 @@ impl Restart<CellRing> for Books<'_> {
 }
 
 pub(crate) fn simulate(
-    run: Run,
+    mut run: Run,
     workers: usize,
     transport: Transport,
     watch: Box<dyn Watch>,
@@ -595,9 +649,12 @@ pub(crate) fn simulate(
     let graceful = workers > 1 || run.normalize || run.every_step;
     let fault = run.fault;
     let restarts = run.restarts;
+    let n = run.start.particles.len();
+    let start = Inherited::new(std::mem::take(&mut run.start.particles));
     let run = Arc::new(run);
     let stage = CellRing {
         run: Arc::clone(&run),
+        start: start.clone(),
         grid,
         edges: Arc::new(edges.clone()),
         per_row: Arc::new(per_row),
@@ -605,6 +662,9 @@ pub(crate) fn simulate(
     };
     let mut books = Books {
         run,
+        start,
+        n,
+        frees_start: transport == Transport::Processes && restarts == 0,
         gather: Gather::new(workers),
         tally: &mut tally,
         edges,
@@ -625,12 +685,16 @@ pub(crate) fn simulate(
     let (outputs, stats) = launcher.launch_restarting(stage, &mut books, |r| {
         super::super::say_restarted(r, restarts)
     })?;
-    let Books { run, moves, .. } = books;
-    // Every worker's copy is gone: the start's arrays become the end's (`into_list_order`).
-    let start = match Arc::try_unwrap(run) {
-        Ok(mut run) => std::mem::take(&mut run.start.particles),
-        Err(run) => run.start.particles.clone(),
-    };
+    let Books { start, moves, .. } = books;
+    // Every worker is gone: the start's arrays become the end's (`into_list_order`), or
+    // new ones where the coordinator freed them.
+    let mut start = start
+        .take()
+        .ok_or_else(|| LaunchError::Coordinator("the start was gone at the end".to_owned()))?;
+    if start.x.len() != start.len() {
+        let n = start.len();
+        (start.x, start.y, start.vx, start.vy) = (zeroed(n), zeroed(n), zeroed(n), zeroed(n));
+    }
     let (parts, workers): (Vec<Bulk<Body>>, Vec<WorkerStats>) = outputs.into_iter().unzip();
     let parts: Vec<&[Body]> = parts.iter().map(|p| p.as_slice()).collect();
     // The workers are gone: the coordinator may use threads, one per worker it had.
