@@ -80,6 +80,34 @@ fn cells_match_the_textbook_n400_in_every_mode() {
     );
 }
 
+/// From 262,144 particles (`FREES_START_FROM`) a run on processes frees the start's arrays
+/// before it reads the workers' outputs, and puts the final state in new ones: the same
+/// bits as a serial run, with and without `-e`.
+#[test]
+fn a_large_run_on_processes_ends_on_the_serial_bits() {
+    let dir = scratch("cells-large");
+    for energy in [&[][..], &["-e"]] {
+        let mut base = vec!["-n", "262144", "-s", "3", "--algorithm", "cells"];
+        base.extend(energy);
+        run(&dir, "serial", &base, &[], true);
+        let want = read_state(&dir.join("serial.csv"));
+        let want_log = read_energy_log(&dir.join("serial.energy"));
+        for workers in ["2", "3"] {
+            let what = run(&dir, workers, &base, &["-p", workers], true);
+            assert_same_state(
+                &read_state(&dir.join(format!("{workers}.csv"))),
+                &want,
+                &what,
+            );
+            assert_eq!(
+                read_energy_log(&dir.join(format!("{workers}.energy"))),
+                want_log,
+                "{what}"
+            );
+        }
+    }
+}
+
 /// A ring that fails before any state was kept starts again from the run's start, which
 /// the coordinator keeps whole while a restart can need it: a forked worker lets go of its
 /// own view of it once its strip is built, and the coordinator frees its own only when no
