@@ -98,10 +98,10 @@ pub(crate) struct Args {
     /// How forces are found: all pairs (the textbook's), or cell lists (O(n), same bits).
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Allpairs)]
     algorithm: AlgorithmArg,
-    /// With --algorithm cells on a ring (-p), move the strips' edges to the workers' pace
-    /// every K steps; 0 keeps them where they start. The results are the same bits either
-    /// way [default: 10, or 0 with --render or --snapshot, whose pictures then come out
-    /// the same on every run]
+    /// With --algorithm cells on two or more workers (-p or -t), move the strips' edges to
+    /// the workers' pace every K steps; 0 keeps them where they start. The results are the
+    /// same bits either way [default: 10, or 0 with --render or --snapshot, whose pictures
+    /// then come out the same on every run]
     #[arg(long, value_name = "K", value_parser = balance_every)]
     balance_every: Option<u64>,
     #[command(flatten)]

@@ -229,12 +229,18 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
                 &["-p", "3"],
                 &["-p", "7"],
                 &["-p", "4", "--transport", "threads"],
+                &["-t", "3"],
+                &["-t", "7"],
             ],
         ),
         (
             "far",
             &["-n", "400", "-s", "15", "--dt", "0.05", "-e"],
-            &[&["-p", "7"], &["-p", "20", "--transport", "threads"]],
+            &[
+                &["-p", "7"],
+                &["-p", "20", "--transport", "threads"],
+                &["-t", "20"],
+            ],
         ),
     ];
     for (name, base, modes) in cases {
@@ -292,38 +298,44 @@ fn cells_match_allpairs_while_the_strips_edges_move() {
         "still",
     );
     // A worker that fails while the edges move: the run restarts from the state kept at
-    // step 15, on the first edges, and still ends on all pairs' bits.
-    let out = dir.join("restarted.csv");
-    let log = dir.join("restarted.energy");
-    let mut args = on_three.to_vec();
-    args.extend([
-        "--balance-every",
-        "1",
-        "--restarts",
-        "1",
-        "--checkpoint-every",
-        "5",
-    ]);
-    args.extend(["--out", out.to_str().unwrap()]);
-    args.extend(["--energy-log", log.to_str().unwrap()]);
-    let env = [skewed[0], ("RINGLEADER_FAULT", "2:17:panic")];
-    let done = ringleader_env_within(&args, &env, std::time::Duration::from_secs(120));
-    done.success();
-    assert!(
-        done.stderr.contains("restarting from step 15"),
-        "{}",
-        done.stderr
-    );
-    assert_same_state(
-        &read_state(&out),
-        &read_state(&dir.join("n3000.csv")),
-        "restarted",
-    );
-    assert_eq!(
-        read_energy_log(&log),
-        read_energy_log(&dir.join("n3000.energy")),
-        "restarted"
-    );
+    // step 15, on the first edges, and still ends on all pairs' bits, on a ring and on
+    // threads.
+    for workers in [&["-p", "3"][..], &["-t", "3"]] {
+        let out = dir.join("restarted.csv");
+        let log = dir.join("restarted.energy");
+        let mut args = on_three[..on_three.len() - 2].to_vec();
+        args.extend(workers);
+        args.extend([
+            "--balance-every",
+            "1",
+            "--restarts",
+            "1",
+            "--checkpoint-every",
+            "5",
+        ]);
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(["--energy-log", log.to_str().unwrap()]);
+        let env = [skewed[0], ("RINGLEADER_FAULT", "2:17:panic")];
+        let done = ringleader_env_within(&args, &env, std::time::Duration::from_secs(120));
+        done.success();
+        assert!(
+            done.stderr.contains("restarting from step 15"),
+            "{args:?}: {}",
+            done.stderr
+        );
+        assert!(done.stdout.contains("the strips' edges moved"), "{args:?}");
+        let what = format!("restarted {args:?}");
+        assert_same_state(
+            &read_state(&out),
+            &read_state(&dir.join("n3000.csv")),
+            &what,
+        );
+        assert_eq!(
+            read_energy_log(&log),
+            read_energy_log(&dir.join("n3000.energy")),
+            "{what}"
+        );
+    }
 }
 
 /// Pictures of a cells run on a ring colour each particle by its strip's worker, so a run

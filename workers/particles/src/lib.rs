@@ -144,9 +144,9 @@ pub struct Run {
     /// How many times a failed run may start again from the last state kept
     /// (`--restarts`); the state is kept at every snapshot.
     pub restarts: u32,
-    /// With the cells algorithm on a ring, the strips' edges move to the workers' pace
-    /// every this many steps; 0 keeps them where they start (`--balance-every`). Results
-    /// are the same bits either way.
+    /// With the cells algorithm on two or more workers or threads, the strips' edges move
+    /// to their pace every this many steps; 0 keeps them where they start
+    /// (`--balance-every`). Results are the same bits either way.
     pub balance_every: u64,
 }
 

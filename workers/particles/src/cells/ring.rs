@@ -101,6 +101,39 @@ impl Balance {
         let skew = std::env::var_os("RINGLEADER_BALANCE_SKEW").is_some_and(|v| v == "1");
         Balance { every, skew }
     }
+
+    /// Whether the workers say how long they took after `step`, so that the edges may
+    /// move: every [`Balance::every`] steps, but not after the last step of a run of
+    /// `steps`, nor on fewer than two strips.
+    pub(crate) fn due(&self, step: u64, steps: u64, strips: usize) -> bool {
+        self.every > 0 && step.is_multiple_of(self.every) && step < steps && strips > 1
+    }
+
+    /// New edges for strips whose workers computed for `busy` seconds each (in rank
+    /// order) since the last plan, and whose rows hold `per_row` particles (every row,
+    /// bottom first), after `step`; `None` to keep `edges`. See [`rebalanced`].
+    pub(crate) fn plan(
+        &self,
+        edges: &[u32],
+        busy: Vec<f64>,
+        per_row: &[u32],
+        step: u64,
+    ) -> Option<Vec<u32>> {
+        let round = step / self.every.max(1);
+        let busy: Vec<f64> = busy
+            .into_iter()
+            .enumerate()
+            .map(|(rank, busy)| {
+                let skew = if self.skew {
+                    1 + (rank as u64 + round) % 3
+                } else {
+                    1
+                };
+                busy * skew as f64
+            })
+            .collect();
+        rebalanced(edges, &busy, per_row)
+    }
 }
 
 /// The fewest particles for which the coordinator frees the start before it reads the
@@ -591,24 +624,12 @@ impl Books<'_> {
     /// strip, in rank order), if they move; see [`Balance`].
     fn rebalance(&mut self, reports: &[Report], step: u64) -> Option<Vec<u32>> {
         let loads: Vec<&Load> = reports.iter().filter_map(|r| r.load.as_ref()).collect();
-        let round = step / self.balance.every.max(1);
-        let busy: Vec<f64> = loads
-            .iter()
-            .enumerate()
-            .map(|(rank, load)| {
-                let skew = if self.balance.skew {
-                    1 + (rank as u64 + round) % 3
-                } else {
-                    1
-                };
-                load.busy * skew as f64
-            })
-            .collect();
+        let busy: Vec<f64> = loads.iter().map(|load| load.busy).collect();
         let per_row: Vec<u32> = loads
             .iter()
             .flat_map(|l| l.per_row.iter().copied())
             .collect();
-        let edges = rebalanced(&self.edges, &busy, &per_row)?;
+        let edges = self.balance.plan(&self.edges, busy, &per_row, step)?;
         self.edges.clone_from(&edges);
         self.moves += 1;
         Some(edges)

@@ -8,10 +8,16 @@
 //! The threads are the framework's workers on the threads transport, so the run gets every
 //! guarantee a ring gets. Thread 0 asks the coordinator, which keeps the books, after every
 //! step that reports.
+//!
+//! The strips' edges move to the threads' paces as a ring's do ([`Balance`]): every
+//! [`Balance::every`] steps each thread posts how long it computed and how many particles
+//! each of its rows holds; thread 0 plans new edges, and each thread hands the rows it
+//! gives up to the neighbour that gains them, through the shared state, between barriers.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use ringleader::{
     Coordinator, Handler, LaunchError, Launcher, Restart, Rewind, Ring, Stage, StageError,
@@ -21,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::super::physics::{Motion, Particles};
 use super::super::{Outcome, Run, Tally, Watch};
+use super::ring::Balance;
 use super::strip::Strip;
 use super::{
     Body, Grid, balanced_edges, energy, in_list_order, into_list_order, owners, row_counts,
@@ -32,6 +39,10 @@ use super::{
 struct Shared {
     edges: RwLock<(Vec<Body>, Vec<Body>)>,
     leaving: RwLock<Vec<Body>>,
+    /// Seconds computing since the last plan, and the particles of each row of the strip.
+    load: Mutex<(f64, Vec<u32>)>,
+    /// The particles of the rows given up to the strips below and above, when edges move.
+    ceded: RwLock<(Vec<Body>, Vec<Body>)>,
 }
 
 /// The stage: every thread's view of the shared state.
@@ -53,6 +64,13 @@ pub(crate) struct CellThreads {
     /// The coordinator's last answer, which thread 0 hands on to the others.
     correction: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    balance: Balance,
+    /// The strips' edges as they are now, and thread 0's plan after a step that posts
+    /// loads: the edges to move to, if they move.
+    edges: Arc<RwLock<Vec<u32>>>,
+    plan: Arc<RwLock<Option<Vec<u32>>>>,
+    /// How many times the edges moved.
+    moves: Arc<AtomicU32>,
 }
 
 /// The coordinator's side: it keeps the books, and a handle on the state the threads of
@@ -92,6 +110,8 @@ impl Stage for CellThreads {
         );
         let n = run.start.particles.len();
         let mut terms = Vec::new();
+        // Time spent stepping the strip since the last load posted.
+        let mut busy = Duration::ZERO;
         for step in run.remaining_steps() {
             let step = step + 1;
             ring.set_step(step);
@@ -120,7 +140,9 @@ impl Stage for CellThreads {
                     correction: f64::from_bits(self.correction.load(Ordering::Relaxed)),
                 };
                 let mut strip = lock(&self.strips[t]);
+                let stepping = Instant::now();
                 strip.step(grid, &[halo_below, halo_above], motion)?;
+                busy += stepping.elapsed();
                 let mut leaving = write(&shared[t].leaving);
                 leaving.clear();
                 leaving.extend_from_slice(&strip.leaving_down);
@@ -139,43 +161,104 @@ impl Stage for CellThreads {
                 }
                 strip.settle(grid);
             }
-            if !run.reports_after(step) {
-                continue;
+            if run.reports_after(step) {
+                self.keep_books(ring, step, n, &mut terms)?;
+                if self.stop.load(Ordering::Relaxed) {
+                    break;
+                }
             }
-            // The books: every strip is settled before thread 0 reads them, and nobody
-            // steps on until the coordinator has answered.
-            ring.barrier()?;
-            if t == 0 {
-                let report = {
-                    let strips: Vec<_> = self.strips.iter().map(lock).collect();
-                    let bodies = || strips.iter().flat_map(|s| s.bodies());
-                    if run.needs_energy() && terms.is_empty() {
-                        terms = vec![0.0; n];
-                    }
-                    StepReport {
-                        step,
-                        energy: run.needs_energy().then(|| energy(bodies(), &mut terms)),
-                        state: run.snapshot_due(step).then(|| {
-                            let super::super::Owners::Slots(ranks) =
-                                owners(strips.iter().map(|s| s.bodies()), n)
-                            else {
-                                unreachable!("strips own slots")
-                            };
-                            (in_list_order(bodies(), &run.start.particles.ids), ranks)
-                        }),
-                    }
-                };
-                let command: Command = ring.ask(&report)?;
-                self.correction
-                    .store(command.correction.to_bits(), Ordering::Relaxed);
-                self.stop.store(command.stop, Ordering::Relaxed);
-            }
-            ring.barrier()?;
-            if self.stop.load(Ordering::Relaxed) {
-                break;
+            if self.balance.due(step, run.steps, self.rows.len()) {
+                let load = std::mem::take(&mut busy).as_secs_f64();
+                self.rebalance(ring, step, load)?;
             }
         }
         *lock(&self.finals[t]) = std::mem::take(&mut *lock(&self.strips[t])).into_slot_windows();
+        Ok(())
+    }
+}
+
+impl CellThreads {
+    /// The books after `step`: every strip is settled before thread 0 reads them, and
+    /// nobody steps on until the coordinator has answered.
+    fn keep_books(
+        &self,
+        ring: &mut Ring,
+        step: u64,
+        n: usize,
+        terms: &mut Vec<f64>,
+    ) -> Result<(), StageError> {
+        let (run, t) = (&self.run, ring.rank());
+        ring.barrier()?;
+        if t == 0 {
+            let report = {
+                let strips: Vec<_> = self.strips.iter().map(lock).collect();
+                let bodies = || strips.iter().flat_map(|s| s.bodies());
+                if run.needs_energy() && terms.is_empty() {
+                    *terms = vec![0.0; n];
+                }
+                StepReport {
+                    step,
+                    energy: run.needs_energy().then(|| energy(bodies(), terms)),
+                    state: run.snapshot_due(step).then(|| {
+                        let super::super::Owners::Slots(ranks) =
+                            owners(strips.iter().map(|s| s.bodies()), n)
+                        else {
+                            unreachable!("strips own slots")
+                        };
+                        (in_list_order(bodies(), &run.start.particles.ids), ranks)
+                    }),
+                }
+            };
+            let command: Command = ring.ask(&report)?;
+            self.correction
+                .store(command.correction.to_bits(), Ordering::Relaxed);
+            self.stop.store(command.stop, Ordering::Relaxed);
+        }
+        ring.barrier()?;
+        Ok(())
+    }
+
+    /// Moves the strips' edges to the threads' paces, if they are uneven: this thread took
+    /// `busy` seconds computing since the last time. Thread 0 plans; each thread then gives
+    /// up the rows outside its new edges and takes in the rows its neighbours gave up next
+    /// to its own. No edge moves past the old rows of the strips beside it
+    /// ([`rebalanced`](super::rebalanced)), so only neighbours trade rows.
+    fn rebalance(&self, ring: &mut Ring, step: u64, busy: f64) -> Result<(), StageError> {
+        let (t, grid) = (ring.rank(), &self.grid);
+        *lock(&self.shared[t].load) = (busy, lock(&self.strips[t]).row_counts(grid));
+        ring.barrier()?;
+        if t == 0 {
+            let (busy, per_row): (Vec<f64>, Vec<Vec<u32>>) =
+                self.shared.iter().map(|s| lock(&s.load).clone()).unzip();
+            let per_row: Vec<u32> = per_row.concat();
+            let plan = self.balance.plan(&read(&self.edges), busy, &per_row, step);
+            if let Some(edges) = &plan {
+                write(&self.edges).clone_from(edges);
+                self.moves.fetch_add(1, Ordering::Relaxed);
+            }
+            *write(&self.plan) = plan;
+        }
+        ring.barrier()?;
+        let Some(edges) = read(&self.plan).clone() else {
+            return Ok(());
+        };
+        let last = self.shared.len() - 1;
+        {
+            let (mut down, mut up) = (Vec::new(), Vec::new());
+            lock(&self.strips[t]).cede(grid, edges[t]..edges[t + 1], &mut down, &mut up);
+            if (t == 0 && !down.is_empty()) || (t == last && !up.is_empty()) {
+                return Err("the edges moved off the box".into());
+            }
+            *write(&self.shared[t].ceded) = (down, up);
+        }
+        ring.barrier()?;
+        let mut strip = lock(&self.strips[t]);
+        if t > 0 {
+            strip.gain(grid, &read(&self.shared[t - 1].ceded).1, true)?;
+        }
+        if t < last {
+            strip.gain(grid, &read(&self.shared[t + 1].ceded).0, false)?;
+        }
         Ok(())
     }
 }
@@ -221,6 +304,11 @@ impl Restart<CellThreads> for Books<'_> {
         fresh.finals = Arc::new((0..threads).map(|_| Mutex::default()).collect());
         fresh.correction = Arc::new(AtomicU64::new(run.start.correction.to_bits()));
         fresh.stop = Arc::new(AtomicBool::new(false));
+        // The threads start again from the first edges.
+        let first: Vec<u32> = fresh.rows.iter().map(|r| r.start).collect();
+        let last = fresh.rows.last().map_or(0, |r| r.end);
+        fresh.edges = Arc::new(RwLock::new([first, vec![last]].concat()));
+        fresh.plan = Arc::default();
         fresh.run = run;
         *stage = fresh.clone();
         Some(Rewind::from_step(step))
@@ -254,6 +342,7 @@ pub(crate) fn simulate(
         launcher = launcher.step_timeout(limit);
     }
     let restarts = run.restarts;
+    let balance = Balance::new(run.balance_every);
     let stage = CellThreads {
         correction: Arc::new(AtomicU64::new(run.start.correction.to_bits())),
         run: Arc::new(run),
@@ -266,6 +355,10 @@ pub(crate) fn simulate(
         strips: Arc::new((0..threads).map(|_| Mutex::default()).collect()),
         finals: Arc::new((0..threads).map(|_| Mutex::default()).collect()),
         stop: Arc::new(AtomicBool::new(false)),
+        balance,
+        edges: Arc::new(RwLock::new(edges)),
+        plan: Arc::default(),
+        moves: Arc::default(),
     };
     let mut books = Books {
         threads: stage.clone(),
@@ -274,7 +367,9 @@ pub(crate) fn simulate(
     launcher.launch_restarting(stage, &mut books, |r| {
         super::super::say_restarted(r, restarts)
     })?;
-    let CellThreads { run, finals, .. } = books.threads;
+    let CellThreads {
+        run, finals, moves, ..
+    } = books.threads;
     let finals: Vec<Vec<Body>> = finals
         .iter()
         .map(|f| std::mem::take(&mut *lock(f)))
@@ -286,7 +381,9 @@ pub(crate) fn simulate(
     };
     let parts: Vec<&[Body]> = finals.iter().map(|f| &f[..]).collect();
     let particles = into_list_order(&parts, start, threads).map_err(LaunchError::Coordinator)?;
-    Ok(tally.finish(particles, Vec::new()))
+    let (mut outcome, watch) = tally.finish(particles, Vec::new());
+    outcome.edge_moves = moves.load(Ordering::Relaxed);
+    Ok((outcome, watch))
 }
 
 // A panicking thread poisons the locks; the framework then ends the run with its panic, so
