@@ -66,7 +66,8 @@ impl<T> Inherited<T> {
 
     /// In a worker forked as a process, drops this worker's copy of the value, so that the
     /// coordinator's pages are its own again; [`with`](Inherited::with) returns `None`
-    /// after it. On the other transports the value is shared, and this does nothing.
+    /// after it. On the other transports the value is shared, and this does nothing. It
+    /// waits for every reader to finish, so never call it inside `with`.
     pub fn let_go(&self, ring: &Ring) {
         if ring.transport() == Transport::Processes {
             // The worker's copy of the lock came through `fork`, which the launcher makes
@@ -76,6 +77,7 @@ impl<T> Inherited<T> {
     }
 
     /// Takes the value out, for every clone in this process; `None` if it is gone already.
+    /// Like [`let_go`](Inherited::let_go), it waits for every reader to finish.
     pub fn take(&self) -> Option<T> {
         self.0
             .write()
