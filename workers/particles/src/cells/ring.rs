@@ -69,9 +69,9 @@ pub(crate) struct CellRing {
     edges: Arc<Vec<u32>>,
     /// How many particles each row holds at the start.
     per_row: Arc<Vec<u32>>,
-    /// Every this many steps the workers say how long they computed, and the coordinator
-    /// may move the edges (see [`Balance`]); never when 0.
-    balance_every: u64,
+    /// When the workers say how long they computed, so that the coordinator may move the
+    /// edges.
+    balance: Balance,
 }
 
 /// Moving the strips' edges to the workers' speeds.
@@ -498,11 +498,13 @@ impl Stage for CellRing {
             // hears from it only when the run needs it to.
             let alone = ring.size() == 1;
             if !alone || run.reports_after(step) {
-                let every = self.balance_every;
-                let load = (!alone && every > 0 && step % every == 0).then(|| Load {
-                    busy: std::mem::take(&mut busy).as_secs_f64(),
-                    per_row: strip.row_counts(&self.grid),
-                });
+                let load = self
+                    .balance
+                    .due(step, run.steps, ring.size())
+                    .then(|| Load {
+                        busy: std::mem::take(&mut busy).as_secs_f64(),
+                        per_row: strip.row_counts(&self.grid),
+                    });
                 self.report(ring, &strip, step, reach, load)?;
                 answer_due = !alone || asks(run, step);
             }
@@ -687,7 +689,7 @@ pub(crate) fn simulate(
         grid,
         edges: Arc::new(edges.clone()),
         per_row: Arc::new(per_row),
-        balance_every: balance.every,
+        balance,
     };
     let mut books = Books {
         run,
