@@ -89,6 +89,17 @@ struct TableArgs {
     /// Run each combination this many times and keep the fastest.
     #[arg(short = 'r', long = "repeat", default_value_t = 1, value_parser = positive)]
     repeat: usize,
+    /// Run every measurement in a process of its own, started afresh, as each run of
+    /// `ringleader particles` is. Without it the rows share this process, so a row steps
+    /// memory the rows before it have already touched, where worker processes, and a
+    /// user's run, start on fresh pages. Each process makes its initial state before its
+    /// clock starts, as every row does.
+    #[arg(long)]
+    fresh: bool,
+    /// Measure the one combination the other arguments name, once, and print its row as
+    /// JSON: what `--fresh` runs in each new process.
+    #[arg(long, hide = true, conflicts_with_all = ["fresh", "csv", "json", "plot"])]
+    one: bool,
     /// The cells rows on a ring move the strips' edges to the workers' pace every K steps,
     /// as `particles --balance-every` does; 0 keeps them where they start.
     #[arg(long, value_name = "K", default_value_t = DEFAULT_BALANCE_EVERY)]
@@ -358,6 +369,9 @@ fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
     // With a file on stdout, the tables go to stderr.
     let to_stderr = outputs::check(&files)?;
     check_limits(&args)?;
+    if args.one {
+        return one(&args);
+    }
     let rows = measure(&args)?;
     show(&render(&rows), to_stderr)?;
     if rows.iter().any(|r| r.mode == BenchMode::Mpi.name()) {
@@ -488,7 +502,8 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
     let mut algorithms = args.algorithms.clone();
     algorithms.dedup();
     for &n in &args.n {
-        let start = Start::initial(n);
+        // Made once per n, when a row in this process first needs it.
+        let mut start = None;
         for &algorithm in &algorithms {
             let combinations: Vec<(BenchMode, usize)> = modes
                 .iter()
@@ -505,14 +520,20 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
             for round in 0..args.repeat {
                 for k in turns(combinations.len(), round) {
                     let (mode, workers) = combinations[k];
-                    let row = once(
-                        &start,
-                        args.steps,
-                        mode,
-                        algorithm.into(),
-                        workers,
-                        args.balance_every,
-                    )?;
+                    // mpi rows are jobs of their own either way.
+                    let row = if args.fresh && mode != BenchMode::Mpi {
+                        fresh_once(args, n, mode, algorithm, workers)?
+                    } else {
+                        let start = start.get_or_insert_with(|| Start::initial(n));
+                        once(
+                            start,
+                            args.steps,
+                            mode,
+                            algorithm.into(),
+                            workers,
+                            args.balance_every,
+                        )?
+                    };
                     if best[k].as_ref().is_none_or(|b| row.seconds < b.seconds) {
                         best[k] = Some(row);
                     }
@@ -625,6 +646,116 @@ fn once(
             seconds,
         )
     })
+}
+
+/// What a process started by [`fresh_once`] measured: its row's own numbers, which
+/// [`one`] prints.
+#[derive(Debug, serde::Deserialize)]
+struct Measured {
+    seconds: f64,
+    comm_fraction: Option<f64>,
+    coordinator_rss_bytes: Option<u64>,
+    worker_rss_bytes: Option<u64>,
+    depth: Option<f64>,
+}
+
+/// The arguments of `bench --one` that measure `mode` on `workers` with `algorithm` at `n`,
+/// as `args` asks.
+fn one_args(
+    args: &TableArgs,
+    n: usize,
+    mode: BenchMode,
+    algorithm: BenchAlgorithm,
+    workers: usize,
+) -> Vec<String> {
+    let algorithm = Algorithm::from(algorithm).name();
+    [
+        "bench",
+        "--one",
+        "-n",
+        &n.to_string(),
+        "-p",
+        &workers.to_string(),
+        "-s",
+        &args.steps.to_string(),
+        "--modes",
+        mode.name(),
+        "--algorithms",
+        algorithm,
+        "--balance-every",
+        &args.balance_every.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// One run in a new process of this program (`bench --one`), which makes the initial
+/// state, measures the run as [`once`] does, and prints what it measured.
+fn fresh_once(
+    args: &TableArgs,
+    n: usize,
+    mode: BenchMode,
+    algorithm: BenchAlgorithm,
+    workers: usize,
+) -> anyhow::Result<Row> {
+    let program =
+        std::env::current_exe().context("cannot find this program to run each row afresh")?;
+    let one = one_args(args, n, mode, algorithm, workers);
+    let output = std::process::Command::new(&program)
+        .args(&one)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let why = stderr
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("no message");
+        let why = why.strip_prefix("ringleader: ").unwrap_or(why);
+        anyhow::bail!("{} ({})", why, output.status);
+    }
+    let measured: Measured = serde_json::from_str(stdout.trim())
+        .with_context(|| format!("the fresh run printed no row: {stdout:?}"))?;
+    Ok(Row {
+        comm_fraction: measured.comm_fraction,
+        coordinator_rss_bytes: measured.coordinator_rss_bytes,
+        worker_rss_bytes: measured.worker_rss_bytes,
+        depth: measured.depth,
+        ..Row::timed(
+            mode,
+            algorithm.into(),
+            n,
+            workers,
+            args.steps,
+            measured.seconds,
+        )
+    })
+}
+
+/// `bench --one`: the one combination `args` names, measured once in this process, its
+/// row printed as JSON.
+fn one(args: &TableArgs) -> anyhow::Result<ExitCode> {
+    let modes = bench_modes(args);
+    let (&[n], &[mode], &[algorithm], &[workers]) = (
+        &args.n[..],
+        &modes[..],
+        &args.algorithms[..],
+        &args.workers[..],
+    ) else {
+        return usage("--one measures one n, mode, algorithm and worker count");
+    };
+    let row = once(
+        &Start::initial(n),
+        args.steps,
+        mode,
+        algorithm.into(),
+        workers,
+        args.balance_every,
+    )?;
+    emit(&format!("{}\n", serde_json::to_string(&row)?))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `workers` serial runs at once, one per thread, each a `workers`-th of the serial run's
@@ -1092,6 +1223,39 @@ mod tests {
         assert_eq!(kernel_n(&[300, 2000]), 2000);
         assert_eq!(kernel_n(&[2000, 1_000_000]), 16_000);
         assert_eq!(kernel_n(&[]), 2000);
+    }
+
+    /// A fresh process measures the very combination the table asked for.
+    #[test]
+    fn a_fresh_run_is_asked_for_the_combination_of_its_row() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |line: &[String]| {
+            let parsed = <Command as clap::Parser>::try_parse_from(line).expect("parses");
+            assert!(parsed.args.what.is_none());
+            parsed.args.table
+        };
+        let base =
+            parse(&["bench", "-s", "7", "--balance-every", "3", "--fresh"].map(String::from));
+        let cases = [
+            (2000, BenchMode::Serial, BenchAlgorithm::Allpairs, 1),
+            (16000, BenchMode::Processes, BenchAlgorithm::Cells, 4),
+            (5, BenchMode::Independent, BenchAlgorithm::Cells, 3),
+            (300, BenchMode::RingThreads, BenchAlgorithm::Allpairs, 2),
+        ];
+        for (n, mode, algorithm, workers) in cases {
+            let one = parse(&one_args(&base, n, mode, algorithm, workers));
+            assert!(one.one && !one.fresh);
+            assert_eq!(one.n, [n]);
+            assert_eq!(one.modes, [mode]);
+            assert_eq!(one.algorithms, [algorithm]);
+            assert_eq!(one.workers, [workers]);
+            assert_eq!((one.steps, one.balance_every), (7, 3));
+            assert!(one.transports.is_empty());
+        }
     }
 
     #[test]

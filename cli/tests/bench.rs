@@ -302,6 +302,96 @@ fn bench_refuses_bad_input_with_a_usage_error() {
     }
 }
 
+/// `--fresh` measures each run in a new process of its own, which reports every column
+/// an in-process row has: the ring's depth and share of time talking, and the worker
+/// processes' memory.
+#[test]
+fn bench_fresh_measures_every_row_in_a_process_of_its_own() {
+    let (run, rows) = bench_rows(
+        "bench-fresh",
+        &[
+            "-n",
+            "3000",
+            "-p",
+            "2",
+            "-s",
+            "3",
+            "-r",
+            "2",
+            "--modes",
+            "serial,threads,processes,ring-threads,independent",
+            "--algorithms",
+            "allpairs,cells",
+            "--fresh",
+        ],
+    );
+    let shape: Vec<(&str, &str)> = rows.iter().map(|r| (&r[0], &r[1])).collect();
+    let modes = [
+        "serial",
+        "threads",
+        "processes",
+        "ring-threads",
+        "independent",
+    ];
+    let expected: Vec<(&str, &str)> = ["allpairs", "cells"]
+        .into_iter()
+        .flat_map(|a| modes.map(|m| (m, a)))
+        .collect();
+    assert_eq!(shape, expected, "{}", run.stdout);
+    for row in &rows {
+        let column = |name: &str| &row[COLUMNS.iter().position(|c| *c == name).unwrap()];
+        let seconds: f64 = column("seconds").parse().unwrap();
+        assert!(seconds > 0.0, "{row:?}");
+        assert!(!column("speedup").is_empty(), "{row:?}");
+        assert!(!column("coordinator_rss_bytes").is_empty(), "{row:?}");
+        let ring = matches!(&row[0], "processes" | "ring-threads");
+        assert_eq!(!column("depth").is_empty(), ring, "{row:?}");
+        assert_eq!(!column("comm_fraction").is_empty(), ring, "{row:?}");
+        assert_eq!(
+            !column("worker_rss_bytes").is_empty(),
+            &row[0] == "processes",
+            "{row:?}"
+        );
+    }
+}
+
+/// What `--fresh` starts: one combination, measured once, printed as a JSON row. More
+/// than one combination is a usage error.
+#[test]
+fn bench_one_prints_the_row_of_one_run() {
+    let run = ringleader(&[
+        "bench",
+        "--one",
+        "-n",
+        "500",
+        "-p",
+        "3",
+        "-s",
+        "2",
+        "--modes",
+        "ring-threads",
+        "--algorithms",
+        "allpairs",
+    ]);
+    run.success();
+    let row: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect(&run.stdout);
+    assert_eq!(row["mode"], "ring-threads", "{row}");
+    assert_eq!(row["workers"], 3, "{row}");
+    assert_eq!(row["depth"], 2.0, "{row}");
+    assert!(row["seconds"].as_f64().is_some_and(|s| s > 0.0), "{row}");
+    for args in [
+        &["bench", "--one", "-n", "40,80", "--modes", "serial"][..],
+        &["bench", "--one", "-n", "40", "--modes", "serial,threads"],
+        &[
+            "bench", "--one", "-n", "40", "-p", "1,2", "--modes", "threads",
+        ],
+    ] {
+        let run = ringleader(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+    }
+}
+
 /// Runs `ringleader bench ARGS --csv FILE`, which must succeed, in a scratch folder named
 /// `name`; returns the run and the rows of the CSV.
 fn bench_rows(name: &str, args: &[&str]) -> (common::Run, Vec<csv::StringRecord>) {
