@@ -1,6 +1,7 @@
 //! `ringleader bench`: the particle simulator in every mode, the force kernels, and the
 //! transport alone, measured in one run.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write;
 #[cfg(feature = "mpi")]
@@ -526,7 +527,7 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
                     } else {
                         let start = start.get_or_insert_with(|| Start::initial(n));
                         once(
-                            start,
+                            Cow::Borrowed(start),
                             args.steps,
                             mode,
                             algorithm.into(),
@@ -587,23 +588,23 @@ fn turns(len: usize, round: usize) -> impl Iterator<Item = usize> {
     (0..len).map(move |i| (round + i) % len)
 }
 
+/// One run of `start`: a borrowed start is copied for the run before the clock starts,
+/// an owned one is the run's own.
 fn once(
-    start: &Start,
+    start: Cow<'_, Start>,
     steps: usize,
     mode: BenchMode,
     algorithm: Algorithm,
     workers: usize,
     balance_every: u64,
 ) -> anyhow::Result<Row> {
+    let n = start.particles.len();
     let simulated = match (mode, mode.mode(workers)) {
-        (BenchMode::Independent, _) => return independent_once(start, steps, algorithm, workers),
+        (BenchMode::Independent, _) => return independent_once(n, steps, algorithm, workers),
         (_, Some(simulated)) => simulated,
-        (_, None) => {
-            let n = start.particles.len();
-            return mpi_once(n, steps, algorithm, workers, balance_every);
-        }
+        (_, None) => return mpi_once(n, steps, algorithm, workers, balance_every),
     };
-    let mut run = Run::new(start.clone(), steps as u64, DEFAULT_DT, false);
+    let mut run = Run::new(start.into_owned(), steps as u64, DEFAULT_DT, false);
     run.balance_every = balance_every;
     reset_peak_rss();
     let started = Instant::now();
@@ -637,14 +638,7 @@ fn once(
         coordinator_rss_bytes: peak_rss(),
         worker_rss_bytes,
         depth: outcome.depth.filter(|_| ring),
-        ..Row::timed(
-            mode,
-            algorithm,
-            start.particles.len(),
-            workers,
-            steps,
-            seconds,
-        )
+        ..Row::timed(mode, algorithm, n, workers, steps, seconds)
     })
 }
 
@@ -746,14 +740,21 @@ fn one(args: &TableArgs) -> anyhow::Result<ExitCode> {
     ) else {
         return usage("--one measures one n, mode, algorithm and worker count");
     };
-    let row = once(
-        &Start::initial(n),
-        args.steps,
-        mode,
-        algorithm.into(),
-        workers,
-        args.balance_every,
-    )?;
+    let row = if mode == BenchMode::Independent {
+        // Each run makes a start of its own share.
+        independent_once(n, args.steps, algorithm.into(), workers)?
+    } else {
+        // The run's own start, as a user's run has: no second copy of it in memory.
+        let start = Cow::Owned(Start::initial(n));
+        once(
+            start,
+            args.steps,
+            mode,
+            algorithm.into(),
+            workers,
+            args.balance_every,
+        )?
+    };
     emit(&format!("{}\n", serde_json::to_string(&row)?))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -767,12 +768,11 @@ fn one(args: &TableArgs) -> anyhow::Result<ExitCode> {
 /// neighbours on a shared host). Each run's initial state is made before the clock starts,
 /// as every mode's is.
 fn independent_once(
-    start: &Start,
+    n: usize,
     steps: usize,
     algorithm: Algorithm,
     workers: usize,
 ) -> anyhow::Result<Row> {
-    let n = start.particles.len();
     let runs: Vec<Run> = shares(n, workers, algorithm)
         .into_iter()
         .map(|share| Run::new(Start::initial(share), steps as u64, DEFAULT_DT, false))
