@@ -697,6 +697,7 @@ fn fresh_once(
     let one = one_args(args, n, mode, algorithm, workers);
     let output = std::process::Command::new(&program)
         .args(&one)
+        .env(PARENT_VAR, std::process::id().to_string())
         .stdin(std::process::Stdio::null())
         .output()
         .with_context(|| format!("cannot start {}", program.display()))?;
@@ -728,9 +729,25 @@ fn fresh_once(
     })
 }
 
+/// Names, in the environment of a process that `--fresh` starts, the bench that started
+/// it.
+const PARENT_VAR: &str = "RINGLEADER_BENCH_PARENT";
+
 /// `bench --one`: the one combination `args` names, measured once in this process, its
 /// row printed as JSON.
 fn one(args: &TableArgs) -> anyhow::Result<ExitCode> {
+    // A run that `--fresh` started dies with its bench, and its workers with it: a bench
+    // that is killed leaves nothing running. The check after arming closes the race where
+    // the bench died first.
+    if let Some(parent) = std::env::var(PARENT_VAR)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        let armed = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_ok();
+        if !armed || nix::unistd::getppid().as_raw() != parent {
+            anyhow::bail!("the bench that started this run is gone");
+        }
+    }
     let modes = bench_modes(args);
     let (&[n], &[mode], &[algorithm], &[workers]) = (
         &args.n[..],

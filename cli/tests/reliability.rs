@@ -446,6 +446,65 @@ fn every_worker_dies_within_a_second_of_a_killed_coordinator() {
     assert_no_zombie_came_to_us();
 }
 
+/// `bench --fresh` measures each run in a process of its own: killing the bench kills that
+/// process, and the workers it forked with it.
+#[test]
+fn a_killed_bench_leaves_no_fresh_run_behind() {
+    let _serial = exclusive();
+    let tag = new_tag();
+    let args = [
+        "bench",
+        "--fresh",
+        "-n",
+        "40",
+        "-s",
+        "100000000",
+        "-p",
+        "3",
+        "--modes",
+        "processes",
+    ];
+    let mut child = spawn(&args, &[], &tag, false);
+    let bench = child.id();
+    // The bench, the run it started, and that run's three workers.
+    let others: Vec<u32> = wait_for_processes(&tag, 5)
+        .into_iter()
+        .filter(|&pid| pid != bench)
+        .collect();
+    assert_eq!(others.len(), 4, "{others:?}");
+    let killed = Instant::now();
+    kill(Pid::from_raw(bench as i32), Signal::SIGKILL).expect("kill the bench");
+    child.wait().expect("reap the bench");
+    // The run and, once it is gone, its workers are now our children (we are a
+    // subreaper): wait for each to die, for a while.
+    let deadline = killed + Duration::from_secs(5);
+    let mut left = others.clone();
+    while !left.is_empty() && Instant::now() < deadline {
+        left.retain(
+            |&pid| match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => true,
+                Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) => false,
+                // A worker whose parent, the run, has not been reaped yet.
+                Err(nix::errno::Errno::ECHILD) => true,
+                other => panic!("process {pid} ended as {other:?}"),
+            },
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for &pid in &left {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid as i32), None);
+    }
+    assert!(left.is_empty(), "{left:?} outlived the bench");
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the fresh run outlived its bench by {took:?}"
+    );
+    assert!(processes_tagged(&tag).is_empty());
+    assert_no_zombie_came_to_us();
+}
+
 /// A small seeded generator, so a failing run can be replayed from its seed.
 struct Seeded(rand_mt::Mt64);
 
