@@ -703,13 +703,9 @@ fn fresh_once(
         .with_context(|| format!("cannot start {}", program.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let why = stderr
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
-        let why = why.strip_prefix("ringleader: ").unwrap_or(why);
-        anyhow::bail!("{} ({})", why, output.status);
+        let why = last_line(&output.stderr);
+        let why = why.strip_prefix("ringleader: ").unwrap_or(&why);
+        anyhow::bail!("{why} ({})", output.status);
     }
     let measured: Measured = serde_json::from_str(stdout.trim())
         .with_context(|| format!("the fresh run printed no row: {stdout:?}"))?;
@@ -916,18 +912,23 @@ fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> anyhow::Result<String>
         .context("cannot start mpirun (apt-get install openmpi-bin)")?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let why = stderr
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
         anyhow::bail!(
-            "mpirun -n {ranks} {} failed ({}): {why}",
+            "mpirun -n {ranks} {} failed ({}): {}",
             args.join(" "),
-            output.status
+            output.status,
+            last_line(&output.stderr)
         );
     }
     Ok(stdout)
+}
+
+/// The last line with anything on it of a child's `stderr`: why it failed.
+fn last_line(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or("no message")
+        .to_owned()
 }
 
 fn render(rows: &[Row]) -> String {

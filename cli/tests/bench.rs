@@ -379,6 +379,18 @@ fn bench_one_prints_the_row_of_one_run() {
     assert_eq!(row["workers"], 3, "{row}");
     assert_eq!(row["depth"], 2.0, "{row}");
     assert!(row["seconds"].as_f64().is_some_and(|s| s > 0.0), "{row}");
+    // Started by a bench that is gone (its pid is not our parent's): it refuses to run.
+    let orphan = common::ringleader_env_within(
+        &["bench", "--one", "-n", "40", "--modes", "serial"],
+        &[("RINGLEADER_BENCH_PARENT", "1")],
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(orphan.code, Some(1), "{orphan:?}");
+    assert!(orphan.stdout.is_empty(), "{orphan:?}");
+    assert_eq!(
+        orphan.stderr.trim(),
+        "ringleader: the bench that started this run is gone"
+    );
     for args in [
         &["bench", "--one", "-n", "40,80", "--modes", "serial"][..],
         &["bench", "--one", "-n", "40", "--modes", "serial,threads"],
