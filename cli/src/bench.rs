@@ -35,6 +35,7 @@ use ringleader_particles::{
   ringleader bench -n 2000,16000 -p 1,2 -s 5 --csv bench.csv
   ringleader bench -n 1000,2000 -p 1,2 -s 3 --modes serial,processes --plot scaling.svg
   ringleader bench -n 16000 --algorithms allpairs,cells
+  ringleader bench -n 100000,1000000 -p 2 -s 10 --algorithms cells --fresh
   ringleader bench -n 2000 -p 2 --transports processes,threads,mpi   (build with --features mpi)
   ringleader bench kernel -n 16000
   ringleader bench hop --bytes 1600000 -p 2 --transports processes,threads,mpi
