@@ -901,14 +901,36 @@ fn mpi_once(_: usize, _: usize, _: Algorithm, _: usize, _: u64) -> anyhow::Resul
 
 /// Runs `mpirun -n ranks PROGRAM ARGS` and returns its stdout; a failed job's error is the
 /// last line it wrote on stderr.
+///
+/// The job dies with this bench: `mpirun` gets SIGTERM, on which it stops its ranks, when
+/// the bench is gone, however it ended.
 #[cfg(feature = "mpi")]
 fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("mpirun")
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new("mpirun");
+    command
         .args(["--allow-run-as-root", "--oversubscribe", "-n"])
         .arg(ranks.to_string())
         .arg(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    let bench = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls may be made: it makes two system calls, and allocates and
+    // locks nothing (an `io::Error` from an OS error code holds just the code).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The bench died before the signal was armed: start nothing.
+            if u32::try_from(libc::getppid()).ok() != Some(bench) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let output = command
         .output()
         .context("cannot start mpirun (apt-get install openmpi-bin)")?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

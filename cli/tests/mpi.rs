@@ -41,6 +41,7 @@ fn main() -> std::process::ExitCode {
         bench_puts_mpi_rows_beside_the_other_transports,
         bench_hop_measures_the_mpi_transport_too,
         bench_hop_puts_bare_mpi_beside_the_mpi_transport,
+        a_killed_bench_takes_its_mpi_job_with_it,
         blocks_that_grow_and_shrink_arrive_whole,
         mpi_ends_with_the_process_not_with_the_ring,
         a_stopped_rank_ends_the_job_within_the_step_timeout,
@@ -913,6 +914,54 @@ impl Drop for TwoHosts {
         for name in &self.names {
             let _ = Command::new("ip").args(["netns", "delete", name]).status();
         }
+    }
+}
+
+/// A bench whose mpi rows are running is killed: its `mpirun` gets SIGTERM, which stops
+/// the ranks, and nothing of the job is left.
+fn a_killed_bench_takes_its_mpi_job_with_it() {
+    let tag = format!("mpi-killed-bench-{}", std::process::id());
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_ringleader"))
+        .args([
+            "bench",
+            "-n",
+            "40",
+            "-s",
+            "100000000",
+            "-p",
+            "2",
+            "--modes",
+            "mpi",
+        ])
+        .env("RINGLEADER_TEST_TAG", &tag)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the bench");
+    // The bench, mpirun and the two ranks.
+    let started = Instant::now() + Duration::from_secs(30);
+    while processes_tagged(&tag).len() < 4 {
+        assert!(Instant::now() < started, "the job did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bench.kill().expect("kill the bench");
+    bench.wait().expect("reap the bench");
+    let killed = Instant::now();
+    loop {
+        let left = processes_tagged(&tag);
+        if left.is_empty() {
+            break;
+        }
+        if killed.elapsed() > Duration::from_secs(10) {
+            for pid in &left {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            panic!("the mpi job outlived its bench by 10 s: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
