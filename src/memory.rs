@@ -13,7 +13,7 @@ const PAGE: usize = 4096;
 
 /// A global allocator: [`System`], except that allocations of 512 KiB or more are mapped
 /// in whole 2 MiB pages on a 2 MiB boundary and advised to be backed by transparent huge
-/// pages.
+/// pages, where those pay.
 ///
 /// Fresh memory is dear: the kernel zeroes every page on first touch, and on a virtual
 /// machine each 4 KiB page fault costs microseconds of its own (3 to 4 µs each on the
@@ -25,6 +25,12 @@ const PAGE: usize = 4096;
 /// usual default. A process that forks also copies one entry per 2 MiB of such memory
 /// instead of 512, and its children read it without faults. Smaller allocations go to the
 /// system allocator unchanged.
+///
+/// Huge pages do not pay on a virtual machine that hands its free memory back to the host
+/// (a virtio balloon with free page reporting): there, after a few idle seconds, each huge
+/// page faults in the host again 512 times over, and 4 KiB pages, which come from memory
+/// the host still backs, fill several times faster. The allocator then asks for none.
+/// `RINGLEADER_HUGE_PAGES=1` in the environment asks for them anyway, and `0` never does.
 ///
 /// With glibc, it also tunes the system allocator once, as it is first used: every block
 /// under 512 KiB comes from glibc's heap, and the heap keeps up to 32 MiB free at its top
@@ -56,6 +62,18 @@ const PAGE: usize = 4096;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HugePages;
 
+impl HugePages {
+    /// Asks the kernel to back the whole 2 MiB pages inside `memory` with huge pages, as
+    /// this allocator does for its large blocks, and where they pay in the same way: for
+    /// large arrays that another allocator made. Their contents do not change, and where
+    /// the kernel has no huge pages nothing does.
+    pub fn advise<T>(memory: &[T]) {
+        if supported() {
+            advise(memory.as_ptr() as usize, size_of_val(memory));
+        }
+    }
+}
+
 /// Whether this process's pages are the size the allocator assumes; asked once.
 fn supported() -> bool {
     use std::sync::atomic::{AtomicU8, Ordering};
@@ -72,6 +90,106 @@ fn supported() -> bool {
             yes
         }
     }
+}
+
+/// Whether large blocks are worth backing with huge pages here; asked once, and then
+/// inherited by forked workers. Yes, unless the kernel hands its free memory back to a
+/// hypervisor; `RINGLEADER_HUGE_PAGES=1` in the environment says yes anyway, and `0` says no.
+///
+/// A guest whose balloon device has free page reporting gives every free 2 MiB block back
+/// to its host within a second or two. A huge page is such a block, so after a few idle
+/// seconds each one faults in the host again on first touch, 512 times over: on one such
+/// machine 2 MiB pages filled at 0.3 to 0.56 GB/s, where 4 KiB pages, which come from
+/// the smaller free blocks the host still backs, filled at 1.6 to 2.2 GB/s every time.
+/// Huge pages are faster there only when another process freed the memory a moment ago.
+pub(crate) fn huge_pages_pay() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0: not asked yet, 1: yes, 2: no. Allocating here would recurse, so no OnceLock.
+    static ANSWER: AtomicU8 = AtomicU8::new(0);
+    match ANSWER.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let yes = decide(setting(), free_pages_go_to_host);
+            ANSWER.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+/// The answer of [`huge_pages_pay`] given the variable's setting and, when it has none,
+/// whether free memory goes back to a hypervisor.
+fn decide(setting: Option<bool>, free_pages_go_to_host: impl FnOnce() -> bool) -> bool {
+    setting.unwrap_or_else(|| !free_pages_go_to_host())
+}
+
+/// `RINGLEADER_HUGE_PAGES`: `Some(true)` for `1`, `Some(false)` for `0`, `None` when it is unset
+/// or anything else. Read without allocating, as an allocator must.
+fn setting() -> Option<bool> {
+    // SAFETY: the name is a NUL-terminated string. The value getenv returns is read at
+    // once, before anything could change the environment: changing it while other threads
+    // run is itself unsafe (`std::env::set_var`).
+    let value = unsafe { libc::getenv(c"RINGLEADER_HUGE_PAGES".as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returned a NUL-terminated string (above).
+    match unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes() {
+        b"1" => Some(true),
+        b"0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Where the virtio balloon driver lists its devices, and the bit of a device's features
+/// that says it reports free pages to the host (`VIRTIO_BALLOON_F_REPORTING`).
+const BALLOONS: &[u8] = b"/sys/bus/virtio/drivers/virtio_balloon";
+const REPORTING: usize = 5;
+
+/// Whether a virtio balloon device with free page reporting is bound: the kernel then hands
+/// its free memory back to the hypervisor. Reads sysfs without allocating.
+fn free_pages_go_to_host() -> bool {
+    let mut path = [0u8; 80];
+    path[..BALLOONS.len()].copy_from_slice(BALLOONS);
+    // SAFETY: `path` holds the directory's name and then zeros: a C string.
+    if unsafe { libc::access(path.as_ptr().cast(), libc::F_OK) } != 0 {
+        return false;
+    }
+    // The driver's directory holds a link per device bound to it, `virtio<N>`, numbered
+    // among all virtio devices.
+    (0..100u8).any(|device| {
+        let mut at = BALLOONS.len();
+        let tens = [b'0' + device / 10];
+        let tens: &[u8] = if device >= 10 { &tens } else { &[] };
+        for part in [b"/virtio", tens, &[b'0' + device % 10], b"/features\0"] {
+            path[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        let mut features = [0u8; 8];
+        read_start(&path, &mut features).is_some_and(|len| reports_free_pages(&features[..len]))
+    })
+}
+
+/// Whether a virtio device's `features` file (one `0` or `1` per feature bit, bit 0 first)
+/// has the free page reporting bit.
+fn reports_free_pages(features: &[u8]) -> bool {
+    features.get(REPORTING) == Some(&b'1')
+}
+
+/// Reads the first bytes of the file at `path` (a C string) into `buf`: how many, or `None`
+/// if it cannot be read.
+fn read_start(path: &[u8], buf: &mut [u8]) -> Option<usize> {
+    debug_assert!(path.contains(&0));
+    // SAFETY: `path` is NUL-terminated (the caller's), and the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `buf` is writable for its length.
+    let len = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: `fd` is the descriptor opened above, closed once.
+    unsafe { libc::close(fd) };
+    usize::try_from(len).ok()
 }
 
 /// The smallest block this allocator maps itself.
@@ -115,8 +233,12 @@ fn mapping_len(size: usize) -> usize {
     size.next_multiple_of(HUGE)
 }
 
-/// Asks for huge pages over the whole 2 MiB runs inside `[start, start + len)`.
+/// Asks for huge pages over the whole 2 MiB runs inside `[start, start + len)`, where
+/// they pay ([`huge_pages_pay`]).
 pub(crate) fn advise(start: usize, len: usize) {
+    if !huge_pages_pay() {
+        return;
+    }
     let first = start.next_multiple_of(HUGE);
     let end = (start + len) / HUGE * HUGE;
     if end > first {
@@ -298,17 +420,118 @@ mod tests {
         None
     }
 
+    /// Whether the kernel backs memory with huge pages only where a process asks
+    /// (`madvise`), and whether it does at all: `None` when it says nothing.
+    fn transparent_huge_pages() -> Option<(bool, bool)> {
+        let enabled =
+            std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+        Some((enabled.contains("[madvise]"), !enabled.contains("[never]")))
+    }
+
     #[test]
-    fn large_blocks_are_eligible_for_huge_pages_where_the_kernel_has_them() {
-        let enabled = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
-        // `[never]` (or no such file): the kernel gives no process huge pages.
-        let offered = enabled.is_ok_and(|e| !e.contains("[never]"));
+    fn large_blocks_are_eligible_for_huge_pages_where_the_kernel_has_them_and_they_pay() {
         with_block(3 * HUGE, 8, |block, layout| {
-            if offered && let Some(eligible) = huge_page_eligible(block as usize) {
-                assert!(eligible, "a block of {} bytes", layout.size());
+            if let Some((on_advice, offered)) = transparent_huge_pages()
+                && let Some(eligible) = huge_page_eligible(block as usize)
+            {
+                // Asked for exactly when they pay; without asking only when the kernel
+                // backs all memory so.
+                let want = offered && (huge_pages_pay() || !on_advice);
+                assert_eq!(eligible, want, "a block of {} bytes", layout.size());
             }
             unsafe { HugePages.dealloc(block, layout) };
         });
+    }
+
+    #[test]
+    fn another_allocators_array_is_advised_as_the_allocators_own_blocks_are() {
+        let array = vec![1u64; 3 * HUGE / 8];
+        HugePages::advise(&array);
+        let middle = array.as_ptr() as usize + HUGE;
+        if let Some((true, true)) = transparent_huge_pages()
+            && let Some(eligible) = huge_page_eligible(middle)
+        {
+            assert_eq!(eligible, huge_pages_pay());
+        }
+        assert!(array.iter().all(|&x| x == 1));
+    }
+
+    /// Run by the test below, in a process of its own whose environment sets
+    /// `RINGLEADER_HUGE_PAGES`: a large block is advised exactly when it says `1`.
+    #[test]
+    #[ignore = "run by the_variable_decides_in_a_process_of_its_own"]
+    fn probe_the_variable() {
+        let said = std::env::var("RINGLEADER_HUGE_PAGES").expect("run with the variable set");
+        assert_eq!(huge_pages_pay(), said == "1");
+        with_block(3 * HUGE, 8, |block, layout| {
+            if let Some((true, true)) = transparent_huge_pages() {
+                assert_eq!(huge_page_eligible(block as usize), Some(said == "1"));
+            }
+            unsafe { HugePages.dealloc(block, layout) };
+        });
+    }
+
+    #[test]
+    fn the_variable_decides_in_a_process_of_its_own() {
+        let me = std::env::current_exe().unwrap();
+        for said in ["0", "1"] {
+            let out = std::process::Command::new(&me)
+                .args(["--exact", "memory::tests::probe_the_variable", "--ignored"])
+                .env("RINGLEADER_HUGE_PAGES", said)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "RINGLEADER_HUGE_PAGES={said}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    #[test]
+    fn the_environment_decides_over_the_host() {
+        let asked = std::cell::Cell::new(0);
+        let asked = &asked;
+        let host = |reports: bool| {
+            move || {
+                asked.set(asked.get() + 1);
+                reports
+            }
+        };
+        assert!(decide(Some(true), host(true)));
+        assert!(!decide(Some(false), host(false)));
+        assert_eq!(
+            asked.get(),
+            0,
+            "the host is not asked when the variable says"
+        );
+        assert!(!decide(None, host(true)));
+        assert!(decide(None, host(false)));
+        assert_eq!(asked.get(), 2);
+    }
+
+    #[test]
+    fn the_reporting_bit_is_the_sixth_feature() {
+        assert!(reports_free_pages(b"01100101000000"));
+        assert!(reports_free_pages(b"000001"));
+        assert!(!reports_free_pages(b"011000110000"));
+        assert!(!reports_free_pages(b"01100"));
+        assert!(!reports_free_pages(b""));
+    }
+
+    #[test]
+    fn this_machines_balloon_is_read_as_its_sysfs_says() {
+        // The same question, asked with the standard library.
+        let dir = std::path::Path::new("/sys/bus/virtio/drivers/virtio_balloon");
+        let want = std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|entry| {
+                entry.file_name().to_string_lossy().starts_with("virtio")
+                    && std::fs::read(entry.path().join("features"))
+                        .is_ok_and(|f| reports_free_pages(&f))
+            })
+        });
+        assert_eq!(free_pages_go_to_host(), want);
     }
 
     #[test]

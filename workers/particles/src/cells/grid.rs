@@ -115,32 +115,13 @@ impl Grid {
     }
 }
 
-/// `len` zeroed elements, backed by huge pages when large. The memory comes zeroed from
-/// the kernel, so nothing writes it twice.
+/// `len` zeroed elements, backed by huge pages when large and where they pay
+/// ([`ringleader::HugePages::advise`]). The memory comes zeroed from the kernel, so nothing
+/// writes it twice.
 pub(super) fn zeroed<T: Zeroable + Copy>(len: usize) -> Vec<T> {
-    let mut v = bytemuck::allocation::zeroed_vec::<T>(len);
-    huge_pages(v.as_mut_ptr().cast(), len.saturating_mul(size_of::<T>()));
+    let v = bytemuck::allocation::zeroed_vec::<T>(len);
+    ringleader::HugePages::advise(&v);
     v
-}
-
-/// Asks the kernel to back a large, untouched allocation with huge pages: on first touch a
-/// 40 MB array then takes 20 page faults instead of ten thousand, and sweeps over it miss
-/// the TLB far less. Page faults are dear on a virtual machine.
-fn huge_pages(start: *mut u8, bytes: usize) {
-    const HUGE: usize = 2 << 20;
-    if bytes < 4 * HUGE {
-        return;
-    }
-    let first = (start as usize).next_multiple_of(HUGE);
-    let end = (start as usize + bytes) / HUGE * HUGE;
-    if end > first {
-        // SAFETY: the range lies inside an allocation of `bytes` at `start`. The advice
-        // changes only how the kernel backs its pages, never their contents, and failing
-        // (no huge page support) changes nothing either.
-        unsafe {
-            libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
-        }
-    }
 }
 
 /// Sorts bodies by key, stably. `scratch` is reused between calls.
