@@ -447,6 +447,7 @@ impl Strip {
         let mut sweeping = false;
         let (mut i, mut j) = (0, 0);
         while i < main.len() || j < movers.len() {
+            prefetch(main.as_ptr().wrapping_add(i + AHEAD));
             let target = if j == movers.len() || (i < main.len() && main[i].key <= movers[j].key) {
                 i += 1;
                 main[i - 1]
@@ -551,6 +552,27 @@ impl Strip {
         *scratch = jumped;
         Ok(())
     }
+}
+
+/// How far ahead in `main`, in particles, a step asks for the memory it will read: a few
+/// rows, far enough that the memory arrives before the step does. Measured at 10⁶
+/// particles, forty steps, eight runs of each build taking turns: 12% off serial (1449
+/// against 1652 ms) and 10% off `-t 2` (916 against 1013). Without it, the first read of
+/// each row waited on memory; at 10⁵, which stays in cache, it changes nothing.
+const AHEAD: usize = 4096;
+
+/// Asks for the cache line at `at` to be loaded. A hint: it never faults, even where
+/// nothing is mapped, so `at` may point past the end of an array.
+#[inline(always)]
+fn prefetch<T>(at: *const T) {
+    // SAFETY: SSE, which the instruction needs, is part of every x86-64 processor; a
+    // prefetch reads nothing the program sees and cannot fault.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 /// A source in range of the visited particle.
