@@ -143,7 +143,7 @@ pub use self::fault::{FAULT_VAR, Fault, FaultKind};
 pub use self::gather::Gather;
 pub use self::inherited::Inherited;
 pub use self::launch::{Launcher, stage_fn};
-pub use self::memory::HugePages;
+pub use self::memory::{HugePages, Pages};
 pub use self::message::Data;
 pub use self::restart::{Restart, Restarted, Rewind};
 pub use self::ring::{Neighbour, Ring};

@@ -63,6 +63,20 @@ const PAGE: usize = 4096;
 pub struct HugePages;
 
 impl HugePages {
+    /// Which pages this process asks for its large blocks, and why (see [`HugePages`]):
+    /// for saying, beside a measurement, which pages it ran on.
+    pub fn pages() -> Pages {
+        if !supported() {
+            Pages::System
+        } else if huge_pages_pay() {
+            Pages::Huge
+        } else if setting() == Some(false) {
+            Pages::Refused
+        } else {
+            Pages::HostReclaims
+        }
+    }
+
     /// Asks the kernel to back the whole 2 MiB pages inside `memory` with huge pages, as
     /// this allocator does for its large blocks, and where they pay in the same way: for
     /// large arrays that another allocator made. Their contents do not change, and where
@@ -72,6 +86,23 @@ impl HugePages {
             advise(memory.as_ptr() as usize, size_of_val(memory));
         }
     }
+}
+
+/// Which pages [`HugePages`] asks for its large blocks: [`HugePages::pages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Pages {
+    /// Huge pages, where the kernel has them.
+    Huge,
+    /// The kernel's small pages: `RINGLEADER_HUGE_PAGES=0` said so.
+    Refused,
+    /// The kernel's small pages: the machine is a guest that hands its free memory back to
+    /// its host, where huge pages cost more (`RINGLEADER_HUGE_PAGES=1` asks for them
+    /// anyway).
+    HostReclaims,
+    /// The system's own pages, which are not 4 KiB: the allocator leaves every block to the
+    /// system allocator.
+    System,
 }
 
 /// Whether this process's pages are the size the allocator assumes; asked once.
@@ -463,6 +494,14 @@ mod tests {
     fn probe_the_variable() {
         let said = std::env::var("RINGLEADER_HUGE_PAGES").expect("run with the variable set");
         assert_eq!(huge_pages_pay(), said == "1");
+        if supported() {
+            let want = if said == "1" {
+                Pages::Huge
+            } else {
+                Pages::Refused
+            };
+            assert_eq!(HugePages::pages(), want);
+        }
         with_block(3 * HUGE, 8, |block, layout| {
             if let Some((true, true)) = transparent_huge_pages() {
                 assert_eq!(huge_page_eligible(block as usize), Some(said == "1"));
@@ -509,6 +548,25 @@ mod tests {
         assert!(!decide(None, host(true)));
         assert!(decide(None, host(false)));
         assert_eq!(asked.get(), 2);
+    }
+
+    #[test]
+    fn pages_says_what_advise_does() {
+        // This process's choice, whatever the machine: huge pages exactly where advised.
+        let pages = HugePages::pages();
+        assert_eq!(
+            pages == Pages::Huge,
+            supported() && huge_pages_pay(),
+            "{pages:?}"
+        );
+        if std::env::var_os("RINGLEADER_HUGE_PAGES").is_none() && supported() {
+            let want = if free_pages_go_to_host() {
+                Pages::HostReclaims
+            } else {
+                Pages::Huge
+            };
+            assert_eq!(pages, want);
+        }
     }
 
     #[test]

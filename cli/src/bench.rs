@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Context;
-use ringleader::Transport;
 use ringleader::bench::{HopReport, hop, peak_rss, reset_peak_rss};
+use ringleader::{Pages, Transport};
 use serde::Serialize;
 
 use super::outputs::{self, Output};
@@ -239,6 +239,23 @@ const MPI_ROWS: &str = "mpi rows: rank 0's own timing of the run, from launching
 MPI_Init and MPI_Finalize are the job's start-up and shut-down and are left out, as starting \
 this program is left out of every row.\n";
 
+/// Which pages the large arrays of the rows were in, printed below the table: fresh memory
+/// is a large part of a run's cost, and which pages pay depends on the machine.
+fn pages_line() -> &'static str {
+    match ringleader::HugePages::pages() {
+        Pages::Huge => {
+            "pages: huge pages for large arrays, where the kernel has them \
+             (RINGLEADER_HUGE_PAGES=0: 4 KiB pages)\n"
+        }
+        Pages::Refused => "pages: 4 KiB pages for large arrays (RINGLEADER_HUGE_PAGES=0)\n",
+        Pages::HostReclaims => {
+            "pages: 4 KiB pages for large arrays: this guest hands its free memory back to its \
+             host, where huge pages cost more (RINGLEADER_HUGE_PAGES=1: huge pages)\n"
+        }
+        _ => "pages: the system's own pages for large arrays\n",
+    }
+}
+
 /// One measured run: the numbers behind a line of the table, the CSV and the JSON.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Row {
@@ -379,6 +396,7 @@ fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
     if rows.iter().any(|r| r.mode == BenchMode::Mpi.name()) {
         show(MPI_ROWS, to_stderr)?;
     }
+    show(pages_line(), to_stderr)?;
     let n = kernel_n(&args.n);
     show(
         &format!(

@@ -174,6 +174,47 @@ fn bench_reports_the_depth_of_a_ring_step() {
     assert_eq!(shown, ["0.00", "1.00", "2.00"], "{}", run.stdout);
 }
 
+/// Fresh memory is a large part of a run's cost, so a table says which pages its arrays
+/// were in, as `RINGLEADER_HUGE_PAGES` chose.
+#[test]
+fn bench_says_which_pages_its_rows_ran_on() {
+    let args = [
+        "bench",
+        "-n",
+        "200",
+        "-s",
+        "2",
+        "-r",
+        "1",
+        "--modes",
+        "serial",
+        "--algorithms",
+        "cells",
+    ];
+    let pages = |said: &str| {
+        let run = common::ringleader_env_within(
+            &args,
+            &[("RINGLEADER_HUGE_PAGES", said)],
+            std::time::Duration::from_secs(60),
+        );
+        run.success();
+        let line = run.stdout.lines().find(|l| l.starts_with("pages: "));
+        line.unwrap_or_else(|| panic!("no pages line in {}", run.stdout))
+            .to_owned()
+    };
+    assert_eq!(
+        pages("0"),
+        "pages: 4 KiB pages for large arrays (RINGLEADER_HUGE_PAGES=0)"
+    );
+    let huge = pages("1");
+    // A system whose pages are not 4 KiB has no choice to make.
+    assert!(
+        huge.starts_with("pages: huge pages for large arrays")
+            || huge == "pages: the system's own pages for large arrays",
+        "{huge}"
+    );
+}
+
 /// The strips trade halos and migrants with their neighbours only: the critical path of
 /// a step stays the same however many workers there are, where the ring's grows with them.
 #[test]
