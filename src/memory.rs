@@ -77,6 +77,16 @@ impl HugePages {
         }
     }
 
+    /// Faults in every page of `memory` at once, in one system call (`MADV_POPULATE_WRITE`),
+    /// where writing it would take a page fault per page: for fresh memory that is about to
+    /// be written whole. On the 2-core development machine that took a fresh 40 MB of 4 KiB
+    /// pages from 11 to 6 ms back to back, and from 16.5 to 11.3 ms after an idle spell.
+    /// The contents do not change. Where the kernel cannot (before Linux 5.14), nothing
+    /// happens, and the pages fault in as they are written.
+    pub fn populate<T>(memory: &mut [T]) {
+        populate(memory.as_mut_ptr() as usize, size_of_val(memory));
+    }
+
     /// Asks the kernel to back the whole 2 MiB pages inside `memory` with huge pages, as
     /// this allocator does for its large blocks, and where they pay in the same way: for
     /// large arrays that another allocator made. Their contents do not change, and where
@@ -264,6 +274,26 @@ fn mapping_len(size: usize) -> usize {
     size.next_multiple_of(HUGE)
 }
 
+/// Faults in the pages of `[start, start + len)` now: see [`HugePages::populate`]. Below a
+/// megabyte the faults cost too little to matter.
+pub(crate) fn populate(start: usize, len: usize) {
+    if len < (1 << 20) || !supported() {
+        return;
+    }
+    let first = start / PAGE * PAGE;
+    let end = (start + len).next_multiple_of(PAGE);
+    // SAFETY: the range covers `[start, start + len)`, memory the caller may write, and at
+    // most the rest of its first and last pages. Populating maps pages without changing
+    // any byte of them; a range the kernel cannot populate fails and changes nothing.
+    unsafe {
+        libc::madvise(
+            first as *mut libc::c_void,
+            end - first,
+            libc::MADV_POPULATE_WRITE,
+        );
+    }
+}
+
 /// Asks for huge pages over the whole 2 MiB runs inside `[start, start + len)`, where
 /// they pay ([`huge_pages_pay`]).
 pub(crate) fn advise(start: usize, len: usize) {
@@ -428,8 +458,9 @@ mod tests {
         }
     }
 
-    /// The `THPeligible` line of the mapping that holds `at`, from `/proc/self/smaps`.
-    fn huge_page_eligible(at: usize) -> Option<bool> {
+    /// The value of the `field` line of the mapping that holds `at`, from
+    /// `/proc/self/smaps`.
+    fn smaps_field(at: usize, field: &str) -> Option<String> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
         let mut inside = false;
         for line in smaps.lines() {
@@ -444,11 +475,50 @@ mod tests {
                 )
             {
                 inside = (from..to).contains(&at);
-            } else if inside && let Some(value) = line.strip_prefix("THPeligible:") {
-                return Some(value.trim() == "1");
+            } else if inside
+                && let Some(value) = line.strip_prefix(field).and_then(|l| l.strip_prefix(':'))
+            {
+                return Some(value.trim().to_owned());
             }
         }
         None
+    }
+
+    /// The `THPeligible` line of the mapping that holds `at`.
+    fn huge_page_eligible(at: usize) -> Option<bool> {
+        smaps_field(at, "THPeligible").map(|value| value == "1")
+    }
+
+    /// How many KiB of the mapping that holds `at` are in memory.
+    fn resident_kib(at: usize) -> Option<usize> {
+        smaps_field(at, "Rss")?.strip_suffix(" kB")?.parse().ok()
+    }
+
+    #[test]
+    fn populating_faults_the_pages_in_and_keeps_the_bytes() {
+        with_block(3 * HUGE, 8, |block, layout| {
+            let bytes = unsafe { std::slice::from_raw_parts_mut(block, layout.size()) };
+            bytes[..5000].fill(7);
+            let before = resident_kib(block as usize);
+            HugePages::populate(bytes);
+            let after = resident_kib(block as usize);
+            // Where the kernel can populate (Linux 5.14 on: asked of one more page) and
+            // says what is resident.
+            let mut page = vec![0u8; 2 * PAGE];
+            let at = (page.as_mut_ptr() as usize).next_multiple_of(PAGE);
+            let can = unsafe {
+                libc::madvise(at as *mut libc::c_void, PAGE, libc::MADV_POPULATE_WRITE) == 0
+            };
+            if can && let (Some(before), Some(after)) = (before, after) {
+                assert!(
+                    before < 1024 && after >= 3 * HUGE / 1024,
+                    "{before} {after}"
+                );
+            }
+            assert!(bytes[..5000].iter().all(|&b| b == 7));
+            assert!(bytes[5000..].iter().all(|&b| b == 0));
+            unsafe { HugePages.dealloc(block, layout) };
+        });
     }
 
     /// Whether the kernel backs memory with huge pages only where a process asks

@@ -151,6 +151,7 @@ fn copy(pid: u32, addr: u64, len: u64) -> Result<Aligned, Detail> {
     let bytes = buffer.bytes_mut();
     let pieces = pieces(len);
     if pieces <= 1 {
+        crate::HugePages::populate(bytes);
         read_piece(pid, addr, 0, bytes, len)?;
         return Ok(buffer);
     }
@@ -166,12 +167,16 @@ fn copy(pid: u32, addr: u64, len: u64) -> Result<Aligned, Detail> {
         };
         let mut running = Vec::with_capacity(pieces);
         for (k, into) in chunks {
-            let read = move || read_piece(pid, addr, k * piece, into, len);
+            let read = move || {
+                crate::HugePages::populate(into);
+                read_piece(pid, addr, k * piece, into, len)
+            };
             match std::thread::Builder::new().spawn_scoped(scope, read) {
                 Ok(handle) => running.push(handle),
                 Err(e) => return Err(format!("no thread to read lent bytes with: {e}").into()),
             }
         }
+        crate::HugePages::populate(first);
         let mut result = read_piece(pid, addr, 0, first, len);
         for handle in running {
             let read = handle

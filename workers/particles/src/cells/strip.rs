@@ -224,6 +224,8 @@ impl Strip {
         let len = offsets[rows.len()];
         let mut main: Vec<Body> = zeroed(len + len / 8);
         main.truncate(len);
+        // Every body is written just below, at random: fault the pages in at once.
+        ringleader::HugePages::populate(&mut main);
         for slot in 0..start.len() {
             let (x, y) = (start.x[slot], start.y[slot]);
             let row = grid.lane(y);
