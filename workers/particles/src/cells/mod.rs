@@ -185,6 +185,11 @@ fn into_list_order(
         let base = first_slot(windows.start);
         let mut seen = vec![0u64; out[0].len().div_ceil(64)];
         let [x, y, vx, vy] = out;
+        // Every element is written below, at random within a window: arrays the
+        // coordinator made anew fault their pages in at once, each thread its own part.
+        for part in [&mut *x, &mut *y, &mut *vx, &mut *vy] {
+            ringleader::HugePages::populate(part);
+        }
         let mut placed = 0;
         let mut at: Vec<usize> = parts
             .iter()
