@@ -77,9 +77,9 @@ impl HugePages {
         }
     }
 
-    /// Faults in every page of `memory` at once, in one system call (`MADV_POPULATE_WRITE`),
-    /// where writing it would take a page fault per page: for fresh memory that is about to
-    /// be written whole. On the 2-core development machine that took a fresh 40 MB of 4 KiB
+    /// Faults in every page of `memory` at once, in one system call
+    /// (`MADV_POPULATE_WRITE`), where writing it would take a page fault per page: for fresh
+    /// memory that is about to be written whole. On the 2-core development machine that took a fresh 40 MB of 4 KiB
     /// pages from 11 to 6 ms back to back, and from 16.5 to 11.3 ms after an idle spell.
     /// The contents do not change. Where the kernel cannot (before Linux 5.14), nothing
     /// happens, and the pages fault in as they are written.
@@ -135,7 +135,8 @@ fn supported() -> bool {
 
 /// Whether large blocks are worth backing with huge pages here; asked once, and then
 /// inherited by forked workers. Yes, unless the kernel hands its free memory back to a
-/// hypervisor; `RINGLEADER_HUGE_PAGES=1` in the environment says yes anyway, and `0` says no.
+/// hypervisor; `RINGLEADER_HUGE_PAGES=1` in the environment says yes anyway, and `0` says
+/// no.
 ///
 /// A guest whose balloon device has free page reporting gives every free 2 MiB block back
 /// to its host within a second or two. A huge page is such a block, so after a few idle
@@ -164,8 +165,8 @@ fn decide(setting: Option<bool>, free_pages_go_to_host: impl FnOnce() -> bool) -
     setting.unwrap_or_else(|| !free_pages_go_to_host())
 }
 
-/// `RINGLEADER_HUGE_PAGES`: `Some(true)` for `1`, `Some(false)` for `0`, `None` when it is unset
-/// or anything else. Read without allocating, as an allocator must.
+/// `RINGLEADER_HUGE_PAGES`: `Some(true)` for `1`, `Some(false)` for `0`, `None` when it is
+/// unset or anything else. Read without allocating, as an allocator must.
 fn setting() -> Option<bool> {
     // SAFETY: the name is a NUL-terminated string. The value getenv returns is read at
     // once, before anything could change the environment: changing it while other threads
