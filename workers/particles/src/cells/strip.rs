@@ -12,7 +12,9 @@
 //! the row above it; its buffer is then nearly in order (a particle that crossed a cell
 //! edge within the row is one place off, and the few from other rows are sorted apart), so
 //! sorting it is cheap, and it is written back into `main`, which comes out sorted.
-//! Nothing passes over empty cells, and nothing is sorted whole.
+//! Nothing passes over empty cells, and nothing is sorted whole. A strip just built has its
+//! particles in their rows but each row unsorted: the first step sorts a row as it comes to
+//! it, which saves a pass over the whole strip, from memory and back.
 //!
 //! # One array, rewritten in place
 //!
@@ -56,8 +58,12 @@ use super::grid::{Body, Grid, group_by_slot_window, sort_by_key, zeroed};
 #[repr(align(128))]
 pub(super) struct Strip {
     rows: Range<u32>,
-    /// Sorted by key; together with `movers`, every particle the strip owns.
+    /// Sorted by key before `unsorted`; from there on grouped by row, in row order, each
+    /// row still to be sorted (a strip just built: its first step sorts each row as it
+    /// comes to it). Together with `movers`, every particle the strip owns.
     main: Vec<Body>,
+    /// Where the rows of `main` not yet sorted begin: `main.len()` once all are.
+    unsorted: usize,
     /// Sorted by key once settled.
     movers: Vec<Body>,
     /// The step's output that has no room in `main` yet: see [`Rewrite`].
@@ -203,7 +209,7 @@ impl<'a> Sweep<'a> {
 impl Strip {
     /// The strip of `rows` for the particles of `start` whose rows those are; `per_row`
     /// counts the particles of every row. A counting sort puts them in their rows in one
-    /// pass; each row is then sorted by key while it is in cache.
+    /// pass; the first step sorts each row by key.
     pub(super) fn from_start(
         grid: &Grid,
         start: &Particles,
@@ -217,7 +223,6 @@ impl Strip {
         for &count in &per_row[first..rows.end as usize] {
             offsets.push(offsets[offsets.len() - 1] + count as usize);
         }
-        let bounds = offsets.clone();
         // Room to grow, as `step` gives the other buffer: particles that move in from
         // another strip would otherwise reallocate it (a fresh, larger copy) mid-run. The
         // room is never touched until it is used, so it costs nothing.
@@ -242,14 +247,12 @@ impl Strip {
                 *at += 1;
             }
         }
-        let mut counts = Vec::new();
-        let mut sorted = Vec::new();
-        for row in bounds.windows(2) {
-            sort_row(grid, &mut main[row[0]..row[1]], &mut counts, &mut sorted);
-        }
+        // Each row is sorted by the first step, as it comes to the row: a pass over the
+        // strip here would read it all from memory and write it back once more.
         Strip {
             rows,
             main,
+            unsorted: 0,
             ..Strip::default()
         }
     }
@@ -288,7 +291,8 @@ impl Strip {
         let [a, b] = self.row(grid, row);
         out.extend_from_slice(a);
         out.extend_from_slice(b);
-        if !a.is_empty() && !b.is_empty() {
+        // Two arrays to merge, or a row the first step has not sorted yet.
+        if !out.is_sorted_by_key(|body| body.key) {
             out.sort_by_key(|body| body.key);
         }
     }
@@ -304,6 +308,7 @@ impl Strip {
         down: &mut Vec<Body>,
         up: &mut Vec<Body>,
     ) {
+        self.sort_rows(grid);
         let (lo, hi) = (grid.row_start(rows.start), grid.row_start(rows.end));
         let [main, movers] = [&mut self.main, &mut self.movers];
         let (main_to, movers_to) = (
@@ -348,12 +353,28 @@ impl Strip {
                 "the rows a neighbour handed over are not the ones next to the strip".into(),
             );
         }
+        self.sort_rows(grid);
         if below {
             self.main.splice(0..0, arrived.iter().copied());
         } else {
             self.main.extend_from_slice(arrived);
         }
+        self.unsorted = self.main.len();
         Ok(())
+    }
+
+    /// Sorts every row of `main` the first step has not come to.
+    fn sort_rows(&mut self, grid: &Grid) {
+        let (mut counts, mut sorted) = (Vec::new(), Vec::new());
+        while self.unsorted < self.main.len() {
+            self.unsorted = sort_next_row(
+                grid,
+                &mut self.main,
+                self.unsorted,
+                &mut counts,
+                &mut sorted,
+            );
+        }
     }
 
     /// How many particles each of the strip's rows holds, bottom row first.
@@ -398,6 +419,7 @@ impl Strip {
         let Strip {
             rows,
             main,
+            unsorted,
             movers,
             queue,
             leaving_down,
@@ -447,9 +469,14 @@ impl Strip {
         // The tables of the rows below, at and above the visited one.
         let mut around = [3usize; 3];
         let mut sweeping = false;
+        // For the rows of a strip just built, which are sorted here, each as the step comes to it.
+        let (mut counts, mut sorted) = (Vec::new(), Vec::new());
         let (mut i, mut j) = (0, 0);
         while i < main.len() || j < movers.len() {
             prefetch(main.as_ptr().wrapping_add(i + AHEAD));
+            if i == *unsorted && i < main.len() {
+                *unsorted = sort_next_row(grid, main, i, &mut counts, &mut sorted);
+            }
             let target = if j == movers.len() || (i < main.len() && main[i].key <= movers[j].key) {
                 i += 1;
                 main[i - 1]
@@ -464,6 +491,12 @@ impl Strip {
                 current = Some(row);
                 let first = row.saturating_sub(1);
                 let last = (row + 1).min(lanes - 1);
+                // The tables below read the rows up to `last` in key order.
+                while let Some(next) = main.get(*unsorted)
+                    && grid.row_of(next.key) <= last
+                {
+                    *unsorted = sort_next_row(grid, main, *unsorted, &mut counts, &mut sorted);
+                }
                 for r in first..=last {
                     let table = &mut tables[(r % 3) as usize];
                     if table.row != Some(r) {
@@ -544,11 +577,13 @@ impl Strip {
                 jumped.push(body);
             }
         }
-        // Every particle of `main` has been visited.
+        // Every particle of `main` has been visited, so every row sorted.
+        debug_assert_eq!(*unsorted, main.len());
         let read = main.len();
         rewrite.release(main, read);
         close(open, &mut opened, u32::MAX, main, &mut rewrite);
         rewrite.finish(main);
+        *unsorted = main.len();
         movers.clear();
         movers.extend_from_slice(&jumped);
         *scratch = jumped;
@@ -622,6 +657,21 @@ fn close(
         o.arrived.clear();
         opened.start += 1;
     }
+}
+
+/// Sorts by key the row that begins at `from` in `main`, whose rows are grouped in row
+/// order, and returns where the row ends.
+fn sort_next_row(
+    grid: &Grid,
+    main: &mut [Body],
+    from: usize,
+    counts: &mut Vec<u32>,
+    sorted: &mut Vec<Body>,
+) -> usize {
+    let row = grid.row_of(main[from].key);
+    let len = main[from..].partition_point(|b| grid.row_of(b.key) == row);
+    sort_row(grid, &mut main[from..from + len], counts, sorted);
+    from + len
 }
 
 /// Sorts the particles of one row by key: a counting sort by column for a long row, which
@@ -749,8 +799,49 @@ fn merge_sorted(a: &[Body], b: &[Body], out: &mut Vec<Body>) {
 mod tests {
     use super::super::super::init;
     use super::super::super::physics::DEFAULT_DT;
-    use super::super::{row_counts, tests::crowd_moving_down};
+    use super::super::{
+        row_counts,
+        tests::{crowd_moving_down, xorshift},
+    };
     use super::*;
+
+    #[test]
+    fn a_fresh_strip_sorts_its_rows_as_its_first_step_comes_to_them() {
+        // Uniformly at random, so that many pairs are in range (the textbook's start has
+        // none), and at rest.
+        let n = 20_000;
+        let size = init::box_size(n);
+        let mut next = xorshift(7);
+        let mut coordinate = || (next() >> 11) as f64 / (1u64 << 53) as f64 * size;
+        let mut start = Particles::default();
+        for id in 0..n as u32 {
+            start.push(id, coordinate(), coordinate(), 0.0, 0.0);
+        }
+        let grid = Grid::new(size);
+        let per_row = row_counts(&grid, &start.y);
+        let rows = 0..grid.lanes();
+        let build = || Strip::from_start(&grid, &start, rows.clone(), &per_row);
+        let (mut lazy, mut sorted) = (build(), build());
+        // Built, the rows are grouped but not sorted; a row read out is sorted all the same.
+        assert!(!lazy.main.is_sorted_by_key(|b| b.key));
+        let mut out = Vec::new();
+        lazy.row_into(&grid, 5, &mut out);
+        assert!(!out.is_empty() && out.is_sorted_by_key(|b| b.key));
+        sorted.sort_rows(&grid);
+        assert!(sorted.main.is_sorted_by_key(|b| b.key));
+        let motion = Motion {
+            dt: DEFAULT_DT,
+            size,
+            correction: 1.0,
+        };
+        for strip in [&mut lazy, &mut sorted] {
+            strip.step(&grid, &[], motion).unwrap();
+            strip.settle(&grid);
+        }
+        assert_eq!(lazy.unsorted, lazy.main.len());
+        assert_eq!(lazy.main, sorted.main);
+        assert_eq!(lazy.movers, sorted.movers);
+    }
 
     #[test]
     fn output_that_would_pass_the_reads_waits_and_every_particle_comes_back_sorted() {
