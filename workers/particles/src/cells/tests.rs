@@ -391,3 +391,31 @@ fn list_order_takes_parts_of_many_groups_from_any_number_of_threads() {
         }
     }
 }
+
+#[test]
+fn list_order_refuses_a_slot_twice_or_a_slot_missing() {
+    let n = grid::WINDOW + 10;
+    let body = |slot: u32| Body {
+        slot,
+        ..Body::default()
+    };
+    let list = || physics::Particles {
+        ids: (0..n as u32).collect(),
+        x: vec![0.0; n],
+        y: vec![0.0; n],
+        vx: vec![0.0; n],
+        vy: vec![0.0; n],
+    };
+    let every: Vec<Body> = (0..n as u32).map(body).collect();
+    assert!(into_list_order(&[&every], list(), 2).is_ok());
+    // Slot 7 twice, in place of slot 8.
+    let mut twice = every.clone();
+    twice[8] = body(7);
+    twice[..grid::WINDOW].sort_by_key(|b| b.slot);
+    let err = into_list_order(&[&twice], list(), 1).unwrap_err();
+    assert!(err.contains("slot 7 twice"), "{err}");
+    // The last slot missing.
+    let short = &every[..n - 1];
+    let err = into_list_order(&[short], list(), 1).unwrap_err();
+    assert!(err.contains(&format!("{} of {n}", n - 1)), "{err}");
+}
