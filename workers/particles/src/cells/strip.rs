@@ -416,6 +416,38 @@ impl Strip {
         halos: &[&[Body]],
         motion: Motion,
     ) -> Result<(), Escaped> {
+        #[cfg(target_arch = "x86_64")]
+        if newer_x86_64() {
+            // SAFETY: the processor has every feature `step_newer` is compiled for.
+            return unsafe { self.step_newer(grid, halos, motion) };
+        }
+        self.step_any(grid, halos, motion)
+    }
+
+    /// [`Strip::step`] compiled for the x86-64 processors of the last decade (the level
+    /// called x86-64-v3: AVX2, FMA, BMI1 and 2, LZCNT, MOVBE, F16C; and POPCNT). The
+    /// arithmetic is the same operation for operation, so the bits are too: the compiler
+    /// fuses no multiply into an add on its own. Serially at 10⁶ particles, ten steps, the
+    /// whole run took 251, 258 and 268 ms (fastest, tenth and 25th percentile of thirty
+    /// runs taking turns) against 269, 275 and 277 for the baseline build alone.
+    ///
+    /// # Safety
+    ///
+    /// The processor must have every feature enabled here ([`newer_x86_64`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx,avx2,fma,bmi1,bmi2,lzcnt,movbe,popcnt,f16c")]
+    unsafe fn step_newer(
+        &mut self,
+        grid: &Grid,
+        halos: &[&[Body]],
+        motion: Motion,
+    ) -> Result<(), Escaped> {
+        self.step_any(grid, halos, motion)
+    }
+
+    /// The body of [`Strip::step`], inlined into each version of it.
+    #[inline(always)]
+    fn step_any(&mut self, grid: &Grid, halos: &[&[Body]], motion: Motion) -> Result<(), Escaped> {
         let Strip {
             rows,
             main,
@@ -589,6 +621,24 @@ impl Strip {
         *scratch = jumped;
         Ok(())
     }
+}
+
+/// Whether this processor has every feature of [`Strip::step_newer`]; asked once.
+#[cfg(target_arch = "x86_64")]
+fn newer_x86_64() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    static NEWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NEWER.get_or_init(|| {
+        has!("avx")
+            && has!("avx2")
+            && has!("fma")
+            && has!("bmi1")
+            && has!("bmi2")
+            && has!("lzcnt")
+            && has!("movbe")
+            && has!("popcnt")
+            && has!("f16c")
+    })
 }
 
 /// How far ahead in `main`, in particles, a step asks for the memory it will read: a few
@@ -804,6 +854,47 @@ mod tests {
         tests::{crowd_moving_down, xorshift},
     };
     use super::*;
+
+    #[test]
+    fn every_version_of_the_step_gives_the_same_bits() {
+        let n = 20_000;
+        let size = init::box_size(n);
+        let mut next = xorshift(5);
+        let mut unit = || (next() >> 11) as f64 / (1u64 << 53) as f64;
+        let mut start = Particles::default();
+        for id in 0..n as u32 {
+            start.push(id, unit() * size, unit() * size, unit() - 0.5, unit() - 0.5);
+        }
+        let grid = Grid::new(size);
+        let per_row = row_counts(&grid, &start.y);
+        let build = || Strip::from_start(&grid, &start, 0..grid.lanes(), &per_row);
+        let (mut dispatched, mut plain) = (build(), build());
+        let motion = Motion {
+            dt: DEFAULT_DT,
+            size,
+            correction: 1.0,
+        };
+        for _ in 0..5 {
+            dispatched.step(&grid, &[], motion).unwrap();
+            plain.step_any(&grid, &[], motion).unwrap();
+            for strip in [&mut dispatched, &mut plain] {
+                strip.settle(&grid);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if newer_x86_64() {
+            // The bits of the newer version, against the baseline's.
+            let mut newer = build();
+            for _ in 0..5 {
+                // SAFETY: the processor has the features, just checked.
+                unsafe { newer.step_newer(&grid, &[], motion) }.unwrap();
+                newer.settle(&grid);
+            }
+            assert_eq!(newer.main, plain.main);
+        }
+        assert_eq!(dispatched.main, plain.main);
+        assert_eq!(dispatched.movers, plain.movers);
+    }
 
     #[test]
     fn a_fresh_strip_sorts_its_rows_as_its_first_step_comes_to_them() {
