@@ -277,21 +277,33 @@ fn mapping_len(size: usize) -> usize {
 
 /// Faults in the pages of `[start, start + len)` now: see [`HugePages::populate`]. Below a
 /// megabyte the faults cost too little to matter.
+///
+/// The kernel holds the process's memory-map lock while it populates, and every other
+/// thread that maps, unmaps or protects memory meanwhile waits: a thread starting up (its
+/// signal stack), a large allocation or free. So the range goes [`HUGE`] at a time, and
+/// such a thread waits for one piece at most. Whole, the 20 MB strip of one of two
+/// threads held the other thread's start back by 4 to 7 ms.
 pub(crate) fn populate(start: usize, len: usize) {
     if len < (1 << 20) || !supported() {
         return;
     }
     let first = start / PAGE * PAGE;
     let end = (start + len).next_multiple_of(PAGE);
-    // SAFETY: the range covers `[start, start + len)`, memory the caller may write, and at
-    // most the rest of its first and last pages. Populating maps pages without changing
-    // any byte of them; a range the kernel cannot populate fails and changes nothing.
-    unsafe {
-        libc::madvise(
-            first as *mut libc::c_void,
-            end - first,
-            libc::MADV_POPULATE_WRITE,
-        );
+    let mut from = first;
+    while from < end {
+        let to = end.min((from + 1).next_multiple_of(HUGE));
+        // SAFETY: the range is within `[start, start + len)`, memory the caller may write,
+        // and at most the rest of its first and last pages. Populating maps pages without
+        // changing any byte of them; a range the kernel cannot populate fails and changes
+        // nothing.
+        unsafe {
+            libc::madvise(
+                from as *mut libc::c_void,
+                to - from,
+                libc::MADV_POPULATE_WRITE,
+            );
+        }
+        from = to;
     }
 }
 
