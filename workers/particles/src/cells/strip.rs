@@ -365,16 +365,14 @@ impl Strip {
 
     /// Sorts every row of `main` the first step has not come to.
     fn sort_rows(&mut self, grid: &Grid) {
-        let (mut counts, mut sorted) = (Vec::new(), Vec::new());
-        while self.unsorted < self.main.len() {
-            self.unsorted = sort_next_row(
-                grid,
-                &mut self.main,
-                self.unsorted,
-                &mut counts,
-                &mut sorted,
-            );
-        }
+        let mut scratch = (Vec::new(), Vec::new());
+        sort_rows_through(
+            grid,
+            &mut self.main,
+            &mut self.unsorted,
+            u32::MAX,
+            &mut scratch,
+        );
     }
 
     /// How many particles each of the strip's rows holds, bottom row first.
@@ -502,12 +500,13 @@ impl Strip {
         let mut around = [3usize; 3];
         let mut sweeping = false;
         // For the rows of a strip just built, which are sorted here, each as the step comes to it.
-        let (mut counts, mut sorted) = (Vec::new(), Vec::new());
+        let mut sorting = (Vec::new(), Vec::new());
         let (mut i, mut j) = (0, 0);
         while i < main.len() || j < movers.len() {
             prefetch(main.as_ptr().wrapping_add(i + AHEAD));
             if i == *unsorted && i < main.len() {
-                *unsorted = sort_next_row(grid, main, i, &mut counts, &mut sorted);
+                let row = grid.row_of(main[i].key);
+                sort_rows_through(grid, main, unsorted, row, &mut sorting);
             }
             let target = if j == movers.len() || (i < main.len() && main[i].key <= movers[j].key) {
                 i += 1;
@@ -524,11 +523,7 @@ impl Strip {
                 let first = row.saturating_sub(1);
                 let last = (row + 1).min(lanes - 1);
                 // The tables below read the rows up to `last` in key order.
-                while let Some(next) = main.get(*unsorted)
-                    && grid.row_of(next.key) <= last
-                {
-                    *unsorted = sort_next_row(grid, main, *unsorted, &mut counts, &mut sorted);
-                }
+                sort_rows_through(grid, main, unsorted, last, &mut sorting);
                 for r in first..=last {
                     let table = &mut tables[(r % 3) as usize];
                     if table.row != Some(r) {
@@ -709,19 +704,29 @@ fn close(
     }
 }
 
-/// Sorts by key the row that begins at `from` in `main`, whose rows are grouped in row
-/// order, and returns where the row ends.
-fn sort_next_row(
+/// Sorts by key each row of `main` from `unsorted` on up to row `last`, and moves
+/// `unsorted` past them; from `unsorted` on, `main`'s rows are grouped in row order.
+/// `scratch` is [`sort_row`]'s, reused.
+fn sort_rows_through(
     grid: &Grid,
     main: &mut [Body],
-    from: usize,
-    counts: &mut Vec<u32>,
-    sorted: &mut Vec<Body>,
-) -> usize {
-    let row = grid.row_of(main[from].key);
-    let len = main[from..].partition_point(|b| grid.row_of(b.key) == row);
-    sort_row(grid, &mut main[from..from + len], counts, sorted);
-    from + len
+    unsorted: &mut usize,
+    last: u32,
+    scratch: &mut (Vec<u32>, Vec<Body>),
+) {
+    while let Some(first) = main.get(*unsorted)
+        && grid.row_of(first.key) <= last
+    {
+        let (from, row) = (*unsorted, grid.row_of(first.key));
+        let len = main[from..].partition_point(|b| grid.row_of(b.key) == row);
+        sort_row(
+            grid,
+            &mut main[from..from + len],
+            &mut scratch.0,
+            &mut scratch.1,
+        );
+        *unsorted = from + len;
+    }
 }
 
 /// Sorts the particles of one row by key: a counting sort by column for a long row, which
