@@ -54,6 +54,9 @@ pub enum RingError {
     /// A message could not be encoded or decoded.
     #[error("message encoding failed: {0}")]
     Encoding(String),
+    /// A [`Ticket`](crate::Ticket)'s array could not be read: what went wrong.
+    #[error("could not read a lent array: {0}")]
+    Loan(String),
 }
 
 /// Who is at the other end of a link: a rank.

@@ -9,7 +9,7 @@ use forking::assert_no_children;
 
 use ringleader::{
     Bulk, Cause, Coordinator, Gather, Handler, Inherited, LaunchError, Launcher, Neighbour,
-    NoReports, Party, Ring, RingError, RunStats, Stage, StageError, StopSignal, Transport,
+    NoReports, Party, Ring, RingError, RunStats, Stage, StageError, StopSignal, Ticket, Transport,
 };
 
 const TRANSPORTS: [Transport; 2] = [Transport::Processes, Transport::Threads];
@@ -1389,6 +1389,76 @@ fn a_worker_killed_while_its_output_is_lent_is_named_as_killed() {
     }
 }
 
+/// Reads every other run of ten elements of each worker's loan, and answers once it has
+/// read them all.
+struct Evens {
+    read: Vec<Vec<u64>>,
+    transport: Transport,
+}
+
+impl Handler for Evens {
+    type Report = Ticket<u64>;
+    type Answer = ();
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        ticket: Ticket<u64>,
+        coordinator: &mut Coordinator<'_, ()>,
+    ) -> Result<(), StageError> {
+        // Between processes the ticket names the worker's memory: the array is not sent.
+        let named = format!("{ticket:?}").contains("in process");
+        assert_eq!(named, self.transport == Transport::Processes, "{ticket:?}");
+        let ranges: Vec<_> = (0..ticket.len()).step_by(20).map(|s| s..s + 10).collect();
+        let mut into = vec![0; ranges.len() * 10];
+        ticket.read(&ranges, &mut into)?;
+        // Out of bounds, and more than the room given: refused.
+        let past = ticket.read(&[0..1, ticket.len() - 5..ticket.len() + 5], &mut into);
+        assert!(matches!(past, Err(RingError::Loan(_))), "{past:?}");
+        let more = ticket.read(&[0..1, 1..ticket.len()], &mut into[..10]);
+        assert!(matches!(more, Err(RingError::Loan(_))), "{more:?}");
+        self.read[from] = into;
+        if self.read.iter().all(|r| !r.is_empty()) {
+            coordinator.broadcast(())?;
+        }
+        Ok(())
+    }
+}
+
+/// A worker's loan is read in place, in the ranges the coordinator asks for, whatever the
+/// transport; over a thousand ranges take more than one system call between processes.
+fn the_coordinator_reads_the_ranges_of_a_loan_it_asks_for_on_every_transport() {
+    let stage = ringleader::stage_fn(|ring: &mut Ring| {
+        let base = ring.rank() as u64 * 1_000_000;
+        let data: Vec<u64> = (0..40_000).map(|i| base + i).collect();
+        let (ticket, loan) = ring.loan(data)?;
+        ring.report(&ticket)?;
+        let () = ring.recv_answer()?;
+        drop(loan);
+        Ok(())
+    });
+    for transport in TRANSPORTS {
+        let mut evens = Evens {
+            read: vec![Vec::new(); 3],
+            transport,
+        };
+        Launcher::new()
+            .workers(3)
+            .transport(transport)
+            .launch_with(stage.clone(), &mut evens)
+            .unwrap();
+        for (rank, got) in evens.read.iter().enumerate() {
+            let base = rank as u64 * 1_000_000;
+            let want: Vec<u64> = (0..40_000u64)
+                .step_by(20)
+                .flat_map(|s| base + s..base + s + 10)
+                .collect();
+            assert_eq!(got, &want, "{transport:?}, rank {rank}");
+        }
+        assert_no_children();
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The closure form, collectives, and handlers that borrow.
 
@@ -1623,6 +1693,7 @@ fn main() -> std::process::ExitCode {
         workers_return_twenty_megabytes_of_state_in_bulk,
         a_worker_killed_while_its_output_is_lent_is_named_as_killed,
         a_closure_runs_on_forked_processes_by_default,
+        the_coordinator_reads_the_ranges_of_a_loan_it_asks_for_on_every_transport,
         a_forked_worker_that_lets_go_of_its_start_gives_its_pages_back,
         collectives_give_every_rank_the_same_bits_on_every_transport,
         a_collective_met_by_a_message_is_a_protocol_error,

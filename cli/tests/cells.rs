@@ -80,9 +80,9 @@ fn cells_match_the_textbook_n400_in_every_mode() {
     );
 }
 
-/// From 262,144 particles (`FREES_START_FROM`) a run on processes frees the start's arrays
-/// before it reads the workers' outputs, and puts the final state in new ones: the same
-/// bits as a serial run, with and without `-e`.
+/// A run on processes lends each strip's end to the coordinator, which reads it a batch of
+/// windows at a time; at 262,144 particles that is eight batches from several groups of
+/// each strip: the same bits as a serial run, with and without `-e`.
 #[test]
 fn a_large_run_on_processes_ends_on_the_serial_bits() {
     let dir = scratch("cells-large");

@@ -143,6 +143,77 @@ pub(crate) fn read(pid: u32, addr: u64, len: u64) -> Result<Aligned, Detail> {
     Ok(buffer)
 }
 
+/// Copies each of `pieces` (an address and a length) in worker `pid`, one after another,
+/// to the front of `into`, for a [`Ticket`](crate::Ticket): up to [`IOV_MAX`] pieces a
+/// system call. Nothing is counted on the board: the worker keeps a loan until the
+/// coordinator answers.
+///
+/// # Errors
+///
+/// As [`read`]'s, and if the pieces take more than `into` holds.
+pub(crate) fn read_pieces(
+    pid: u32,
+    pieces: &[(u64, usize)],
+    into: &mut [u8],
+) -> Result<(), Detail> {
+    let lender = LENDERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .any(|lender| lender.pid == pid);
+    if !lender {
+        return Err(
+            format!("an array lent by process {pid}, which is no worker of this run").into(),
+        );
+    }
+    let total: usize = pieces.iter().map(|&(_, len)| len).sum();
+    let Some(into) = into.get_mut(..total) else {
+        return Err(format!("{total} lent bytes read into room for {}", into.len()).into());
+    };
+    let rpid = libc::pid_t::try_from(pid).map_err(|_| format!("no process {pid}"))?;
+    let mut at = 0;
+    for batch in pieces.chunks(IOV_MAX) {
+        let remote: Vec<libc::iovec> = batch
+            .iter()
+            .map(|&(addr, len)| libc::iovec {
+                iov_base: addr as usize as *mut libc::c_void,
+                iov_len: len,
+            })
+            .collect();
+        let want: usize = batch.iter().map(|&(_, len)| len).sum();
+        let local = libc::iovec {
+            iov_base: into[at..].as_mut_ptr().cast(),
+            iov_len: want,
+        };
+        // SAFETY: the one local iovec covers `into[at..at + want]` (`at + want <= total`,
+        // the length of `into`), which the kernel may write; the remote ones are only read,
+        // in the other process, and the kernel validates them there.
+        let read = unsafe {
+            libc::process_vm_readv(rpid, &local, 1, remote.as_ptr(), remote.len() as _, 0)
+        };
+        if read < 0 {
+            let errno = nix::errno::Errno::last();
+            return Err(Detail {
+                message: format!("could not read {want} lent bytes from process {pid}: {errno}"),
+                lender_gone: errno == nix::errno::Errno::ESRCH,
+            });
+        }
+        // A read stops short only where the worker's memory does: the loan is gone.
+        if read.unsigned_abs() != want {
+            return Err(format!(
+                "process {pid} had only {} of {want} lent bytes",
+                read.unsigned_abs()
+            )
+            .into());
+        }
+        at += want;
+    }
+    Ok(())
+}
+
+/// The most pieces one `process_vm_readv` takes (`IOV_MAX` on Linux).
+const IOV_MAX: usize = 1024;
+
 /// The copy of [`read`].
 fn copy(pid: u32, addr: u64, len: u64) -> Result<Aligned, Detail> {
     let len = usize::try_from(len).map_err(|_| format!("a lent block of {len} bytes"))?;

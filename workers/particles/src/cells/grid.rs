@@ -142,6 +142,34 @@ pub(super) fn slot_window(slot: u32) -> u32 {
     slot >> WINDOW_BITS
 }
 
+/// How many windows make a batch: the coordinator reads a lent state a batch at a time
+/// ([`into_list_order`](super::into_list_order)), 1.3 MB of bodies, into a buffer that
+/// stays in cache.
+pub(super) const BATCH: usize = 8;
+
+/// How many batches the windows of `n` particles make.
+pub(super) fn batches(n: usize) -> usize {
+    n.div_ceil(WINDOW).div_ceil(BATCH)
+}
+
+/// Where each batch starts in each group of `bodies` (grouped by
+/// [`group_by_slot_window`]), for a run of `n` particles: for group `g`, entries
+/// `g * (b + 1)` to `g * (b + 1) + b` (with `b` [`batches`]`(n)`) are the index in
+/// `bodies` of its first body in each batch or a later one, and one past its last body.
+/// What a coordinator that reads the bodies a batch at a time needs to know where to read.
+pub(super) fn batch_starts(bodies: &[Body], n: usize) -> Vec<u32> {
+    let batches = batches(n);
+    let mut starts = Vec::with_capacity(bodies.len().div_ceil(GROUP) * (batches + 1));
+    for (g, group) in bodies.chunks(GROUP).enumerate() {
+        for b in 0..=batches {
+            let first = (b * BATCH) as u32;
+            let at = group.partition_point(|body| slot_window(body.slot) < first);
+            starts.push((g * GROUP + at) as u32);
+        }
+    }
+    starts
+}
+
 /// How many bodies make a group: [`group_by_slot_window`] sorts each group of this many on
 /// its own, in scratch space small enough (640 KiB) to stay in cache.
 pub(super) const GROUP: usize = 1 << 14;

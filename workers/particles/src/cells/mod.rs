@@ -23,6 +23,8 @@ use std::ops::Range;
 
 use grid::slot_window;
 pub(crate) use grid::{Body, Grid};
+use ringleader::{Loan, Ring, RingError, Ticket};
+use serde::{Deserialize, Serialize};
 
 use super::Owners;
 use super::physics::{Particles, energy_term, sum_in_order};
@@ -143,6 +145,42 @@ fn in_list_order<'a>(bodies: impl Iterator<Item = &'a Body>, ids: &[u32]) -> Par
     list
 }
 
+/// A worker's final state, lent to the coordinator, which reads it a batch of windows at a
+/// time ([`into_list_order_lent`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct End {
+    /// Every particle the strip owns, as [`Strip::into_slot_windows`](strip::Strip) leaves
+    /// them.
+    bodies: Ticket<Body>,
+    /// Where each batch starts in each group of `bodies` ([`grid::batch_starts`]).
+    starts: Vec<u32>,
+}
+
+impl End {
+    /// Lends `bodies`, a strip's particles as [`Strip::into_slot_windows`](strip::Strip)
+    /// leaves them, in a run of `n` particles. Keep the [`Loan`] until the coordinator has
+    /// answered.
+    pub(crate) fn lend(
+        ring: &Ring,
+        bodies: Vec<Body>,
+        n: usize,
+    ) -> Result<(End, Loan<Body>), RingError> {
+        let starts = grid::batch_starts(&bodies, n);
+        let (bodies, loan) = ring.loan(bodies)?;
+        Ok((End { bodies, starts }, loan))
+    }
+}
+
+/// Where [`into_list_order`] finds the strips' bodies.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// In this process: every strip's bodies, each run of [`GROUP`](grid::GROUP) sorted by
+    /// [`slot_window`].
+    Here(&'a [&'a [Body]]),
+    /// Lent by the workers, each strip's bodies grouped the same way.
+    Lent(&'a [End]),
+}
+
 /// The particles of `list` (the run's start, whose ids never move), in list order, given
 /// the bodies of every strip, each run of [`GROUP`](grid::GROUP) of each part sorted by
 /// [`slot_window`] ([`Strip::into_slot_windows`]). The start's own arrays are overwritten,
@@ -153,17 +191,66 @@ fn in_list_order<'a>(bodies: impl Iterator<Item = &'a Body>, ids: &[u32]) -> Par
 /// the slots are exactly `0..list.len()`, once each.
 fn into_list_order(
     parts: &[&[Body]],
-    mut list: Particles,
+    list: Particles,
     threads: usize,
 ) -> Result<Particles, String> {
     // Each sorted run is a part of its own.
     let parts: Vec<&[Body]> = parts.iter().flat_map(|p| p.chunks(grid::GROUP)).collect();
-    let parts = &parts[..];
+    let stray = parts
+        .iter()
+        .flat_map(|part| part.last())
+        .any(|b| slot_window(b.slot) as usize >= list.len().div_ceil(grid::WINDOW));
+    if stray {
+        return Err(format!("the workers returned a slot past {}", list.len()));
+    }
+    order(Source::Here(&parts), list, threads)
+}
+
+/// As [`into_list_order`], for the strips' bodies lent by the workers, which must keep them
+/// until this returns. Each thread reads a batch of windows at a time, into a buffer that
+/// stays in cache: between processes nothing as large as the state is copied, where a
+/// worker's output ([`Ring::bulk_from_vec`]) is first copied whole into the coordinator's
+/// fresh memory. Fails as [`into_list_order`], and if the workers' memory cannot be read.
+fn into_list_order_lent(
+    ends: &[End],
+    list: Particles,
+    threads: usize,
+) -> Result<Particles, String> {
+    // Every body of every group is in one of its batches: no stray goes unread.
+    let batches = grid::batches(list.len());
+    for end in ends {
+        let len = end.bodies.len();
+        let groups = len.div_ceil(grid::GROUP);
+        if end.starts.len() != groups * (batches + 1) {
+            return Err(format!(
+                "a worker lent {} batch starts for {groups} groups of {batches} batches",
+                end.starts.len()
+            ));
+        }
+        for (g, starts) in end.starts.chunks(batches + 1).enumerate() {
+            let group = g * grid::GROUP..((g + 1) * grid::GROUP).min(len);
+            let (first, last) = (starts[0] as usize, starts[batches] as usize);
+            if first != group.start || last != group.end || !starts.is_sorted() {
+                return Err(format!(
+                    "a worker lent batch starts {first}..{last} for {group:?}"
+                ));
+            }
+        }
+    }
+    order(Source::Lent(ends), list, threads)
+}
+
+/// [`into_list_order`] and [`into_list_order_lent`].
+fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Particles, String> {
     let n = list.len();
-    let windows = slot_window(n.saturating_sub(1) as u32) as usize + 1;
-    let threads = threads.clamp(1, windows);
-    // Thread t takes windows `cuts[t]..cuts[t + 1]`, slots `cuts[t] << WINDOW_BITS` on.
-    let cuts: Vec<usize> = (0..=threads).map(|t| t * windows / threads).collect();
+    let batches = grid::batches(n);
+    let windows = n.div_ceil(grid::WINDOW);
+    let threads = threads.clamp(1, batches.max(1));
+    // Thread t takes windows `cuts[t]..cuts[t + 1]`, slots `cuts[t] << WINDOW_BITS` on:
+    // whole batches.
+    let cuts: Vec<usize> = (0..=threads)
+        .map(|t| (t * batches / threads * grid::BATCH).min(windows))
+        .collect();
     let first_slot = |w: usize| (w * grid::WINDOW).min(n);
     let mut chunks = Vec::with_capacity(threads);
     let (mut x, mut y, mut vx, mut vy) = (
@@ -191,40 +278,64 @@ fn into_list_order(
             ringleader::HugePages::populate(part);
         }
         let mut placed = 0;
-        let mut at: Vec<usize> = parts
-            .iter()
-            .map(|part| part.partition_point(|b| (slot_window(b.slot) as usize) < windows.start))
-            .collect();
         // One window's particles, put in order here, in cache, and then streamed out.
         let mut window_state = vec![[0.0; 4]; grid::WINDOW.min(x.len())];
-        for window in windows {
-            let from = first_slot(window) - base;
-            let len = first_slot(window + 1) - base - from;
-            let state = &mut window_state[..len];
-            for (part, at) in parts.iter().zip(&mut at) {
-                while let Some(b) = part.get(*at)
-                    && slot_window(b.slot) as usize == window
-                {
-                    let s = b.slot as usize - base;
-                    let bit = 1 << (s % 64);
-                    match seen.get_mut(s / 64) {
-                        Some(word) if *word & bit == 0 && s >= from && s - from < len => {
-                            *word |= bit;
+        // Puts the bodies of `windows` in place, taking each part's from `at` on.
+        let mut fill = |parts: &[&[Body]], at: &mut [usize], windows: Range<usize>| {
+            for window in windows {
+                let from = first_slot(window) - base;
+                let len = first_slot(window + 1) - base - from;
+                let state = &mut window_state[..len];
+                for (part, at) in parts.iter().zip(&mut *at) {
+                    while let Some(b) = part.get(*at)
+                        && slot_window(b.slot) as usize == window
+                    {
+                        let s = (b.slot as usize).wrapping_sub(base);
+                        let bit = 1 << (s % 64);
+                        match seen.get_mut(s / 64) {
+                            Some(word) if *word & bit == 0 && s >= from && s - from < len => {
+                                *word |= bit;
+                            }
+                            _ => {
+                                return Err(format!("the workers returned slot {} twice", b.slot));
+                            }
                         }
-                        _ => {
-                            return Err(format!("the workers returned slot {} twice", b.slot));
-                        }
+                        state[s - from] = [b.x, b.y, b.vx, b.vy];
+                        placed += 1;
+                        *at += 1;
                     }
-                    state[s - from] = [b.x, b.y, b.vx, b.vy];
-                    placed += 1;
-                    *at += 1;
+                }
+                for (k, out) in [&mut *x, &mut *y, &mut *vx, &mut *vy]
+                    .into_iter()
+                    .enumerate()
+                {
+                    stream_out(&mut out[from..from + len], state, k);
                 }
             }
-            for (k, out) in [&mut *x, &mut *y, &mut *vx, &mut *vy]
-                .into_iter()
-                .enumerate()
-            {
-                stream_out(&mut out[from..from + len], state, k);
+            Ok(())
+        };
+        match source {
+            Source::Here(parts) => {
+                let mut at: Vec<usize> = parts
+                    .iter()
+                    .map(|part| {
+                        part.partition_point(|b| (slot_window(b.slot) as usize) < windows.start)
+                    })
+                    .collect();
+                fill(parts, &mut at, windows)?;
+            }
+            Source::Lent(ends) => {
+                let mut buffer = vec![Body::default(); grid::BATCH * grid::WINDOW];
+                for first in windows.clone().step_by(grid::BATCH) {
+                    let batch = first..(first + grid::BATCH).min(windows.end);
+                    let parts = read_batch(ends, first / grid::BATCH, batches, &mut buffer)?;
+                    let mut at = vec![0; parts.len()];
+                    fill(&parts, &mut at, batch)?;
+                    // A body the batch's windows did not take is in no window of it.
+                    if parts.iter().zip(&at).any(|(part, &at)| at != part.len()) {
+                        return Err("the workers lent a body outside its batch".to_owned());
+                    }
+                }
             }
         }
         store_fence();
@@ -245,14 +356,46 @@ fn into_list_order(
                 .sum::<Result<usize, String>>()
         })?
     };
-    let stray = parts
-        .iter()
-        .flat_map(|part| part.last())
-        .any(|b| slot_window(b.slot) as usize >= windows);
-    if placed != n || stray {
+    if placed != n {
         return Err(format!("the workers returned {placed} of {n} particles"));
     }
     Ok(list)
+}
+
+/// Reads batch `b` (of `batches`) of every lent state, whose starts
+/// [`into_list_order_lent`] checked, into `buffer`, and returns each group's part of it, as
+/// slices of `buffer`.
+fn read_batch<'b>(
+    ends: &[End],
+    b: usize,
+    batches: usize,
+    buffer: &'b mut [Body],
+) -> Result<Vec<&'b [Body]>, String> {
+    let mut lens = Vec::new();
+    let mut at = 0;
+    for end in ends {
+        let ranges: Vec<Range<usize>> = end
+            .starts
+            .chunks(batches + 1)
+            .map(|starts| starts[b] as usize..starts[b + 1] as usize)
+            .collect();
+        let total: usize = ranges.iter().map(|r| r.len()).sum();
+        let into = buffer
+            .get_mut(at..at + total)
+            .ok_or("the workers lent more bodies for a batch than it has slots")?;
+        end.bodies.read(&ranges, into).map_err(|e| e.to_string())?;
+        lens.extend(ranges.iter().map(|r| r.len()));
+        at += total;
+    }
+    let mut rest = &buffer[..at];
+    Ok(lens
+        .into_iter()
+        .map(|len| {
+            let (part, next) = rest.split_at(len);
+            rest = next;
+            part
+        })
+        .collect())
 }
 
 /// Writes element `k` of each of `state` to `out`, as [`into_list_order`] finishes a window:

@@ -52,9 +52,11 @@ use serde::{Deserialize, Serialize};
 use super::super::physics::{Motion, Particles, energy_term, sum_in_order};
 use super::super::ring::WorkerStats;
 use super::super::{Outcome, Run, Tally, Watch};
-use super::grid::zeroed;
 use super::strip::Strip;
-use super::{Body, Grid, balanced_edges, in_list_order, into_list_order, rebalanced, row_counts};
+use super::{
+    Body, End, Grid, balanced_edges, in_list_order, into_list_order, into_list_order_lent,
+    rebalanced, row_counts,
+};
 
 /// The particle stage with strips: what every worker knows at the start.
 #[derive(Clone)]
@@ -62,7 +64,8 @@ pub(crate) struct CellRing {
     /// The run, whose `start.particles` are in `start`.
     run: Arc<Run>,
     /// The particles at the start, which a forked worker lets go of once its strip is
-    /// built: see [`Books::free_start`].
+    /// built; the coordinator then writes the final state into its arrays
+    /// ([`Books::finish`]).
     start: Inherited<Particles>,
     grid: Grid,
     /// Rank `r` owns rows `edges[r]..edges[r + 1]`.
@@ -136,14 +139,6 @@ impl Balance {
     }
 }
 
-/// The fewest particles for which the coordinator frees the start before it reads the
-/// workers' outputs ([`Books::free_start`]): each of its arrays then fills at least one huge
-/// page. Below that the arrays and the outputs take whole huge pages of their own anyway,
-/// so freeing gives the reads nothing, and making the arrays again costs more. On two
-/// workers at 10⁵ particles whole runs were no faster for it and their ends slower; at
-/// 3 × 10⁵ they took 6 ms less (medians of 25 runs each).
-const FREES_START_FROM: usize = (2 << 20) / size_of::<f64>();
-
 /// The coordinator's side: it gathers each step's reports, keeps the books and tells the
 /// workers how far particles went.
 struct Books<'a> {
@@ -153,8 +148,8 @@ struct Books<'a> {
     start: Inherited<Particles>,
     /// How many particles the run has.
     n: usize,
-    /// Whether to free the start's arrays once the last step is reported.
-    frees_start: bool,
+    /// The final state, once the workers' lent ends are read ([`Books::finish`]).
+    finished: Option<Particles>,
     gather: Gather<Report>,
     tally: &'a mut Tally,
     /// The strips' edges as the workers have them.
@@ -178,6 +173,9 @@ pub(crate) struct Report {
     /// How long the worker computed since its last load, and its rows' particles, every
     /// [`Balance::every`] steps.
     load: Option<Load>,
+    /// The strip's particles after the last step, lent (see [`End`]): sent alone, after the
+    /// last step's report, when the run ended without a stop.
+    end: Option<End>,
 }
 
 /// A worker's pace, for [`Balance`].
@@ -420,6 +418,7 @@ impl CellRing {
             energy,
             bodies,
             load,
+            end: None,
         })?;
         Ok(())
     }
@@ -454,9 +453,12 @@ impl Stage for CellRing {
         // Whether the coordinator's answer to the last step is still to be read.
         let mut answer_due = false;
         let mut stopped = false;
+        // The last step this worker began.
+        let mut last_step = run.remaining_steps().start;
         for step in run.remaining_steps() {
             let step = step + 1;
             ring.set_step(step);
+            last_step = step;
             let talk = Instant::now();
             self.trade_halos(ring, &strip, &mut below, &mut above, &mut scratch)?;
             if answer_due {
@@ -531,11 +533,28 @@ impl Stage for CellRing {
             peak_rss: ringleader::bench::peak_rss(),
         };
         // The state goes back grouped for the coordinator's `into_list_order`, grouped in
-        // the strip's own memory, which between threads is handed over as it is and
-        // between processes is lent: fresh memory (zeroed by the kernel page by page)
-        // costs more than the grouping.
-        let state = ring.bulk_from_vec(strip.into_slot_windows())?;
-        Ok((state, stats))
+        // the strip's own memory: fresh memory (zeroed by the kernel page by page) costs
+        // more than the grouping.
+        let bodies = strip.into_slot_windows();
+        if ring.transport() == Transport::Processes && !stopped {
+            // Lent, for the coordinator to read a piece at a time while this worker waits,
+            // rather than copied whole into the coordinator's fresh memory as an output.
+            let n = self.per_row.iter().map(|&c| c as usize).sum();
+            let (end, loan) = End::lend(ring, bodies, n)?;
+            ring.report(&Report {
+                step: last_step,
+                reach: 0,
+                energy: None,
+                bodies: None,
+                load: None,
+                end: Some(end),
+            })?;
+            let _: Command = ring.recv_answer()?;
+            drop(loan);
+            return Ok((ring.bulk_from_vec(Vec::new())?, stats));
+        }
+        // Between threads the vector is handed over as it is.
+        Ok((ring.bulk_from_vec(bodies)?, stats))
     }
 }
 
@@ -553,6 +572,9 @@ impl Handler for Books<'_> {
             return Ok(());
         };
         let step = super::super::round_step(reports.iter().map(|r| r.step))?;
+        if reports.iter().any(|r| r.end.is_some()) {
+            return self.finish(reports, coordinator);
+        }
         let n = self.n;
         let reach = reports.iter().map(|r| r.reach).max().unwrap_or(0);
         let energy = reports[0].energy.is_some().then(|| {
@@ -599,27 +621,37 @@ impl Handler for Books<'_> {
             reach,
             edges,
         })?;
-        if self.frees_start && (stop || step >= self.run.steps) {
-            self.free_start();
-        }
         Ok(())
     }
 }
 
 impl Books<'_> {
-    /// Frees the start's arrays, which every worker let go of when it built its strip, once
-    /// no restart can need them: the workers' outputs are about to be read out of their
-    /// memory into the coordinator's, and memory the kernel has just been given back costs
-    /// it a fraction of fresh memory (see `docs/PERFORMANCE.md`, "Fresh memory"). Only the
-    /// ids stay, for the final state, whose arrays are made anew once the workers, and
-    /// their strips, are gone.
-    fn free_start(&mut self) {
-        if let Some(start) = self.start.take() {
-            self.start.put(Particles {
-                ids: start.ids,
-                ..Particles::default()
-            });
-        }
+    /// Puts the strips' lent ends (`reports`, one per worker, in rank order) in list order,
+    /// in the start's arrays, which every worker let go of when it built its strip; then
+    /// answers, and the workers may free what they lent.
+    fn finish(
+        &mut self,
+        reports: Vec<Report>,
+        coordinator: &mut Coordinator<'_, Command>,
+    ) -> Result<(), StageError> {
+        let ends = reports
+            .into_iter()
+            .map(|r| {
+                r.end
+                    .ok_or("a worker sent a step's report where its end was due")
+            })
+            .collect::<Result<Vec<End>, _>>()?;
+        let start = self.start.take().ok_or("the start was gone at the end")?;
+        // The coordinator may use threads, one per worker, which wait meanwhile.
+        let threads = ends.len();
+        self.finished = Some(into_list_order_lent(&ends, start, threads)?);
+        coordinator.broadcast(Command {
+            correction: 0.0,
+            stop: false,
+            reach: 0,
+            edges: None,
+        })?;
+        Ok(())
     }
 
     /// The edges that even out the strips' paces, from the loads in `reports` (one per
@@ -641,6 +673,7 @@ impl Books<'_> {
 impl Restart<CellRing> for Books<'_> {
     fn rewind(&mut self, stage: &mut CellRing, _failure: &LaunchError) -> Option<Rewind> {
         let (run, step) = self.tally.rewind(&self.run);
+        self.finished = None;
         // A state kept since the start comes with its particles; without one the ring
         // starts again from `start`, which the coordinator keeps whole while restarts are
         // possible.
@@ -695,7 +728,7 @@ pub(crate) fn simulate(
         run,
         start,
         n,
-        frees_start: transport == Transport::Processes && restarts == 0 && n >= FREES_START_FROM,
+        finished: None,
         gather: Gather::new(workers),
         tally: &mut tally,
         edges,
@@ -716,21 +749,26 @@ pub(crate) fn simulate(
     let (outputs, stats) = launcher.launch_restarting(stage, &mut books, |r| {
         super::super::say_restarted(r, restarts)
     })?;
-    let Books { start, moves, .. } = books;
-    // Every worker is gone: the start's arrays become the end's (`into_list_order`), or
-    // new ones where the coordinator freed them.
-    let mut start = start
-        .take()
-        .ok_or_else(|| LaunchError::Coordinator("the start was gone at the end".to_owned()))?;
-    if start.x.len() != start.len() {
-        let n = start.len();
-        (start.x, start.y, start.vx, start.vy) = (zeroed(n), zeroed(n), zeroed(n), zeroed(n));
-    }
+    let Books {
+        start,
+        moves,
+        finished,
+        ..
+    } = books;
     let (parts, workers): (Vec<Bulk<Body>>, Vec<WorkerStats>) = outputs.into_iter().unzip();
-    let parts: Vec<&[Body]> = parts.iter().map(|p| p.as_slice()).collect();
-    // The workers are gone: the coordinator may use threads, one per worker it had.
-    let particles =
-        into_list_order(&parts, start, parts.len()).map_err(LaunchError::Coordinator)?;
+    let particles = match finished {
+        // Read from the workers' lent ends before they exited.
+        Some(particles) => particles,
+        None => {
+            // Every worker is gone: the start's arrays become the end's.
+            let start = start.take().ok_or_else(|| {
+                LaunchError::Coordinator("the start was gone at the end".to_owned())
+            })?;
+            let parts: Vec<&[Body]> = parts.iter().map(|p| p.as_slice()).collect();
+            // The coordinator may use threads, one per worker it had.
+            into_list_order(&parts, start, parts.len()).map_err(LaunchError::Coordinator)?
+        }
+    };
     let (mut outcome, watch) = tally.finish(particles, workers);
     outcome.depth = stats.depth;
     outcome.edge_moves = moves;

@@ -346,9 +346,9 @@ fn a_crowd_that_moves_down_a_row_agrees_in_every_mode() {
     check_against_all_pairs(&crowd_moving_down(), 6, &MODES, None);
 }
 
-#[test]
-fn list_order_takes_parts_of_many_groups_from_any_number_of_threads() {
-    let n = 3 * grid::GROUP + 1000;
+/// Every slot of `n`, with values made from it, dealt at random to one of two strips, each
+/// grouped by slot window as a strip's end is.
+fn dealt(n: usize) -> [Vec<Body>; 2] {
     let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     // Every slot, dealt at random to one of two strips, in no order.
     let mut parts = [Vec::new(), Vec::new()];
@@ -370,26 +370,123 @@ fn list_order_takes_parts_of_many_groups_from_any_number_of_threads() {
         grid::group_by_slot_window(part, &mut Vec::new());
     }
     assert!(parts[0].len() > grid::GROUP && parts[1].len() > grid::GROUP);
-    let slices: Vec<&[Body]> = parts.iter().map(|p| &p[..]).collect();
-    let ids: Vec<u32> = (0..n as u32).collect();
-    for threads in [1, 3] {
-        let list = physics::Particles {
-            ids: ids.clone(),
-            x: vec![f64::NAN; n],
-            y: vec![f64::NAN; n],
-            vx: vec![f64::NAN; n],
-            vy: vec![f64::NAN; n],
-        };
-        let list = into_list_order(&slices, list, threads).unwrap();
-        for slot in 0..n {
-            let v = slot as f64;
-            assert_eq!(
-                (list.x[slot], list.y[slot], list.vx[slot], list.vy[slot]),
-                (v, v + 0.25, -v, v * 2.0),
-                "slot {slot}, {threads} threads"
-            );
-        }
+    parts
+}
+
+/// A list of `n` particles to be written over.
+fn unwritten(n: usize) -> physics::Particles {
+    physics::Particles {
+        ids: (0..n as u32).collect(),
+        x: vec![f64::NAN; n],
+        y: vec![f64::NAN; n],
+        vx: vec![f64::NAN; n],
+        vy: vec![f64::NAN; n],
     }
+}
+
+/// Panics unless `list` holds [`dealt`]'s values, each in its slot.
+fn check_dealt(list: &physics::Particles, threads: usize) {
+    for slot in 0..list.len() {
+        let v = slot as f64;
+        assert_eq!(
+            (list.x[slot], list.y[slot], list.vx[slot], list.vy[slot]),
+            (v, v + 0.25, -v, v * 2.0),
+            "slot {slot}, {threads} threads"
+        );
+    }
+}
+
+#[test]
+fn list_order_takes_parts_of_many_groups_from_any_number_of_threads() {
+    let n = 3 * grid::GROUP + 1000;
+    let parts = dealt(n);
+    let slices: Vec<&[Body]> = parts.iter().map(|p| &p[..]).collect();
+    for threads in [1, 3] {
+        let list = into_list_order(&slices, unwritten(n), threads).unwrap();
+        check_dealt(&list, threads);
+    }
+}
+
+/// Orders the strips' lent ends once every one is in, each way a test asks.
+struct OrderLent {
+    n: usize,
+    ends: Vec<Option<End>>,
+    ordered: Vec<Result<physics::Particles, String>>,
+    tampered: Vec<String>,
+}
+
+impl ringleader::Handler for OrderLent {
+    type Report = End;
+    type Answer = ();
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        end: End,
+        coordinator: &mut ringleader::Coordinator<'_, ()>,
+    ) -> Result<(), ringleader::StageError> {
+        self.ends[from] = Some(end);
+        let Some(ends) = self.ends.iter().cloned().collect::<Option<Vec<End>>>() else {
+            return Ok(());
+        };
+        for threads in [1, 2, 5] {
+            let list = into_list_order_lent(&ends, unwritten(self.n), threads);
+            self.ordered.push(list);
+        }
+        // The last batch's start moved back a body: that body is read with the wrong batch
+        // (the last, which has room for it).
+        let mut moved = ends.clone();
+        moved[0].starts[grid::batches(self.n) - 1] -= 1;
+        // A group's last start short of its end: the last body would go unread.
+        let mut short = ends.clone();
+        short[1].starts[grid::batches(self.n)] -= 1;
+        for tampered in [moved, short] {
+            let err = into_list_order_lent(&tampered, unwritten(self.n), 2).unwrap_err();
+            self.tampered.push(err);
+        }
+        coordinator.broadcast(())?;
+        Ok(())
+    }
+}
+
+#[test]
+fn list_order_reads_lent_ends_a_batch_at_a_time_and_refuses_false_starts() {
+    // Several batches, and more than one group in each strip.
+    let n = 5 * grid::GROUP + 1000;
+    assert!(grid::batches(n) >= 3);
+    let parts = std::sync::Arc::new(dealt(n));
+    let stage = ringleader::stage_fn(move |ring| {
+        let (end, loan) = End::lend(ring, parts[ring.rank()].clone(), n)?;
+        ring.report(&end)?;
+        let () = ring.recv_answer()?;
+        drop(loan);
+        Ok(())
+    });
+    let mut order = OrderLent {
+        n,
+        ends: vec![None, None],
+        ordered: Vec::new(),
+        tampered: Vec::new(),
+    };
+    ringleader::Launcher::new()
+        .workers(2)
+        .transport(Transport::Threads)
+        .launch_with(stage, &mut order)
+        .unwrap();
+    assert_eq!(order.ordered.len(), 3);
+    for (list, threads) in order.ordered.iter().zip([1, 2, 5]) {
+        check_dealt(list.as_ref().unwrap(), threads);
+    }
+    assert!(
+        order.tampered[0].contains("outside its batch"),
+        "{:?}",
+        order.tampered
+    );
+    assert!(
+        order.tampered[1].contains("batch starts"),
+        "{:?}",
+        order.tampered
+    );
 }
 
 #[test]
