@@ -57,6 +57,10 @@ pub enum RingError {
     /// A [`Ticket`](crate::Ticket)'s array could not be read: what went wrong.
     #[error("could not read a lent array: {0}")]
     Loan(String),
+    /// A [`Ticket`](crate::Ticket)'s array could not be read because the worker that lent
+    /// it had ended: its own end says why.
+    #[error("could not read a lent array: {0}")]
+    LenderGone(String),
 }
 
 /// Who is at the other end of a link: a rank.
@@ -68,7 +72,10 @@ impl RingError {
     pub fn is_secondary(&self) -> bool {
         matches!(
             self,
-            RingError::PeerGone { .. } | RingError::CoordinatorGone | RingError::Stopped
+            RingError::PeerGone { .. }
+                | RingError::CoordinatorGone
+                | RingError::Stopped
+                | RingError::LenderGone(_)
         )
     }
 }

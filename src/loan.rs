@@ -181,7 +181,8 @@ impl<T: Pod> Ticket<T> {
     /// [`RingError::Loan`] if a range is out of the array's bounds or the ranges take more
     /// than `into` holds; between processes also if the ticket names a process that is no
     /// worker of the run going on (a ticket read outside the coordinator, or kept past its
-    /// run), or if the worker has ended.
+    /// run). [`RingError::LenderGone`] if the worker has ended: returned from a handler, the
+    /// run then reports the worker's own end.
     pub fn read(&self, ranges: &[Range<usize>], into: &mut [T]) -> Result<(), RingError> {
         let len = self.len();
         let mut total = 0usize;
@@ -217,7 +218,10 @@ impl<T: Pod> Ticket<T> {
                     .map(|range| (addr + (range.start * size) as u64, range.len() * size))
                     .collect();
                 crate::transport::lend::read_pieces(*pid, &pieces, bytemuck::cast_slice_mut(into))
-                    .map_err(|detail| RingError::Loan(detail.message))
+                    .map_err(|detail| match detail.lender_gone {
+                        true => RingError::LenderGone(detail.message),
+                        false => RingError::Loan(detail.message),
+                    })
             }
         }
     }

@@ -1459,6 +1459,67 @@ fn the_coordinator_reads_the_ranges_of_a_loan_it_asks_for_on_every_transport() {
     }
 }
 
+/// Kills the worker that lent the array in its report, once it waits for the answer, and
+/// then reads the array: the read fails, and the handler says so.
+struct KillTheLoaner;
+
+impl Handler for KillTheLoaner {
+    type Report = (u32, Ticket<u64>);
+    type Answer = ();
+
+    fn on_report(
+        &mut self,
+        _from: usize,
+        (pid, ticket): (u32, Ticket<u64>),
+        _coordinator: &mut Coordinator<'_, ()>,
+    ) -> Result<(), StageError> {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        // It polls for a while, then sleeps for the answer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_state(pid) != Some('S') {
+            if Instant::now() > deadline {
+                return Err("the worker never waited for its answer".into());
+            }
+            std::thread::yield_now();
+        }
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
+        // Dead, but left for the coordinator to reap.
+        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)?;
+        let mut into = vec![0; 16];
+        match ticket.read(&[0..8, 8..16], &mut into) {
+            Err(e @ RingError::LenderGone(_)) => Err(e.into()),
+            other => Err(format!("the read of a dead worker's loan gave {other:?}").into()),
+        }
+    }
+}
+
+/// A worker killed while the coordinator reads its loan is named as killed: the failed
+/// read only echoes it.
+fn a_worker_killed_while_the_coordinator_reads_its_loan_is_named_as_killed() {
+    let stage = ringleader::stage_fn(|ring: &mut Ring| {
+        ring.set_step(3);
+        if ring.rank() == 0 {
+            let (ticket, loan) = ring.loan(vec![7u64; 1 << 16])?;
+            ring.report(&(std::process::id(), ticket))?;
+            let () = ring.recv_answer()?;
+            drop(loan);
+        }
+        Ok(())
+    });
+    let err = Launcher::new()
+        .workers(2)
+        .launch_with(stage, &mut KillTheLoaner)
+        .expect_err("the run must fail");
+    let LaunchError::Worker(failure) = &err else {
+        panic!("expected a worker failure, got {err}");
+    };
+    assert_eq!(failure.rank, 0, "{err}");
+    assert_eq!(failure.cause, Cause::Signaled("SIGKILL".into()), "{err}");
+    assert_eq!(failure.step, Some(3), "{err}");
+    assert_no_children();
+}
+
 // ---------------------------------------------------------------------------------------
 // The closure form, collectives, and handlers that borrow.
 
@@ -1694,6 +1755,7 @@ fn main() -> std::process::ExitCode {
         a_worker_killed_while_its_output_is_lent_is_named_as_killed,
         a_closure_runs_on_forked_processes_by_default,
         the_coordinator_reads_the_ranges_of_a_loan_it_asks_for_on_every_transport,
+        a_worker_killed_while_the_coordinator_reads_its_loan_is_named_as_killed,
         a_forked_worker_that_lets_go_of_its_start_gives_its_pages_back,
         collectives_give_every_rank_the_same_bits_on_every_transport,
         a_collective_met_by_a_message_is_a_protocol_error,
