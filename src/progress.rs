@@ -59,6 +59,9 @@ struct Record {
     first_step: AtomicU64,
     /// The rank's hop count when it announced its first step.
     hops_at_first_step: AtomicU64,
+    /// 0 while the rank steps, else its hop count plus one when it said its steps were
+    /// done.
+    hops_at_steps_done: AtomicU64,
     /// Blocks the rank lent the coordinator that the coordinator has read (see
     /// `transport::lend`). Only the coordinator writes it.
     lent_read: AtomicU64,
@@ -161,7 +164,8 @@ pub(crate) struct DepthReading {
     pub(crate) first_step: Option<u64>,
     /// The last step it announced.
     pub(crate) last_step: Option<u64>,
-    /// Its hop count at the end.
+    /// Its hop count at the end of its steps: when it said they were done, or else when it
+    /// ended.
     pub(crate) hops: u64,
     /// Its hop count when it announced its first step.
     pub(crate) hops_at_first_step: u64,
@@ -202,6 +206,17 @@ impl Board {
         self.record(rank).hops.store(hops, Ordering::Relaxed);
     }
 
+    /// Records that `rank` is done with its steps, at hop count `hops`: what it exchanges
+    /// after (a final state gathered, say) is no part of any step's depth.
+    pub(crate) fn steps_done(&self, rank: usize, hops: u64) {
+        let record = self.record(rank);
+        if record.hops_at_steps_done.load(Ordering::Relaxed) == 0 {
+            record
+                .hops_at_steps_done
+                .store(hops.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
     /// What `rank` recorded for the depth. Read after the run, once the workers have ended.
     pub(crate) fn depth_reading(&self, rank: usize) -> DepthReading {
         let record = self.record(rank);
@@ -209,7 +224,9 @@ impl Board {
         DepthReading {
             first_step: load(&record.first_step).checked_sub(1),
             last_step: load(&record.step).checked_sub(1),
-            hops: load(&record.hops),
+            hops: load(&record.hops_at_steps_done)
+                .checked_sub(1)
+                .unwrap_or_else(|| load(&record.hops)),
             hops_at_first_step: load(&record.hops_at_first_step),
         }
     }
@@ -451,14 +468,17 @@ mod tests {
         board.set_step(0, 4, 9);
         board.set_step(0, 5, 9);
         board.set_hops(0, 12);
-        assert_eq!(
-            board.depth_reading(0),
-            DepthReading {
-                first_step: Some(3),
-                last_step: Some(5),
-                hops: 12,
-                hops_at_first_step: 4,
-            }
-        );
+        let reading = DepthReading {
+            first_step: Some(3),
+            last_step: Some(5),
+            hops: 12,
+            hops_at_first_step: 4,
+        };
+        assert_eq!(board.depth_reading(0), reading);
+        // What comes after the steps are done does not count.
+        board.steps_done(0, 12);
+        board.set_hops(0, 15);
+        board.steps_done(0, 15);
+        assert_eq!(board.depth_reading(0), reading);
     }
 }

@@ -157,6 +157,14 @@ impl Ring {
         }
     }
 
+    /// Says that this worker's steps are done: what it sends and receives after this
+    /// (gathering a final state, say) counts toward no step's depth
+    /// ([`Launcher::launch_with_stats`](crate::Launcher::launch_with_stats)). Without it,
+    /// the last step runs to the worker's end.
+    pub fn steps_done(&mut self) {
+        self.board.steps_done(self.rank, self.hops);
+    }
+
     /// Records the step this worker is on. A failure report names it, even when the worker
     /// was killed, and [`Launcher::step_timeout`](crate::Launcher::step_timeout) bounds the
     /// time a worker spends on one step. The steps are also what

@@ -217,6 +217,8 @@ fn bench_says_which_pages_its_rows_ran_on() {
 
 /// The strips trade halos and migrants with their neighbours only: the critical path of
 /// a step stays the same however many workers there are, where the ring's grows with them.
+/// Between processes the same, though the coordinator gathers the state with one more
+/// round trip after the last step.
 #[test]
 fn the_depth_of_a_cells_step_does_not_grow_with_the_workers() {
     let (run, rows) = bench_rows(
@@ -229,12 +231,19 @@ fn the_depth_of_a_cells_step_does_not_grow_with_the_workers() {
             "-s",
             "6",
             "--modes",
-            "ring-threads",
+            "ring-threads,processes",
             "--algorithms",
             "cells",
         ],
     );
-    let depths: Vec<f64> = rows.iter().map(|r| r[13].parse().unwrap()).collect();
+    let depth = |mode: &str| -> Vec<f64> {
+        rows.iter()
+            .filter(|r| r[0] == *mode)
+            .map(|r| r[13].parse().unwrap())
+            .collect()
+    };
+    let depths = depth("ring-threads");
+    assert_eq!(depth("processes"), depths, "{}", run.stdout);
     assert_eq!(depths.len(), 4, "{}", run.stdout);
     assert!(
         depths.iter().all(|&d| (2.0..=4.0).contains(&d)),

@@ -537,6 +537,8 @@ impl Stage for CellRing {
         // more than the grouping.
         let bodies = strip.into_slot_windows();
         if ring.transport() == Transport::Processes && !stopped {
+            // Gathering the state is no part of the last step.
+            ring.steps_done();
             // Lent, for the coordinator to read a piece at a time while this worker waits,
             // rather than copied whole into the coordinator's fresh memory as an output.
             let n = self.per_row.iter().map(|&c| c as usize).sum();
