@@ -23,7 +23,7 @@ use std::ops::Range;
 
 use grid::slot_window;
 pub(crate) use grid::{Body, Grid};
-use ringleader::{Loan, Ring, RingError, Ticket};
+use ringleader::{Loan, Ring, RingError, StageError, Ticket};
 use serde::{Deserialize, Serialize};
 
 use super::Owners;
@@ -203,19 +203,20 @@ fn into_list_order(
     if stray {
         return Err(format!("the workers returned a slot past {}", list.len()));
     }
-    order(Source::Here(&parts), list, threads)
+    order(Source::Here(&parts), list, threads).map_err(|e| e.to_string())
 }
 
 /// As [`into_list_order`], for the strips' bodies lent by the workers, which must keep them
 /// until this returns. Each thread reads a batch of windows at a time, into a buffer that
 /// stays in cache: between processes nothing as large as the state is copied, where a
 /// worker's output ([`Ring::bulk_from_vec`]) is first copied whole into the coordinator's
-/// fresh memory. Fails as [`into_list_order`], and if the workers' memory cannot be read.
+/// fresh memory. Fails as [`into_list_order`], and with the [`RingError`] of a read that
+/// failed (a worker that ended meanwhile gives a secondary one: its own end is the cause).
 fn into_list_order_lent(
     ends: &[End],
     list: Particles,
     threads: usize,
-) -> Result<Particles, String> {
+) -> Result<Particles, StageError> {
     // Every body of every group is in one of its batches: no stray goes unread.
     let batches = grid::batches(list.len());
     for end in ends {
@@ -225,15 +226,16 @@ fn into_list_order_lent(
             return Err(format!(
                 "a worker lent {} batch starts for {groups} groups of {batches} batches",
                 end.starts.len()
-            ));
+            )
+            .into());
         }
         for (g, starts) in end.starts.chunks(batches + 1).enumerate() {
             let group = g * grid::GROUP..((g + 1) * grid::GROUP).min(len);
             let (first, last) = (starts[0] as usize, starts[batches] as usize);
             if first != group.start || last != group.end || !starts.is_sorted() {
-                return Err(format!(
-                    "a worker lent batch starts {first}..{last} for {group:?}"
-                ));
+                return Err(
+                    format!("a worker lent batch starts {first}..{last} for {group:?}").into(),
+                );
             }
         }
     }
@@ -241,7 +243,7 @@ fn into_list_order_lent(
 }
 
 /// [`into_list_order`] and [`into_list_order_lent`].
-fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Particles, String> {
+fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Particles, StageError> {
     let n = list.len();
     let (batches, batch) = (grid::batches(n), grid::batch_windows(n));
     let windows = n.div_ceil(grid::WINDOW);
@@ -268,7 +270,7 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
         (x, y, vx, vy) = (rx, ry, rvx, rvy);
         chunks.push((cuts[t]..cuts[t + 1], [cx, cy, cvx, cvy]));
     }
-    let place = |windows: Range<usize>, out: [&mut [f64]; 4]| -> Result<usize, String> {
+    let place = |windows: Range<usize>, out: [&mut [f64]; 4]| -> Result<usize, StageError> {
         let base = first_slot(windows.start);
         let mut seen = vec![0u64; out[0].len().div_ceil(64)];
         let [x, y, vx, vy] = out;
@@ -297,7 +299,8 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
                                 *word |= bit;
                             }
                             _ => {
-                                return Err(format!("the workers returned slot {} twice", b.slot));
+                                let twice = format!("the workers returned slot {} twice", b.slot);
+                                return Err(StageError::from(twice));
                             }
                         }
                         state[s - from] = [b.x, b.y, b.vx, b.vy];
@@ -333,7 +336,7 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
                     fill(&parts, &mut at, batch)?;
                     // A body the batch's windows did not take is in no window of it.
                     if parts.iter().zip(&at).any(|(part, &at)| at != part.len()) {
-                        return Err("the workers lent a body outside its batch".to_owned());
+                        return Err("the workers lent a body outside its batch".into());
                     }
                 }
             }
@@ -357,7 +360,7 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
             .fold(mine, |sum, placed| Ok(sum? + placed?))
     })?;
     if placed != n {
-        return Err(format!("the workers returned {placed} of {n} particles"));
+        return Err(format!("the workers returned {placed} of {n} particles").into());
     }
     Ok(list)
 }
@@ -370,7 +373,7 @@ fn read_batch<'b>(
     b: usize,
     batches: usize,
     buffer: &'b mut [Body],
-) -> Result<Vec<&'b [Body]>, String> {
+) -> Result<Vec<&'b [Body]>, StageError> {
     let mut lens = Vec::new();
     let mut at = 0;
     for end in ends {
@@ -383,7 +386,7 @@ fn read_batch<'b>(
         let into = buffer
             .get_mut(at..at + total)
             .ok_or("the workers lent more bodies for a batch than it has slots")?;
-        end.bodies.read(&ranges, into).map_err(|e| e.to_string())?;
+        end.bodies.read(&ranges, into)?;
         lens.extend(ranges.iter().map(|r| r.len()));
         at += total;
     }

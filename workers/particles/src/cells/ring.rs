@@ -676,6 +676,11 @@ impl Restart<CellRing> for Books<'_> {
     fn rewind(&mut self, stage: &mut CellRing, _failure: &LaunchError) -> Option<Rewind> {
         let (run, step) = self.tally.rewind(&self.run);
         self.finished = None;
+        // The end is read into the start's own arrays: a run that failed while it was read
+        // has no start left to go on from, unless a state was kept.
+        if run.start.particles.is_empty() && self.start.with(|_| ()).is_none() {
+            return None;
+        }
         // A state kept since the start comes with its particles; without one the ring
         // starts again from `start`, which the coordinator keeps whole while restarts are
         // possible.

@@ -431,7 +431,7 @@ impl ringleader::Handler for OrderLent {
         };
         for threads in [1, 2, 5] {
             let list = into_list_order_lent(&ends, unwritten(self.n), threads);
-            self.ordered.push(list);
+            self.ordered.push(list.map_err(|e| e.to_string()));
         }
         // The last batch's start moved back a body: that body is read with the wrong batch
         // (the last, which has room for it).
@@ -442,7 +442,7 @@ impl ringleader::Handler for OrderLent {
         short[1].starts[grid::batches(self.n)] -= 1;
         for tampered in [moved, short] {
             let err = into_list_order_lent(&tampered, unwritten(self.n), 2).unwrap_err();
-            self.tampered.push(err);
+            self.tampered.push(err.to_string());
         }
         coordinator.broadcast(())?;
         Ok(())
