@@ -212,11 +212,26 @@ impl<T: Pod> Ticket<T> {
             }
             Place::InWorker { pid, addr, .. } => {
                 let size = size_of::<T>();
-                let pieces: Vec<(u64, usize)> = ranges
+                // Each range fits in `into`, so its length in bytes does too; where it starts
+                // comes from the ticket, which a garbled message could make up.
+                let piece = |range: &Range<usize>| {
+                    let from = range.start.checked_mul(size)?;
+                    Some((
+                        addr.checked_add(u64::try_from(from).ok()?)?,
+                        range.len() * size,
+                    ))
+                };
+                let pieces = ranges
                     .iter()
                     .filter(|range| !range.is_empty())
-                    .map(|range| (addr + (range.start * size) as u64, range.len() * size))
-                    .collect();
+                    .map(|range| {
+                        piece(range).ok_or_else(|| {
+                            RingError::Loan(format!(
+                                "elements {range:?} lie past the end of memory"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<(u64, usize)>, _>>()?;
                 crate::transport::lend::read_pieces(*pid, &pieces, bytemuck::cast_slice_mut(into))
                     .map_err(|detail| match detail.lender_gone {
                         true => RingError::LenderGone(detail.message),
