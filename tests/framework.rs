@@ -1347,21 +1347,27 @@ impl Handler for KillTheLender {
         pid: u32,
         _coordinator: &mut Coordinator<'_, ()>,
     ) -> Result<(), StageError> {
-        use nix::sys::wait::{Id, WaitPidFlag, waitid};
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
         // The worker has sent its last word once it sleeps: nothing before it blocks.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process_state(pid) != Some('S') {
-            if Instant::now() > deadline {
-                return Err("the worker never waited for its release".into());
-            }
-            std::thread::yield_now();
-        }
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
-        // Dead, but left for the coordinator to reap.
-        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)?;
-        Ok(())
+        kill_once_asleep(pid, "its release")
     }
+}
+
+/// Kills worker `pid` with SIGKILL once it sleeps, waiting for `what`, and waits for it to
+/// die; the coordinator reaps it later.
+fn kill_once_asleep(pid: u32, what: &str) -> Result<(), StageError> {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_state(pid) != Some('S') {
+        if Instant::now() > deadline {
+            return Err(format!("the worker never waited for {what}").into());
+        }
+        std::thread::yield_now();
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
+    // Dead, but left for the coordinator to reap.
+    waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)?;
+    Ok(())
 }
 
 /// The state letter of process `pid`, from `/proc`.
@@ -1473,19 +1479,8 @@ impl Handler for KillTheLoaner {
         (pid, ticket): (u32, Ticket<u64>),
         _coordinator: &mut Coordinator<'_, ()>,
     ) -> Result<(), StageError> {
-        use nix::sys::wait::{Id, WaitPidFlag, waitid};
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
         // It polls for a while, then sleeps for the answer.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process_state(pid) != Some('S') {
-            if Instant::now() > deadline {
-                return Err("the worker never waited for its answer".into());
-            }
-            std::thread::yield_now();
-        }
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
-        // Dead, but left for the coordinator to reap.
-        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)?;
+        kill_once_asleep(pid, "its answer")?;
         let mut into = vec![0; 16];
         match ticket.read(&[0..8, 8..16], &mut into) {
             Err(e @ RingError::LenderGone(_)) => Err(e.into()),
