@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::{assert_same_state, fixture, processes_tagged, read_state, ringleader, scratch};
 use ringleader::{
-    Bulk, Launcher, Neighbour, NoReports, Ring, Stage, StageError, Transport, mpi_world_size,
+    Bulk, Coordinator, Handler, Launcher, Neighbour, NoReports, Ring, Stage, StageError, Ticket,
+    Transport, mpi_world_size,
 };
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +34,7 @@ fn main() -> std::process::ExitCode {
         energy_normalization_and_log_match_the_textbook,
         sixteen_megabyte_blocks_rotate_without_deadlock,
         blocks_go_to_one_neighbour_and_bulk_outputs_come_back,
+        a_loan_is_read_by_the_coordinator_in_the_ranges_it_asks_for,
         collectives_give_the_same_bits_as_on_the_other_transports,
         a_panicking_rank_ends_the_job_with_one_line,
         a_panic_on_rank_0_ends_the_job_with_one_line,
@@ -219,6 +221,41 @@ fn blocks_go_to_one_neighbour_and_bulk_outputs_come_back() {
     for p in [1, 2, 3] {
         let want = format!("exchanged {:?}; depth None", vec![true; p]);
         job_prints(p, &["--role", "exchange"], &want);
+    }
+}
+
+/// A rank's loan reaches rank 0's handler, which reads the ranges it asks for.
+fn a_loan_is_read_by_the_coordinator_in_the_ranges_it_asks_for() {
+    for p in [1, 3] {
+        let want: Vec<[u64; 3]> = (0..p as u64)
+            .map(|rank| [rank << 20, (rank << 20) + 1, (rank << 20) + 39_999])
+            .collect();
+        job_prints(p, &["--role", "loan"], &format!("read {want:?}"));
+    }
+}
+
+/// Reads the first two elements and the last of every rank's loan, and answers once it has
+/// them all.
+struct ReadLoans(Vec<Option<[u64; 3]>>);
+
+impl Handler for ReadLoans {
+    type Report = Ticket<u64>;
+    type Answer = ();
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        ticket: Ticket<u64>,
+        coordinator: &mut Coordinator<'_, ()>,
+    ) -> Result<(), StageError> {
+        let mut three = [0; 3];
+        let last = ticket.len() - 1;
+        ticket.read(&[0..2, last..last + 1], &mut three)?;
+        self.0[from] = Some(three);
+        if self.0.iter().all(Option::is_some) {
+            coordinator.broadcast(())?;
+        }
+        Ok(())
     }
 }
 
@@ -502,6 +539,20 @@ fn role(args: &[String]) {
         [kind] if kind == "sizes" => {
             let outputs = launcher.launch(Sizes).expect("launch");
             println!("sizes {outputs:?}");
+        }
+        [kind] if kind == "loan" => {
+            let stage = ringleader::stage_fn(|ring: &mut Ring| {
+                let base = (ring.rank() as u64) << 20;
+                let (ticket, loan) = ring.loan((0..40_000).map(|i| base + i).collect())?;
+                ring.report(&ticket)?;
+                let () = ring.recv_answer()?;
+                drop(loan);
+                Ok(())
+            });
+            let mut read = ReadLoans(vec![None; ranks]);
+            launcher.launch_with(stage, &mut read).expect("launch");
+            let read: Vec<[u64; 3]> = read.0.into_iter().flatten().collect();
+            println!("read {read:?}");
         }
         [kind] if kind == "collectives" => {
             let results = launcher.run(collectives).expect("launch");
