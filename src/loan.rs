@@ -14,7 +14,9 @@ use crate::transport::Transport;
 
 /// A worker's side of an array lent to the coordinator: the array itself, which must stay
 /// where it is until the coordinator has read what it wants. Keep the `Loan` until the
-/// coordinator has answered the report that carried its [`Ticket`], then drop it.
+/// coordinator has answered the report that carried its [`Ticket`], then drop it. Dropped
+/// sooner, a read between processes fails or finds whatever the memory holds by then; it
+/// never reads outside the worker, and never harms the coordinator.
 ///
 /// Made by [`Ring::loan`].
 pub struct Loan<T> {
