@@ -127,13 +127,7 @@ pub(crate) fn is_lending() -> bool {
 /// had, or if the kernel refuses the read or finds no such bytes in the worker; and
 /// whether the worker had ended (was exiting, or had exited) by then.
 pub(crate) fn read(pid: u32, addr: u64, len: u64) -> Result<Aligned, Detail> {
-    let lender = LENDERS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .find(|lender| lender.pid == pid)
-        .map(|lender| (lender.rank, Arc::clone(&lender.board)));
-    let Some((rank, board)) = lender else {
+    let Some((rank, board)) = lender(pid) else {
         return Err(
             format!("a block lent by process {pid}, which is no worker of this run").into(),
         );
@@ -141,6 +135,16 @@ pub(crate) fn read(pid: u32, addr: u64, len: u64) -> Result<Aligned, Detail> {
     let buffer = copy(pid, addr, len)?;
     board.count_lent_read(rank);
     Ok(buffer)
+}
+
+/// The rank and the run's board of `pid`, if it is a worker of the run going on.
+fn lender(pid: u32) -> Option<(usize, Arc<Board>)> {
+    LENDERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|lender| lender.pid == pid)
+        .map(|lender| (lender.rank, Arc::clone(&lender.board)))
 }
 
 /// Copies each of `pieces` (an address and a length) in worker `pid`, one after another,
@@ -156,12 +160,7 @@ pub(crate) fn read_pieces(
     pieces: &[(u64, usize)],
     into: &mut [u8],
 ) -> Result<(), Detail> {
-    let lender = LENDERS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .any(|lender| lender.pid == pid);
-    if !lender {
+    if lender(pid).is_none() {
         return Err(
             format!("an array lent by process {pid}, which is no worker of this run").into(),
         );
@@ -170,43 +169,24 @@ pub(crate) fn read_pieces(
     let Some(into) = into.get_mut(..total) else {
         return Err(format!("{total} lent bytes read into room for {}", into.len()).into());
     };
-    let rpid = libc::pid_t::try_from(pid).map_err(|_| format!("no process {pid}"))?;
     let mut at = 0;
     for batch in pieces.chunks(IOV_MAX) {
-        let remote: Vec<libc::iovec> = batch
-            .iter()
-            .map(|&(addr, len)| libc::iovec {
-                iov_base: addr as usize as *mut libc::c_void,
-                iov_len: len,
-            })
-            .collect();
         let want: usize = batch.iter().map(|&(_, len)| len).sum();
-        let local = libc::iovec {
-            iov_base: into[at..].as_mut_ptr().cast(),
-            iov_len: want,
-        };
-        // SAFETY: the one local iovec covers `into[at..at + want]` (`at + want <= total`,
-        // the length of `into`), which the kernel may write; the remote ones are only read,
-        // in the other process, and the kernel validates them there.
-        let read = unsafe {
-            libc::process_vm_readv(rpid, &local, 1, remote.as_ptr(), remote.len() as _, 0)
-        };
-        if read < 0 {
-            let errno = nix::errno::Errno::last();
-            return Err(Detail {
-                message: format!("could not read {want} lent bytes from process {pid}: {errno}"),
-                lender_gone: errno == nix::errno::Errno::ESRCH,
-            });
+        match read_vectored(pid, batch, &mut into[at..at + want]) {
+            Ok(read) if read == want => at += want,
+            // A read stops short only where the worker's memory does: the loan is gone.
+            Ok(read) => {
+                return Err(format!("process {pid} had only {read} of {want} lent bytes").into());
+            }
+            Err(errno) => {
+                return Err(Detail {
+                    message: format!(
+                        "could not read {want} lent bytes from process {pid}: {errno}"
+                    ),
+                    lender_gone: errno == nix::errno::Errno::ESRCH,
+                });
+            }
         }
-        // A read stops short only where the worker's memory does: the loan is gone.
-        if read.unsigned_abs() != want {
-            return Err(format!(
-                "process {pid} had only {} of {want} lent bytes",
-                read.unsigned_abs()
-            )
-            .into());
-        }
-        at += want;
     }
     Ok(())
 }
@@ -297,18 +277,34 @@ fn read_piece(pid: u32, addr: u64, from: usize, into: &mut [u8], len: usize) -> 
 /// One `process_vm_readv` of up to `into.len()` bytes at `addr` in process `pid`: the
 /// kernel checks the remote range, and writes only `into`.
 fn read_into(pid: u32, addr: u64, into: &mut [u8]) -> Result<usize, nix::errno::Errno> {
+    let len = into.len();
+    read_vectored(pid, &[(addr, len)], into)
+}
+
+/// One `process_vm_readv` of each of `pieces` (an address and a length, at most
+/// [`IOV_MAX`] of them) in process `pid`, one after another, into `into`: the bytes read.
+fn read_vectored(
+    pid: u32,
+    pieces: &[(u64, usize)],
+    into: &mut [u8],
+) -> Result<usize, nix::errno::Errno> {
     let local = libc::iovec {
         iov_base: into.as_mut_ptr().cast(),
         iov_len: into.len(),
     };
-    let remote = libc::iovec {
-        iov_base: addr as usize as *mut libc::c_void,
-        iov_len: into.len(),
-    };
+    let remote: Vec<libc::iovec> = pieces
+        .iter()
+        .map(|&(addr, len)| libc::iovec {
+            iov_base: addr as usize as *mut libc::c_void,
+            iov_len: len,
+        })
+        .collect();
     let pid = libc::pid_t::try_from(pid).map_err(|_| nix::errno::Errno::ESRCH)?;
-    // SAFETY: the one local iovec covers `into`, which the kernel may write; the remote
-    // one is only read, in the other process, and the kernel validates it there.
-    let read = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    let count = libc::c_ulong::try_from(remote.len()).map_err(|_| nix::errno::Errno::EINVAL)?;
+    // SAFETY: the one local iovec covers `into`, which the kernel may write (it writes no
+    // more than the remote pieces hold); the remote ones are only read, in the other
+    // process, and the kernel validates them there.
+    let read = unsafe { libc::process_vm_readv(pid, &local, 1, remote.as_ptr(), count, 0) };
     if read < 0 {
         Err(nix::errno::Errno::last())
     } else {
