@@ -142,6 +142,9 @@ impl Table {
     }
 }
 
+/// How many particles of the start [`Strip::from_start`] sorts out at a time.
+const FILTER: usize = 256;
+
 /// How many entries of a column table one particle writes at once.
 const RUN: usize = 16;
 
@@ -231,20 +234,42 @@ impl Strip {
         main.truncate(len);
         // Every body is written just below, at random: fault the pages in at once.
         ringleader::HugePages::populate(&mut main);
-        for slot in 0..start.len() {
+        // Puts the particle of `slot`, in the strip's `row`-th row, in its place.
+        let mut put = |slot: usize, row: u32| {
             let (x, y) = (start.x[slot], start.y[slot]);
-            let row = grid.lane(y);
-            if rows.contains(&row) {
-                let at = &mut offsets[row as usize - first];
-                main[*at] = Body {
-                    x,
-                    y,
-                    vx: start.vx[slot],
-                    vy: start.vy[slot],
-                    slot: slot as u32,
-                    key: grid.key(x, y),
-                };
-                *at += 1;
+            let at = &mut offsets[row as usize];
+            main[*at] = Body {
+                x,
+                y,
+                vx: start.vx[slot],
+                vy: start.vy[slot],
+                slot: slot as u32,
+                key: grid.row_start(rows.start + row) | grid.lane(x),
+            };
+            *at += 1;
+        };
+        let rows_len = rows.len();
+        if rows_len == grid.lanes() as usize {
+            // Every particle is the strip's (and `rows.start` is 0).
+            for (slot, &y) in start.y.iter().enumerate() {
+                put(slot, grid.lane(y));
+            }
+        } else {
+            // The start is read a block at a time: first which of its particles are the
+            // strip's, without a branch, then those are put in their rows. With a branch per
+            // particle, whether it is the strip's is a coin toss on two workers.
+            let mut members = [(0u32, 0u32); FILTER];
+            for from in (0..start.len()).step_by(FILTER) {
+                let to = (from + FILTER).min(start.len());
+                let mut found = 0;
+                for (slot, &y) in (from..to).zip(&start.y[from..to]) {
+                    let row = grid.lane(y).wrapping_sub(rows.start);
+                    members[found] = (slot as u32, row);
+                    found += usize::from((row as usize) < rows_len);
+                }
+                for &(slot, row) in &members[..found] {
+                    put(slot as usize, row);
+                }
             }
         }
         // Each row is sorted by the first step, as it comes to the row: a pass over the
