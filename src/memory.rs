@@ -82,9 +82,14 @@ impl HugePages {
     /// memory that is about to be written whole. On the 2-core development machine that took a fresh 40 MB of 4 KiB
     /// pages from 11 to 6 ms back to back, and from 16.5 to 11.3 ms after an idle spell.
     /// The contents do not change. Where the kernel cannot (before Linux 5.14), nothing
-    /// happens, and the pages fault in as they are written. It goes 2 MiB at a time: the
-    /// kernel holds the process's memory-map lock meanwhile, and another thread that maps
-    /// memory (starting up, allocating a large block) waits for one piece at most.
+    /// happens, and the pages fault in as they are written.
+    ///
+    /// The kernel holds the process's memory-map lock meanwhile, and another thread of the
+    /// process that maps memory (starting up, allocating a large block) waits for all of
+    /// it. Call it where no other thread of the process maps memory meanwhile: page faults
+    /// taken as the memory is written hold no such lock (on Linux 6.4 and later), and two
+    /// threads that populated 20 MB each at once took longer than two that let their
+    /// pages fault in.
     pub fn populate<T>(memory: &mut [T]) {
         populate(memory.as_mut_ptr() as usize, size_of_val(memory));
     }
@@ -282,9 +287,11 @@ fn mapping_len(size: usize) -> usize {
 ///
 /// The kernel holds the process's memory-map lock while it populates, and every other
 /// thread that maps, unmaps or protects memory meanwhile waits: a thread starting up (its
-/// signal stack), a large allocation or free. So the range goes [`HUGE`] at a time, and
-/// such a thread waits for one piece at most. Whole, the 20 MB strip of one of two
-/// threads held the other thread's start back by 4 to 7 ms.
+/// signal stack), a large allocation or free. The range goes [`HUGE`] at a time, but that
+/// does not let such a thread in between the pieces: the kernel lets the next piece's
+/// read lock go ahead of a waiting writer for some milliseconds. Populating the 20 MB
+/// strip of one of two threads held the other thread's start back until it was done, 4
+/// to 7 ms, in pieces or whole.
 pub(crate) fn populate(start: usize, len: usize) {
     if len < (1 << 20) || !supported() {
         return;

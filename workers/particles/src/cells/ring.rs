@@ -440,9 +440,11 @@ impl Stage for CellRing {
         // Time spent stepping the strip since the last load report.
         let mut busy = Duration::ZERO;
         let rows = self.rows(rank);
+        // Workers on threads share this process's memory map.
+        let alone = ring.transport() != Transport::Threads || ring.size() == 1;
         let Some(mut strip) = self
             .start
-            .with(|start| Strip::from_start(&self.grid, start, rows, &self.per_row))
+            .with(|start| Strip::from_start(&self.grid, start, rows, &self.per_row, alone))
         else {
             return Err("the start was gone before the worker built its strip".into());
         };

@@ -219,7 +219,7 @@ fn a_strip_cedes_the_rows_outside_its_new_edges() {
     let per_row = row_counts(&grid, &particles.y);
     let lanes = grid.lanes();
     let (a, b) = (lanes / 4, 3 * lanes / 4);
-    let mut strip = strip::Strip::from_start(&grid, &particles, a..b, &per_row);
+    let mut strip = strip::Strip::from_start(&grid, &particles, a..b, &per_row, true);
     let before: usize = per_row[a as usize..b as usize]
         .iter()
         .map(|&c| c as usize)

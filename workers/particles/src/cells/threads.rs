@@ -107,6 +107,7 @@ impl Stage for CellThreads {
             &run.start.particles,
             self.rows[t].clone(),
             &self.per_row,
+            ring.size() == 1,
         );
         let n = run.start.particles.len();
         let mut terms = Vec::new();
