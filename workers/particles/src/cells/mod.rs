@@ -254,6 +254,8 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
         .map(|t| (t * batches / threads * batch).min(windows))
         .collect();
     let first_slot = |w: usize| (w * grid::WINDOW).min(n);
+    // Every thread has started and made its buffers: see `place`.
+    let started = std::sync::Barrier::new(threads);
     let mut chunks = Vec::with_capacity(threads);
     let (mut x, mut y, mut vx, mut vy) = (
         &mut list.x[..],
@@ -274,14 +276,26 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
         let base = first_slot(windows.start);
         let mut seen = vec![0u64; out[0].len().div_ceil(64)];
         let [x, y, vx, vy] = out;
-        // Every element is written below, at random within a window: arrays the
-        // coordinator made anew fault their pages in at once, each thread its own part.
+        // One window's particles, put in order here, in cache, and then streamed out.
+        let mut window_state = vec![[0.0; 4]; grid::WINDOW.min(x.len())];
+        // A batch of lent windows, read here.
+        let mut buffer = match source {
+            Source::Here(_) => Vec::new(),
+            Source::Lent(_) => vec![Body::default(); batch * grid::WINDOW],
+        };
+        // Every element is written below, at random within a window, so the pages are
+        // faulted in at once (between processes the start's pages were shared with the
+        // forked workers, and each write would fault). The kernel holds the memory-map lock
+        // meanwhile, and a thread that maps memory waits for all of it, however it is cut
+        // up: a thread starting up (its signal stack) or making its buffers. So each
+        // thread first waits for every other to have done both: at 10⁶ particles between
+        // processes, the second thread started 1.8 to 2.3 ms late (quartiles of sixteen
+        // runs), after the first had populated.
+        started.wait();
         for part in [&mut *x, &mut *y, &mut *vx, &mut *vy] {
             ringleader::HugePages::populate(part);
         }
         let mut placed = 0;
-        // One window's particles, put in order here, in cache, and then streamed out.
-        let mut window_state = vec![[0.0; 4]; grid::WINDOW.min(x.len())];
         // Puts the bodies of `windows` in place, taking each part's from `at` on.
         let mut fill = |parts: &[&[Body]], at: &mut [usize], windows: Range<usize>| {
             for window in windows {
@@ -328,7 +342,6 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
                 fill(parts, &mut at, windows)?;
             }
             Source::Lent(ends) => {
-                let mut buffer = vec![Body::default(); batch * grid::WINDOW];
                 for first in windows.clone().step_by(batch) {
                     let parts = read_batch(ends, first / batch, batches, &mut buffer)?;
                     let batch = first..(first + batch).min(windows.end);
