@@ -255,7 +255,7 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
         .collect();
     let first_slot = |w: usize| (w * grid::WINDOW).min(n);
     // Every thread has started and made its buffers: see `place`.
-    let started = std::sync::Barrier::new(threads);
+    let started = Gate::new(threads);
     let mut chunks = Vec::with_capacity(threads);
     let (mut x, mut y, mut vx, mut vy) = (
         &mut list.x[..],
@@ -291,7 +291,7 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
         // thread first waits for every other to have done both: at 10⁶ particles between
         // processes, the second thread started 1.8 to 2.3 ms late (quartiles of sixteen
         // runs), after the first had populated.
-        started.wait();
+        started.arrive_and_wait();
         for part in [&mut *x, &mut *y, &mut *vx, &mut *vy] {
             ringleader::HugePages::populate(part);
         }
@@ -363,19 +363,74 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
     let mut chunks = chunks.into_iter();
     let (windows, out) = chunks.next().unwrap_or_default();
     let placed: usize = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .map(|(windows, out)| scope.spawn(|| place(windows, out)))
-            .collect();
+        let mut handles = Vec::with_capacity(threads);
+        let mut unstarted = Ok(0);
+        for (windows, out) in chunks {
+            if unstarted.is_err() {
+                started.call_off();
+                continue;
+            }
+            let place = &place;
+            match std::thread::Builder::new().spawn_scoped(scope, move || place(windows, out)) {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    started.call_off();
+                    let e = format!("no thread to put the final state in order with: {e}");
+                    unstarted = Err(StageError::from(e));
+                }
+            }
+        }
         let mine = place(windows, out);
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .fold(mine, |sum, placed| Ok(sum? + placed?))
+            .and_then(|placed| Ok(placed + unstarted?))
     })?;
     if placed != n {
         return Err(format!("the workers returned {placed} of {n} particles").into());
     }
     Ok(list)
+}
+
+/// Holds threads back until a number of parties have each arrived or been called off.
+struct Gate {
+    /// The parties still to come.
+    remaining: std::sync::Mutex<usize>,
+    open: std::sync::Condvar,
+}
+
+impl Gate {
+    fn new(parties: usize) -> Gate {
+        Gate {
+            remaining: std::sync::Mutex::new(parties),
+            open: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Arrives, and waits for every other party.
+    fn arrive_and_wait(&self) {
+        let mut remaining = self.arrive();
+        while *remaining > 0 {
+            remaining =
+                (self.open.wait(remaining)).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// A party that will not come: the others need not wait for it.
+    fn call_off(&self) {
+        drop(self.arrive());
+    }
+
+    fn arrive(&self) -> std::sync::MutexGuard<'_, usize> {
+        let mut remaining =
+            (self.remaining.lock()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        *remaining = remaining.saturating_sub(1);
+        if *remaining == 0 {
+            self.open.notify_all();
+        }
+        remaining
+    }
 }
 
 /// Reads batch `b` (of `batches`) of every lent state, whose starts

@@ -516,3 +516,25 @@ fn list_order_refuses_a_slot_twice_or_a_slot_missing() {
     let err = into_list_order(&[short], list(), 1).unwrap_err();
     assert!(err.contains(&format!("{} of {n}", n - 1)), "{err}");
 }
+
+#[test]
+fn the_list_orders_gate_opens_once_every_party_has_arrived_or_been_called_off() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let gate = Gate::new(4);
+    let passed = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                gate.arrive_and_wait();
+                passed.fetch_add(1, SeqCst);
+            });
+        }
+        // Two parties have come at most, and two are still due: nobody is through.
+        assert_eq!(passed.load(SeqCst), 0);
+        // A thread that could not be started is called off; this one is still due.
+        gate.call_off();
+        assert_eq!(passed.load(SeqCst), 0);
+        gate.arrive_and_wait();
+    });
+    assert_eq!(passed.load(SeqCst), 2);
+}
