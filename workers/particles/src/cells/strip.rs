@@ -262,7 +262,8 @@ impl Strip {
         };
         let rows_len = rows.len();
         if rows_len == grid.lanes() as usize {
-            // Every particle is the strip's (and `rows.start` is 0).
+            // Every particle is the strip's.
+            debug_assert_eq!(rows.start, 0);
             for (slot, &y) in start.y.iter().enumerate() {
                 put(slot, grid.lane(y));
             }
