@@ -187,12 +187,15 @@ enum Source<'a> {
 /// which spares allocating and zeroing as much again. The parts are taken one window at a
 /// time, so every write lands in a stretch of the four arrays small enough to stay in
 /// cache, where putting each body straight in its place would write memory at random.
-/// With `threads` above one, that many threads take a run of windows each. Fails unless
-/// the slots are exactly `0..list.len()`, once each.
+/// With `threads` above one, that many threads take a run of windows each. `forked` says
+/// that the run forked workers, so the list's pages may still be copy-on-write (each is
+/// then faulted in before it is written). Fails unless the slots are exactly
+/// `0..list.len()`, once each.
 fn into_list_order(
     parts: &[&[Body]],
     list: Particles,
     threads: usize,
+    forked: bool,
 ) -> Result<Particles, String> {
     // Each sorted run is a part of its own.
     let parts: Vec<&[Body]> = parts.iter().flat_map(|p| p.chunks(grid::GROUP)).collect();
@@ -203,7 +206,7 @@ fn into_list_order(
     if stray {
         return Err(format!("the workers returned a slot past {}", list.len()));
     }
-    order(Source::Here(&parts), list, threads).map_err(|e| e.to_string())
+    order(Source::Here(&parts), list, threads, forked).map_err(|e| e.to_string())
 }
 
 /// As [`into_list_order`], for the strips' bodies lent by the workers, which must keep them
@@ -239,11 +242,16 @@ fn into_list_order_lent(
             }
         }
     }
-    order(Source::Lent(ends), list, threads)
+    order(Source::Lent(ends), list, threads, true)
 }
 
 /// [`into_list_order`] and [`into_list_order_lent`].
-fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Particles, StageError> {
+fn order(
+    source: Source<'_>,
+    mut list: Particles,
+    threads: usize,
+    forked: bool,
+) -> Result<Particles, StageError> {
     let n = list.len();
     let (batches, batch) = (grid::batches(n), grid::batch_windows(n));
     let windows = n.div_ceil(grid::WINDOW);
@@ -255,7 +263,7 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
         .collect();
     let first_slot = |w: usize| (w * grid::WINDOW).min(n);
     // Every thread has started and made its buffers: see `place`.
-    let started = Gate::new(threads);
+    let started = forked.then(|| Gate::new(threads));
     let mut chunks = Vec::with_capacity(threads);
     let (mut x, mut y, mut vx, mut vy) = (
         &mut list.x[..],
@@ -283,17 +291,20 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
             Source::Here(_) => Vec::new(),
             Source::Lent(_) => vec![Body::default(); batch * grid::WINDOW],
         };
-        // Every element is written below, at random within a window, so the pages are
-        // faulted in at once (between processes the start's pages were shared with the
-        // forked workers, and each write would fault). The kernel holds the memory-map lock
-        // meanwhile, and a thread that maps memory waits for all of it, however it is cut
-        // up: a thread starting up (its signal stack) or making its buffers. So each
-        // thread first waits for every other to have done both: at 10⁶ particles between
-        // processes, the second thread started 1.8 to 2.3 ms late (quartiles of sixteen
-        // runs), after the first had populated.
-        started.arrive_and_wait();
-        for part in [&mut *x, &mut *y, &mut *vx, &mut *vy] {
-            ringleader::HugePages::populate(part);
+        // Every element is written below, at random within a window. Where the start's
+        // pages were shared with forked workers, each write would fault, so they are
+        // faulted in at once. The kernel holds the memory-map lock meanwhile, and a thread
+        // that maps memory waits for all of it, however it is cut up: a thread starting up
+        // (its signal stack) or making its buffers. So each thread first waits for every
+        // other to have done both: at 10⁶ particles between processes, the second thread
+        // started 1.8 to 2.3 ms late (quartiles of sixteen runs), after the first had
+        // populated. Pages that are the coordinator's own need nothing (populating them
+        // walks them all the same: 1.3 ms serially at 10⁶).
+        if let Some(started) = &started {
+            started.arrive_and_wait();
+            for part in [&mut *x, &mut *y, &mut *vx, &mut *vy] {
+                ringleader::HugePages::populate(part);
+            }
         }
         let mut placed = 0;
         // Puts the bodies of `windows` in place, taking each part's from `at` on.
@@ -367,14 +378,14 @@ fn order(source: Source<'_>, mut list: Particles, threads: usize) -> Result<Part
         let mut unstarted = Ok(0);
         for (windows, out) in chunks {
             if unstarted.is_err() {
-                started.call_off();
+                started.iter().for_each(Gate::call_off);
                 continue;
             }
             let place = &place;
             match std::thread::Builder::new().spawn_scoped(scope, move || place(windows, out)) {
                 Ok(handle) => handles.push(handle),
                 Err(e) => {
-                    started.call_off();
+                    started.iter().for_each(Gate::call_off);
                     let e = format!("no thread to put the final state in order with: {e}");
                     unstarted = Err(StageError::from(e));
                 }

@@ -775,7 +775,8 @@ pub(crate) fn simulate(
             })?;
             let parts: Vec<&[Body]> = parts.iter().map(|p| p.as_slice()).collect();
             // The coordinator may use threads, one per worker it had.
-            into_list_order(&parts, start, parts.len()).map_err(LaunchError::Coordinator)?
+            let forked = transport == Transport::Processes;
+            into_list_order(&parts, start, parts.len(), forked).map_err(LaunchError::Coordinator)?
         }
     };
     let (mut outcome, watch) = tally.finish(particles, workers);

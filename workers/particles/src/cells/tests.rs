@@ -402,7 +402,7 @@ fn list_order_takes_parts_of_many_groups_from_any_number_of_threads() {
     let parts = dealt(n);
     let slices: Vec<&[Body]> = parts.iter().map(|p| &p[..]).collect();
     for threads in [1, 3] {
-        let list = into_list_order(&slices, unwritten(n), threads).unwrap();
+        let list = into_list_order(&slices, unwritten(n), threads, threads > 1).unwrap();
         check_dealt(&list, threads);
     }
 }
@@ -504,16 +504,16 @@ fn list_order_refuses_a_slot_twice_or_a_slot_missing() {
         vy: vec![0.0; n],
     };
     let every: Vec<Body> = (0..n as u32).map(body).collect();
-    assert!(into_list_order(&[&every], list(), 2).is_ok());
+    assert!(into_list_order(&[&every], list(), 2, true).is_ok());
     // Slot 7 twice, in place of slot 8.
     let mut twice = every.clone();
     twice[8] = body(7);
     twice[..grid::WINDOW].sort_by_key(|b| b.slot);
-    let err = into_list_order(&[&twice], list(), 1).unwrap_err();
+    let err = into_list_order(&[&twice], list(), 1, false).unwrap_err();
     assert!(err.contains("slot 7 twice"), "{err}");
     // The last slot missing.
     let short = &every[..n - 1];
-    let err = into_list_order(&[short], list(), 1).unwrap_err();
+    let err = into_list_order(&[short], list(), 1, false).unwrap_err();
     assert!(err.contains(&format!("{} of {n}", n - 1)), "{err}");
 }
 

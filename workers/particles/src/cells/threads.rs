@@ -381,7 +381,8 @@ pub(crate) fn simulate(
         Err(run) => run.start.particles.clone(),
     };
     let parts: Vec<&[Body]> = finals.iter().map(|f| &f[..]).collect();
-    let particles = into_list_order(&parts, start, threads).map_err(LaunchError::Coordinator)?;
+    let particles =
+        into_list_order(&parts, start, threads, false).map_err(LaunchError::Coordinator)?;
     let (mut outcome, watch) = tally.finish(particles, Vec::new());
     outcome.edge_moves = moves.load(Ordering::Relaxed);
     Ok((outcome, watch))
