@@ -165,12 +165,13 @@ struct Staged([Body; STAGED]);
 const STAGED: usize = 8;
 
 impl<'a> Binned<'a> {
-    /// `starts[r]` is where row `r` begins in `main`.
-    fn new(main: &'a mut [Body], starts: &[usize]) -> Binned<'a> {
+    /// `starts[r]` is where row `r` begins in `main`, and the last entry where the rows end.
+    fn new(main: &'a mut [Body], mut starts: Vec<usize>) -> Binned<'a> {
         let rows = starts.len().saturating_sub(1);
+        starts.truncate(rows);
         Binned {
             main,
-            next: starts[..rows].to_vec(),
+            next: starts,
             staged: vec![Staged([Body::default(); STAGED]); rows],
             waiting: vec![0; rows],
         }
@@ -180,8 +181,7 @@ impl<'a> Binned<'a> {
     fn push(&mut self, row: usize, body: Body) {
         let at = self.next[row];
         let waiting = self.waiting[row] as usize;
-        let aligned = (self.main.as_ptr().wrapping_add(at) as usize).is_multiple_of(64);
-        if waiting == 0 && !aligned {
+        if waiting == 0 && !(self.main.as_ptr().wrapping_add(at) as usize).is_multiple_of(64) {
             self.main[at] = body;
             self.next[row] = at + 1;
             return;
@@ -337,7 +337,7 @@ impl Strip {
         if alone {
             ringleader::HugePages::populate(&mut main);
         }
-        let mut binned = Binned::new(&mut main, &offsets);
+        let mut binned = Binned::new(&mut main, offsets);
         // Puts the particle of `slot`, in the strip's `row`-th row, in its place.
         let mut put = |slot: usize, row: u32| {
             let (x, y) = (start.x[slot], start.y[slot]);
@@ -1133,7 +1133,7 @@ mod tests {
         for shift in [0, 1] {
             let mut memory = vec![Body::default(); n + shift];
             let main = &mut memory[shift..];
-            let mut binned = Binned::new(main, &starts);
+            let mut binned = Binned::new(main, starts.clone());
             for &(row, slot) in &order {
                 binned.push(row, body(slot));
             }
