@@ -286,10 +286,10 @@ fn order(
         let [x, y, vx, vy] = out;
         // One window's particles, put in order here, in cache, and then streamed out.
         let mut window_state = vec![[0.0; 4]; grid::WINDOW.min(x.len())];
-        // A batch of lent windows, read here.
-        let mut buffer = match source {
+        // A batch of lent windows, read here; zeroed, so that its pages are not yet touched.
+        let mut buffer: Vec<Body> = match source {
             Source::Here(_) => Vec::new(),
-            Source::Lent(_) => vec![Body::default(); batch * grid::WINDOW],
+            Source::Lent(_) => bytemuck::zeroed_vec(batch * grid::WINDOW),
         };
         // Every element is written below, at random within a window. Where the start's
         // pages were shared with forked workers, each write would fault, so they are
@@ -299,12 +299,15 @@ fn order(
         // other to have done both: at 10⁶ particles between processes, the second thread
         // started 1.8 to 2.3 ms late (quartiles of sixteen runs), after the first had
         // populated. Pages that are the coordinator's own need nothing (populating them
-        // walks them all the same: 1.3 ms serially at 10⁶).
+        // walks them all the same: 1.3 ms serially at 10⁶). The buffers, fresh memory, are
+        // populated with them.
         if let Some(started) = &started {
             started.arrive_and_wait();
             for part in [&mut *x, &mut *y, &mut *vx, &mut *vy] {
                 ringleader::HugePages::populate(part);
             }
+            ringleader::HugePages::populate(&mut window_state);
+            ringleader::HugePages::populate(&mut buffer);
         }
         let mut placed = 0;
         // Puts the bodies of `windows` in place, taking each part's from `at` on.
