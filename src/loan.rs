@@ -153,6 +153,7 @@ impl Ring {
                 addr: data.as_ptr() as u64,
                 len: data.len() as u64,
             };
+            self.lent_from_memory();
             return Ok((Ticket { place }, Loan { kept: Some(data) }));
         }
         let place = Place::Carried(self.bulk_from_vec(data)?);
