@@ -209,6 +209,10 @@ fn radix_sort(bodies: &mut [Body], scratch: &mut Vec<Body>, key: impl Fn(&Body) 
     let mask = (1usize << width) - 1;
     if scratch.capacity() < bodies.len() {
         *scratch = zeroed(bodies.len());
+        // Every element is written, at random: fault the pages in at once. Grouping a
+        // strip's 5·10⁴ bodies at the end took 0.93 ms rather than 1.07 (medians of twenty
+        // runs taking turns, two processes at 10⁵ particles).
+        ringleader::HugePages::populate(&mut scratch[..]);
     } else {
         scratch.resize(bodies.len(), Body::default());
     }
