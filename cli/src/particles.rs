@@ -352,6 +352,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         writeln!(io::stdout(), "{line}")?;
     }
+    // A stop signal that came after the last step (while the state was gathered, or an
+    // output written) found nothing left to stop: the run and its outputs are complete.
+    // It is not swallowed: say so, and exit as it asks.
+    if let Some(signal) = ringleader::stop_signal() {
+        eprintln!("ringleader: {signal} came after the last step; the run is complete");
+        return Ok(ExitCode::from(signal.exit_code()));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -401,6 +401,55 @@ fn a_stop_signal_writes_a_checkpoint_that_resumes_bit_for_bit() {
     }
 }
 
+/// A stop signal that comes after the last step finds nothing left to stop: the run and
+/// its outputs are complete, and it says so and exits as the signal asks rather than
+/// swallowing it. The final state goes to a FIFO that nobody reads yet, so the signal lands
+/// while the coordinator waits to open it; then the test reads the whole state.
+#[test]
+fn a_stop_signal_after_the_last_step_is_named_and_the_output_still_written() {
+    use std::io::Read;
+    let _serial = exclusive();
+    let dir = common::scratch("late-signal");
+    for (k, mode) in [&["-p", "2"][..], &["-t", "2"], &[]]
+        .into_iter()
+        .enumerate()
+    {
+        let fifo = dir.join(format!("state{k}.csv"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let tag = new_tag();
+        let mut args = vec!["particles", "-n", "20", "-s", "5", "--algorithm", "cells"];
+        args.extend(mode);
+        args.extend(["--out", fifo.to_str().unwrap()]);
+        let started = Instant::now();
+        let child = spawn(&args, &[], &tag, false);
+        // Blocked opening the FIFO to write: every step is done, and every worker gone.
+        let wchan = format!("/proc/{}/wchan", child.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&wchan).unwrap_or_default() != "wait_for_partner" {
+            assert!(
+                Instant::now() < deadline,
+                "{mode:?}: never waited on the fifo"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("signal the run");
+        let mut state = String::new();
+        std::fs::File::open(&fifo)
+            .and_then(|mut reader| reader.read_to_string(&mut state))
+            .expect("read the fifo");
+        let run = finish(child, &tag, started, Duration::from_secs(60));
+        assert_eq!(run.code, Some(130), "{mode:?}: {run:?}");
+        assert_eq!(
+            run.line(),
+            "ringleader: SIGINT came after the last step; the run is complete",
+            "{mode:?}"
+        );
+        assert!(state.starts_with("id,x,y,vx,vy"), "{mode:?}: {state:?}");
+        assert_eq!(state.lines().count(), 21, "{mode:?}: {state}");
+    }
+}
+
 #[test]
 fn ctrl_c_to_the_process_group_stops_the_run_through_the_coordinator() {
     let _serial = exclusive();
