@@ -21,6 +21,7 @@ use super::outputs::{self, Output};
 use super::{limits, usage};
 
 mod plot;
+use ringleader::LaunchError;
 use ringleader_particles::init::initial_state;
 use ringleader_particles::kernel::{self, Body, Kernel};
 use ringleader_particles::physics::{DEFAULT_DT, Hit};
@@ -627,14 +628,19 @@ fn once(
     run.balance_every = balance_every;
     reset_peak_rss();
     let started = Instant::now();
-    let (outcome, _) =
-        simulate_with(run, simulated, algorithm, Box::new(Unwatched)).with_context(|| {
-            format!(
-                "{} {} run with {workers} workers failed",
-                algorithm.name(),
-                mode.name()
-            )
-        })?;
+    let (outcome, _) = uninterrupted(simulate_with(
+        run,
+        simulated,
+        algorithm,
+        Box::new(Unwatched),
+    ))
+    .with_context(|| {
+        format!(
+            "{} {} run with {workers} workers failed",
+            algorithm.name(),
+            mode.name()
+        )
+    })?;
     let seconds = started.elapsed().as_secs_f64();
     let stats = &outcome.workers;
     // Serial runs are a ring of one worker, and the threads mode shares memory: neither
@@ -659,6 +665,19 @@ fn once(
         depth: outcome.depth.filter(|_| ring),
         ..Row::timed(mode, algorithm, n, workers, steps, seconds)
     })
+}
+
+/// A run's result, unless a stop signal (SIGINT, SIGTERM, SIGHUP) came during it. A run on
+/// workers that wait for the coordinator every step stops at a step boundary and returns
+/// what it did; one the signal reached after its last step returns all of it. Either way
+/// the bench ends there, as [`LaunchError::Interrupted`] (which exits as the signal asks),
+/// rather than time a run cut short or carry on as if nothing had been asked.
+fn uninterrupted<T>(result: Result<T, LaunchError>) -> Result<T, LaunchError> {
+    let done = result?;
+    match ringleader::stop_signal() {
+        Some(signal) => Err(LaunchError::Interrupted { signal }),
+        None => Ok(done),
+    }
 }
 
 /// What a process started by [`fresh_once`] measured: its row's own numbers, which
@@ -815,7 +834,13 @@ fn independent_once(
         let mut handles = Vec::with_capacity(runs.len());
         for run in runs {
             let simulate = move || {
-                simulate_with(run, Mode::Serial, algorithm, Box::new(Unwatched)).map(|_| ())
+                uninterrupted(simulate_with(
+                    run,
+                    Mode::Serial,
+                    algorithm,
+                    Box::new(Unwatched),
+                ))
+                .map(|_| ())
             };
             // Runs already started finish before the scope returns the error.
             let handle = std::thread::Builder::new()

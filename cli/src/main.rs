@@ -73,6 +73,14 @@ fn main() -> ExitCode {
         // A reader that went away (`ringleader … | head`) is not a failure of ours: stop
         // quietly, as other Unix tools do.
         Err(err) if closed_pipe(&err) => ExitCode::SUCCESS,
+        // Every worker is stopped and reaped by now; exit as the signal asks.
+        Err(err)
+            if let Some(&ringleader::LaunchError::Interrupted { signal }) =
+                err.downcast_ref::<ringleader::LaunchError>() =>
+        {
+            eprintln!("ringleader: {}", one_line(&format!("{err:#}")));
+            ExitCode::from(signal.exit_code())
+        }
         Err(err) => {
             let usage = err.downcast_ref::<UsageError>().is_some();
             // Under `mpirun` every rank parses the same arguments and finds the same

@@ -450,6 +450,55 @@ fn a_stop_signal_after_the_last_step_is_named_and_the_output_still_written() {
     }
 }
 
+/// A stop signal ends a bench, in every mode it times: no row for a run cut short (cells
+/// on two worker processes stop at a step boundary and return what they did, which a bench
+/// once timed as a whole run), and the exit the signal asks for.
+#[test]
+fn a_stop_signal_ends_a_bench_without_timing_the_run_it_cut_short() {
+    let _serial = exclusive();
+    for mode in [
+        "processes",
+        "ring-threads",
+        "threads",
+        "serial",
+        "independent",
+    ] {
+        let tag = new_tag();
+        let args = [
+            "bench",
+            "-n",
+            "40000",
+            "-p",
+            "2",
+            "-s",
+            "100000000",
+            "-r",
+            "1",
+            "--modes",
+            mode,
+            "--algorithms",
+            "cells",
+        ];
+        let started = Instant::now();
+        let child = spawn(&args, &[], &tag, false);
+        match mode {
+            "processes" => drop(wait_for_processes(&tag, 3)),
+            // The bench's own thread, which supervises, and the run's worker threads.
+            "serial" => wait_for_threads(child.id(), 2),
+            _ => wait_for_threads(child.id(), 3),
+        }
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("signal the bench");
+        let run = finish(child, &tag, started, Duration::from_secs(60));
+        assert_eq!(run.code, Some(130), "{mode}: {run:?}");
+        let line = run.line();
+        assert!(
+            line.starts_with("ringleader: ")
+                && line.ends_with("interrupted by SIGINT: every worker was stopped"),
+            "{mode}: {line}"
+        );
+    }
+}
+
 #[test]
 fn ctrl_c_to_the_process_group_stops_the_run_through_the_coordinator() {
     let _serial = exclusive();
