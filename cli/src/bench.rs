@@ -1134,14 +1134,20 @@ fn hops(args: &HopArgs) -> anyhow::Result<Vec<(TransportArg, HopReport)>> {
     for _ in 0..args.repeat {
         for (i, &transport) in transports.iter().enumerate() {
             let report = match transport {
-                TransportArg::Processes => {
-                    hop(Transport::Processes, args.workers, args.bytes, args.rounds)
-                        .map_err(anyhow::Error::from)
-                }
-                TransportArg::Threads => {
-                    hop(Transport::Threads, args.workers, args.bytes, args.rounds)
-                        .map_err(anyhow::Error::from)
-                }
+                TransportArg::Processes => uninterrupted(hop(
+                    Transport::Processes,
+                    args.workers,
+                    args.bytes,
+                    args.rounds,
+                ))
+                .map_err(anyhow::Error::from),
+                TransportArg::Threads => uninterrupted(hop(
+                    Transport::Threads,
+                    args.workers,
+                    args.bytes,
+                    args.rounds,
+                ))
+                .map_err(anyhow::Error::from),
                 TransportArg::Mpi => mpi_hop(args, false),
                 TransportArg::MpiRaw => mpi_hop(args, true),
             }
