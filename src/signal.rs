@@ -11,7 +11,9 @@ use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, sigaction,
+};
 
 /// A signal that asks the coordinator to stop the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,6 +152,39 @@ const WORKER_FATAL: [Signal; 5] = [
     Signal::SIGFPE,
 ];
 
+/// Every signal held back (blocked) while alive, in this thread; the mask before comes
+/// back when it is dropped. Held across a fork, it makes the child's signals wait until the
+/// child has set its own dispositions ([`worker_defaults`]): a signal sent to a worker in
+/// between met the coordinator's, and the Rust runtime's SIGSEGV handler swallows a sent
+/// SIGSEGV once, so the worker ran on. The coordinator's own signals wait only as long as
+/// the fork.
+#[derive(Debug)]
+pub(crate) struct Held(SigSet);
+
+impl Held {
+    pub(crate) fn all() -> Held {
+        let mut before = SigSet::empty();
+        // It fails only for an invalid `how`. Should it fail, nothing is held: read the mask
+        // as it is, so that the drop puts back what the thread had.
+        if pthread_sigmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&SigSet::all()),
+            Some(&mut before),
+        )
+        .is_err()
+        {
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, None, Some(&mut before));
+        }
+        Held(before)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+    }
+}
+
 /// In a forked worker: ignore SIGINT and SIGHUP (they reach the whole process group, and
 /// the coordinator stops us), and die of the fatal signals in [`WORKER_FATAL`].
 pub(crate) fn worker_defaults() {
@@ -176,4 +211,32 @@ pub struct StopSignalGuard(#[allow(dead_code)] Catch);
 /// Starts catching SIGINT, SIGTERM and SIGHUP; see [`StopSignalGuard`].
 pub fn catch_stop_signals() -> StopSignalGuard {
     StopSignalGuard(Catch::install())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static USR2: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" fn count_usr2(_: libc::c_int) {
+        USR2.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_signal_raised_while_held_arrives_when_the_hold_ends() {
+        let action = SigAction::new(
+            SigHandler::Handler(count_usr2),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only touches an atomic; no other test uses SIGUSR2.
+        unsafe { sigaction(Signal::SIGUSR2, &action) }.expect("install a handler");
+        let held = Held::all();
+        // `raise` signals this thread, whose mask `Held` set.
+        nix::sys::signal::raise(Signal::SIGUSR2).expect("raise");
+        assert_eq!(USR2.load(Ordering::SeqCst), 0, "delivered while held");
+        drop(held);
+        assert_eq!(USR2.load(Ordering::SeqCst), 1, "still held after the drop");
+    }
 }

@@ -49,6 +49,8 @@ pub(super) fn launch<S: Stage, H: Handler>(
                 return Err(LaunchError::Channel(e));
             }
         };
+        // Signals to the child wait until it has its own dispositions (see `Held`).
+        let held = signal::Held::all();
         // SAFETY: `launch` checked that this process has a single thread, so no lock can be
         // held by a thread that does not exist in the child. The child never returns into
         // the caller's stack: `child_main` ends with `_exit`.
@@ -59,12 +61,15 @@ pub(super) fn launch<S: Stage, H: Handler>(
                 let (transport, board) = (wiring.transport, Arc::clone(&wiring.board));
                 drop(wiring);
                 let ring = Ring::new(rank, size, transport, ends, board, limits.fault);
-                child_main(stage.clone(), ring, coordinator)
+                child_main(stage.clone(), ring, coordinator, held)
             }
             // The child's ends go with this turn of the loop: the coordinator keeps none.
-            Ok(ForkResult::Parent { child }) => pids.push(child),
+            Ok(ForkResult::Parent { child }) => {
+                drop(held);
+                pids.push(child);
+            }
             Err(source) => {
-                drop((ends, wiring));
+                drop((held, ends, wiring));
                 abandon(pids);
                 return Err(LaunchError::Fork { rank, source });
             }
@@ -100,11 +105,13 @@ pub(super) fn launch<S: Stage, H: Handler>(
 }
 
 /// The child side of the fork. Never returns.
-fn child_main<S: Stage>(stage: S, ring: Ring, coordinator: Pid) -> ! {
+fn child_main<S: Stage>(stage: S, ring: Ring, coordinator: Pid, held: signal::Held) -> ! {
     // Die with the coordinator. The re-check closes the race where the coordinator died
     // before the death signal was armed.
     let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
     signal::worker_defaults();
+    // Signals sent meanwhile arrive now, to the worker's own dispositions.
+    drop(held);
     let code = if armed && getppid() == coordinator {
         worker::run(stage, ring)
     } else {
