@@ -1133,21 +1133,13 @@ fn hops(args: &HopArgs) -> anyhow::Result<Vec<(TransportArg, HopReport)>> {
     let mut best: Vec<(TransportArg, HopReport)> = Vec::new();
     for _ in 0..args.repeat {
         for (i, &transport) in transports.iter().enumerate() {
+            let on = |transport| {
+                uninterrupted(hop(transport, args.workers, args.bytes, args.rounds))
+                    .map_err(anyhow::Error::from)
+            };
             let report = match transport {
-                TransportArg::Processes => uninterrupted(hop(
-                    Transport::Processes,
-                    args.workers,
-                    args.bytes,
-                    args.rounds,
-                ))
-                .map_err(anyhow::Error::from),
-                TransportArg::Threads => uninterrupted(hop(
-                    Transport::Threads,
-                    args.workers,
-                    args.bytes,
-                    args.rounds,
-                ))
-                .map_err(anyhow::Error::from),
+                TransportArg::Processes => on(Transport::Processes),
+                TransportArg::Threads => on(Transport::Threads),
                 TransportArg::Mpi => mpi_hop(args, false),
                 TransportArg::MpiRaw => mpi_hop(args, true),
             }
