@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             if let Some(&ringleader::LaunchError::Interrupted { signal }) =
                 err.downcast_ref::<ringleader::LaunchError>() =>
         {
-            eprintln!("ringleader: {}", one_line(&format!("{err:#}")));
+            say_error(&err);
             ExitCode::from(signal.exit_code())
         }
         Err(err) => {
@@ -86,11 +86,24 @@ fn main() -> ExitCode {
             // Under `mpirun` every rank parses the same arguments and finds the same
             // mistake: rank 0 alone says it, as it says the mistakes found after MPI starts.
             if !(usage && launcher_rank().is_some_and(|rank| rank != 0)) {
-                eprintln!("ringleader: {}", one_line(&format!("{err:#}")));
+                say_error(&err);
             }
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
+}
+
+/// Writes `err` as one line on stderr: see [`say`].
+fn say_error(err: &anyhow::Error) {
+    say(&format!("ringleader: {}", one_line(&format!("{err:#}"))));
+}
+
+/// Writes `line` and a newline on stderr in one system call. `eprintln!` writes each piece
+/// of its format on its own, and `mpirun`, which forwards every write of every rank as it
+/// comes, once put its own message between them: `ringleader: ------…`.
+pub(crate) fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 /// This process's rank in a job an MPI launcher started, from the environment it sets for

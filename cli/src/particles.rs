@@ -288,7 +288,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(done) => done,
         // Every worker is stopped and reaped by now; exit as the signal asks.
         Err(interrupted @ LaunchError::Interrupted { signal }) => {
-            eprintln!("ringleader: {interrupted}");
+            super::say(&format!("ringleader: {interrupted}"));
             return Ok(ExitCode::from(signal.exit_code()));
         }
         Err(err) => return Err(err.into()),
@@ -308,7 +308,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             ""
         };
-        eprintln!("ringleader: stopped by {signal} after step {step}{saved}");
+        super::say(&format!(
+            "ringleader: stopped by {signal} after step {step}{saved}"
+        ));
         return Ok(ExitCode::from(signal.exit_code()));
     }
     // A run stopped early (q in the live view) made only the checks of its steps.
@@ -348,7 +350,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.visuals.quiet {
         // Nothing but errors.
     } else if on_stdout {
-        eprintln!("{line}");
+        super::say(&line);
     } else {
         writeln!(io::stdout(), "{line}")?;
     }
@@ -356,7 +358,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // output written) found nothing left to stop: the run and its outputs are complete.
     // It is not swallowed: say so, and exit as it asks.
     if let Some(signal) = ringleader::stop_signal() {
-        eprintln!("ringleader: {signal} came after the last step; the run is complete");
+        super::say(&format!(
+            "ringleader: {signal} came after the last step; the run is complete"
+        ));
         return Ok(ExitCode::from(signal.exit_code()));
     }
     Ok(ExitCode::SUCCESS)
