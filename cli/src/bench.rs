@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::outputs::{self, Output};
 use super::{limits, usage};
 
+mod child;
 mod plot;
 use ringleader::LaunchError;
 use ringleader_particles::init::initial_state;
@@ -336,9 +337,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(What::Kernel(args)) => {
             let n = args.n;
             limits::ensure_memory(limits::kernel_bytes(n), || format!("bench kernel -n {n}"))?;
-            emit(&kernel_table(&kernels(args.n, args.repeat)))?;
+            let _signals = ringleader::catch_stop_signals();
+            emit(&kernel_table(&kernels(args.n, args.repeat)?))?;
+            Ok(complete())
         }
-        Some(What::Hop(args)) if args.mpi_rank => return mpi_rank_hop(&args),
+        Some(What::Hop(args)) if args.mpi_rank => mpi_rank_hop(&args),
         Some(What::Hop(args)) => {
             let mpi = [TransportArg::Mpi, TransportArg::MpiRaw];
             if args.transports.iter().any(|t| mpi.contains(t)) && !cfg!(feature = "mpi") {
@@ -351,12 +354,39 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             limits::ensure_memory(limits::hop_bytes(bytes, workers), || {
                 format!("bench hop --bytes {bytes} -p {workers}")
             })?;
+            let _signals = ringleader::catch_stop_signals();
             let reports = hops(&args)?;
             emit(&hop_table(&reports))?;
+            Ok(complete())
         }
-        None => return table(args.table),
+        None => table(args.table),
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// A bench catches SIGINT, SIGTERM and SIGHUP from start to end, so that one which comes
+/// between two runs, when no run is there to stop, still ends the bench with a word rather
+/// than kill it: each run, and each pass of the kernel table, starts only if none has come
+/// ([`go_on`]), and a process the bench started is sent it (see [`child`]). Everything is
+/// measured before anything is shown, so a bench that ends early shows no table.
+fn go_on() -> Result<(), LaunchError> {
+    match ringleader::stop_signal() {
+        Some(signal) => Err(LaunchError::Interrupted { signal }),
+        None => Ok(()),
+    }
+}
+
+/// The exit of a bench that has shown everything: a stop signal that came while it was
+/// shown or written found nothing left to stop, and is named rather than swallowed.
+fn complete() -> ExitCode {
+    match ringleader::stop_signal() {
+        Some(signal) => {
+            super::say(&format!(
+                "ringleader: {signal} came after the last run; the bench is complete"
+            ));
+            ExitCode::from(signal.exit_code())
+        }
+        None => ExitCode::SUCCESS,
+    }
 }
 
 fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
@@ -389,20 +419,22 @@ fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
     // With a file on stdout, the tables go to stderr.
     let to_stderr = outputs::check(&files)?;
     check_limits(&args)?;
+    let _signals = ringleader::catch_stop_signals();
     if args.one {
         return one(&args);
     }
     let rows = measure(&args)?;
+    let n = kernel_n(&args.n);
+    let kernel_rows = kernels(n, 1)?;
     show(&render(&rows), to_stderr)?;
     if rows.iter().any(|r| r.mode == BenchMode::Mpi.name()) {
         show(MPI_ROWS, to_stderr)?;
     }
     show(pages_line(), to_stderr)?;
-    let n = kernel_n(&args.n);
     show(
         &format!(
             "\nforce kernels at n = {n} (the largest n, at most {KERNEL_N_MAX}: they check all n² pairs)\n{}",
-            kernel_table(&kernels(n, 1))
+            kernel_table(&kernel_rows)
         ),
         to_stderr,
     )?;
@@ -422,7 +454,7 @@ fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
         outputs::write(path, |out| out.write_all(svg.as_bytes()))
             .with_context(|| format!("cannot write {}", outputs::shown(path)))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(complete())
 }
 
 /// The most particles the kernel table below a bench table runs at. It checks all n²
@@ -541,6 +573,7 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
             for round in 0..args.repeat {
                 for k in turns(combinations.len(), round) {
                     let (mode, workers) = combinations[k];
+                    go_on().context("the bench was stopped between runs")?;
                     // mpi rows are jobs of their own either way.
                     let row = if args.fresh && mode != BenchMode::Mpi {
                         fresh_once(args, n, mode, algorithm, workers)?
@@ -674,10 +707,8 @@ fn once(
 /// rather than time a run cut short or carry on as if nothing had been asked.
 fn uninterrupted<T>(result: Result<T, LaunchError>) -> Result<T, LaunchError> {
     let done = result?;
-    match ringleader::stop_signal() {
-        Some(signal) => Err(LaunchError::Interrupted { signal }),
-        None => Ok(done),
-    }
+    go_on()?;
+    Ok(done)
 }
 
 /// What a process started by [`fresh_once`] measured: its row's own numbers, which
@@ -733,12 +764,24 @@ fn fresh_once(
     let program =
         std::env::current_exe().context("cannot find this program to run each row afresh")?;
     let one = one_args(args, n, mode, algorithm, workers);
-    let output = std::process::Command::new(&program)
-        .args(&one)
-        .env(PARENT_VAR, std::process::id().to_string())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start {}", program.display()))?;
+    let (output, signal) = child::output(
+        std::process::Command::new(&program)
+            .args(&one)
+            .env(PARENT_VAR, std::process::id().to_string())
+            .stdin(std::process::Stdio::null()),
+    )
+    .with_context(|| format!("cannot run {}", program.display()))?;
+    // The run was sent the signal too, and ended as it asked (or finished first): either
+    // way the bench ends here.
+    if let Some(signal) = signal {
+        return Err(LaunchError::Interrupted { signal }).with_context(|| {
+            format!(
+                "{} {} run with {workers} workers (in a process of its own) failed",
+                Algorithm::from(algorithm).name(),
+                mode.name()
+            )
+        });
+    }
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let why = last_line(&output.stderr);
@@ -973,9 +1016,13 @@ fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> anyhow::Result<String>
             Ok(())
         });
     }
-    let output = command
-        .output()
-        .context("cannot start mpirun (apt-get install openmpi-bin)")?;
+    let (output, signal) =
+        child::output(&mut command).context("cannot start mpirun (apt-get install openmpi-bin)")?;
+    // mpirun was sent the signal too, and passed it on to its ranks.
+    if let Some(signal) = signal {
+        return Err(LaunchError::Interrupted { signal })
+            .with_context(|| format!("mpirun -n {ranks} {} failed", args.join(" ")));
+    }
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         anyhow::bail!(
@@ -1058,7 +1105,7 @@ fn write_csv(rows: &[Row], out: &mut dyn Write) -> std::io::Result<()> {
 
 /// Every kernel this CPU runs on every pair of the textbook's initial state for `n`
 /// particles.
-fn kernels(n: usize, repeat: usize) -> Vec<KernelRow> {
+fn kernels(n: usize, repeat: usize) -> Result<Vec<KernelRow>, LaunchError> {
     let particles = initial_state(n);
     let bodies: Vec<Body> = particles
         .x
@@ -1071,25 +1118,28 @@ fn kernels(n: usize, repeat: usize) -> Vec<KernelRow> {
         })
         .collect();
     let mut hits: Vec<Hit> = Vec::new();
+    // Each pass starts only if no stop signal has come.
     let mut time = |pass: &mut dyn FnMut(&mut Vec<Hit>)| {
-        (0..repeat)
-            .map(|_| {
-                hits.clear();
-                let started = Instant::now();
-                pass(&mut hits);
-                started.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min)
+        let mut fastest = f64::INFINITY;
+        for _ in 0..repeat {
+            go_on()?;
+            hits.clear();
+            let started = Instant::now();
+            pass(&mut hits);
+            fastest = fastest.min(started.elapsed().as_secs_f64());
+        }
+        Ok::<f64, LaunchError>(fastest)
     };
     let pairs = (n * n) as f64;
-    let direct = time(&mut |hits| kernel::direct(&bodies, &bodies, 0, hits));
+    let direct = time(&mut |hits| kernel::direct(&bodies, &bodies, 0, hits))?;
     let mut rows = vec![("direct (AoS)", direct)];
     for kind in Kernel::supported_kernels() {
         let (x, y) = (&particles.x, &particles.y);
-        let seconds = time(&mut |hits| kind.collect_hits(x, y, x, y, 0, hits));
+        let seconds = time(&mut |hits| kind.collect_hits(x, y, x, y, 0, hits))?;
         rows.push((kind.name(), seconds));
     }
-    rows.into_iter()
+    Ok(rows
+        .into_iter()
         .map(|(kernel, seconds)| KernelRow {
             kernel,
             n,
@@ -1097,7 +1147,7 @@ fn kernels(n: usize, repeat: usize) -> Vec<KernelRow> {
             pair_checks_per_s: pairs / seconds,
             vs_direct: direct / seconds,
         })
-        .collect()
+        .collect())
 }
 
 fn kernel_table(rows: &[KernelRow]) -> String {
@@ -1133,6 +1183,7 @@ fn hops(args: &HopArgs) -> anyhow::Result<Vec<(TransportArg, HopReport)>> {
     let mut best: Vec<(TransportArg, HopReport)> = Vec::new();
     for _ in 0..args.repeat {
         for (i, &transport) in transports.iter().enumerate() {
+            go_on().context("the bench was stopped between hops")?;
             let on = |transport| {
                 uninterrupted(hop(transport, args.workers, args.bytes, args.rounds))
                     .map_err(anyhow::Error::from)

@@ -502,6 +502,103 @@ fn a_stop_signal_ends_a_bench_without_timing_the_run_it_cut_short() {
     }
 }
 
+/// `bench --fresh` runs each row in a process of its own, and is itself between runs all
+/// along: a stop signal sent to the bench alone (not its process group) is passed on to the
+/// run, which stops, and the bench names it, where the signal once killed the bench and
+/// its run without a word.
+#[test]
+fn a_stop_signal_to_a_fresh_bench_is_passed_on_to_its_run_and_named() {
+    let _serial = exclusive();
+    for (signal, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
+        let tag = new_tag();
+        let args = [
+            "bench",
+            "--fresh",
+            "-n",
+            "40000",
+            "-p",
+            "2",
+            "-s",
+            "100000000",
+            "-r",
+            "1",
+            "--modes",
+            "processes",
+            "--algorithms",
+            "cells",
+        ];
+        let started = Instant::now();
+        let child = spawn(&args, &[], &tag, false);
+        // The bench, its run, and the run's two workers.
+        drop(wait_for_processes(&tag, 4));
+        kill(Pid::from_raw(child.id() as i32), signal).expect("signal the bench");
+        let run = finish(child, &tag, started, Duration::from_secs(60));
+        assert_eq!(run.code, Some(code), "{signal}: {run:?}");
+        let line = run.line();
+        assert!(
+            line.starts_with("ringleader: cells processes run with 2 workers")
+                && line.ends_with(&format!(
+                    "interrupted by {}: every worker was stopped",
+                    signal.as_str()
+                )),
+            "{signal}: {line}"
+        );
+    }
+}
+
+/// A stop signal that comes after a bench's last run, while it writes its table to a FIFO
+/// nobody reads yet, finds nothing to stop: the table is written whole, and the bench says
+/// so and exits as the signal asks, where the signal once killed it before it wrote.
+#[test]
+fn a_stop_signal_after_a_benchs_last_run_is_named_and_the_table_still_written() {
+    use std::io::Read;
+    let _serial = exclusive();
+    let dir = common::scratch("late-bench-signal");
+    let fifo = dir.join("bench.csv");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let tag = new_tag();
+    let args = [
+        "bench",
+        "-n",
+        "200",
+        "-p",
+        "2",
+        "-s",
+        "2",
+        "-r",
+        "1",
+        "--modes",
+        "serial,threads,processes",
+        "--algorithms",
+        "cells",
+        "--csv",
+        fifo.to_str().unwrap(),
+    ];
+    let started = Instant::now();
+    let child = spawn(&args, &[], &tag, false);
+    // Blocked opening the FIFO to write: every run is done.
+    let wchan = format!("/proc/{}/wchan", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&wchan).unwrap_or_default() != "wait_for_partner" {
+        assert!(Instant::now() < deadline, "never waited on the fifo");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).expect("signal the bench");
+    let mut csv = String::new();
+    std::fs::File::open(&fifo)
+        .and_then(|mut reader| reader.read_to_string(&mut csv))
+        .expect("read the fifo");
+    let run = finish(child, &tag, started, Duration::from_secs(60));
+    assert_eq!(run.code, Some(129), "{run:?}");
+    assert_eq!(
+        run.line(),
+        "ringleader: SIGHUP came after the last run; the bench is complete"
+    );
+    assert!(csv.starts_with("mode,algorithm,n,workers"), "{csv:?}");
+    // The header and the serial, two threads and two processes rows.
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+}
+
 #[test]
 fn ctrl_c_to_the_process_group_stops_the_run_through_the_coordinator() {
     let _serial = exclusive();
