@@ -7,7 +7,7 @@ use std::path::Path;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use ringleader::Transport;
 
-use super::usage;
+use super::{usage, usage_here};
 use ringleader_particles::{Algorithm, Mode};
 
 /// Bytes of one particle in a list: its id (u32) and x, y, vx, vy (f64).
@@ -134,7 +134,7 @@ pub(crate) fn check_particles(
 /// A usage error naming the estimate and the memory available.
 pub(crate) fn ensure_memory(need: u64, what: impl FnOnce() -> String) -> anyhow::Result<()> {
     match available_memory() {
-        Some(available) if need > available => usage(format!(
+        Some(available) if need > available => usage_here(format!(
             "{} needs about {} of memory, but {} is available",
             what(),
             bytes(need),
@@ -172,7 +172,7 @@ pub(crate) fn ensure_descriptors(workers: usize, what: &str) -> anyhow::Result<(
     if need <= hard && setrlimit(Resource::RLIMIT_NOFILE, need, hard).is_ok() {
         return Ok(());
     }
-    usage(format!(
+    usage_here(format!(
         "{what} needs about {need} open files, but this process may open {} (ulimit -n)",
         soft.max(hard.min(need))
     ))

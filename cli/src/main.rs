@@ -52,19 +52,38 @@ enum Command {
 
 /// A mistake in how the program was called: exit code 2.
 #[derive(Debug)]
-pub(crate) struct UsageError(pub(crate) String);
+pub(crate) struct UsageError {
+    message: String,
+    /// Found against this machine (its memory, its limit on open files), where another
+    /// rank of an MPI job, on another host, may find none; otherwise found in the arguments
+    /// alone, which every rank shares.
+    here: bool,
+}
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for UsageError {}
 
-/// Shorthand for returning a usage error.
+/// Shorthand for returning a usage error found in the arguments.
 pub(crate) fn usage<T>(message: impl Into<String>) -> anyhow::Result<T> {
-    Err(UsageError(message.into()).into())
+    Err(UsageError {
+        message: message.into(),
+        here: false,
+    }
+    .into())
+}
+
+/// Shorthand for returning a usage error found against this machine's resources.
+pub(crate) fn usage_here<T>(message: impl Into<String>) -> anyhow::Result<T> {
+    Err(UsageError {
+        message: message.into(),
+        here: true,
+    }
+    .into())
 }
 
 fn main() -> ExitCode {
@@ -82,13 +101,32 @@ fn main() -> ExitCode {
             ExitCode::from(signal.exit_code())
         }
         Err(err) => {
-            let usage = err.downcast_ref::<UsageError>().is_some();
-            // Under `mpirun` every rank parses the same arguments and finds the same
-            // mistake: rank 0 alone says it, as it says the mistakes found after MPI starts.
-            if !(usage && launcher_rank().is_some_and(|rank| rank != 0)) {
-                say_error(&err);
+            let usage = err.downcast_ref::<UsageError>();
+            let other_rank = launcher_rank().filter(|&rank| rank != 0);
+            match (usage, other_rank) {
+                // Under `mpirun` every rank parses the same arguments and finds the same
+                // mistake: rank 0 alone says it, as it says the mistakes found after MPI
+                // starts, and exits 2 for the job. The others exit 0: when they exited 2,
+                // the first to do so had mpirun end the job, rank 0 with it, at times
+                // before rank 0 had said why (a flaky test caught it).
+                (Some(usage), Some(_)) if !usage.here => ExitCode::SUCCESS,
+                // A mistake found against this host, which rank 0's may not share.
+                (Some(_), Some(rank)) => {
+                    say(&format!(
+                        "ringleader: rank {rank}: {}",
+                        one_line(&format!("{err:#}"))
+                    ));
+                    ExitCode::from(2)
+                }
+                (Some(_), None) => {
+                    say_error(&err);
+                    ExitCode::from(2)
+                }
+                (None, _) => {
+                    say_error(&err);
+                    ExitCode::from(1)
+                }
             }
-            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }
