@@ -40,6 +40,7 @@ fn main() -> std::process::ExitCode {
         a_panic_on_rank_0_ends_the_job_with_one_line,
         a_p_that_disagrees_with_the_job_is_a_usage_error,
         a_mistake_in_the_arguments_is_said_once_per_job,
+        a_run_too_large_for_a_host_is_said_by_the_rank_that_finds_it,
         bench_puts_mpi_rows_beside_the_other_transports,
         bench_hop_measures_the_mpi_transport_too,
         bench_hop_puts_bare_mpi_beside_the_mpi_transport,
@@ -363,7 +364,7 @@ fn a_p_that_disagrees_with_the_job_is_a_usage_error() {
 }
 
 /// Arguments the command line cannot parse fail on every rank before MPI starts; rank 0
-/// alone says so, and every rank exits 2.
+/// alone says so and exits 2 for the job (the other ranks exit 0).
 fn a_mistake_in_the_arguments_is_said_once_per_job() {
     for (args, says) in [
         (
@@ -380,6 +381,28 @@ fn a_mistake_in_the_arguments_is_said_once_per_job() {
         let lines = ringleader_lines(&job);
         assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
         assert!(lines[0].starts_with(says), "{}", lines[0]);
+    }
+}
+
+/// A run too large for a host's memory is found on each host, not in the arguments: every
+/// rank that finds it says so (the others, with their rank), so at least one line reaches
+/// the user whichever rank mpirun ends first.
+fn a_run_too_large_for_a_host_is_said_by_the_rank_that_finds_it() {
+    let args = ["particles", "-n", "3000000000", "--transport", "mpi"];
+    let job = mpirun(2, binary(), &args);
+    assert_eq!(job.code, Some(2), "{job:?}");
+    let lines = ringleader_lines(&job);
+    assert!(!lines.is_empty(), "no line from ringleader: {job:?}");
+    for line in lines {
+        let said = line
+            .strip_prefix("ringleader: rank 1: ")
+            .or_else(|| line.strip_prefix("ringleader: "))
+            .unwrap_or(line);
+        assert!(
+            said.starts_with("-n 3000000000 -p 2 needs about ")
+                && said.contains(" of memory, but "),
+            "{line}"
+        );
     }
 }
 
