@@ -1,6 +1,7 @@
 //! A process the bench starts (a `--fresh` run, an `mpirun` job), run to its end with its
 //! output captured and the bench's stop signals passed on to it.
 
+use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, Output, Stdio};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, pthread_sigmask};
 use nix::sys::time::TimeSpec;
 use nix::unistd::Pid;
@@ -25,9 +27,12 @@ const STOPS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 /// [`Command::output`] does, while the bench catches stop signals
 /// ([`ringleader::catch_stop_signals`]): the first that comes (or came before) is sent on
 /// to the child, which stops as it asks, and is returned with the output. The child's
-/// stdout and stderr go to unnamed files, so it never waits on the bench to read them.
+/// stdout and stderr go to files in memory, so it never waits on the bench to read them.
 pub(crate) fn output(command: &mut Command) -> io::Result<(Output, Option<StopSignal>)> {
-    let (out, err) = (tempfile::tempfile()?, tempfile::tempfile()?);
+    let (out, err) = (
+        in_memory(c"bench-child-stdout")?,
+        in_memory(c"bench-child-stderr")?,
+    );
     let mut child = command
         .stdout(Stdio::from(out.try_clone()?))
         .stderr(Stdio::from(err.try_clone()?))
@@ -101,8 +106,13 @@ fn raw_signal(signal: StopSignal) -> Signal {
     }
 }
 
+/// A new file in memory, which no other process can open by a path.
+fn in_memory(name: &std::ffi::CStr) -> io::Result<File> {
+    Ok(File::from(memfd_create(name, MFdFlags::MFD_CLOEXEC)?))
+}
+
 /// What was written to `file`, from its start.
-fn contents(mut file: std::fs::File) -> io::Result<Vec<u8>> {
+fn contents(mut file: File) -> io::Result<Vec<u8>> {
     file.rewind()?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
