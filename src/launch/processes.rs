@@ -33,6 +33,8 @@ pub(super) fn launch<S: Stage, H: Handler>(
     // Asked now, so that every worker inherits the answers.
     let lend = crate::transport::lend::possible();
     crate::transport::cores();
+    // Free heap pages are not to be shared with the workers (see `release_free_heap`).
+    crate::memory::release_free_heap();
     let mut pids = Vec::with_capacity(size);
     // Stops the workers already forked when the next cannot start.
     let abandon = |pids: Vec<Pid>| {
