@@ -401,13 +401,40 @@ fn a_stop_signal_writes_a_checkpoint_that_resumes_bit_for_bit() {
     }
 }
 
+/// Runs the binary with `args`, which write to the FIFO `fifo`; once it is blocked opening
+/// the FIFO (the kernel's `wait_for_partner`), sends it `signal`, then reads the FIFO whole.
+/// Returns the run and what it wrote.
+fn signalled_on_a_fifo(args: &[&str], fifo: &std::path::Path, signal: Signal) -> (Outcome, String) {
+    use std::io::Read;
+    let tag = new_tag();
+    let started = Instant::now();
+    let child = spawn(args, &[], &tag, false);
+    let wchan = format!("/proc/{}/wchan", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&wchan).unwrap_or_default() != "wait_for_partner" {
+        assert!(
+            Instant::now() < deadline,
+            "{args:?}: never waited on the fifo"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(child.id() as i32), signal).expect("signal the run");
+    let mut written = String::new();
+    std::fs::File::open(fifo)
+        .and_then(|mut reader| reader.read_to_string(&mut written))
+        .expect("read the fifo");
+    (
+        finish(child, &tag, started, Duration::from_secs(60)),
+        written,
+    )
+}
+
 /// A stop signal that comes after the last step finds nothing left to stop: the run and
 /// its outputs are complete, and it says so and exits as the signal asks rather than
 /// swallowing it. The final state goes to a FIFO that nobody reads yet, so the signal lands
 /// while the coordinator waits to open it; then the test reads the whole state.
 #[test]
 fn a_stop_signal_after_the_last_step_is_named_and_the_output_still_written() {
-    use std::io::Read;
     let _serial = exclusive();
     let dir = common::scratch("late-signal");
     for (k, mode) in [&["-p", "2"][..], &["-t", "2"], &[]]
@@ -417,28 +444,11 @@ fn a_stop_signal_after_the_last_step_is_named_and_the_output_still_written() {
         let fifo = dir.join(format!("state{k}.csv"));
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .expect("mkfifo");
-        let tag = new_tag();
         let mut args = vec!["particles", "-n", "20", "-s", "5", "--algorithm", "cells"];
         args.extend(mode);
         args.extend(["--out", fifo.to_str().unwrap()]);
-        let started = Instant::now();
-        let child = spawn(&args, &[], &tag, false);
-        // Blocked opening the FIFO to write: every step is done, and every worker gone.
-        let wchan = format!("/proc/{}/wchan", child.id());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::fs::read_to_string(&wchan).unwrap_or_default() != "wait_for_partner" {
-            assert!(
-                Instant::now() < deadline,
-                "{mode:?}: never waited on the fifo"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("signal the run");
-        let mut state = String::new();
-        std::fs::File::open(&fifo)
-            .and_then(|mut reader| reader.read_to_string(&mut state))
-            .expect("read the fifo");
-        let run = finish(child, &tag, started, Duration::from_secs(60));
+        // Every step is done, and every worker gone, by then.
+        let (run, state) = signalled_on_a_fifo(&args, &fifo, Signal::SIGINT);
         assert_eq!(run.code, Some(130), "{mode:?}: {run:?}");
         assert_eq!(
             run.line(),
@@ -448,6 +458,24 @@ fn a_stop_signal_after_the_last_step_is_named_and_the_output_still_written() {
         assert!(state.starts_with("id,x,y,vx,vy"), "{mode:?}: {state:?}");
         assert_eq!(state.lines().count(), 21, "{mode:?}: {state}");
     }
+}
+
+/// The arguments of a bench whose one row, cells on two workers in `mode`, runs until it is
+/// stopped.
+fn endless_bench(mode: &str) -> Vec<&str> {
+    let mut args = vec![
+        "bench",
+        "-n",
+        "40000",
+        "-p",
+        "2",
+        "-s",
+        "100000000",
+        "-r",
+        "1",
+    ];
+    args.extend(["--modes", mode, "--algorithms", "cells"]);
+    args
 }
 
 /// A stop signal ends a bench, in every mode it times: no row for a run cut short (cells
@@ -464,21 +492,7 @@ fn a_stop_signal_ends_a_bench_without_timing_the_run_it_cut_short() {
         "independent",
     ] {
         let tag = new_tag();
-        let args = [
-            "bench",
-            "-n",
-            "40000",
-            "-p",
-            "2",
-            "-s",
-            "100000000",
-            "-r",
-            "1",
-            "--modes",
-            mode,
-            "--algorithms",
-            "cells",
-        ];
+        let args = endless_bench(mode);
         let started = Instant::now();
         let child = spawn(&args, &[], &tag, false);
         // Every run is supervised (it catches the signal) once its workers are up: the
@@ -511,22 +525,8 @@ fn a_stop_signal_to_a_fresh_bench_is_passed_on_to_its_run_and_named() {
     let _serial = exclusive();
     for (signal, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
         let tag = new_tag();
-        let args = [
-            "bench",
-            "--fresh",
-            "-n",
-            "40000",
-            "-p",
-            "2",
-            "-s",
-            "100000000",
-            "-r",
-            "1",
-            "--modes",
-            "processes",
-            "--algorithms",
-            "cells",
-        ];
+        let mut args = endless_bench("processes");
+        args.insert(1, "--fresh");
         let started = Instant::now();
         let child = spawn(&args, &[], &tag, false);
         // The bench, its run, and the run's two workers.
@@ -551,12 +551,10 @@ fn a_stop_signal_to_a_fresh_bench_is_passed_on_to_its_run_and_named() {
 /// so and exits as the signal asks, where the signal once killed it before it wrote.
 #[test]
 fn a_stop_signal_after_a_benchs_last_run_is_named_and_the_table_still_written() {
-    use std::io::Read;
     let _serial = exclusive();
     let dir = common::scratch("late-bench-signal");
     let fifo = dir.join("bench.csv");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-    let tag = new_tag();
     let args = [
         "bench",
         "-n",
@@ -574,21 +572,8 @@ fn a_stop_signal_after_a_benchs_last_run_is_named_and_the_table_still_written() 
         "--csv",
         fifo.to_str().unwrap(),
     ];
-    let started = Instant::now();
-    let child = spawn(&args, &[], &tag, false);
-    // Blocked opening the FIFO to write: every run is done.
-    let wchan = format!("/proc/{}/wchan", child.id());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&wchan).unwrap_or_default() != "wait_for_partner" {
-        assert!(Instant::now() < deadline, "never waited on the fifo");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).expect("signal the bench");
-    let mut csv = String::new();
-    std::fs::File::open(&fifo)
-        .and_then(|mut reader| reader.read_to_string(&mut csv))
-        .expect("read the fifo");
-    let run = finish(child, &tag, started, Duration::from_secs(60));
+    // Every run is done by then.
+    let (run, csv) = signalled_on_a_fifo(&args, &fifo, Signal::SIGHUP);
     assert_eq!(run.code, Some(129), "{run:?}");
     assert_eq!(
         run.line(),
