@@ -764,24 +764,22 @@ fn fresh_once(
     let program =
         std::env::current_exe().context("cannot find this program to run each row afresh")?;
     let one = one_args(args, n, mode, algorithm, workers);
-    let (output, signal) = child::output(
+    let output = child::output(
         std::process::Command::new(&program)
             .args(&one)
             .env(PARENT_VAR, std::process::id().to_string())
             .stdin(std::process::Stdio::null()),
     )
     .with_context(|| format!("cannot run {}", program.display()))?;
-    // The run was sent the signal too, and ended as it asked (or finished first): either
-    // way the bench ends here.
-    if let Some(signal) = signal {
-        return Err(LaunchError::Interrupted { signal }).with_context(|| {
-            format!(
-                "{} {} run with {workers} workers (in a process of its own) failed",
-                Algorithm::from(algorithm).name(),
-                mode.name()
-            )
-        });
-    }
+    // A stop signal was sent on to the run, which ended as it asked (or finished first):
+    // either way the bench ends here.
+    go_on().with_context(|| {
+        format!(
+            "{} {} run with {workers} workers (in a process of its own) failed",
+            Algorithm::from(algorithm).name(),
+            mode.name()
+        )
+    })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let why = last_line(&output.stderr);
@@ -1016,13 +1014,10 @@ fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> anyhow::Result<String>
             Ok(())
         });
     }
-    let (output, signal) =
+    let output =
         child::output(&mut command).context("cannot start mpirun (apt-get install openmpi-bin)")?;
-    // mpirun was sent the signal too, and passed it on to its ranks.
-    if let Some(signal) = signal {
-        return Err(LaunchError::Interrupted { signal })
-            .with_context(|| format!("mpirun -n {ranks} {} failed", args.join(" ")));
-    }
+    // A stop signal was sent on to mpirun, which passed it on to its ranks.
+    go_on().with_context(|| format!("mpirun -n {ranks} {} failed", args.join(" ")))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         anyhow::bail!(

@@ -101,21 +101,19 @@ fn main() -> ExitCode {
             ExitCode::from(signal.exit_code())
         }
         Err(err) => {
-            let usage = err.downcast_ref::<UsageError>();
+            // Whether the mistake was found against this host, for a usage error.
+            let here = err.downcast_ref::<UsageError>().map(|usage| usage.here);
             let other_rank = launcher_rank().filter(|&rank| rank != 0);
-            match (usage, other_rank) {
+            match (here, other_rank) {
                 // Under `mpirun` every rank parses the same arguments and finds the same
                 // mistake: rank 0 alone says it, as it says the mistakes found after MPI
                 // starts, and exits 2 for the job. The others exit 0: when they exited 2,
                 // the first to do so had mpirun end the job, rank 0 with it, at times
                 // before rank 0 had said why (a flaky test caught it).
-                (Some(usage), Some(_)) if !usage.here => ExitCode::SUCCESS,
+                (Some(false), Some(_)) => ExitCode::SUCCESS,
                 // A mistake found against this host, which rank 0's may not share.
-                (Some(_), Some(rank)) => {
-                    say(&format!(
-                        "ringleader: rank {rank}: {}",
-                        one_line(&format!("{err:#}"))
-                    ));
+                (Some(true), Some(rank)) => {
+                    say_error(&err.context(format!("rank {rank}")));
                     ExitCode::from(2)
                 }
                 (Some(_), None) => {
