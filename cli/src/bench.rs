@@ -368,11 +368,27 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// than kill it: each run, and each pass of the kernel table, starts only if none has come
 /// ([`go_on`]), and a process the bench started is sent it (see [`child`]). Everything is
 /// measured before anything is shown, so a bench that ends early shows no table.
-fn go_on() -> Result<(), LaunchError> {
+fn go_on() -> Result<(), Interrupted> {
     match ringleader::stop_signal() {
-        Some(signal) => Err(LaunchError::Interrupted { signal }),
+        Some(signal) => Err(Interrupted { signal }),
         None => Ok(()),
     }
+}
+
+/// [`go_on`], after a run on workers: one in this process, which a stop signal ends by
+/// stopping its workers, or one in a process the bench ran (a `--fresh` run, an `mpirun`
+/// job), which was sent the signal on and did the same.
+fn go_on_after_run() -> Result<(), LaunchError> {
+    go_on().map_err(|Interrupted { signal }| LaunchError::Interrupted { signal })
+}
+
+/// A stop signal that came while no run of the bench was going: between two runs or hops,
+/// or while it timed the force kernels, which run on no workers. There was nothing to stop;
+/// the bench ends, and exits as the signal asks.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {signal}")]
+pub(crate) struct Interrupted {
+    pub(crate) signal: ringleader::StopSignal,
 }
 
 /// The exit of a bench that has shown everything: a stop signal that came while it was
@@ -707,7 +723,7 @@ fn once(
 /// rather than time a run cut short or carry on as if nothing had been asked.
 fn uninterrupted<T>(result: Result<T, LaunchError>) -> Result<T, LaunchError> {
     let done = result?;
-    go_on()?;
+    go_on_after_run()?;
     Ok(done)
 }
 
@@ -773,7 +789,7 @@ fn fresh_once(
     .with_context(|| format!("cannot run {}", program.display()))?;
     // A stop signal was sent on to the run, which ended as it asked (or finished first):
     // either way the bench ends here.
-    go_on().with_context(|| {
+    go_on_after_run().with_context(|| {
         format!(
             "{} {} run with {workers} workers (in a process of its own) failed",
             Algorithm::from(algorithm).name(),
@@ -1017,7 +1033,7 @@ fn mpirun(ranks: usize, program: &Path, args: &[&str]) -> anyhow::Result<String>
     let output =
         child::output(&mut command).context("cannot start mpirun (apt-get install openmpi-bin)")?;
     // A stop signal was sent on to mpirun, which passed it on to its ranks.
-    go_on().with_context(|| format!("mpirun -n {ranks} {} failed", args.join(" ")))?;
+    go_on_after_run().with_context(|| format!("mpirun -n {ranks} {} failed", args.join(" ")))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         anyhow::bail!(
@@ -1100,7 +1116,7 @@ fn write_csv(rows: &[Row], out: &mut dyn Write) -> std::io::Result<()> {
 
 /// Every kernel this CPU runs on every pair of the textbook's initial state for `n`
 /// particles.
-fn kernels(n: usize, repeat: usize) -> Result<Vec<KernelRow>, LaunchError> {
+fn kernels(n: usize, repeat: usize) -> Result<Vec<KernelRow>, Interrupted> {
     let particles = initial_state(n);
     let bodies: Vec<Body> = particles
         .x
@@ -1123,7 +1139,7 @@ fn kernels(n: usize, repeat: usize) -> Result<Vec<KernelRow>, LaunchError> {
             pass(&mut hits);
             fastest = fastest.min(started.elapsed().as_secs_f64());
         }
-        Ok::<f64, LaunchError>(fastest)
+        Ok::<f64, Interrupted>(fastest)
     };
     let pairs = (n * n) as f64;
     let direct = time(&mut |hits| kernel::direct(&bodies, &bodies, 0, hits))?;

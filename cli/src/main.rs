@@ -93,10 +93,7 @@ fn main() -> ExitCode {
         // quietly, as other Unix tools do.
         Err(err) if closed_pipe(&err) => ExitCode::SUCCESS,
         // Every worker is stopped and reaped by now; exit as the signal asks.
-        Err(err)
-            if let Some(&ringleader::LaunchError::Interrupted { signal }) =
-                err.downcast_ref::<ringleader::LaunchError>() =>
-        {
+        Err(err) if let Some(signal) = stopped_by(&err) => {
             say_error(&err);
             ExitCode::from(signal.exit_code())
         }
@@ -188,6 +185,17 @@ fn clap_error(err: clap::Error) -> anyhow::Result<ExitCode> {
             let message = message.trim_start_matches("error: ");
             usage(format!("{} (see --help)", one_line(message)))
         }
+    }
+}
+
+/// The stop signal that ended the command, if one did: a run it stopped, or a bench it
+/// ended between runs.
+fn stopped_by(err: &anyhow::Error) -> Option<ringleader::StopSignal> {
+    match err.downcast_ref::<ringleader::LaunchError>() {
+        Some(&ringleader::LaunchError::Interrupted { signal }) => Some(signal),
+        _ => err
+            .downcast_ref::<bench::Interrupted>()
+            .map(|interrupted| interrupted.signal),
     }
 }
 

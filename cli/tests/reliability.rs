@@ -72,6 +72,7 @@ fn spawn(args: &[&str], env: &[(&str, &str)], tag: &str, own_group: bool) -> Chi
 #[derive(Debug)]
 struct Outcome {
     code: Option<i32>,
+    stdout: String,
     stderr: String,
     elapsed: Duration,
 }
@@ -107,6 +108,7 @@ fn finish(child: Child, tag: &str, started: Instant, deadline: Duration) -> Outc
     let hung = watchdog.join().unwrap_or(false);
     let outcome = Outcome {
         code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         elapsed: started.elapsed(),
     };
@@ -158,6 +160,26 @@ fn wait_for_threads(pid: u32, count: usize) {
             return;
         }
         assert!(Instant::now() < deadline, "only {threads} threads started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits, with a deadline, until process `pid` catches `signal` (its bit in `SigCgt` of
+/// `/proc/PID/status`): from then on the signal reaches its handler, not the default
+/// action.
+fn wait_for_handler(pid: u32, signal: Signal) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .unwrap_or(0);
+        if caught & (1 << (signal as i32 - 1)) != 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{signal} was never caught");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -513,6 +535,31 @@ fn a_stop_signal_ends_a_bench_without_timing_the_run_it_cut_short() {
                 && line.ends_with("interrupted by SIGINT: every worker was stopped"),
             "{mode}: {line}"
         );
+    }
+}
+
+/// `bench kernel` times the force kernels on no workers: a stop signal ends it with a line
+/// that claims no workers stopped, no table, and the exit the signal asks for. The line
+/// once said `every worker was stopped`, as a run's does.
+#[test]
+fn a_stop_signal_ends_a_kernel_bench_with_no_table_and_no_workers_claimed() {
+    let _serial = exclusive();
+    for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let tag = new_tag();
+        let started = Instant::now();
+        // Passes enough for hours: only the signal ends it.
+        let args = ["bench", "kernel", "-n", "4000", "-r", "100000000"];
+        let child = spawn(&args, &[], &tag, false);
+        wait_for_handler(child.id(), signal);
+        kill(Pid::from_raw(child.id() as i32), signal).expect("signal the bench");
+        let run = finish(child, &tag, started, Duration::from_secs(60));
+        assert_eq!(run.code, Some(code), "{signal}: {run:?}");
+        assert_eq!(
+            run.line(),
+            format!("ringleader: interrupted by {}", signal.as_str()),
+            "{run:?}"
+        );
+        assert_eq!(run.stdout, "", "no table: {run:?}");
     }
 }
 
