@@ -487,6 +487,9 @@ impl Stage for CellRing {
                 size: run.size,
                 correction,
             };
+            if step == run.steps {
+                strip.last_step_next();
+            }
             let stepping = Instant::now();
             strip.step(&self.grid, &[&below, &above], motion)?;
             busy += stepping.elapsed();

@@ -45,7 +45,7 @@ use std::ops::Range;
 
 use super::super::physics::Particles;
 use super::super::physics::{CUTOFF2, Escaped, Motion, force};
-use super::grid::{Body, Grid, group_by_slot_window, sort_by_key, zeroed};
+use super::grid::{Body, GROUP, Grid, group_by_slot_window, sort_by_key, zeroed};
 
 /// The particles of grid rows `rows`, and the buffers their steps reuse.
 ///
@@ -60,7 +60,8 @@ pub(super) struct Strip {
     rows: Range<u32>,
     /// Sorted by key before `unsorted`; from there on grouped by row, in row order, each
     /// row still to be sorted (a strip just built: its first step sorts each row as it
-    /// comes to it). Together with `movers`, every particle the strip owns.
+    /// comes to it). After the last step, its first `grouped` runs of [`GROUP`] are sorted
+    /// by slot window instead. Together with `movers`, every particle the strip owns.
     main: Vec<Body>,
     /// Where the rows of `main` not yet sorted begin: `main.len()` once all are.
     unsorted: usize,
@@ -79,6 +80,12 @@ pub(super) struct Strip {
     scratch: Vec<Body>,
     /// The sources in range of the visited particle.
     near: Vec<Near>,
+    /// Whether the next step is the run's last ([`Strip::last_step_next`]).
+    ending: bool,
+    /// How many runs of [`GROUP`] at the start of `main` the last step left sorted by slot
+    /// window, as [`Strip::into_slot_windows`] wants them: `main` is in key order only
+    /// after them ([`Strip::restore_key_order`]).
+    grouped: usize,
 }
 
 /// A row's moved particles, while a step may still add to them.
@@ -394,8 +401,30 @@ impl Strip {
     /// what [`into_list_order`](super::into_list_order) takes.
     pub(super) fn into_slot_windows(mut self) -> Vec<Body> {
         self.main.append(&mut self.movers);
-        group_by_slot_window(&mut self.main, &mut self.scratch);
+        // The runs the last step sorted are done; the rest, movers included, are not.
+        let from = (self.grouped * GROUP).min(self.main.len());
+        group_by_slot_window(&mut self.main[from..], &mut self.scratch);
         self.main
+    }
+
+    /// Says that the next step is the run's last. As that step writes `main` back, it sorts
+    /// each finished run of [`GROUP`] by slot window while the run is still in cache: the
+    /// work of [`Strip::into_slot_windows`], which otherwise reads all of `main` from memory
+    /// once more.
+    pub(super) fn last_step_next(&mut self) {
+        self.ending = true;
+    }
+
+    /// Puts `main` back in key order where a last step sorted runs of it by slot window, for
+    /// a strip stepped again or whose edges move afterwards (neither happens in a run). The
+    /// runs hold the first particles of `main`, so sorting them by key is enough; the order
+    /// of particles with one key is no part of any result.
+    fn restore_key_order(&mut self) {
+        if self.grouped > 0 {
+            let end = (self.grouped * GROUP).min(self.main.len());
+            self.main[..end].sort_by_key(|b| b.key);
+            self.grouped = 0;
+        }
     }
 
     pub(super) fn rows(&self) -> Range<u32> {
@@ -420,6 +449,13 @@ impl Strip {
     /// The particles in `row`, sorted by key, into `out`.
     pub(super) fn row_into(&self, grid: &Grid, row: u32, out: &mut Vec<Body>) {
         out.clear();
+        if self.grouped > 0 {
+            // After the last step `main` is not in key order ([`Strip::restore_key_order`]):
+            // no run asks for a row then, so a pass over the strip does.
+            out.extend(self.bodies().filter(|b| grid.row_of(b.key) == row));
+            out.sort_by_key(|body| body.key);
+            return;
+        }
         let [a, b] = self.row(grid, row);
         out.extend_from_slice(a);
         out.extend_from_slice(b);
@@ -497,6 +533,7 @@ impl Strip {
 
     /// Sorts every row of `main` the first step has not come to.
     fn sort_rows(&mut self, grid: &Grid) {
+        self.restore_key_order();
         let mut scratch = (Vec::new(), Vec::new());
         sort_rows_through(
             grid,
@@ -546,6 +583,7 @@ impl Strip {
         halos: &[&[Body]],
         motion: Motion,
     ) -> Result<(), Escaped> {
+        self.restore_key_order();
         #[cfg(target_arch = "x86_64")]
         if newer_x86_64() {
             // SAFETY: the processor has every feature `step_newer` is compiled for.
@@ -590,7 +628,13 @@ impl Strip {
             tables,
             near,
             scratch,
+            ending,
+            grouped,
         } = self;
+        debug_assert_eq!(*grouped, 0);
+        let last_step = std::mem::take(ending);
+        // The last step's scratch for sorting runs of `main` by slot window.
+        let mut group_scratch = Vec::new();
         let lanes = grid.lanes();
         // Every particle that stays in the strip's rows is written back into `main`.
         queue.clear();
@@ -666,6 +710,15 @@ impl Strip {
                 // one below this one are complete.
                 rewrite.release(main, tables[(first % 3) as usize].starts[0] as usize);
                 close(open, &mut opened, first, main, &mut rewrite);
+                // In the last step, every run of `main` written for good (nothing below
+                // `rewrite.at` is read again) is sorted by slot window while in cache.
+                if last_step {
+                    while (*grouped + 1) * GROUP <= rewrite.at {
+                        let run = *grouped * GROUP..(*grouped + 1) * GROUP;
+                        group_by_slot_window(&mut main[run], &mut group_scratch);
+                        *grouped += 1;
+                    }
+                }
                 // Rows still open after `close` start at `first` or later.
                 let start = if opened.is_empty() {
                     first
@@ -1031,6 +1084,85 @@ mod tests {
         }
         assert_eq!(dispatched.main, plain.main);
         assert_eq!(dispatched.movers, plain.movers);
+    }
+
+    /// A strip of `n` particles at random, moving, and its grid.
+    fn moving_strip(n: usize, seed: u64) -> (Grid, impl Fn() -> Strip, Motion) {
+        let size = init::box_size(n);
+        let mut next = xorshift(seed);
+        let mut unit = || (next() >> 11) as f64 / (1u64 << 53) as f64;
+        let mut start = Particles::default();
+        for id in 0..n as u32 {
+            start.push(id, unit() * size, unit() * size, unit() - 0.5, unit() - 0.5);
+        }
+        let grid = Grid::new(size);
+        let per_row = row_counts(&grid, &start.y);
+        let build = move || Strip::from_start(&grid, &start, 0..grid.lanes(), &per_row, true);
+        let motion = Motion {
+            dt: DEFAULT_DT,
+            size,
+            correction: 1.0,
+        };
+        (grid, build, motion)
+    }
+
+    /// A strip's particles by slot: what every result reads of them.
+    fn by_slot(strip: &Strip) -> Vec<Body> {
+        let mut bodies: Vec<Body> = strip.bodies().copied().collect();
+        bodies.sort_by_key(|b| b.slot);
+        bodies
+    }
+
+    #[test]
+    fn a_last_step_groups_by_slot_window_as_the_end_would() {
+        // Several runs of GROUP, and a shorter one.
+        let (grid, build, motion) = moving_strip(3 * GROUP + 5_000, 11);
+        let (mut told, mut plain) = (build(), build());
+        for step in 1..=4 {
+            if step == 4 {
+                told.last_step_next();
+            }
+            for strip in [&mut told, &mut plain] {
+                strip.step(&grid, &[], motion).unwrap();
+                strip.settle(&grid);
+            }
+        }
+        // Every run the step finished writing was sorted as it went.
+        assert!(told.grouped >= 2, "{} runs grouped", told.grouped);
+        assert_eq!(plain.grouped, 0);
+        assert_eq!(told.into_slot_windows(), plain.into_slot_windows());
+    }
+
+    #[test]
+    fn a_strip_stepped_after_its_last_step_gives_the_same_bits() {
+        let (grid, build, motion) = moving_strip(3 * GROUP + 5_000, 13);
+        let (mut told, mut plain) = (build(), build());
+        for step in 1..=4 {
+            if step == 2 {
+                told.last_step_next();
+            }
+            for strip in [&mut told, &mut plain] {
+                strip.step(&grid, &[], motion).unwrap();
+                strip.settle(&grid);
+            }
+            if step == 2 {
+                // Rows read out of a grouped strip hold what the plain strip's hold.
+                assert!(told.grouped > 0);
+                for row in [0, 7, grid.lanes() - 1] {
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    told.row_into(&grid, row, &mut a);
+                    plain.row_into(&grid, row, &mut b);
+                    assert!(a.is_sorted_by_key(|body| body.key));
+                    for rows in [&mut a, &mut b] {
+                        rows.sort_by_key(|body| (body.key, body.slot));
+                    }
+                    assert_eq!(a, b, "row {row}");
+                }
+            }
+        }
+        assert_eq!(told.grouped, 0);
+        assert!(told.main.is_sorted_by_key(|b| b.key));
+        assert_eq!(by_slot(&told), by_slot(&plain));
     }
 
     #[test]

@@ -141,6 +141,9 @@ impl Stage for CellThreads {
                     correction: f64::from_bits(self.correction.load(Ordering::Relaxed)),
                 };
                 let mut strip = lock(&self.strips[t]);
+                if step == run.steps {
+                    strip.last_step_next();
+                }
                 let stepping = Instant::now();
                 strip.step(grid, &[halo_below, halo_above], motion)?;
                 busy += stepping.elapsed();
