@@ -1047,23 +1047,8 @@ mod tests {
 
     #[test]
     fn every_version_of_the_step_gives_the_same_bits() {
-        let n = 20_000;
-        let size = init::box_size(n);
-        let mut next = xorshift(5);
-        let mut unit = || (next() >> 11) as f64 / (1u64 << 53) as f64;
-        let mut start = Particles::default();
-        for id in 0..n as u32 {
-            start.push(id, unit() * size, unit() * size, unit() - 0.5, unit() - 0.5);
-        }
-        let grid = Grid::new(size);
-        let per_row = row_counts(&grid, &start.y);
-        let build = || Strip::from_start(&grid, &start, 0..grid.lanes(), &per_row, true);
+        let (grid, build, motion) = moving_strip(20_000, 5);
         let (mut dispatched, mut plain) = (build(), build());
-        let motion = Motion {
-            dt: DEFAULT_DT,
-            size,
-            correction: 1.0,
-        };
         for _ in 0..5 {
             dispatched.step(&grid, &[], motion).unwrap();
             plain.step_any(&grid, &[], motion).unwrap();
@@ -1106,6 +1091,17 @@ mod tests {
         (grid, build, motion)
     }
 
+    /// One step of both strips, `told` told first that it is the last if `last`.
+    fn step_both(grid: &Grid, motion: Motion, told: &mut Strip, plain: &mut Strip, last: bool) {
+        if last {
+            told.last_step_next();
+        }
+        for strip in [told, plain] {
+            strip.step(grid, &[], motion).unwrap();
+            strip.settle(grid);
+        }
+    }
+
     /// A strip's particles by slot: what every result reads of them.
     fn by_slot(strip: &Strip) -> Vec<Body> {
         let mut bodies: Vec<Body> = strip.bodies().copied().collect();
@@ -1119,13 +1115,7 @@ mod tests {
         let (grid, build, motion) = moving_strip(3 * GROUP + 5_000, 11);
         let (mut told, mut plain) = (build(), build());
         for step in 1..=4 {
-            if step == 4 {
-                told.last_step_next();
-            }
-            for strip in [&mut told, &mut plain] {
-                strip.step(&grid, &[], motion).unwrap();
-                strip.settle(&grid);
-            }
+            step_both(&grid, motion, &mut told, &mut plain, step == 4);
         }
         // Every run the step finished writing was sorted as it went.
         assert!(told.grouped >= 2, "{} runs grouped", told.grouped);
@@ -1138,13 +1128,7 @@ mod tests {
         let (grid, build, motion) = moving_strip(3 * GROUP + 5_000, 13);
         let (mut told, mut plain) = (build(), build());
         for step in 1..=4 {
-            if step == 2 {
-                told.last_step_next();
-            }
-            for strip in [&mut told, &mut plain] {
-                strip.step(&grid, &[], motion).unwrap();
-                strip.settle(&grid);
-            }
+            step_both(&grid, motion, &mut told, &mut plain, step == 2);
             if step == 2 {
                 // Rows read out of a grouped strip hold what the plain strip's hold.
                 assert!(told.grouped > 0);
