@@ -154,4 +154,4 @@ pub use self::stage::{Coordinator, Handler, NoReports, Stage, StageError};
 pub use self::stats::RunStats;
 pub use self::transport::Transport;
 #[cfg(feature = "mpi")]
-pub use self::transport::mpi::{mpi_rank, mpi_world_size};
+pub use self::transport::mpi::{FINDING_BYTES, mpi_all_findings, mpi_rank, mpi_world_size};

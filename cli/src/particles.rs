@@ -181,6 +181,39 @@ fn mpi_usage<T>(message: impl Into<String>) -> anyhow::Result<T> {
     usage(message)
 }
 
+/// Under `mpirun` a run that cannot fit one host's memory may fit another's: the ranks
+/// compare what each found (`fits`), and if any cannot fit, rank 0 alone says so, in one
+/// line that names the ranks, and exits 2 for the job; the others exit 0 without a word, as
+/// for a mistake in the arguments. When each rank said its own, two ranks on one host said
+/// the same line twice.
+#[cfg(feature = "mpi")]
+fn agree_on_fit(fits: anyhow::Result<()>) -> anyhow::Result<()> {
+    let mine = fits.err().map(|e| format!("{e:#}"));
+    let all = ringleader::mpi_all_findings(mine.as_deref())?;
+    match cannot_fit_line(&all) {
+        Some(line) => usage(line),
+        None => Ok(()),
+    }
+}
+
+/// The one line that says which ranks cannot fit, given each rank's finding in rank order:
+/// the lowest rank's, with the others named after it. `None` if every rank fits.
+#[cfg(any(feature = "mpi", test))]
+fn cannot_fit_line(findings: &[Option<String>]) -> Option<String> {
+    let mut failed = findings
+        .iter()
+        .enumerate()
+        .filter_map(|(rank, finding)| Some((rank, finding.as_deref()?)));
+    let (first, said) = failed.next()?;
+    let others: Vec<String> = failed.map(|(rank, _)| rank.to_string()).collect();
+    let also = match others.as_slice() {
+        [] => String::new(),
+        [one] => format!("; rank {one} cannot fit either"),
+        [many @ .., last] => format!("; ranks {} and {last} cannot fit either", many.join(", ")),
+    };
+    Some(format!("rank {first}: {said}{also}"))
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let resumed = match &args.resume {
         Some(path) => Some(resume(path, &args)?),
@@ -245,7 +278,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         0
     };
-    limits::check_particles(n, mode, Algorithm::from(args.algorithm), energies)?;
+    let fits = limits::check_particles(n, mode, Algorithm::from(args.algorithm), energies);
+    #[cfg(feature = "mpi")]
+    let fits = match mode {
+        Mode::Ring(_, Transport::Mpi) => agree_on_fit(fits),
+        _ => fits,
+    };
+    fits?;
     let start = resumed.map_or_else(|| Start::initial(n), Checkpoint::into_start);
     let mut run = Run::new(start, args.steps, dt, args.normalize);
     run.log_energy = args.energy_log.is_some();
@@ -524,6 +563,33 @@ fn timeout(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranks_that_cannot_fit_are_said_in_one_line_from_the_lowest() {
+        let said = "-n 9 -p 4 needs about 1 GiB of memory, but 1 MiB is available";
+        let line = |ranks: &[usize]| {
+            let findings: Vec<Option<String>> = (0..4)
+                .map(|rank| ranks.contains(&rank).then(|| said.to_owned()))
+                .collect();
+            cannot_fit_line(&findings)
+        };
+        assert_eq!(line(&[]), None);
+        assert_eq!(line(&[2]), Some(format!("rank 2: {said}")));
+        assert_eq!(
+            line(&[0, 3]),
+            Some(format!("rank 0: {said}; rank 3 cannot fit either"))
+        );
+        assert_eq!(
+            line(&[1, 2, 3]),
+            Some(format!("rank 1: {said}; ranks 2 and 3 cannot fit either"))
+        );
+        assert_eq!(
+            line(&[0, 1, 2, 3]),
+            Some(format!(
+                "rank 0: {said}; ranks 1, 2 and 3 cannot fit either"
+            ))
+        );
+    }
 
     /// The help's default for `--balance-every` is written out by hand (the flag has no
     /// value when not given, so that a stray one is caught): it must be the run's.

@@ -40,7 +40,7 @@ fn main() -> std::process::ExitCode {
         a_panic_on_rank_0_ends_the_job_with_one_line,
         a_p_that_disagrees_with_the_job_is_a_usage_error,
         a_mistake_in_the_arguments_is_said_once_per_job,
-        a_run_too_large_for_a_host_is_said_by_the_rank_that_finds_it,
+        a_run_too_large_for_a_host_is_said_once_naming_the_ranks,
         bench_puts_mpi_rows_beside_the_other_transports,
         bench_hop_measures_the_mpi_transport_too,
         bench_hop_puts_bare_mpi_beside_the_mpi_transport,
@@ -384,26 +384,23 @@ fn a_mistake_in_the_arguments_is_said_once_per_job() {
     }
 }
 
-/// A run too large for a host's memory is found on each host, not in the arguments: every
-/// rank that finds it says so (the others, with their rank), so at least one line reaches
-/// the user whichever rank mpirun ends first.
-fn a_run_too_large_for_a_host_is_said_by_the_rank_that_finds_it() {
+/// A run too large for a host's memory is found on each host, not in the arguments: the
+/// ranks compare what each found, and rank 0 alone says it, in one line that names every
+/// rank that cannot fit (here both, on one host), and exits 2.
+fn a_run_too_large_for_a_host_is_said_once_naming_the_ranks() {
     let args = ["particles", "-n", "3000000000", "--transport", "mpi"];
     let job = mpirun(2, binary(), &args);
     assert_eq!(job.code, Some(2), "{job:?}");
     let lines = ringleader_lines(&job);
-    assert!(!lines.is_empty(), "no line from ringleader: {job:?}");
-    for line in lines {
-        let said = line
-            .strip_prefix("ringleader: rank 1: ")
-            .or_else(|| line.strip_prefix("ringleader: "))
-            .unwrap_or(line);
-        assert!(
-            said.starts_with("-n 3000000000 -p 2 needs about ")
-                && said.contains(" of memory, but "),
-            "{line}"
-        );
-    }
+    assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+    let said = lines[0]
+        .strip_prefix("ringleader: rank 0: -n 3000000000 -p 2 needs about ")
+        .unwrap_or_else(|| panic!("{}", lines[0]));
+    assert!(
+        said.contains(" of memory, but ") && said.ends_with("; rank 1 cannot fit either"),
+        "{}",
+        lines[0]
+    );
 }
 
 // ---------------------------------------------------------------------------------------

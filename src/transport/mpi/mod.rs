@@ -116,6 +116,54 @@ pub fn mpi_rank() -> Result<usize, LaunchError> {
     Ok(usize::try_from(rank).unwrap_or(0))
 }
 
+/// The most bytes of a finding that [`mpi_all_findings`] carries; a longer one is cut at a
+/// character boundary.
+pub const FINDING_BYTES: usize = 1000;
+
+/// Every rank's `finding`, in rank order, on every rank: for what each rank finds against
+/// its own host (its memory, its limits) before a ring starts, which the ranks must agree
+/// on before any of them acts, so that one of them can say what all found, in one line.
+/// Every rank of the job must call it, with or without a finding. Starts MPI as
+/// [`mpi_world_size`] does. A finding is cut to [`FINDING_BYTES`].
+///
+/// # Errors
+///
+/// As [`mpi_world_size`].
+pub fn mpi_all_findings(finding: Option<&str>) -> Result<Vec<Option<String>>, LaunchError> {
+    use mpi::traits::CommunicatorCollectives;
+    let size = mpi_world_size()?;
+    let mine = finding_record(finding);
+    let mut all = vec![0u8; FINDING_RECORD * size];
+    call(|| world().all_gather_into(&mine[..], &mut all[..]));
+    Ok(all.chunks(FINDING_RECORD).map(read_finding).collect())
+}
+
+/// A finding's record: a byte that says whether there is one, its length in two bytes
+/// (little-endian), and its bytes.
+const FINDING_RECORD: usize = 3 + FINDING_BYTES;
+
+/// `finding` as a record of [`FINDING_RECORD`] bytes.
+fn finding_record(finding: Option<&str>) -> [u8; FINDING_RECORD] {
+    let mut record = [0u8; FINDING_RECORD];
+    if let Some(finding) = finding {
+        let mut len = finding.len().min(FINDING_BYTES);
+        while !finding.is_char_boundary(len) {
+            len -= 1;
+        }
+        record[0] = 1;
+        record[1..3].copy_from_slice(&(len as u16).to_le_bytes());
+        record[3..3 + len].copy_from_slice(&finding.as_bytes()[..len]);
+    }
+    record
+}
+
+/// The finding a record of [`finding_record`] holds.
+fn read_finding(record: &[u8]) -> Option<String> {
+    let (&[present, lo, hi], text) = record.split_first_chunk::<3>()?;
+    let len = usize::from(u16::from_le_bytes([lo, hi])).min(text.len());
+    (present == 1).then(|| String::from_utf8_lossy(&text[..len]).into_owned())
+}
+
 extern "C" fn finalize_at_exit() {
     drop(universe().take());
 }
@@ -631,6 +679,27 @@ pub(crate) fn receive<T: DeserializeOwned>(
 mod tests {
     use super::super::Frame;
     use super::*;
+
+    #[test]
+    fn a_finding_goes_through_its_record_whole_or_cut_at_a_character() {
+        assert_eq!(read_finding(&finding_record(None)), None);
+        assert_eq!(read_finding(&finding_record(Some(""))), Some(String::new()));
+        let said = "-n 3000000000 -p 2 needs about 503.5 GiB of memory, but 21.9 GiB is available";
+        assert_eq!(
+            read_finding(&finding_record(Some(said))).as_deref(),
+            Some(said)
+        );
+        // 'é' is two bytes, and the last one would not fit whole.
+        let long = format!("{}é", "x".repeat(FINDING_BYTES - 1));
+        let cut = read_finding(&finding_record(Some(&long))).unwrap();
+        assert_eq!(cut, "x".repeat(FINDING_BYTES - 1));
+        let records: Vec<u8> = [Some("rank 0"), None, Some("rank 2")]
+            .iter()
+            .flat_map(|f| finding_record(*f))
+            .collect();
+        let read: Vec<_> = records.chunks(FINDING_RECORD).map(read_finding).collect();
+        assert_eq!(read, [Some("rank 0".into()), None, Some("rank 2".into())]);
+    }
 
     #[test]
     fn a_rank_sends_a_burst_at_once_then_at_its_share_of_the_pace() {
