@@ -177,6 +177,15 @@ pub(crate) struct Limits {
 /// How often the coordinator looks at the progress board while nothing arrives.
 const TICK: Duration = Duration::from_millis(100);
 
+/// The longest the coordinator may go between two looks at the board with the time still
+/// counting towards a step timeout. It looks every [`TICK`] while it runs, so a longer gap
+/// means it did not run: it was stopped (SIGSTOP, or a terminal's Ctrl-Z, which stops the
+/// whole job until `fg`), or went without a core. Meanwhile the workers were stopped with
+/// it, or waited for it, or went unwatched; that time counts towards no step timeout, or a
+/// job stopped in the middle of a long step would be said to have timed out the moment it
+/// went on.
+const UNWATCHED: Duration = Duration::from_secs(1);
+
 /// How long a graceful stop may take when there is no step timeout.
 const GRACEFUL_LIMIT: Duration = Duration::from_secs(10);
 
@@ -233,7 +242,10 @@ struct Checks {
     steps: Vec<(Option<u64>, Instant)>,
     /// When a graceful stop began.
     graceful_since: Option<Instant>,
+    /// When the board was last read whole.
     last: Instant,
+    /// When the coordinator last looked at all.
+    awake: Instant,
 }
 
 impl Checks {
@@ -245,16 +257,39 @@ impl Checks {
             steps: vec![(None, now); size],
             graceful_since: None,
             last: now,
+            awake: now,
         }
     }
 
     /// Returns why the run must end now, if it must.
     fn look(&mut self, run: &Run, board: &Board, workers: &Workers) -> Option<LaunchError> {
-        let now = Instant::now();
+        self.look_at(Instant::now(), run, board, workers)
+    }
+
+    /// [`Checks::look`] at the time `now`.
+    fn look_at(
+        &mut self,
+        now: Instant,
+        run: &Run,
+        board: &Board,
+        workers: &Workers,
+    ) -> Option<LaunchError> {
+        let unwatched = now.saturating_duration_since(self.awake);
+        self.awake = now;
+        if unwatched > UNWATCHED {
+            // The clocks of the step timeout and of a graceful stop stood still meanwhile.
+            for (_, since) in &mut self.steps {
+                *since += unwatched;
+            }
+            if let Some(since) = &mut self.graceful_since {
+                *since += unwatched;
+            }
+        }
         if let Some(signal) = crate::signal::stop_signal() {
             let since = *self.graceful_since.get_or_insert(now);
             let limit = self.limits.step_timeout.unwrap_or(GRACEFUL_LIMIT);
-            let forced = crate::signal::stop_count() > 1 || since.elapsed() >= limit;
+            let forced =
+                crate::signal::stop_count() > 1 || now.saturating_duration_since(since) >= limit;
             if !self.limits.graceful || forced {
                 return Some(LaunchError::Interrupted { signal });
             }
@@ -286,11 +321,16 @@ impl Checks {
             let reading = board.read(rank);
             if reading.step != seen.0 {
                 *seen = (reading.step, now);
-            } else if now.duration_since(seen.1) >= limit {
+            } else if now.saturating_duration_since(seen.1) >= limit {
                 // A rank that has announced no step yet (stopped while it set up, say) is
                 // late too: it holds up the first step the others are on.
                 let waiting = reading.waiting.is_some();
-                late.push((rank, reading.step, waiting, now.duration_since(seen.1)));
+                late.push((
+                    rank,
+                    reading.step,
+                    waiting,
+                    now.saturating_duration_since(seen.1),
+                ));
             }
         }
         let step = late.iter().filter_map(|&(_, step, _, _)| step).min()?;
@@ -587,5 +627,89 @@ fn first_cause(failures: Vec<WorkerFailure>) -> Option<WorkerFailure> {
     match root {
         Some(index) => Some(failures.swap_remove(index)),
         None => failures.into_iter().next(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of `size` ranks, all still going, before any report.
+    fn going(size: usize) -> Run {
+        Run {
+            outputs: (0..size).map(|_| None).collect(),
+            ended: vec![false; size],
+            failures: Vec::new(),
+            coordinator_error: None,
+            coordinator_echo: false,
+            stop_requested: None,
+            verdict: None,
+            handled: vec![0; size],
+            hops: 0,
+            stopping: None,
+            killed: None,
+        }
+    }
+
+    /// The first time from `from` on, looking every tick until `until`, at which the
+    /// checks end the run with a step timeout; and the step and ranks it names.
+    fn timed_out(
+        checks: &mut Checks,
+        board: &Board,
+        from: Instant,
+        until: Instant,
+    ) -> Option<(Instant, u64, Vec<usize>)> {
+        let (run, workers) = (going(board.ranks()), Workers::Threads(Vec::new()));
+        let mut now = from;
+        while now <= until {
+            match checks.look_at(now, &run, board, &workers) {
+                Some(LaunchError::Timeout { step, ranks, .. }) => {
+                    return Some((now, step, ranks.iter().map(|&(rank, _)| rank).collect()));
+                }
+                Some(other) => panic!("not a timeout: {other:?}"),
+                None => now += TICK,
+            }
+        }
+        None
+    }
+
+    /// A step timeout of 2 s counts only the time the coordinator ran: a gap between two
+    /// looks longer than [`UNWATCHED`] (the whole job stopped and went on, say) moves the
+    /// deadline on by the gap, where once the job timed out the moment it went on.
+    #[test]
+    fn the_time_the_coordinator_did_not_run_counts_towards_no_step_timeout() {
+        let limits = Limits {
+            step_timeout: Some(Duration::from_secs(2)),
+            ..Limits::default()
+        };
+        let board = Board::new(2).expect("a board");
+        board.set_step(0, 3, 0);
+        board.set_step(1, 3, 0);
+        let ms = Duration::from_millis;
+
+        // Watched all along: the step times out 2 s after the first look saw it begin.
+        let mut checks = Checks::new(&limits, 2);
+        let begun = checks.awake + TICK;
+        let (at, step, ranks) =
+            timed_out(&mut checks, &board, begun, begun + ms(5000)).expect("a timeout");
+        assert_eq!((at - begun, step, ranks), (ms(2000), 3, vec![0, 1]));
+
+        // Stopped for 4.9 s just after the step began: the look after the gap finds nothing
+        // late, and the step times out after 2 s of watching, 2 s after the job went on.
+        let mut checks = Checks::new(&limits, 2);
+        let begun = checks.awake + TICK;
+        assert!(timed_out(&mut checks, &board, begun, begun).is_none());
+        let went_on = begun + ms(4900);
+        let (at, ..) =
+            timed_out(&mut checks, &board, went_on, went_on + ms(5000)).expect("a timeout");
+        assert_eq!(at - went_on, ms(2000));
+
+        // A gap of a second or less is the coordinator's own pace: it counts.
+        let mut checks = Checks::new(&limits, 2);
+        let begun = checks.awake + TICK;
+        assert!(timed_out(&mut checks, &board, begun, begun).is_none());
+        let later = begun + UNWATCHED;
+        let (at, ..) = timed_out(&mut checks, &board, later, later + ms(5000)).expect("a timeout");
+        assert_eq!(at - later, ms(1000));
     }
 }

@@ -990,6 +990,62 @@ fn a_stopped_worker_process_times_out_in_both_algorithms() {
     }
 }
 
+/// Waits, with a deadline, until the file at `path` exists.
+fn wait_for_file(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} never came", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A job stopped whole and sent on, as a terminal's Ctrl-Z and `fg` do, is not timed while
+/// it was stopped, in every mode and both algorithms. Rank 0 hangs at step 3 (the
+/// checkpoint of step 2 says the run got there); half a second into the step the whole
+/// job is stopped, for longer than the 2 s step timeout, and sent on. The timeout still
+/// gives rank 0 the rest of its 2 s after that, where once the coordinator found the step
+/// late the moment it went on, and would have said so of any step the job was stopped in.
+#[test]
+fn a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped() {
+    let _serial = exclusive();
+    let timeout = Duration::from_secs(2);
+    let into_the_step = Duration::from_millis(500);
+    for algorithm in ALGORITHMS {
+        for mode in MODES {
+            let dir = std::env::temp_dir().join(new_tag());
+            std::fs::create_dir_all(&dir).expect("scratch directory");
+            let ck = dir.join("step.ck");
+            let ck_arg = ck.to_str().expect("a UTF-8 path");
+            let mut args = vec!["particles", "-n", "200", "-s", "10", "--timeout", "2"];
+            args.extend(["--checkpoint", ck_arg, "--checkpoint-every", "2"]);
+            args.extend(["--algorithm", algorithm]);
+            args.extend(mode);
+            let tag = new_tag();
+            let begun = Instant::now();
+            let child = spawn(&args, &[("RINGLEADER_FAULT", "0:3:hang")], &tag, true);
+            wait_for_file(&ck);
+            std::thread::sleep(into_the_step);
+            let job = Pid::from_raw(child.id() as i32);
+            killpg(job, Signal::SIGSTOP).expect("stop the job");
+            std::thread::sleep(timeout * 5 / 4);
+            killpg(job, Signal::SIGCONT).expect("send the job on");
+            let went_on = Instant::now();
+            let run = finish(child, &tag, begun, Duration::from_secs(60));
+            let after = went_on.elapsed();
+            let _ = std::fs::remove_dir_all(&dir);
+            let what = format!("{args:?}: {run:?}, {after:?} after it went on");
+            assert_eq!(run.code, Some(1), "{what}");
+            let line = run.line();
+            assert!(
+                line.starts_with("ringleader: step 3 timed out after 2 s: rank 0"),
+                "{what}"
+            );
+            // The rest of the timeout is 1.5 s, less the time the stop took to come.
+            assert!(after >= (timeout - into_the_step) / 2, "{what}");
+        }
+    }
+}
+
 /// The state of `run`'s --out file, as bits.
 fn out_state(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).expect("the final state")
