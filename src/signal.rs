@@ -109,8 +109,21 @@ impl Catch {
                 SaFlags::SA_RESTART,
                 SigSet::empty(),
             );
-            // SAFETY: the handler only touches atomics, which is async-signal-safe.
-            let previous = STOP_SIGNALS.map(|signal| unsafe { sigaction(signal, &action) });
+            // A signal this process was started ignoring stays ignored: `nohup` ignores
+            // SIGHUP so that a run outlives its terminal, and a shell without job control
+            // starts a background job ignoring SIGINT, so that Ctrl-C meant for the job in
+            // the foreground leaves it be.
+            let previous = STOP_SIGNALS.map(|signal| {
+                if ignored(signal) {
+                    let ignore =
+                        SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+                    // SAFETY: ignoring a signal installs no code of ours.
+                    unsafe { sigaction(signal, &ignore) }
+                } else {
+                    // SAFETY: the handler only touches atomics, which is async-signal-safe.
+                    unsafe { sigaction(signal, &action) }
+                }
+            });
             // If one failed that signal keeps its old meaning; the run still works.
             if let [Ok(int), Ok(term), Ok(hup)] = previous {
                 installed.1 = Some([int, term, hup]);
@@ -119,6 +132,23 @@ impl Catch {
         installed.0 += 1;
         Catch(())
     }
+}
+
+/// Whether `signal` is ignored (`SIG_IGN`) now. Asked without changing it, so that no signal
+/// meets another disposition meanwhile.
+fn ignored(signal: Signal) -> bool {
+    let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the current one into `current`, which is valid
+    // for writes of a `sigaction`.
+    let read = unsafe {
+        libc::sigaction(
+            signal as libc::c_int,
+            std::ptr::null(),
+            current.as_mut_ptr(),
+        )
+    };
+    // SAFETY: zeroed is a valid `sigaction`, and on success the kernel filled it in.
+    read == 0 && unsafe { current.assume_init() }.sa_sigaction == libc::SIG_IGN
 }
 
 impl Drop for Catch {
@@ -202,7 +232,8 @@ pub(crate) fn worker_defaults() {
 
 /// While alive, SIGINT, SIGTERM and SIGHUP no longer kill this process: they are recorded
 /// for [`stop_signal`] instead, so code that runs without a [`Launcher`](crate::Launcher) (a
-/// serial loop, a thread pool) can stop at a boundary of its choosing. Dropping the guard
+/// serial loop, a thread pool) can stop at a boundary of its choosing. A signal the process
+/// was started ignoring stays ignored: under `nohup` a hangup stops nothing. Dropping the guard
 /// restores the previous handlers. [`Launcher::launch`](crate::Launcher::launch) catches
 /// the signals by itself; holding a guard around it as well is fine.
 #[derive(Debug)]

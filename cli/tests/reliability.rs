@@ -52,7 +52,27 @@ fn new_tag() -> String {
 }
 
 fn spawn(args: &[&str], env: &[(&str, &str)], tag: &str, own_group: bool) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ringleader"));
+    spawn_under(&[], args, env, tag, own_group)
+}
+
+/// [`spawn`], run by the program and arguments `wrapper` (`nohup`, say), which are given
+/// the binary and `args` to run.
+fn spawn_under(
+    wrapper: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+    tag: &str,
+    own_group: bool,
+) -> Child {
+    let binary = env!("CARGO_BIN_EXE_ringleader");
+    let mut command = match wrapper.split_first() {
+        Some((program, before)) => {
+            let mut command = Command::new(program);
+            command.args(before).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
     command
         .args(args)
         .env(TAG_VAR, tag)
@@ -1042,6 +1062,53 @@ fn a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped() {
             );
             // The rest of the timeout is 1.5 s, less the time the stop took to come.
             assert!(after >= (timeout - into_the_step) / 2, "{what}");
+        }
+    }
+}
+
+/// Whether process `pid` ignores `signal` (its bit in `SigIgn` of `/proc/PID/status`).
+fn ignores(pid: u32, signal: Signal) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal as i32 - 1)) != 0)
+}
+
+/// A stop signal the run was started ignoring stays ignored, in every mode: under `nohup` a
+/// hangup stops nothing, and neither does a Ctrl-C that a shell without job control keeps
+/// from its background jobs. Once the run catches SIGTERM (its handlers are in), the
+/// ignored signal is still ignored, and sent, it changes nothing: SIGTERM then ends the
+/// run as usual. Both signals once stopped such a run, the coordinator's handler put over
+/// the ignoring.
+#[test]
+fn a_stop_signal_the_run_was_started_ignoring_stays_ignored() {
+    let _serial = exclusive();
+    let ignoring: [(&[&str], Signal); 2] = [
+        (&["nohup"], Signal::SIGHUP),
+        (
+            &["sh", "-c", "trap '' INT; exec \"$@\"", "sh"],
+            Signal::SIGINT,
+        ),
+    ];
+    for mode in MODES {
+        for (wrapper, signal) in ignoring {
+            let mut args = vec!["particles", "-n", "200", "-s", "100000000"];
+            args.extend(mode);
+            let tag = new_tag();
+            let begun = Instant::now();
+            let child = spawn_under(wrapper, &args, &[], &tag, false);
+            let pid = child.id();
+            wait_for_handler(pid, Signal::SIGTERM);
+            let what = format!("{wrapper:?} {args:?}");
+            assert!(ignores(pid, signal), "{what}: {signal} is not ignored");
+            kill(Pid::from_raw(pid as i32), signal).expect("send the ignored signal");
+            kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("send SIGTERM");
+            let run = finish(child, &tag, begun, Duration::from_secs(60));
+            assert_eq!(run.code, Some(143), "{what}: {run:?}");
+            let line = run.line();
+            assert!(line.contains("by SIGTERM"), "{what}: {line}");
         }
     }
 }

@@ -180,7 +180,8 @@ impl Launcher {
     ///
     /// While it runs, the coordinator catches SIGINT, SIGTERM and SIGHUP (the previous
     /// handlers come back when it returns), and worker processes ignore SIGINT and SIGHUP: a
-    /// terminal's Ctrl-C or hangup stops the run in order, through the coordinator.
+    /// terminal's Ctrl-C or hangup stops the run in order, through the coordinator. One the
+    /// process was started ignoring (SIGHUP under `nohup`) stays ignored.
     pub fn launch<S: Stage>(&self, stage: S) -> Result<Vec<S::Output>, LaunchError> {
         self.launch_with(stage, &mut NoReports)
     }
