@@ -559,7 +559,13 @@ impl Handler for RaiseAtThree {
 }
 
 fn a_stop_signal_stops_the_run_in_order() {
-    use nix::sys::signal::Signal;
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // A coordinator keeps ignoring a signal its process was started ignoring, as a shell
+    // without job control starts its background jobs ignoring SIGINT.
+    for stop in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the default action installs no code of ours.
+        unsafe { signal(stop, SigHandler::SigDfl) }.expect("the default action");
+    }
     for transport in TRANSPORTS {
         for (signal, expected) in [
             (Signal::SIGINT, StopSignal::Interrupt),

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ringleader, ringleader_within};
+use common::{default_stop_signals, ringleader, ringleader_within};
 
 /// What the server does for a path.
 #[derive(Clone)]
@@ -438,7 +438,7 @@ fn bad_usage_exits_two() {
 /// Starts `ringleader crawl ARGS` in the background, its output piped, for a test that
 /// signals it or its workers while it runs.
 fn spawn_crawl(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_ringleader"))
+    default_stop_signals(&mut Command::new(env!("CARGO_BIN_EXE_ringleader")))
         .arg("crawl")
         .args(args)
         .stdin(Stdio::null())

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, mpsc};
 use std::time::{Duration, Instant};
 
-use common::processes_tagged;
+use common::{default_stop_signals, processes_tagged};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
@@ -73,7 +73,7 @@ fn spawn_under(
         }
         None => Command::new(binary),
     };
-    command
+    default_stop_signals(&mut command)
         .args(args)
         .env(TAG_VAR, tag)
         .env_remove("RINGLEADER_FAULT")

@@ -14,6 +14,25 @@ use std::time::{Duration, Instant};
 /// it, so any process still carrying it after the run has ended was left behind.
 const TAG_VAR: &str = "RINGLEADER_TEST_TAG";
 
+/// Has `command`'s process start with SIGINT, SIGTERM and SIGHUP at their default actions,
+/// whatever this test inherited, for tests that send it one: a shell without job control
+/// starts its background jobs ignoring SIGINT, and a run keeps ignoring a stop signal it
+/// was started ignoring.
+pub fn default_stop_signals(command: &mut Command) -> &mut Command {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between the fork and the exec the closure only calls signal(2), which is
+    // async-signal-safe, to set default actions, which install no code of ours.
+    unsafe {
+        command.pre_exec(|| {
+            for stop in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+                signal(stop, SigHandler::SigDfl)?;
+            }
+            Ok(())
+        })
+    }
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures")
