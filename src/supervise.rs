@@ -180,10 +180,11 @@ const TICK: Duration = Duration::from_millis(100);
 /// The longest the coordinator may go between two looks at the board with the time still
 /// counting towards a step timeout. It looks every [`TICK`] while it runs, so a longer gap
 /// means it did not run: it was stopped (SIGSTOP, or a terminal's Ctrl-Z, which stops the
-/// whole job until `fg`), or went without a core. Meanwhile the workers were stopped with
-/// it, or waited for it, or went unwatched; that time counts towards no step timeout, or a
-/// job stopped in the middle of a long step would be said to have timed out the moment it
-/// went on.
+/// whole job until `fg`), went without a core, or was busy with the stage's own work (a
+/// large checkpoint written while the workers wait for its answer). Meanwhile the workers
+/// were stopped with it, or waited for it, or went unwatched; that time counts towards no
+/// step timeout, or a job stopped in the middle of a long step would be said to have timed
+/// out the moment it went on. A worker that hangs meanwhile is named a whole timeout later.
 const UNWATCHED: Duration = Duration::from_secs(1);
 
 /// How long a graceful stop may take when there is no step timeout.
