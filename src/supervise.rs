@@ -216,6 +216,23 @@ struct Run {
 }
 
 impl Run {
+    /// A run of `size` ranks, all still going, before any report.
+    fn new(size: usize) -> Run {
+        Run {
+            outputs: (0..size).map(|_| None).collect(),
+            ended: vec![false; size],
+            failures: Vec::new(),
+            coordinator_error: None,
+            coordinator_echo: false,
+            stop_requested: None,
+            verdict: None,
+            handled: vec![0; size],
+            hops: 0,
+            stopping: None,
+            killed: None,
+        }
+    }
+
     fn failed(&self) -> bool {
         !self.failures.is_empty() || self.coordinator_error.is_some()
     }
@@ -375,19 +392,7 @@ pub(crate) fn supervise<H: Handler>(
 ) -> Result<Vec<Payload>, LaunchError> {
     let size = downs.len();
     let mut downs = Some(downs);
-    let mut run = Run {
-        outputs: (0..size).map(|_| None).collect(),
-        ended: vec![false; size],
-        failures: Vec::new(),
-        coordinator_error: None,
-        coordinator_echo: false,
-        stop_requested: None,
-        verdict: None,
-        handled: vec![0; size],
-        hops: 0,
-        stopping: None,
-        killed: None,
-    };
+    let mut run = Run::new(size);
     let mut checks = Checks::new(limits, size);
     // Every worker is forked or spawned by now, so none inherits the policy. Rank 0 of an
     // MPI job also relays for the other ranks, which may not wait.
@@ -635,23 +640,6 @@ fn first_cause(failures: Vec<WorkerFailure>) -> Option<WorkerFailure> {
 mod tests {
     use super::*;
 
-    /// A run of `size` ranks, all still going, before any report.
-    fn going(size: usize) -> Run {
-        Run {
-            outputs: (0..size).map(|_| None).collect(),
-            ended: vec![false; size],
-            failures: Vec::new(),
-            coordinator_error: None,
-            coordinator_echo: false,
-            stop_requested: None,
-            verdict: None,
-            handled: vec![0; size],
-            hops: 0,
-            stopping: None,
-            killed: None,
-        }
-    }
-
     /// The first time from `from` on, looking every tick until `until`, at which the
     /// checks end the run with a step timeout; and the step and ranks it names.
     fn timed_out(
@@ -660,7 +648,7 @@ mod tests {
         from: Instant,
         until: Instant,
     ) -> Option<(Instant, u64, Vec<usize>)> {
-        let (run, workers) = (going(board.ranks()), Workers::Threads(Vec::new()));
+        let (run, workers) = (Run::new(board.ranks()), Workers::Threads(Vec::new()));
         let mut now = from;
         while now <= until {
             match checks.look_at(now, &run, board, &workers) {

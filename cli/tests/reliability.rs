@@ -42,6 +42,13 @@ fn assert_no_zombie_came_to_us() {
     }
 }
 
+/// A new directory of this test's own, for the files a run writes.
+fn scratch_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(new_tag());
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
 fn new_tag() -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     format!(
@@ -953,8 +960,7 @@ fn stop_signals_write_a_checkpoint_in_every_mode_and_algorithm() {
     let _serial = exclusive();
     for algorithm in ALGORITHMS {
         for mode in MODES {
-            let dir = std::env::temp_dir().join(new_tag());
-            std::fs::create_dir_all(&dir).expect("scratch directory");
+            let dir = scratch_dir();
             let ck = dir.join("stop.ck");
             let ck_arg = ck.to_str().expect("a UTF-8 path");
             let mut args = vec!["particles", "-n", "200", "-s", "100000000", "-e"];
@@ -1032,8 +1038,7 @@ fn a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped() {
     let into_the_step = Duration::from_millis(500);
     for algorithm in ALGORITHMS {
         for mode in MODES {
-            let dir = std::env::temp_dir().join(new_tag());
-            std::fs::create_dir_all(&dir).expect("scratch directory");
+            let dir = scratch_dir();
             let ck = dir.join("step.ck");
             let ck_arg = ck.to_str().expect("a UTF-8 path");
             let mut args = vec!["particles", "-n", "200", "-s", "10", "--timeout", "2"];
@@ -1125,8 +1130,7 @@ fn out_state(path: &std::path::Path) -> String {
 fn restarted_runs_end_with_the_bits_of_an_unbroken_run() {
     let _serial = exclusive();
     for algorithm in ALGORITHMS {
-        let dir = std::env::temp_dir().join(new_tag());
-        std::fs::create_dir_all(&dir).expect("scratch directory");
+        let dir = scratch_dir();
         let want = dir.join("want.csv");
         let base = ["particles", "-n", "300", "-s", "2000", "-e"];
         let mut args = base.to_vec();
