@@ -1106,11 +1106,13 @@ fn a_stop_signal_the_run_was_started_ignoring_stays_ignored() {
             let child = spawn_under(wrapper, &args, &[], &tag, false);
             let pid = child.id();
             wait_for_handler(pid, Signal::SIGTERM);
-            let what = format!("{wrapper:?} {args:?}");
-            assert!(ignores(pid, signal), "{what}: {signal} is not ignored");
+            // Asked now, said once the run is over: a failed assertion leaves no run behind.
+            let ignored = ignores(pid, signal);
             kill(Pid::from_raw(pid as i32), signal).expect("send the ignored signal");
             kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("send SIGTERM");
             let run = finish(child, &tag, begun, Duration::from_secs(60));
+            let what = format!("{wrapper:?} {args:?}");
+            assert!(ignored, "{what}: {signal} is not ignored");
             assert_eq!(run.code, Some(143), "{what}: {run:?}");
             let line = run.line();
             assert!(line.contains("by SIGTERM"), "{what}: {line}");
