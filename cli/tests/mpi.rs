@@ -48,6 +48,7 @@ fn main() -> std::process::ExitCode {
         blocks_that_grow_and_shrink_arrive_whole,
         mpi_ends_with_the_process_not_with_the_ring,
         a_stopped_rank_ends_the_job_within_the_step_timeout,
+        a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped,
         a_cycle_across_ranks_is_named_as_a_deadlock,
         restarts_are_refused_under_mpi_with_one_line,
         the_particle_run_is_the_same_between_two_hosts_over_tcp,
@@ -890,6 +891,84 @@ fn a_stopped_rank_ends_the_job_within_the_step_timeout() {
     );
     assert!(lines[0].ends_with(") did not finish it"), "{}", lines[0]);
     assert!(!job.stdout.contains("outputs"), "{job:?}");
+}
+
+/// The live processes whose command line holds `text`.
+fn processes_running(text: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| String::from_utf8_lossy(&line).contains(text))
+        })
+        .collect()
+}
+
+/// A job stopped whole and sent on (mpirun and every rank stopped for longer than the step
+/// timeout) is not timed while it was stopped. Rank 1 hangs at step 3 (the checkpoint of
+/// step 2 says the job got there); half a second into the step the job is stopped for
+/// 2.5 s, and sent on; the 2 s timeout still gives rank 1 the rest of its time after that,
+/// where once rank 0 found the step late the moment the job went on.
+fn a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let dir = scratch("mpi-stopped-job");
+    let ck = dir.join("step.ck");
+    let ck_arg = ck.to_str().expect("a UTF-8 path").to_owned();
+    let args = [
+        "particles",
+        "-n",
+        "200",
+        "-s",
+        "10",
+        "--timeout",
+        "2",
+        "--transport",
+        "mpi",
+        "--checkpoint",
+        &ck_arg,
+        "--checkpoint-every",
+        "2",
+    ];
+    let mut command = mpirun_command(2, binary(), &args);
+    command.env("RINGLEADER_FAULT", "1:3:hang");
+    let job = std::thread::spawn(move || job_of(command));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ck.exists() {
+        assert!(Instant::now() < deadline, "the job never reached step 3");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // mpirun and both ranks: each rank has a process group of its own.
+    let pids = processes_running(&ck_arg);
+    let signal_all = |signal| {
+        for &pid in &pids {
+            let _ = kill(Pid::from_raw(pid as i32), signal);
+        }
+    };
+    signal_all(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(2500));
+    signal_all(Signal::SIGCONT);
+    let went_on = epoch_millis();
+    let job = job.join().expect("the job's thread");
+    assert_eq!(pids.len(), 3, "mpirun and two ranks: {pids:?} {job:?}");
+    let lines = ringleader_lines(&job);
+    assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+    assert!(
+        lines[0].starts_with("ringleader: step 3 timed out after 2 s: rank 1 (pid "),
+        "{}",
+        lines[0]
+    );
+    let said = job.said_at.unwrap_or(0).saturating_sub(went_on);
+    // The rest of the timeout is 1.5 s, less the time the stop took to come.
+    assert!(
+        said >= 750,
+        "ringleader spoke {said} ms after the job went on: {job:?}"
+    );
 }
 
 /// Ranks that wait for each other in a circle, with nothing in flight, are a deadlock, seen
