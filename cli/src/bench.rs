@@ -90,7 +90,7 @@ struct TableArgs {
     /// both, so for cells it is the all-pairs equivalent rate.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchAlgorithm::Allpairs])]
     algorithms: Vec<BenchAlgorithm>,
-    /// Run each combination this many times and keep the fastest.
+    /// Run each combination this many times and keep the fastest (the median is shown too).
     #[arg(short = 'r', long = "repeat", default_value_t = 1, value_parser = positive)]
     repeat: usize,
     /// Run every measurement in a process of its own, started afresh, as each run of
@@ -288,6 +288,9 @@ pub(crate) struct Row {
     /// seconds: the share this mode takes of the speed that many cores gave at all, in the
     /// same bench run. `None` on independent rows and where none was measured.
     pub(crate) vs_independent: Option<f64>,
+    /// The median of the row's `--repeat` runs, where `seconds` is the fastest: how far the
+    /// machine moved the row's runs.
+    pub(crate) median_seconds: f64,
 }
 
 impl Row {
@@ -317,6 +320,7 @@ impl Row {
             vs_allpairs: None,
             depth: None,
             vs_independent: None,
+            median_seconds: seconds,
         }
     }
 }
@@ -586,6 +590,7 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
                 })
                 .collect();
             let mut best: Vec<Option<Row>> = vec![None; combinations.len()];
+            let mut times: Vec<Vec<f64>> = vec![Vec::new(); combinations.len()];
             for round in 0..args.repeat {
                 for k in turns(combinations.len(), round) {
                     let (mode, workers) = combinations[k];
@@ -604,9 +609,15 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
                             args.balance_every,
                         )?
                     };
+                    times[k].push(row.seconds);
                     if best[k].as_ref().is_none_or(|b| row.seconds < b.seconds) {
                         best[k] = Some(row);
                     }
+                }
+            }
+            for (row, times) in best.iter_mut().zip(&mut times) {
+                if let Some(row) = row {
+                    row.median_seconds = median(times);
                 }
             }
             let mut serial_seconds = None;
@@ -623,6 +634,16 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
     }
     compare(&mut rows);
     Ok(rows)
+}
+
+/// The median of `times`, which it sorts: the mean of the middle two of an even count.
+fn median(times: &mut [f64]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    match times.len() {
+        0 => f64::NAN,
+        len if len % 2 == 1 => times[len / 2],
+        len => (times[len / 2 - 1] + times[len / 2]) / 2.0,
+    }
 }
 
 /// Fills in the columns that set a row beside another of the same run: `vs_allpairs` on
@@ -1057,13 +1078,14 @@ fn last_line(stderr: &[u8]) -> String {
 
 fn render(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9} {:>17} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5} {:>14}\n",
+        "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9} {:>9} {:>17} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5} {:>14}\n",
         "mode",
         "algorithm",
         "n",
         "workers",
         "steps",
         "seconds",
+        "median",
         "pair_checks_per_s",
         "speedup",
         "efficiency",
@@ -1077,13 +1099,14 @@ fn render(rows: &[Row]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9.4} {:>17.3e} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5} {:>14}",
+            "{:<12} {:<9} {:>6} {:>7} {:>5} {:>9.4} {:>9.4} {:>17.3e} {:>7} {:>10} {:>6} {:>15} {:>10} {:>11} {:>5} {:>14}",
             r.mode,
             r.algorithm,
             r.n,
             r.workers,
             r.steps,
             r.seconds,
+            r.median_seconds,
             r.pair_checks_per_s,
             opt(r.speedup, |v| format!("{v:.2}")),
             opt(r.efficiency, |v| format!("{v:.2}")),
@@ -1360,6 +1383,14 @@ fn at_least_two(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_of_an_odd_count_is_the_middle_run_and_of_an_even_one_the_mean_of_two() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut [7.0]), 7.0);
+        assert!(median(&mut []).is_nan());
+    }
 
     /// The kernels check all n² pairs: at n = 10⁶ a table would never end.
     #[test]

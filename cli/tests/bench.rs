@@ -5,7 +5,7 @@ mod common;
 
 use common::{ringleader, scratch};
 
-const COLUMNS: [&str; 15] = [
+const COLUMNS: [&str; 16] = [
     "mode",
     "algorithm",
     "n",
@@ -21,7 +21,40 @@ const COLUMNS: [&str; 15] = [
     "vs_allpairs",
     "depth",
     "vs_independent",
+    "median_seconds",
 ];
+
+/// With `--repeat`, a row keeps its fastest run in `seconds` and the median of its runs in
+/// `median_seconds`: of three runs, the middle one, above the fastest (three runs never
+/// take the same nanoseconds).
+#[test]
+fn repeated_rows_give_their_fastest_and_their_median() {
+    let dir = scratch("bench-median");
+    let csv_path = dir.join("rows.csv");
+    let run = ringleader(&[
+        "bench",
+        "-n",
+        "40",
+        "-p",
+        "2",
+        "-s",
+        "3",
+        "-r",
+        "3",
+        "--modes",
+        "serial,processes",
+        "--csv",
+        csv_path.to_str().unwrap(),
+    ]);
+    run.success();
+    let mut reader = csv::Reader::from_path(&csv_path).expect("csv");
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("record")).collect();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        let (fastest, median): (f64, f64) = (row[5].parse().unwrap(), row[15].parse().unwrap());
+        assert!(fastest > 0.0 && median > fastest, "{row:?}");
+    }
+}
 
 #[test]
 fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
@@ -60,6 +93,7 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
         "vs_allpairs",
         "depth",
         "vs_independent",
+        "median",
     ] {
         assert!(
             header.split_whitespace().any(|c| c == column),
@@ -111,6 +145,8 @@ fn bench_prints_a_table_and_writes_csv_and_json_that_parse() {
         );
         assert_eq!(!row[13].is_empty(), ring, "depth only on a ring: {row:?}");
         assert!(row[14].is_empty(), "no independent rows ran: {row:?}");
+        // One run a row: the median is that run.
+        assert_eq!(row[15].parse::<f64>().unwrap(), seconds, "{row:?}");
     }
     let kernels = run
         .stdout
