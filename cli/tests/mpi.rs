@@ -15,7 +15,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{assert_same_state, fixture, processes_tagged, read_state, ringleader, scratch};
+use common::{
+    assert_same_state, fixture, processes_running, processes_tagged, read_state, ringleader,
+    scratch,
+};
 use ringleader::{
     Bulk, Coordinator, Handler, Launcher, Neighbour, NoReports, Ring, Stage, StageError, Ticket,
     Transport, mpi_world_size,
@@ -891,21 +894,6 @@ fn a_stopped_rank_ends_the_job_within_the_step_timeout() {
     );
     assert!(lines[0].ends_with(") did not finish it"), "{}", lines[0]);
     assert!(!job.stdout.contains("outputs"), "{job:?}");
-}
-
-/// The live processes whose command line holds `text`.
-fn processes_running(text: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|line| String::from_utf8_lossy(&line).contains(text))
-        })
-        .collect()
 }
 
 /// A job stopped whole and sent on (mpirun and every rank stopped for longer than the step

@@ -129,16 +129,27 @@ pub fn ringleader(args: &[&str]) -> Run {
 /// Live processes whose environment carries this tag.
 pub fn processes_tagged(tag: &str) -> Vec<u32> {
     let needle = format!("{TAG_VAR}={tag}");
+    processes_whose("environ", |env| {
+        env.split(|&b| b == 0).any(|var| var == needle.as_bytes())
+    })
+}
+
+/// Live processes whose command line holds `text`.
+pub fn processes_running(text: &str) -> Vec<u32> {
+    processes_whose("cmdline", |line| {
+        String::from_utf8_lossy(line).contains(text)
+    })
+}
+
+/// Live processes whose `/proc/PID/{file}` can be read and `keep` accepts.
+fn processes_whose(file: &str, keep: impl Fn(&[u8]) -> bool) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == needle.as_bytes()))
-        })
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/{file}")).is_ok_and(|bytes| keep(&bytes)))
         .collect()
 }
 
