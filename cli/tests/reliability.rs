@@ -191,26 +191,6 @@ fn wait_for_threads(pid: u32, count: usize) {
     }
 }
 
-/// Waits, with a deadline, until process `pid` catches `signal` (its bit in `SigCgt` of
-/// `/proc/PID/status`): from then on the signal reaches its handler, not the default
-/// action.
-fn wait_for_handler(pid: u32, signal: Signal) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let caught = status
-            .lines()
-            .find_map(|line| line.strip_prefix("SigCgt:"))
-            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-            .unwrap_or(0);
-        if caught & (1 << (signal as i32 - 1)) != 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{signal} was never caught");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 const TRANSPORTS: [&str; 2] = ["processes", "threads"];
 
 #[test]
@@ -577,7 +557,7 @@ fn a_stop_signal_ends_a_kernel_bench_with_no_table_and_no_workers_claimed() {
         // Passes enough for hours: only the signal ends it.
         let args = ["bench", "kernel", "-n", "4000", "-r", "100000000"];
         let child = spawn(&args, &[], &tag, false);
-        wait_for_handler(child.id(), signal);
+        common::wait_for_handler(child.id(), signal);
         kill(Pid::from_raw(child.id() as i32), signal).expect("signal the bench");
         let run = finish(child, &tag, started, Duration::from_secs(60));
         assert_eq!(run.code, Some(code), "{signal}: {run:?}");
@@ -1105,7 +1085,7 @@ fn a_stop_signal_the_run_was_started_ignoring_stays_ignored() {
             let begun = Instant::now();
             let child = spawn_under(wrapper, &args, &[], &tag, false);
             let pid = child.id();
-            wait_for_handler(pid, Signal::SIGTERM);
+            common::wait_for_handler(pid, Signal::SIGTERM);
             // Asked now, said once the run is over: a failed assertion leaves no run behind.
             let ignored = ignores(pid, signal);
             kill(Pid::from_raw(pid as i32), signal).expect("send the ignored signal");

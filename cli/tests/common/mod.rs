@@ -126,6 +126,28 @@ pub fn ringleader(args: &[&str]) -> Run {
     ringleader_within(args, Duration::from_secs(120))
 }
 
+/// Waits, with a deadline, until process `pid` catches `signal` (its bit in `SigCgt` of
+/// `/proc/PID/status`): from then on the signal reaches its handler, not the default
+/// action.
+pub fn wait_for_handler(pid: u32, signal: nix::sys::signal::Signal) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !catches(pid, signal) {
+        assert!(Instant::now() < deadline, "{signal} was never caught");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether process `pid` catches `signal` now: see [`wait_for_handler`].
+pub fn catches(pid: u32, signal: nix::sys::signal::Signal) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let caught = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap_or(0);
+    caught & (1 << (signal as i32 - 1)) != 0
+}
+
 /// Live processes whose environment carries this tag.
 pub fn processes_tagged(tag: &str) -> Vec<u32> {
     let needle = format!("{TAG_VAR}={tag}");
