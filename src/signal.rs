@@ -230,6 +230,70 @@ pub(crate) fn worker_defaults() {
     }
 }
 
+/// How long an MPI rank other than 0 outlives a SIGTERM: see [`rank_defaults`].
+#[cfg(feature = "mpi")]
+pub(crate) const RANK_GRACE_SECS: u32 = 3;
+
+/// On an MPI rank other than 0: [`worker_defaults`], except that SIGTERM kills the rank
+/// [`RANK_GRACE_SECS`] late rather than at once. A user's Ctrl-C or `kill` reaches an
+/// `mpirun` job as a SIGTERM to every rank at once, rank 0 included, whose coordinator
+/// takes it for a stop: it ends the ring at a step boundary (writing the checkpoint), as
+/// it ends forked workers. A rank that died at once would break the ring first, and the
+/// stop would be lost. The ring ends well within the grace; mpirun's own SIGKILL, a second
+/// after its SIGTERM, ends a rank that lingers; and a SIGTERM sent to this rank alone still
+/// ends it, by its default action, once the grace is over.
+#[cfg(feature = "mpi")]
+pub(crate) fn rank_defaults() {
+    worker_defaults();
+    let later = SigAction::new(
+        SigHandler::Handler(on_rank_term),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    let die = SigAction::new(
+        SigHandler::Handler(on_rank_alarm),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: both handlers make only async-signal-safe calls (sigaction, alarm, raise).
+    unsafe {
+        let _ = sigaction(Signal::SIGALRM, &die);
+        let _ = sigaction(Signal::SIGTERM, &later);
+    }
+}
+
+/// Whether this process, rank 0 of an `mpirun` job, is ending with the job: its coordinator
+/// caught a stop signal, as mpirun sends every rank SIGTERM when it ends a job (a user's
+/// Ctrl-C to it, say). mpirun serves no `MPI_Finalize` from then on: one would wait for
+/// its SIGKILL, a second later, which would end rank 0 before its exit status. The other
+/// ranks finalize all the same: one that exited would have mpirun kill the rest at once,
+/// rank 0 before it had said why the job stopped.
+#[cfg(feature = "mpi")]
+pub(crate) fn job_ending() -> bool {
+    stop_signal().is_some()
+}
+
+/// A rank's SIGTERM: the next one kills at once, and this one does in a while.
+#[cfg(feature = "mpi")]
+extern "C" fn on_rank_term(_: libc::c_int) {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: sigaction and alarm are async-signal-safe; the default action runs no code.
+    unsafe {
+        let _ = sigaction(Signal::SIGTERM, &default);
+        libc::alarm(RANK_GRACE_SECS);
+    }
+}
+
+/// The grace after a rank's SIGTERM is over: it dies of SIGTERM, whose action is the
+/// default again.
+#[cfg(feature = "mpi")]
+extern "C" fn on_rank_alarm(_: libc::c_int) {
+    // SAFETY: raise is async-signal-safe.
+    unsafe {
+        libc::raise(libc::SIGTERM);
+    }
+}
+
 /// While alive, SIGINT, SIGTERM and SIGHUP no longer kill this process: they are recorded
 /// for [`stop_signal`] instead, so code that runs without a [`Launcher`](crate::Launcher) (a
 /// serial loop, a thread pool) can stop at a boundary of its choosing. A signal the process

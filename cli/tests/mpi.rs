@@ -52,6 +52,8 @@ fn main() -> std::process::ExitCode {
         mpi_ends_with_the_process_not_with_the_ring,
         a_stopped_rank_ends_the_job_within_the_step_timeout,
         a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped,
+        ctrl_c_to_mpirun_stops_the_ring_at_a_step_and_its_checkpoint_resumes_bit_for_bit,
+        ctrl_c_to_mpirun_interrupts_a_ring_that_does_not_stop_at_steps_in_one_line,
         a_cycle_across_ranks_is_named_as_a_deadlock,
         restarts_are_refused_under_mpi_with_one_line,
         the_particle_run_is_the_same_between_two_hosts_over_tcp,
@@ -957,6 +959,164 @@ fn a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped() {
         said >= 750,
         "ringleader spoke {said} ms after the job went on: {job:?}"
     );
+}
+
+/// mpirun's pid among `pids`.
+fn mpirun_of(pids: &[u32]) -> Option<u32> {
+    pids.iter().copied().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "mpirun")
+    })
+}
+
+/// Sends mpirun SIGINT, as a terminal's Ctrl-C does (the ranks each have a process group of
+/// their own, which the terminal does not reach), once `ready` says the job is under way;
+/// returns the job and how long it took to end after the signal. mpirun ends the job by
+/// sending every rank SIGTERM, a second later.
+fn ctrl_c_to_mpirun(args: &[&str], tag: &str, ready: impl Fn(&[u32]) -> bool) -> (Job, Duration) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut command = mpirun_command(2, binary(), args);
+    common::default_stop_signals(&mut command);
+    let job = std::thread::spawn(move || job_of(command));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mpirun = loop {
+        let pids = processes_running(tag);
+        let mpirun = mpirun_of(&pids);
+        if pids.len() == 3 && ready(&pids) {
+            break mpirun.expect("mpirun among the job's processes");
+        }
+        if Instant::now() > deadline {
+            // Not left running until the watchdog's deadline.
+            for &pid in &pids {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            panic!("the job never got under way: {:?}", job.join());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    kill(Pid::from_raw(mpirun as i32), Signal::SIGINT).expect("signal mpirun");
+    let signalled = Instant::now();
+    let job = job.join().expect("the job's thread");
+    (job, signalled.elapsed())
+}
+
+/// Ctrl-C to `mpirun` stops the job as Ctrl-C stops a run on one machine. mpirun passes it on
+/// as SIGTERM to every rank at once: rank 0's coordinator takes it for a stop, and a ring
+/// that waits for it every step (here, to write checkpoints) stops at a step boundary and
+/// writes the state of that step; the other ranks outlive their SIGTERM long enough. One
+/// line says so, and the job ends within a second of mpirun's SIGTERM. Resumed on
+/// forked workers, the checkpoint gives the bits of a run that was never stopped. (Rank 1
+/// once died of the SIGTERM at once: rank 0 said `interrupted by SIGTERM` after an
+/// `MPI_ABORT` notice, and the checkpoint held only the last `--checkpoint-every` step.)
+fn ctrl_c_to_mpirun_stops_the_ring_at_a_step_and_its_checkpoint_resumes_bit_for_bit() {
+    let dir = scratch("mpi-ctrl-c");
+    let ck = dir.join("stopped.ck");
+    let ck_arg = ck.to_str().expect("a UTF-8 path").to_owned();
+    let args = [
+        "particles",
+        "-n",
+        "2000",
+        "-s",
+        "100000000",
+        "--algorithm",
+        "cells",
+        "--transport",
+        "mpi",
+        "--checkpoint",
+        &ck_arg,
+        "--checkpoint-every",
+        "50",
+    ];
+    let (job, took) = ctrl_c_to_mpirun(&args, &ck_arg, |_| ck.exists());
+    assert_ne!(job.code, Some(0), "{job:?}");
+    let lines = ringleader_lines(&job);
+    assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+    let step: u64 = lines[0]
+        .strip_prefix("ringleader: stopped by SIGTERM after step ")
+        .and_then(|rest| rest.strip_suffix("; checkpoint written"))
+        .and_then(|step| step.parse().ok())
+        .unwrap_or_else(|| panic!("{job:?}"));
+    assert!(!job.stderr.contains("MPI_ABORT"), "{job:?}");
+    assert!(
+        took < MPIRUN_TEARDOWN + Duration::from_secs(1),
+        "the job ended {took:?} after Ctrl-C: {job:?}"
+    );
+    // The stop came after the checkpoint of step 50 at the earliest.
+    assert!(step >= 50, "{job:?}");
+    let total = (step + 5).to_string();
+    let resumed = dir.join("resumed.csv");
+    let straight = dir.join("straight.csv");
+    ringleader(&[
+        "particles",
+        "-s",
+        &total,
+        "-p",
+        "2",
+        "--resume",
+        &ck_arg,
+        "--out",
+        resumed.to_str().expect("a UTF-8 path"),
+    ])
+    .success();
+    ringleader(&[
+        "particles",
+        "-n",
+        "2000",
+        "-s",
+        &total,
+        "--algorithm",
+        "cells",
+        "--out",
+        straight.to_str().expect("a UTF-8 path"),
+    ])
+    .success();
+    assert_same_state(
+        &read_state(&resumed),
+        &read_state(&straight),
+        &format!("resumed after Ctrl-C to mpirun at step {step}"),
+    );
+}
+
+/// Ctrl-C to `mpirun` during a ring that does not wait for the coordinator every step: rank
+/// 0 stops every rank at once and says so in one line, as on one machine, without an
+/// `MPI_ABORT` notice, and the job ends within a second of mpirun's SIGTERM.
+fn ctrl_c_to_mpirun_interrupts_a_ring_that_does_not_stop_at_steps_in_one_line() {
+    use nix::sys::signal::Signal;
+    let tag = format!("ctrl-c-allpairs-{}", std::process::id());
+    // The tag only marks the job's command lines: a file the run never writes.
+    let out = scratch("mpi-ctrl-c-allpairs").join(format!("{tag}.csv"));
+    let out_arg = out.to_str().expect("a UTF-8 path").to_owned();
+    let args = [
+        "particles",
+        "-n",
+        "400",
+        "-s",
+        "100000000",
+        "--transport",
+        "mpi",
+        "--out",
+        &out_arg,
+    ];
+    // Under way once both ranks catch SIGTERM: rank 0 from its launch on, rank 1 from the
+    // start of its ring.
+    let (job, took) = ctrl_c_to_mpirun(&args, &out_arg, |pids| {
+        let mpirun = mpirun_of(pids);
+        pids.iter()
+            .filter(|&&pid| Some(pid) != mpirun)
+            .all(|&pid| common::catches(pid, Signal::SIGTERM))
+    });
+    assert_ne!(job.code, Some(0), "{job:?}");
+    assert_eq!(
+        ringleader_lines(&job),
+        ["ringleader: interrupted by SIGTERM: every worker was stopped"],
+        "{job:?}"
+    );
+    assert!(!job.stderr.contains("MPI_ABORT"), "{job:?}");
+    assert!(
+        took < MPIRUN_TEARDOWN + Duration::from_secs(1),
+        "the job ended {took:?} after Ctrl-C: {job:?}"
+    );
+    assert!(!out.exists(), "{job:?}");
 }
 
 /// Ranks that wait for each other in a circle, with nothing in flight, are a deadlock, seen

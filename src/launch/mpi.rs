@@ -137,9 +137,11 @@ pub(super) fn launch<S: Stage, H: Handler>(
     let comms = LinkComms::new()?;
     let pids = gather_pids(rank, size);
     if rank != 0 {
-        // A worker, as a forked one is: it dies of SIGTERM, which is how mpirun ends the
-        // job when a rank aborts, and leaves SIGINT and SIGHUP to the coordinator.
-        crate::signal::worker_defaults();
+        // A worker, as a forked one is: it leaves SIGINT and SIGHUP to the coordinator, and
+        // dies of SIGTERM, which is how mpirun ends the job when a rank aborts; but a few
+        // seconds late, as a user's Ctrl-C reaches every rank as SIGTERM, and rank 0 may
+        // stop the ring gracefully meanwhile.
+        crate::signal::rank_defaults();
         let ends = Ends {
             to_right: LinkTx::mpi(LinkSender::new(Arc::clone(&comms.rightward), right, None)),
             from_left: LinkRx::mpi(LinkReceiver::new(comms.rightward, left, None)?),
@@ -264,7 +266,7 @@ fn lead<S: Stage, H: Handler>(
         // Now, not after the worker's thread has ended: it may be waiting for a rank that
         // never answers, or computing for a long time.
         if let Err(e) = &outcome {
-            fail(&crate::error::chain(e));
+            end_job(e);
         }
         coordinator_done.store(true, Ordering::Release);
         outcome
@@ -272,7 +274,7 @@ fn lead<S: Stage, H: Handler>(
     share(false);
     let outputs = match outcome {
         Ok(outputs) => outputs,
-        Err(e) => fail(&crate::error::chain(&e)),
+        Err(e) => end_job(&e),
     };
     // Every answer must have left before MPI ends, as the process exits.
     drop(relay);
@@ -321,6 +323,23 @@ fn run_worker<S: Stage>(stage: S, mut ring: Ring) -> Option<Ring> {
 /// How long a failed rank waits for the coordinator to end the job before it ends the job
 /// itself.
 const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Says why rank 0's coordinator failed, then ends the whole job: [`fail`], but a stop
+/// signal ends only this process, with the signal's exit status. mpirun sends one to every
+/// rank when it ends the job itself (a user's Ctrl-C to it), and ends the other ranks as
+/// soon as this one exits; an `MPI_Abort` would add its notice to the user's stop, and wait
+/// for the other ranks, which outlive a SIGTERM by a few seconds, until mpirun's SIGKILL
+/// (see [`rank_defaults`](crate::signal::rank_defaults)).
+fn end_job(e: &LaunchError) -> ! {
+    let why = crate::error::chain(e);
+    if let LaunchError::Interrupted { signal } = e {
+        let _ = std::io::stderr().write_all(format!("ringleader: {why}\n").as_bytes());
+        let _ = std::io::stdout().flush();
+        // MPI is not finalized: see `signal::job_ending`.
+        std::process::exit(i32::from(signal.exit_code()));
+    }
+    fail(&why)
+}
 
 /// Says why on this rank's stderr, then ends the whole job.
 fn fail(why: &str) -> ! {

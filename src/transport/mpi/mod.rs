@@ -165,7 +165,14 @@ fn read_finding(record: &[u8]) -> Option<String> {
 }
 
 extern "C" fn finalize_at_exit() {
-    drop(universe().take());
+    let universe = universe().take();
+    if crate::signal::job_ending() {
+        // mpirun is ending the job, and serves no rank's finalize meanwhile: each would
+        // wait for its SIGKILL. Exit as a rank that aborts does.
+        std::mem::forget(universe);
+    } else {
+        drop(universe);
+    }
 }
 
 /// Whether two threads of this process call MPI: rank 0's worker and its coordinator.
