@@ -898,15 +898,34 @@ fn a_stopped_rank_ends_the_job_within_the_step_timeout() {
     assert!(!job.stdout.contains("outputs"), "{job:?}");
 }
 
-/// A job stopped whole and sent on (mpirun and every rank stopped for longer than the step
-/// timeout) is not timed while it was stopped. Rank 1 hangs at step 3 (the checkpoint of
-/// step 2 says the job got there); half a second into the step the job is stopped for
-/// 2.5 s, and sent on; the 2 s timeout still gives rank 1 the rest of its time after that,
-/// where once rank 0 found the step late the moment the job went on.
+/// A job stopped whole and sent on (every rank stopped for longer than the step timeout)
+/// is not timed while it was stopped. Rank 1 hangs at step 3 (the checkpoint of step 2 says
+/// the job got there); half a second into the step the job is stopped for 2.5 s, and sent
+/// on; the 2 s timeout still gives rank 1 the rest of its time after that, where once rank
+/// 0 found the step late the moment the job went on. Stopped two ways: SIGSTOP and SIGCONT
+/// to mpirun and every rank (as to a session), and a terminal's Ctrl-Z and `fg` to mpirun
+/// alone, SIGTSTP and SIGCONT, which mpirun passes on to every rank.
 fn a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped() {
-    use nix::sys::signal::{Signal, kill};
+    use nix::sys::signal::Signal;
+    stopped_and_sent_on("whole", |pids| {
+        (pids.to_vec(), Signal::SIGSTOP, Signal::SIGCONT)
+    });
+    stopped_and_sent_on("ctrl-z", |pids| {
+        let mpirun = mpirun_of(pids).expect("mpirun among the job's processes");
+        (vec![mpirun], Signal::SIGTSTP, Signal::SIGCONT)
+    });
+}
+
+/// [`a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped`], stopping the job with
+/// `how`: given the pids of mpirun and the ranks, which of them to send which signal to
+/// stop the job, and which to send it on.
+fn stopped_and_sent_on(
+    name: &str,
+    how: impl Fn(&[u32]) -> (Vec<u32>, nix::sys::signal::Signal, nix::sys::signal::Signal),
+) {
+    use nix::sys::signal::kill;
     use nix::unistd::Pid;
-    let dir = scratch("mpi-stopped-job");
+    let dir = scratch(&format!("mpi-stopped-job-{name}"));
     let ck = dir.join("step.ck");
     let ck_arg = ck.to_str().expect("a UTF-8 path").to_owned();
     let args = [
@@ -935,29 +954,34 @@ fn a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped() {
     std::thread::sleep(Duration::from_millis(500));
     // mpirun and both ranks: each rank has a process group of its own.
     let pids = processes_running(&ck_arg);
+    let (to, stop, go_on) = how(&pids);
     let signal_all = |signal| {
-        for &pid in &pids {
+        for &pid in &to {
             let _ = kill(Pid::from_raw(pid as i32), signal);
         }
     };
-    signal_all(Signal::SIGSTOP);
+    signal_all(stop);
     std::thread::sleep(Duration::from_millis(2500));
-    signal_all(Signal::SIGCONT);
+    signal_all(go_on);
     let went_on = epoch_millis();
     let job = job.join().expect("the job's thread");
-    assert_eq!(pids.len(), 3, "mpirun and two ranks: {pids:?} {job:?}");
+    assert_eq!(
+        pids.len(),
+        3,
+        "{name}: mpirun and two ranks: {pids:?} {job:?}"
+    );
     let lines = ringleader_lines(&job);
-    assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+    assert_eq!(lines.len(), 1, "{name}: one line from ringleader: {job:?}");
     assert!(
         lines[0].starts_with("ringleader: step 3 timed out after 2 s: rank 1 (pid "),
-        "{}",
+        "{name}: {}",
         lines[0]
     );
     let said = job.said_at.unwrap_or(0).saturating_sub(went_on);
     // The rest of the timeout is 1.5 s, less the time the stop took to come.
     assert!(
         said >= 750,
-        "ringleader spoke {said} ms after the job went on: {job:?}"
+        "{name}: ringleader spoke {said} ms after the job went on: {job:?}"
     );
 }
 
