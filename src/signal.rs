@@ -230,9 +230,21 @@ pub(crate) fn worker_defaults() {
     }
 }
 
-/// How long an MPI rank other than 0 outlives a SIGTERM: see [`rank_defaults`].
+/// How long an MPI rank other than 0 outlives a SIGTERM, at least: see [`rank_defaults`].
 #[cfg(feature = "mpi")]
 pub(crate) const RANK_GRACE_SECS: u32 = 3;
+
+/// How long this rank outlives a SIGTERM: [`RANK_GRACE_SECS`], or two seconds more than
+/// mpirun waits between its SIGTERM and its SIGKILL, if that is longer.
+#[cfg(feature = "mpi")]
+static RANK_GRACE: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(RANK_GRACE_SECS);
+
+/// The environment variable by which mpirun tells its ranks `--mca
+/// odls_base_sigkill_timeout N`: how many seconds it waits between its SIGTERM and its
+/// SIGKILL when it ends a job (1 unless given).
+#[cfg(feature = "mpi")]
+const SIGKILL_TIMEOUT_VAR: &str = "OMPI_MCA_odls_base_sigkill_timeout";
 
 /// On an MPI rank other than 0: [`worker_defaults`], except that SIGTERM kills the rank
 /// [`RANK_GRACE_SECS`] late rather than at once. A user's Ctrl-C or `kill` reaches an
@@ -241,10 +253,20 @@ pub(crate) const RANK_GRACE_SECS: u32 = 3;
 /// it ends forked workers. A rank that died at once would break the ring first, and the
 /// stop would be lost. The ring ends well within the grace; mpirun's own SIGKILL, a second
 /// after its SIGTERM, ends a rank that lingers; and a SIGTERM sent to this rank alone still
-/// ends it, by its default action, once the grace is over.
+/// ends it, by its default action, once the grace is over. A job given `--mca
+/// odls_base_sigkill_timeout N`, so that a stop has N seconds, gets a grace of N + 2.
 #[cfg(feature = "mpi")]
 pub(crate) fn rank_defaults() {
     worker_defaults();
+    let mpirun_waits = std::env::var(SIGKILL_TIMEOUT_VAR)
+        .ok()
+        .and_then(|secs| secs.trim().parse::<u32>().ok());
+    if let Some(secs) = mpirun_waits {
+        RANK_GRACE.store(
+            secs.saturating_add(2).max(RANK_GRACE_SECS),
+            Ordering::SeqCst,
+        );
+    }
     let later = SigAction::new(
         SigHandler::Handler(on_rank_term),
         SaFlags::empty(),
@@ -280,7 +302,7 @@ extern "C" fn on_rank_term(_: libc::c_int) {
     // SAFETY: sigaction and alarm are async-signal-safe; the default action runs no code.
     unsafe {
         let _ = sigaction(Signal::SIGTERM, &default);
-        libc::alarm(RANK_GRACE_SECS);
+        libc::alarm(RANK_GRACE.load(Ordering::SeqCst));
     }
 }
 
