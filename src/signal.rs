@@ -258,15 +258,8 @@ const SIGKILL_TIMEOUT_VAR: &str = "OMPI_MCA_odls_base_sigkill_timeout";
 #[cfg(feature = "mpi")]
 pub(crate) fn rank_defaults() {
     worker_defaults();
-    let mpirun_waits = std::env::var(SIGKILL_TIMEOUT_VAR)
-        .ok()
-        .and_then(|secs| secs.trim().parse::<u32>().ok());
-    if let Some(secs) = mpirun_waits {
-        RANK_GRACE.store(
-            secs.saturating_add(2).max(RANK_GRACE_SECS),
-            Ordering::SeqCst,
-        );
-    }
+    let mpirun_waits = std::env::var(SIGKILL_TIMEOUT_VAR).ok();
+    RANK_GRACE.store(rank_grace(mpirun_waits.as_deref()), Ordering::SeqCst);
     let later = SigAction::new(
         SigHandler::Handler(on_rank_term),
         SaFlags::empty(),
@@ -293,6 +286,17 @@ pub(crate) fn rank_defaults() {
 #[cfg(feature = "mpi")]
 pub(crate) fn job_ending() -> bool {
     stop_signal().is_some()
+}
+
+/// The grace of [`rank_defaults`], given what mpirun says it waits between its SIGTERM and
+/// its SIGKILL ([`SIGKILL_TIMEOUT_VAR`]), if it says.
+#[cfg(feature = "mpi")]
+fn rank_grace(mpirun_waits: Option<&str>) -> u32 {
+    mpirun_waits
+        .and_then(|secs| secs.trim().parse::<u32>().ok())
+        .map_or(RANK_GRACE_SECS, |secs| {
+            secs.saturating_add(2).max(RANK_GRACE_SECS)
+        })
 }
 
 /// A rank's SIGTERM: the next one kills at once, and this one does in a while.
@@ -338,6 +342,18 @@ mod tests {
 
     extern "C" fn count_usr2(_: libc::c_int) {
         USR2.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[cfg(feature = "mpi")]
+    #[test]
+    fn a_rank_outlives_sigterm_longer_than_mpirun_waits_to_kill_it() {
+        assert_eq!(rank_grace(None), RANK_GRACE_SECS);
+        assert_eq!(rank_grace(Some("1")), RANK_GRACE_SECS);
+        assert_eq!(rank_grace(Some("0")), RANK_GRACE_SECS);
+        assert_eq!(rank_grace(Some("5")), 7);
+        assert_eq!(rank_grace(Some(" 30\n")), 32);
+        assert_eq!(rank_grace(Some("soon")), RANK_GRACE_SECS);
+        assert_eq!(rank_grace(Some("4294967295")), u32::MAX);
     }
 
     #[test]
