@@ -196,6 +196,45 @@ pub fn parse_state(text: &str) -> BTreeMap<u32, [u64; 4]> {
         .collect()
 }
 
+/// Resumes `checkpoint`, the state a stopped run wrote after `step`, for five more steps on
+/// two forked workers, and checks the result bit for bit against a run never stopped:
+/// `particles STRAIGHT -s STEP+5` (`straight`: the stopped run's `-n`, and its algorithm).
+/// The two outputs go to `dir`.
+pub fn assert_resumes_bit_for_bit(
+    checkpoint: &str,
+    step: u64,
+    straight: &[&str],
+    dir: &Path,
+    what: &str,
+) {
+    let total = (step + 5).to_string();
+    let resumed = dir.join("resumed.csv");
+    let unstopped = dir.join("straight.csv");
+    let resumed_arg = resumed.to_str().expect("a UTF-8 path");
+    let unstopped_arg = unstopped.to_str().expect("a UTF-8 path");
+    ringleader(&[
+        "particles",
+        "-s",
+        &total,
+        "-p",
+        "2",
+        "--resume",
+        checkpoint,
+        "--out",
+        resumed_arg,
+    ])
+    .success();
+    let mut args = vec!["particles"];
+    args.extend(straight);
+    args.extend(["-s", &total, "--out", unstopped_arg]);
+    ringleader(&args).success();
+    assert_same_state(
+        &read_state(&resumed),
+        &read_state(&unstopped),
+        &format!("{what}: resumed at step {step}"),
+    );
+}
+
 /// Asserts two states are equal bit for bit, naming the first particle that differs.
 pub fn assert_same_state(
     got: &BTreeMap<u32, [u64; 4]>,
