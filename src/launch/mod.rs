@@ -169,7 +169,11 @@ impl Launcher {
     /// and aborts the whole job (`MPI_Abort`): an MPI job cannot lose a rank and go on. The
     /// other ranks send rank 0 their progress, so the step timeout and the deadlock watch
     /// cover the whole job: a rank that stops answering, or ranks that wait for each other
-    /// in a cycle, end it the same way, with one line from rank 0.
+    /// in a cycle, end it the same way, with one line from rank 0. A Ctrl-C to `mpirun`
+    /// reaches every rank as SIGTERM: with [`stop_gracefully`](Launcher::stop_gracefully)
+    /// the stage stops at a step boundary on every rank and this returns on rank 0, as on
+    /// one machine; without it rank 0 prints `interrupted by SIGTERM: every worker was
+    /// stopped` and exits with status 143, and mpirun ends the other ranks.
     ///
     /// # Errors
     ///
