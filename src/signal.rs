@@ -247,7 +247,7 @@ static RANK_GRACE: std::sync::atomic::AtomicU32 =
 const SIGKILL_TIMEOUT_VAR: &str = "OMPI_MCA_odls_base_sigkill_timeout";
 
 /// On an MPI rank other than 0: [`worker_defaults`], except that SIGTERM kills the rank
-/// [`RANK_GRACE_SECS`] late rather than at once. A user's Ctrl-C or `kill` reaches an
+/// after a grace ([`RANK_GRACE_SECS`] or more) rather than at once. A user's Ctrl-C or `kill` reaches an
 /// `mpirun` job as a SIGTERM to every rank at once, rank 0 included, whose coordinator
 /// takes it for a stop: it ends the ring at a step boundary (writing the checkpoint), as
 /// it ends forked workers. A rank that died at once would break the ring first, and the
