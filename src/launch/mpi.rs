@@ -333,8 +333,7 @@ const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 fn end_job(e: &LaunchError) -> ! {
     let why = crate::error::chain(e);
     if let LaunchError::Interrupted { signal } = e {
-        let _ = std::io::stderr().write_all(format!("ringleader: {why}\n").as_bytes());
-        let _ = std::io::stdout().flush();
+        say(&why);
         // MPI is not finalized: see `signal::job_ending`.
         std::process::exit(i32::from(signal.exit_code()));
     }
@@ -343,9 +342,14 @@ fn end_job(e: &LaunchError) -> ! {
 
 /// Says why on this rank's stderr, then ends the whole job.
 fn fail(why: &str) -> ! {
-    // One write: mpirun forwards the rank's stderr as it reads it, and prints its own abort
-    // notice between any two pieces of a line written in parts.
+    say(why);
+    crate::transport::mpi::abort(1)
+}
+
+/// Says why on this rank's stderr, in one write: mpirun forwards the rank's stderr as it
+/// reads it, and prints its own notices between any two pieces of a line written in parts.
+/// Flushes stdout too, as the process is about to end.
+fn say(why: &str) {
     let _ = std::io::stderr().write_all(format!("ringleader: {why}\n").as_bytes());
     let _ = std::io::stdout().flush();
-    crate::transport::mpi::abort(1)
 }
