@@ -21,6 +21,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use nix::sys::statfs::{self, FsType};
 use nix::unistd::AccessFlags;
 
 /// How an output reaches its path.
@@ -102,6 +103,7 @@ impl Destination {
             exists => {
                 let (dir, name) = split(&target)?;
                 let dir = canonical_dir(dir)?;
+                kernel_interface(&dir)?;
                 let target = dir.join(name);
                 match (writable_dir(&dir), exists) {
                     (Ok(()), _) => Ok(Destination::Replace(target)),
@@ -258,6 +260,43 @@ fn writable_dir(dir: &Path) -> io::Result<()> {
             format!("cannot create files in {}: {errno}", dir.display()),
         )
     })
+}
+
+/// The kernel's own file systems, whose files are its interfaces: no file can be created in
+/// them, and a write to one of their files is an instruction to the kernel, not data kept.
+const KERNEL_INTERFACES: &[(FsType, &str)] = &[
+    (statfs::PROC_SUPER_MAGIC, "procfs"),
+    (statfs::SYSFS_MAGIC, "sysfs"),
+    (statfs::CGROUP_SUPER_MAGIC, "cgroupfs"),
+    (statfs::CGROUP2_SUPER_MAGIC, "cgroup2"),
+    (statfs::DEBUGFS_MAGIC, "debugfs"),
+    (statfs::TRACEFS_MAGIC, "tracefs"),
+    (statfs::SECURITYFS_MAGIC, "securityfs"),
+    (statfs::SELINUX_MAGIC, "selinuxfs"),
+    (statfs::BPF_FS_MAGIC, "bpffs"),
+    (statfs::DEVPTS_SUPER_MAGIC, "devpts"),
+    (statfs::NSFS_MAGIC, "nsfs"),
+];
+
+/// Fails when `dir` is on one of the kernel's own file systems ([`KERNEL_INTERFACES`]).
+/// Root passes every permission check there, so without this a run would do all its work
+/// and only then fail to create its temporary, or write its output into a kernel setting.
+/// The descriptors of `/proc/PID/fd`, the one place there an output may go, are written
+/// through before this is asked.
+fn kernel_interface(dir: &Path) -> io::Result<()> {
+    let kind = statfs::statfs(dir)
+        .map_err(io::Error::from)?
+        .filesystem_type();
+    match KERNEL_INTERFACES.iter().find(|(magic, _)| *magic == kind) {
+        Some((_, name)) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "{} is on {name}, the kernel's interface, where no output can go",
+                dir.display()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `dir`, canonical, after checking that it is a directory.

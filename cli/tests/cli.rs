@@ -83,6 +83,42 @@ fn an_unwritable_output_is_a_runtime_error_before_the_run() {
     assert!(run.stdout.is_empty());
 }
 
+/// Root passes every permission check on the kernel's own file systems, so only their type
+/// tells that no output can go there: a run must not do its work first and fail after.
+#[test]
+fn an_output_on_the_kernels_file_systems_is_refused_before_the_run() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("--out", "/proc/version", "/proc is on procfs"),
+        ("--out", "/proc/ringleader-out.csv", "/proc is on procfs"),
+        (
+            "--energy-log",
+            "/sys/ringleader-energy.csv",
+            "/sys is on sysfs",
+        ),
+        ("--checkpoint", "/proc/ringleader.ck", "/proc is on procfs"),
+        (
+            "--snapshot",
+            "/sys/kernel/ringleader.png",
+            "/sys/kernel is on sysfs",
+        ),
+    ];
+    for &(flag, target, mentions) in cases {
+        let run = ringleader(&["particles", "-n", "200", "-s", "5", flag, target]);
+        assert_eq!(run.code, Some(1), "{flag} {target}: {run:?}");
+        assert_eq!(
+            run.stderr.lines().count(),
+            1,
+            "{flag} {target}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains(target), "{}", run.stderr);
+        assert!(run.stderr.contains(mentions), "{}", run.stderr);
+        // No timing line: the run never started.
+        assert!(run.stdout.is_empty(), "{flag} {target}: {}", run.stdout);
+    }
+    assert!(!std::path::Path::new("/proc/ringleader-out.csv").exists());
+}
+
 #[test]
 fn help_lists_examples_and_succeeds() {
     let run = ringleader(&["particles", "--help"]);
