@@ -234,12 +234,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mode = match (args.threads, processes) {
         (Some(t), _) if t > n => {
             return usage(format!(
-                "-t {t} asks for more threads than the {n} particles"
+                "-t {t} asks for more threads than the {}",
+                particles(n)
             ));
         }
         (_, Some(p)) if p > n => {
             return usage(format!(
-                "-p {p} asks for more workers than the {n} particles"
+                "-p {p} asks for more workers than the {}",
+                particles(n)
             ));
         }
         (Some(t), _) => Mode::Threads(t),
@@ -403,6 +405,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(signal.exit_code()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "1 particle", "20 particles".
+fn particles(n: usize) -> String {
+    if n == 1 {
+        "1 particle".to_owned()
+    } else {
+        format!("{n} particles")
+    }
 }
 
 /// Checks every output before the run, and says whether one goes to stdout: see

@@ -68,6 +68,11 @@ fn bad_particle_arguments_are_usage_errors() {
     for (args, mentions) in cases {
         assert_usage_error(args, mentions);
     }
+    let one = ringleader(&["particles", "-n", "1", "-p", "2"]);
+    assert_eq!(
+        one.stderr.trim_end(),
+        "ringleader: -p 2 asks for more workers than the 1 particle"
+    );
 }
 
 #[test]
