@@ -181,6 +181,27 @@ fn mpi_usage<T>(message: impl Into<String>) -> anyhow::Result<T> {
     usage(message)
 }
 
+/// Under `mpirun` rank 0 alone writes the outputs, on its own host, so it alone checks
+/// them: a path that exists only there is no mistake, and one that is wrong everywhere
+/// gets one line, not one a rank. Every rank learns what rank 0 found; the others then
+/// exit 0 without a word while rank 0 says it, as for a mistake in the arguments (see
+/// `main`). Returns, on rank 0, whether an output goes to stdout.
+#[cfg(feature = "mpi")]
+fn rank_0_checks_outputs(args: &Args, first: u64) -> anyhow::Result<bool> {
+    let checked = (ringleader::mpi_rank()? == 0).then(|| check_outputs(args, first));
+    let finding = match &checked {
+        Some(Err(err)) => Some(format!("{err:#}")),
+        _ => None,
+    };
+    let found = ringleader::mpi_all_findings(finding.as_deref())?;
+    match checked {
+        Some(on_stdout) => on_stdout,
+        // MPI is finalized as the process exits, with the other ranks.
+        None if found.first().is_some_and(Option::is_some) => std::process::exit(0),
+        None => Ok(false),
+    }
+}
+
 /// Under `mpirun` a run that cannot fit one host's memory may fit another's: the ranks
 /// compare what each found (`fits`), and if any cannot fit, rank 0 alone says so, in one
 /// line that names the ranks, and exits 2 for the job; the others exit 0 without a word, as
@@ -273,6 +294,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The outputs are written after the run (checkpoints also during it), whole or not at
     // all, but a bad path fails before the work, not after.
     let first = resumed.as_ref().map_or(0, |c| c.step);
+    #[cfg(feature = "mpi")]
+    let on_stdout = match mode {
+        Mode::Ring(_, Transport::Mpi) => rank_0_checks_outputs(&args, first)?,
+        _ => check_outputs(&args, first)?,
+    };
+    #[cfg(not(feature = "mpi"))]
     let on_stdout = check_outputs(&args, first)?;
     // Every energy is kept for the log, or for normalization.
     let energies = if args.normalize || args.energy_log.is_some() {

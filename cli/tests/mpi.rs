@@ -44,6 +44,7 @@ fn main() -> std::process::ExitCode {
         a_p_that_disagrees_with_the_job_is_a_usage_error,
         a_mistake_in_the_arguments_is_said_once_per_job,
         a_run_too_large_for_a_host_is_said_once_naming_the_ranks,
+        an_output_that_cannot_be_written_is_said_once_under_mpi,
         bench_puts_mpi_rows_beside_the_other_transports,
         bench_hop_measures_the_mpi_transport_too,
         bench_hop_puts_bare_mpi_beside_the_mpi_transport,
@@ -1163,6 +1164,41 @@ fn restarts_are_refused_under_mpi_with_one_line() {
         lines[0]
     );
     assert!(!job.stdout.contains("simulation took"), "{job:?}");
+}
+
+/// Rank 0 alone writes the outputs, so it alone checks them and says what is wrong with
+/// one, once for the job and before any work: every rank used to say the same line.
+fn an_output_that_cannot_be_written_is_said_once_under_mpi() {
+    for (target, says) in [
+        ("/nonexistent-dir/out.csv", "No such file or directory"),
+        ("/proc/ringleader-out.csv", "/proc is on procfs"),
+    ] {
+        let job = mpirun(
+            2,
+            binary(),
+            &[
+                "particles",
+                "-n",
+                "20",
+                "-s",
+                "5",
+                "--transport",
+                "mpi",
+                "--out",
+                target,
+            ],
+        );
+        assert_eq!(job.code, Some(1), "{job:?}");
+        let lines = ringleader_lines(&job);
+        assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+        assert!(
+            lines[0].starts_with(&format!("ringleader: cannot write {target}: ")),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains(says), "{}", lines[0]);
+        assert!(!job.stdout.contains("simulation took"), "{job:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
