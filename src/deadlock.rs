@@ -3,7 +3,9 @@
 //! A worker marks itself waiting only after a receive has found nothing for a short while,
 //! so the hot path never touches the mark. A wait is *stuck* when nothing is in flight on
 //! the link it waits on: the sender counts a frame before it sends it and the receiver
-//! after it has it, so equal counts mean no frame is buffered or on its way. Workers that
+//! after it has it, so equal counts mean no frame is buffered or on its way. A worker can
+//! also wait in a send, for its neighbour to take frames off a full link (between
+//! processes); it then waits for that neighbour whatever is in flight. Workers that
 //! are stuck on each other in a cycle can never move again. So can a set of workers that
 //! are all stuck while the coordinator has no report left to handle: the coordinator only
 //! answers reports. The supervisor declares a deadlock only when it has seen the same
@@ -26,6 +28,19 @@ pub enum Party {
     Coordinator,
     /// The other workers, at a barrier.
     Barrier,
+    /// The worker of this rank, to take what the blocked one sent it: between processes a
+    /// link holds only a few hundred frames its receiver has not taken.
+    Receiver(usize),
+}
+
+impl Party {
+    /// The rank waited for, if a worker is.
+    fn rank(self) -> Option<usize> {
+        match self {
+            Party::Rank(rank) | Party::Receiver(rank) => Some(rank),
+            Party::Coordinator | Party::Barrier => None,
+        }
+    }
 }
 
 /// One blocked worker in a deadlock.
@@ -86,6 +101,14 @@ fn stuck_on(readings: &[Reading], live: &[bool], rank: usize) -> Option<Party> {
         // A barrier releases no one until every worker has arrived, so a worker waiting
         // there is stuck exactly as long as some other one is.
         WaitingOn::Barrier => Some(Party::Barrier),
+        // A send waits until the neighbour takes frames off the link. Whether it ever will
+        // is the neighbour's own state: a neighbour that is not stuck will, one that is
+        // stuck elsewhere will not, and one that waits on this link has a frame in flight,
+        // so it is not stuck. So the wait is an edge to the neighbour either way.
+        WaitingOn::ToLeft => {
+            live[(rank + size - 1) % size].then_some(Party::Receiver((rank + size - 1) % size))
+        }
+        WaitingOn::ToRight => live[(rank + 1) % size].then_some(Party::Receiver((rank + 1) % size)),
         side => {
             let (peer, link) = match side {
                 WaitingOn::Left => ((rank + size - 1) % size, Link::Right),
@@ -120,7 +143,7 @@ fn stuck(
     for start in 0..size {
         let mut path = vec![start];
         let mut at = start;
-        while let Some(Party::Rank(next)) = on[at] {
+        while let Some(next) = on[at].and_then(Party::rank) {
             if let Some(pos) = path.iter().position(|&r| r == next) {
                 let cycle = &path[pos..];
                 // Start the report at the cycle's lowest rank.
@@ -225,6 +248,67 @@ mod tests {
         // Nor while one worker still computes.
         let busy = [reading(Some(WaitingOn::Coordinator)), reading(None)];
         assert!(stuck(&busy, &[true, true], &[0, 0]).is_none());
+    }
+
+    #[test]
+    fn sends_on_full_links_round_the_ring_are_a_cycle() {
+        // Each rank waits for its right neighbour to take frames, with frames in flight on
+        // every link: in flight or not, a send waits for its receiver.
+        let mut readings = [
+            reading(Some(WaitingOn::ToRight)),
+            reading(Some(WaitingOn::ToRight)),
+            reading(Some(WaitingOn::ToRight)),
+        ];
+        for r in &mut readings {
+            r.sent = [300, 0];
+            r.received = [260, 0];
+        }
+        let found = stuck(&readings, &[true; 3], &[0; 3]).unwrap();
+        assert_eq!(
+            found,
+            vec![
+                (0, Some(3), Party::Receiver(1)),
+                (1, Some(3), Party::Receiver(2)),
+                (2, Some(3), Party::Receiver(0)),
+            ]
+        );
+        // A send mixed with receives: rank 0 waits to hand rank 1 a frame, but rank 1
+        // waits for a frame from its right (rank 2), which waits for one from rank 0.
+        let mut mixed = [
+            reading(Some(WaitingOn::ToRight)),
+            reading(Some(WaitingOn::Right)),
+            reading(Some(WaitingOn::Right)),
+        ];
+        mixed[0].sent = [300, 0];
+        mixed[1].received = [260, 0];
+        let found = stuck(&mixed, &[true; 3], &[0; 3]).unwrap();
+        assert_eq!(
+            found,
+            vec![
+                (0, Some(3), Party::Receiver(1)),
+                (1, Some(3), Party::Rank(2)),
+                (2, Some(3), Party::Rank(0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_send_is_not_stuck_on_a_receiver_that_can_still_take_frames() {
+        // Rank 1 waits to receive from its left, where rank 0's frame is in flight: it
+        // takes it, and rank 0's send goes on.
+        let mut readings = [
+            reading(Some(WaitingOn::ToRight)),
+            reading(Some(WaitingOn::Left)),
+        ];
+        readings[0].sent = [5, 0];
+        readings[1].received = [4, 0];
+        assert!(stuck(&readings, &[true, true], &[0, 0]).is_none());
+        // Nor on a receiver that still computes: it may receive later.
+        let busy = [reading(Some(WaitingOn::ToRight)), reading(None)];
+        assert!(stuck(&busy, &[true, true], &[0, 0]).is_none());
+        // Nor on one that ended: the send fails instead.
+        let ended = [reading(Some(WaitingOn::ToRight)), reading(None)];
+        assert!(stuck(&ended, &[true, false], &[0, 0]).is_none());
     }
 
     #[test]

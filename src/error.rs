@@ -257,6 +257,12 @@ fn describe_waits(waits: &[Wait]) -> String {
             Party::Rank(peer) => format!("rank {} waits for rank {peer}", wait.rank),
             Party::Coordinator => format!("rank {} waits for the coordinator", wait.rank),
             Party::Barrier => format!("rank {} waits at a barrier", wait.rank),
+            Party::Receiver(peer) => {
+                format!(
+                    "rank {} waits for rank {peer} to take what it sent",
+                    wait.rank
+                )
+            }
         })
         .collect::<Vec<_>>()
         .join(", ");

@@ -25,6 +25,11 @@ pub(crate) enum WaitingOn {
     Coordinator,
     /// The other workers, at a barrier.
     Barrier,
+    /// The left neighbour, to take a frame this worker is sending it: between processes a
+    /// link's socket holds only so many frames its receiver has not taken.
+    ToLeft,
+    /// The right neighbour, likewise.
+    ToRight,
 }
 
 /// Which of a worker's two outgoing (or incoming) ring links.
@@ -40,7 +45,8 @@ pub(crate) enum Link {
 struct Record {
     /// 0 before the first step, else the step plus one.
     step: AtomicU64,
-    /// 0 while not blocked; 1 for the coordinator; 2 for the left link, 3 for the right.
+    /// 0 while not blocked; 1 for the coordinator; 2 for the left link, 3 for the right; 4
+    /// at a barrier; 5 and 6 sending to the left and to the right neighbour.
     waiting: AtomicU64,
     /// Frames sent to the right and to the left neighbour, counted before the send.
     sent: [AtomicU64; 2],
@@ -286,6 +292,8 @@ impl Board {
             Some(WaitingOn::Left) => 2,
             Some(WaitingOn::Right) => 3,
             Some(WaitingOn::Barrier) => 4,
+            Some(WaitingOn::ToLeft) => 5,
+            Some(WaitingOn::ToRight) => 6,
         };
         // Release: the counters written before the wait are visible with it.
         self.record(rank).waiting.store(code, Ordering::Release);
@@ -371,6 +379,8 @@ impl Board {
             1 => Some(WaitingOn::Coordinator),
             2 => Some(WaitingOn::Left),
             4 => Some(WaitingOn::Barrier),
+            5 => Some(WaitingOn::ToLeft),
+            6 => Some(WaitingOn::ToRight),
             _ => Some(WaitingOn::Right),
         };
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);

@@ -236,7 +236,13 @@ impl Ring {
         self.board.cancelled()
     }
 
-    /// Sends a message to a neighbour. It does not wait for the neighbour to receive it.
+    /// Sends a message to a neighbour. It does not wait for the neighbour to receive it,
+    /// whatever its size: between processes a value whose encoding passes 64 KiB crosses in
+    /// shared memory of its own. Only a sender far ahead waits: between processes a link
+    /// holds some 250 small frames its receiver has not taken, and a send past that waits
+    /// until the neighbour takes some (workers that wait so on each other are reported as
+    /// [`LaunchError::Deadlock`](crate::LaunchError::Deadlock)). Between threads and MPI
+    /// ranks a link holds any number.
     ///
     /// # Errors
     ///
@@ -370,7 +376,9 @@ impl Ring {
     /// the sender keeps and writes again once the receiver has read the block: a stage that
     /// sends blocks of one size every step, to a receiver that keeps up, allocates nothing
     /// after the first two on each link. A sender that runs ahead makes a new region for
-    /// each block its receiver has not read yet, rather than wait.
+    /// each block its receiver has not read yet, rather than wait; only past some 250 of
+    /// them, which the link's socket holds, does a send wait for the receiver, as
+    /// [`send`](Ring::send) does.
     ///
     /// On a ring of one worker both neighbours are the worker itself: a block it sends
     /// comes back to it, on the other side, and it receives it as from any neighbour.
@@ -705,14 +713,17 @@ impl Ring {
     }
 
     pub(crate) fn send_frame(&self, to: Neighbour, frame: Frame<Payload>) -> Result<(), RingError> {
-        let (tx, link) = match to {
-            Neighbour::Left => (&self.to_left, Link::Left),
-            Neighbour::Right => (&self.to_right, Link::Right),
+        let (tx, link, side) = match to {
+            Neighbour::Left => (&self.to_left, Link::Left, WaitingOn::ToLeft),
+            Neighbour::Right => (&self.to_right, Link::Right, WaitingOn::ToRight),
         };
         // Counted before the send, so the frame is in flight as far as the deadlock watch
         // can tell from the moment it could be.
         self.board.count_sent(self.rank, link);
-        tx.send(frame, self.hops + 1)
+        // A send on a full socket waits for the neighbour to take frames: a wait the
+        // deadlock watch must see, as it sees a receive's.
+        let stalled = |sending: bool| self.board.set_waiting(self.rank, sending.then_some(side));
+        tx.send(frame, self.hops + 1, &stalled)
             .map_err(|failure| send_error(failure, self.neighbour(to)))
     }
 

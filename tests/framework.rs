@@ -371,6 +371,135 @@ fn workers_that_all_receive_first_are_reported_as_a_deadlock() {
     }
 }
 
+/// Every worker sends a value of `words` distinct words (about 4 bytes each once encoded)
+/// to its right before it receives its left neighbour's, then runs an `all_gather` and an
+/// `all_reduce` of values as large, in which every rank sends before it receives too.
+#[derive(Clone)]
+struct LargeValuesFirst {
+    words: u64,
+}
+
+impl Stage for LargeValuesFirst {
+    type Output = (u64, u64, u64);
+
+    fn work(self, ring: &mut Ring) -> Result<Self::Output, StageError> {
+        ring.set_step(1);
+        let rank = ring.rank() as u64;
+        let value =
+            |rank: u64| -> Vec<u64> { (0..self.words).map(|i| i * 1_000_003 + rank).collect() };
+        ring.send(Neighbour::Right, &value(rank))?;
+        let from_left: Vec<u64> = ring.recv(Neighbour::Left)?;
+        let gathered: Vec<Vec<u64>> = ring.all_gather(value(rank))?;
+        let summed: Vec<u64> = ring.all_reduce(value(rank), |a, b| {
+            a.iter().zip(&b).map(|(x, y)| x.wrapping_add(*y)).collect()
+        })?;
+        let size = ring.size() as u64;
+        let left = (rank + size - 1) % size;
+        let gathered_ok = gathered
+            .iter()
+            .enumerate()
+            .all(|(r, v)| *v == value(r as u64));
+        let sum_ok = summed
+            .iter()
+            .enumerate()
+            .all(|(i, &s)| s == (0..size).map(|r| i as u64 * 1_000_003 + r).sum::<u64>());
+        Ok((
+            u64::from(from_left == value(left)),
+            u64::from(gathered_ok),
+            u64::from(sum_ok),
+        ))
+    }
+}
+
+fn values_of_any_size_cross_when_every_worker_sends_first() {
+    // 2 million words: about 8 MB a value, far past what a link's socket holds, and past
+    // 64 KiB, where a value's bytes go between processes in shared memory of their own.
+    for words in [1000, 20_000, 2_000_000] {
+        for transport in TRANSPORTS {
+            let started = Instant::now();
+            let outputs = Launcher::new()
+                .workers(3)
+                .transport(transport)
+                // A wait that never ends would fail the test rather than hang it.
+                .step_timeout(Duration::from_secs(20))
+                .launch(LargeValuesFirst { words })
+                .unwrap_or_else(|e| panic!("{transport:?}, {words} words: {e}"));
+            assert_eq!(outputs, vec![(1, 1, 1); 3], "{transport:?}, {words} words");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{transport:?}, {words} words: {:?}",
+                started.elapsed()
+            );
+            assert_no_children();
+        }
+    }
+}
+
+/// Every worker sends `count` small messages to its right before it receives any.
+#[derive(Clone)]
+struct ManyAhead {
+    count: u64,
+}
+
+impl Stage for ManyAhead {
+    type Output = u64;
+
+    fn work(self, ring: &mut Ring) -> Result<u64, StageError> {
+        ring.set_step(2);
+        for i in 0..self.count {
+            ring.send(Neighbour::Right, &i)?;
+        }
+        let mut sum = 0;
+        for _ in 0..self.count {
+            sum += ring.recv::<u64>(Neighbour::Left)?;
+        }
+        Ok(sum)
+    }
+}
+
+fn sending_ahead_of_what_a_link_holds_is_named_a_deadlock() {
+    // A hundred frames ahead fit every transport.
+    for transport in TRANSPORTS {
+        let sums = Launcher::new()
+            .workers(3)
+            .transport(transport)
+            .launch(ManyAhead { count: 100 })
+            .expect("a hundred messages ahead");
+        assert_eq!(sums, vec![4950; 3], "{transport:?}");
+    }
+    // Between threads a link holds any number.
+    let sums = Launcher::new()
+        .workers(3)
+        .transport(Transport::Threads)
+        .launch(ManyAhead { count: 5000 })
+        .expect("five thousand messages ahead, between threads");
+    assert_eq!(sums, vec![5000 * 4999 / 2; 3]);
+    // Between processes a link's socket holds a few hundred small frames: past that each
+    // send waits for its receiver, which waits in a send of its own, round the ring.
+    let started = Instant::now();
+    let err = Launcher::new()
+        .workers(3)
+        .transport(Transport::Processes)
+        .step_timeout(Duration::from_secs(20))
+        .launch(ManyAhead { count: 5000 })
+        .expect_err("a ring of full links cannot move");
+    let elapsed = started.elapsed();
+    assert_eq!(
+        err.to_string(),
+        "deadlock: rank 0 waits for rank 1 to take what it sent, rank 1 waits for rank 2 to \
+         take what it sent, rank 2 waits for rank 0 to take what it sent (at step 2)"
+    );
+    let LaunchError::Deadlock { waits } = &err else {
+        panic!("expected a deadlock, got {err}");
+    };
+    for wait in waits {
+        assert!(wait.pid.is_some());
+        assert_eq!(wait.on, Party::Receiver((wait.rank + 1) % 3));
+    }
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_no_children();
+}
+
 /// Workers ask the coordinator, which never answers.
 #[derive(Clone)]
 struct SilentCoordinator;
@@ -1738,6 +1867,8 @@ fn main() -> std::process::ExitCode {
         a_launch_that_runs_out_of_descriptors_part_way_leaves_no_worker,
         the_coordinator_can_stop_a_run,
         workers_that_all_receive_first_are_reported_as_a_deadlock,
+        values_of_any_size_cross_when_every_worker_sends_first,
+        sending_ahead_of_what_a_link_holds_is_named_a_deadlock,
         waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
         a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
         a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names,

@@ -120,6 +120,14 @@ struct RegionKey {
     generation: u64,
 }
 
+/// The key of a region that crosses once with its file descriptor and that no frame ever
+/// names: a held block sent other than lent, or a value's spilled bytes.
+const ONE_PASS: RegionKey = RegionKey {
+    origin: u32::MAX,
+    turn: u8::MAX,
+    generation: 0,
+};
+
 /// A byte buffer aligned to [`BLOCK_ALIGN`], or a vector a worker handed over whole,
 /// aligned for its own elements.
 pub(crate) struct Aligned {
@@ -194,6 +202,17 @@ impl Block {
             return Block::local(bytes);
         }
         Block::held(Aligned::copy_of(bytes))
+    }
+
+    /// A block holding a copy of `bytes` in a shared-memory region of its own, which
+    /// crosses a socket once, as a file descriptor, and which nobody keeps mapped: how a
+    /// value's bytes too many for the socket go between processes (see `payload`).
+    pub(crate) fn spilled(bytes: &[u8]) -> Block {
+        Block::Region(Region {
+            key: ONE_PASS,
+            len: bytes.len(),
+            shm: Some(IpcSharedMemory::from_bytes(bytes)),
+        })
     }
 
     fn held(data: Aligned) -> Block {
@@ -764,6 +783,11 @@ pub(crate) fn by_ipc<R>(send: impl FnOnce() -> R) -> R {
     with_flag(&IPC_SENDING, send)
 }
 
+/// Whether this thread is encoding a value for an ipc-channel send ([`by_ipc`]).
+pub(crate) fn ipc_sending() -> bool {
+    IPC_SENDING.get()
+}
+
 /// Runs `f` with a thread-local `flag` set, and puts it back as it was afterwards, even
 /// if `f` panics.
 pub(super) fn with_flag<R>(flag: &'static LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
@@ -800,17 +824,10 @@ impl Serialize for Block {
                 )
                 .serialize(serializer)
             }
-            Block::Held(held) if IPC_SENDING.get() => Wire::<_, RawBytes<'_>>::Region(
-                // No frame ever names this region: it always carries its descriptor.
-                RegionKey {
-                    origin: u32::MAX,
-                    turn: u8::MAX,
-                    generation: 0,
-                },
-                held.data.len,
-                Some(held.region()),
-            )
-            .serialize(serializer),
+            Block::Held(held) if IPC_SENDING.get() => {
+                Wire::<_, RawBytes<'_>>::Region(ONE_PASS, held.data.len, Some(held.region()))
+                    .serialize(serializer)
+            }
             Block::Region(_) | Block::Held(_) => match self.carried_bytes() {
                 Some(bytes) => {
                     Wire::<&IpcSharedMemory, _>::Inline(RawBytes(bytes)).serialize(serializer)

@@ -295,8 +295,16 @@ where
 
 impl<M: Serialize + DeserializeOwned> LinkTx<M> {
     /// Sends a frame with its hop count; as [`Tx::send`], it does not wait for the
-    /// receiver.
-    pub(crate) fn send(&self, frame: Frame<M>, hops: u64) -> Result<(), SendFailure> {
+    /// receiver, unless its socket is full of frames the receiver has not taken (between
+    /// processes it holds a few hundred): `stalled(true)` goes before a send on the socket,
+    /// which may then wait, and `stalled(false)` after it, so that the deadlock watch can
+    /// see such a wait.
+    pub(crate) fn send(
+        &self,
+        frame: Frame<M>,
+        hops: u64,
+        stalled: &dyn Fn(bool),
+    ) -> Result<(), SendFailure> {
         let (tx, mailbox) = match self {
             LinkTx(TxEnd::Plain(tx)) => return tx.send((frame, hops)),
             LinkTx(TxEnd::Mailbox { tx, mailbox }) => (tx, mailbox.get()),
@@ -309,12 +317,15 @@ impl<M: Serialize + DeserializeOwned> LinkTx<M> {
                 && mailbox.receiver.sleeping.load(Ordering::SeqCst) == 0
         };
         let Some([a, b, c]) = frame.to_words().filter(|_| room()) else {
-            tx.send(Wire::Frame(frame, hops))?;
+            stalled(true);
+            let sent = tx.send(Wire::Frame(frame, hops));
+            stalled(false);
+            sent?;
             mailbox.sender.delivered.store(seq, Ordering::SeqCst);
             return Ok(());
         };
         put(mailbox, seq, [a, b, c, hops]);
-        wake(tx, mailbox)
+        wake(tx, mailbox, stalled)
     }
 }
 
@@ -334,6 +345,7 @@ fn put(mailbox: &Mailbox, seq: u64, words: [u64; 4]) {
 fn wake<M: Serialize + DeserializeOwned>(
     tx: &Tx<Wire<M>>,
     mailbox: &Mailbox,
+    stalled: &dyn Fn(bool),
 ) -> Result<(), SendFailure> {
     if mailbox.receiver.sleeping.load(Ordering::SeqCst) != 0
         && mailbox.sender.nudges.load(Ordering::Relaxed)
@@ -341,7 +353,10 @@ fn wake<M: Serialize + DeserializeOwned>(
     {
         let nudges = &mailbox.sender.nudges;
         nudges.store(nudges.load(Ordering::Relaxed) + 1, Ordering::SeqCst);
-        tx.send(Wire::Nudge)?;
+        stalled(true);
+        let sent = tx.send(Wire::Nudge);
+        stalled(false);
+        sent?;
     }
     Ok(())
 }
@@ -488,7 +503,7 @@ mod tests {
     /// Sends frame `n`, a message or a named region, with its hop count.
     fn send(tx: &LinkTx<u64>, n: u64, message: bool) {
         let frame = if message { Frame::Message(n) } else { named(n) };
-        tx.send(frame, hops(n)).unwrap();
+        tx.send(frame, hops(n), &|_| {}).unwrap();
     }
 
     /// What a frame says, to compare it with what was sent; its hop count is checked.
@@ -561,7 +576,7 @@ mod tests {
                 std::thread::yield_now();
             }
             put(mailbox, 1, [7, 7, 7, hops(7)]);
-            wake(tx, mailbox).unwrap();
+            wake(tx, mailbox, &|_| {}).unwrap();
             // Without the nudge the receive would time out.
             let frame = receiver.join().unwrap().expect("woken before the timeout");
             assert_eq!(said(frame), (true, 7));
@@ -597,9 +612,9 @@ mod tests {
         let mailbox = mailbox.get();
         mailbox.receiver.sleeping.store(1, Ordering::SeqCst);
         put(mailbox, 1, [1, 1, 1, hops(1)]);
-        wake(socket, mailbox).unwrap();
+        wake(socket, mailbox, &|_| {}).unwrap();
         put(mailbox, 2, [2, 2, 2, hops(2)]);
-        wake(socket, mailbox).unwrap();
+        wake(socket, mailbox, &|_| {}).unwrap();
         assert_eq!(mailbox.sender.nudges.load(Ordering::SeqCst), 1);
         mailbox.receiver.sleeping.store(0, Ordering::SeqCst);
         assert_eq!(said(rx.recv(None).unwrap()), (true, 1));
@@ -614,8 +629,8 @@ mod tests {
     fn rotation_blocks_and_blocks_to_one_neighbour_keep_their_kind_in_the_mailbox() {
         let (tx, rx) = processes_link();
         let block = |n: u64| Block::from_words([n | 7 << 32, n, 100 + n]);
-        tx.send(Frame::Direct(block(1)), 5).unwrap();
-        tx.send(Frame::Block(block(2)), 6).unwrap();
+        tx.send(Frame::Direct(block(1)), 5, &|_| {}).unwrap();
+        tx.send(Frame::Block(block(2)), 6, &|_| {}).unwrap();
         let got: Vec<_> = (0..2)
             .map(|_| match rx.recv(None).unwrap() {
                 (Frame::Direct(b), hops) => ("direct", b.to_words(), hops),

@@ -20,9 +20,8 @@ use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-#[cfg(test)]
 pub(crate) use block::INLINE_BULK;
-pub(crate) use block::{Block, BlockError, Blocks, by_ipc, check_align, view};
+pub(crate) use block::{Block, BlockError, Blocks, by_ipc, check_align, ipc_sending, view};
 pub(crate) use control::{Event, Inbox, PendingInbox, UpTx};
 pub(crate) use link::{LinkRx, LinkTx, Mailboxes, link};
 #[cfg(test)]

@@ -16,11 +16,67 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::Block;
 
 /// An encoded value and the blocks it holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub(crate) struct Payload {
-    #[serde(with = "serde_bytes_vec")]
     pub(crate) bytes: Vec<u8>,
     pub(crate) blocks: Vec<Block>,
+}
+
+/// Encoded bytes above this many cross a socket between processes in a shared-memory
+/// region of their own ([`Block::spilled`]), as a bulk array above it does: ipc-channel
+/// sends a message larger than its socket holds only as the receiver takes it, so a ring in
+/// which every worker sent a large value before it received (an `all_gather`, say) would
+/// wait for ever.
+pub(crate) const SPILL_FROM: usize = super::INLINE_BULK;
+
+/// A payload as it crosses a socket: its bytes inline, or in a region of their own.
+#[derive(Serialize, Deserialize)]
+enum Wire<Bytes, Blocks, Spill> {
+    Inline(Bytes, Blocks),
+    Spilled(Blocks, Spill),
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if super::ipc_sending() && self.bytes.len() > SPILL_FROM {
+            let spill = Block::spilled(&self.bytes);
+            return Wire::<ByteStr<'_>, _, _>::Spilled(&self.blocks, &spill).serialize(serializer);
+        }
+        Wire::<_, _, &Block>::Inline(ByteStr(&self.bytes), &self.blocks).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Wire::<ByteBuf, Vec<Block>, Block>::deserialize(deserializer)? {
+            Wire::Inline(ByteBuf(bytes), blocks) => Ok(Payload { bytes, blocks }),
+            Wire::Spilled(blocks, spill) => {
+                let bytes = spill
+                    .carried_bytes()
+                    .ok_or_else(|| de_error("a value's bytes came without their region"))?
+                    .to_vec();
+                Ok(Payload { bytes, blocks })
+            }
+        }
+    }
+}
+
+/// Borrowed bytes, encoded as one byte string rather than a sequence of numbers.
+struct ByteStr<'a>(&'a [u8]);
+
+impl Serialize for ByteStr<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// Owned bytes, decoded from one byte string.
+struct ByteBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_bytes_vec::deserialize(deserializer).map(ByteBuf)
+    }
 }
 
 thread_local! {
@@ -147,13 +203,9 @@ pub(crate) fn deserialize_block<'de, D: Deserializer<'de>>(
         .ok_or_else(|| de_error(format!("block {index} of a value is missing")))
 }
 
-/// A `Vec<u8>` as one byte string rather than a sequence of numbers.
+/// A `Vec<u8>` read from one byte string rather than a sequence of numbers.
 mod serde_bytes_vec {
-    use serde::{Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(bytes)
-    }
+    use serde::Deserializer;
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
@@ -206,6 +258,46 @@ mod tests {
         };
         let err = decode::<Bulk<u8>>(missing).unwrap_err();
         assert_eq!(err, "block 0 of a value is missing");
+    }
+
+    /// Values too large for a socket cross in shared memory: several go out on a channel
+    /// nobody reads yet, where a send of one inline would wait for the reader.
+    #[test]
+    fn large_bytes_cross_a_socket_in_a_region_of_their_own() {
+        let (tx, rx) = ipc_channel::ipc::channel::<Payload>().unwrap();
+        let payloads: Vec<Payload> = (0..4u8)
+            .map(|k| Payload {
+                bytes: (0..(1usize << 20) + usize::from(k))
+                    .map(|i| (i % 251) as u8 ^ k)
+                    .collect(),
+                blocks: vec![Block::local(&[k; 3])],
+            })
+            .collect();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let sending = payloads.clone();
+        std::thread::spawn(move || {
+            for payload in sending {
+                crate::transport::by_ipc(|| tx.send(payload)).unwrap();
+            }
+            let _ = done_tx.send(tx);
+        });
+        let _tx = done
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("four 1 MB values went out without a reader");
+        for sent in &payloads {
+            let got = rx.recv().unwrap();
+            assert_eq!(got.bytes, sent.bytes);
+            assert_eq!(got.blocks.len(), 1);
+            assert_eq!(
+                got.blocks[0].carried_bytes(),
+                sent.blocks[0].carried_bytes()
+            );
+        }
+        // Outside an ipc-channel send (postcard, as MPI packs frames) the bytes stay inline.
+        let bytes = postcard::to_allocvec(&payloads[0]).unwrap();
+        assert!(bytes.len() > 1 << 20);
+        let back: Payload = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.bytes, payloads[0].bytes);
     }
 
     /// postcard says only that a custom error happened; the error says what it was.
