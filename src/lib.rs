@@ -125,6 +125,7 @@ mod launch;
 mod loan;
 mod memory;
 mod message;
+mod outbox;
 mod panic;
 mod progress;
 mod restart;

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 
 use crate::error::RingError;
 use crate::message::{Data, Down};
+use crate::outbox::Outbox;
 use crate::progress::Board;
 use crate::ring::Ring;
 use crate::transport::{Payload, Tx, encode};
@@ -87,6 +88,8 @@ impl Handler for NoReports {
 #[derive(Debug)]
 pub struct Coordinator<'a, A> {
     pub(crate) downs: &'a [Tx<Down>],
+    /// Where an answer waits that the worker's socket has no room for yet.
+    pub(crate) outbox: &'a mut Outbox,
     pub(crate) stop: &'a mut bool,
     pub(crate) board: &'a Board,
     /// The coordinator's hop count (see `stats`): answers carry one more.
@@ -101,7 +104,10 @@ impl<A: Data> Coordinator<'_, A> {
     }
 
     /// Sends an answer to one worker, which receives it with [`Ring::recv_answer`] or
-    /// [`Ring::ask`].
+    /// [`Ring::ask`]. It never waits for the worker: between processes an answer that the
+    /// worker's socket has no room for (it holds some 64 answers not yet read) waits in the
+    /// coordinator, and goes as the worker reads the ones before it, while the coordinator
+    /// goes on taking reports.
     ///
     /// # Errors
     ///
@@ -113,13 +119,15 @@ impl<A: Data> Coordinator<'_, A> {
     }
 
     fn send_payload(&mut self, rank: usize, payload: Payload) -> Result<(), RingError> {
-        let down = self
-            .downs
-            .get(rank)
-            .ok_or(RingError::PeerGone { peer: rank })?;
+        if rank >= self.downs.len() {
+            return Err(RingError::PeerGone { peer: rank });
+        }
         // Counted first: from now on the answer is in flight, so the worker is not stuck.
         self.board.count_answer_sent(rank);
-        down.send(Down::Answer(payload, self.hops + 1))
+        // It may wait in the outbox, but the coordinator never waits for the worker.
+        let answer = Down::Answer(payload, self.hops + 1);
+        self.outbox
+            .send(self.downs, self.board, rank, answer)
             .map_err(|failure| crate::ring::send_error(failure, rank))
     }
 

@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use crate::deadlock::Wait;
 use crate::error::{Cause, LaunchError, WorkerFailure};
 use crate::message::{Down, Up};
+use crate::outbox::Outbox;
 use crate::progress::Board;
 use crate::stage::{Coordinator, Handler};
 use crate::transport::{Event, Inbox, Tx};
@@ -176,6 +177,10 @@ pub(crate) struct Limits {
 
 /// How often the coordinator looks at the progress board while nothing arrives.
 const TICK: Duration = Duration::from_millis(100);
+
+/// How often the coordinator looks whether an answer waiting in its outbox has room, while
+/// one does (see `outbox`).
+const OUTBOX_POLL: Duration = Duration::from_millis(1);
 
 /// The longest the coordinator may go between two looks at the board with the time still
 /// counting towards a step timeout. It looks every [`TICK`] while it runs, so a longer gap
@@ -394,6 +399,7 @@ pub(crate) fn supervise<H: Handler>(
     let mut downs = Some(downs);
     let mut run = Run::new(size);
     let mut checks = Checks::new(limits, size);
+    let mut outbox = Outbox::new(size);
     // Every worker is forked or spawned by now, so none inherits the policy. Rank 0 of an
     // MPI job also relays for the other ranks, which may not wait.
     let _batch = match workers {
@@ -419,7 +425,13 @@ pub(crate) fn supervise<H: Handler>(
             }
             run.stopping = Some(Instant::now());
         }
+        // Answers that had no room go out as the workers read the ones before them,
+        // which nothing announces: look again soon while any waits.
+        if let Some(downs) = &downs {
+            outbox.flush(downs, board);
+        }
         let timeout = match (run.stopping, run.killed) {
+            (None, _) if outbox.waiting() => OUTBOX_POLL,
             (None, _) => TICK,
             (Some(_), Some(killed)) => KILL_WAIT.saturating_sub(killed.elapsed()),
             (Some(stopping), None) => GRACE.saturating_sub(stopping.elapsed()),
@@ -440,6 +452,7 @@ pub(crate) fn supervise<H: Handler>(
                 &mut run,
                 &mut workers,
                 downs.as_deref(),
+                &mut outbox,
                 board,
                 event,
             );
@@ -508,6 +521,7 @@ fn handle<H: Handler>(
     run: &mut Run,
     workers: &mut Workers,
     downs: Option<&[Tx<Down>]>,
+    outbox: &mut Outbox,
     board: &Board,
     event: Event<Up>,
 ) {
@@ -535,6 +549,7 @@ fn handle<H: Handler>(
                 let mut stop = false;
                 let mut coordinator = Coordinator {
                     downs,
+                    outbox,
                     stop: &mut stop,
                     board,
                     hops: run.hops,
@@ -559,6 +574,8 @@ fn handle<H: Handler>(
                 });
             }
             run.outputs[rank] = Some(output);
+            // The worker reads no more answers: one still waiting for room never goes.
+            outbox.forget(rank);
             // A forked worker that lent its output waits to hear that it was read, which
             // it was as the message was received.
             if let (Workers::Processes(_), Some(downs)) = (&*workers, downs)

@@ -500,6 +500,74 @@ fn sending_ahead_of_what_a_link_holds_is_named_a_deadlock() {
     assert_no_children();
 }
 
+/// Every worker reports `count` times before it reads any answer; the coordinator answers
+/// each report with its number.
+#[derive(Clone)]
+struct ReportsAhead {
+    count: u64,
+}
+
+impl Stage for ReportsAhead {
+    type Output = u64;
+
+    fn work(self, ring: &mut Ring) -> Result<u64, StageError> {
+        ring.set_step(1);
+        for i in 0..self.count {
+            ring.report(&i)?;
+        }
+        let mut sum = 0;
+        for _ in 0..self.count {
+            sum += ring.recv_answer::<u64>()?;
+        }
+        Ok(sum)
+    }
+}
+
+struct Echo;
+
+impl Handler for Echo {
+    type Report = u64;
+    type Answer = u64;
+
+    fn on_report(
+        &mut self,
+        from: usize,
+        report: u64,
+        coordinator: &mut Coordinator<'_, u64>,
+    ) -> Result<(), StageError> {
+        coordinator.send(from, report)?;
+        Ok(())
+    }
+}
+
+fn a_worker_far_ahead_of_its_answers_does_not_stall_the_coordinator() {
+    // Thousands of answers are far more than a worker's down socket holds. Were the
+    // coordinator to wait in a send, the worker, waiting to send it a report, would never
+    // read, and the run would hang with nobody watching it: the alarm ends the test then.
+    // SAFETY: `alarm` only arms this process's SIGALRM, whose default action ends it.
+    unsafe { libc::alarm(60) };
+    for (transport, count) in TRANSPORTS
+        .into_iter()
+        .flat_map(|t| [(t, 5000), (t, 20_000)])
+    {
+        let started = Instant::now();
+        let sums = Launcher::new()
+            .workers(3)
+            .transport(transport)
+            .launch_with(ReportsAhead { count }, &mut Echo)
+            .unwrap_or_else(|e| panic!("{transport:?}: {e}"));
+        assert_eq!(sums, vec![count * (count - 1) / 2; 3], "{transport:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{transport:?}, {count}: {:?}",
+            started.elapsed()
+        );
+        assert_no_children();
+    }
+    // SAFETY: as above; this disarms it.
+    unsafe { libc::alarm(0) };
+}
+
 /// Workers ask the coordinator, which never answers.
 #[derive(Clone)]
 struct SilentCoordinator;
@@ -1869,6 +1937,7 @@ fn main() -> std::process::ExitCode {
         workers_that_all_receive_first_are_reported_as_a_deadlock,
         values_of_any_size_cross_when_every_worker_sends_first,
         sending_ahead_of_what_a_link_holds_is_named_a_deadlock,
+        a_worker_far_ahead_of_its_answers_does_not_stall_the_coordinator,
         waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
         a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
         a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names,

@@ -204,6 +204,15 @@ impl Block {
         Block::held(Aligned::copy_of(bytes))
     }
 
+    /// How many of the block's bytes cross a socket inline between processes: a local
+    /// block's (at most [`INLINE_BULK`] when made for processes); none of a region's.
+    pub(crate) fn inline_len(&self) -> usize {
+        match self {
+            Block::Local(local) => local.len,
+            Block::Region(_) | Block::Held(_) => 0,
+        }
+    }
+
     /// A block holding a copy of `bytes` in a shared-memory region of its own, which
     /// crosses a socket once, as a file descriptor, and which nobody keeps mapped: how a
     /// value's bytes too many for the socket go between processes (see `payload`).

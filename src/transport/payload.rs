@@ -22,6 +22,19 @@ pub(crate) struct Payload {
     pub(crate) blocks: Vec<Block>,
 }
 
+impl Payload {
+    /// About how many bytes this payload puts on a socket between processes: its encoded
+    /// bytes, unless they go in a region of their own, and its blocks that go inline.
+    pub(crate) fn socket_bytes(&self) -> usize {
+        let bytes = if self.bytes.len() > SPILL_FROM {
+            0
+        } else {
+            self.bytes.len()
+        };
+        bytes + self.blocks.iter().map(Block::inline_len).sum::<usize>()
+    }
+}
+
 /// Encoded bytes above this many cross a socket between processes in a shared-memory
 /// region of their own ([`Block::spilled`]), as a bulk array above it does: ipc-channel
 /// sends a message larger than its socket holds only as the receiver takes it, so a ring in
