@@ -1749,20 +1749,65 @@ fn resident_bytes() -> u64 {
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
 
+/// Words in a mapping of their own, as the command's allocator (`HugePages`) makes every
+/// large block: what a freed block gives back to the kernel does not depend on what the
+/// system allocator's heap holds after earlier tests.
+struct Mapped {
+    words: *mut u64,
+    len: usize,
+}
+
+// SAFETY: `Mapped` owns its words, which nothing else points to; reads go through `&self`.
+unsafe impl Send for Mapped {}
+// SAFETY: as above.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    fn layout(len: usize) -> std::alloc::Layout {
+        std::alloc::Layout::array::<u64>(len).expect("a layout")
+    }
+
+    /// The words `0..len`.
+    fn counting(len: usize) -> Mapped {
+        use std::alloc::GlobalAlloc;
+        // SAFETY: the layout is not zero-sized; the block is checked before use.
+        let words = unsafe { ringleader::HugePages.alloc(Self::layout(len)) }.cast::<u64>();
+        assert!(!words.is_null());
+        for i in 0..len {
+            // SAFETY: `i < len`, inside the block, which is aligned for u64.
+            unsafe { words.add(i).write(i as u64) };
+        }
+        Mapped { words, len }
+    }
+
+    fn words(&self) -> &[u64] {
+        // SAFETY: `len` words, all written by `counting`, live until `drop`.
+        unsafe { std::slice::from_raw_parts(self.words, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        use std::alloc::GlobalAlloc;
+        // SAFETY: the block came from `HugePages` with this layout, and is freed once.
+        unsafe { ringleader::HugePages.dealloc(self.words.cast(), Self::layout(self.len)) };
+    }
+}
+
 /// A forked worker that lets go of an `Inherited` start gives its pages back, and reads
 /// nothing of it after; between threads the start is the coordinator's, and stays. Either
 /// way the coordinator still has it whole.
 fn a_forked_worker_that_lets_go_of_its_start_gives_its_pages_back() {
     const LEN: usize = 8 << 20; // 64 MB of words
     for transport in TRANSPORTS {
-        let start = Inherited::new((0..LEN as u64).collect::<Vec<u64>>());
+        let start = Inherited::new(Mapped::counting(LEN));
         let outputs = Launcher::new()
             .workers(2)
             .transport(transport)
             .run({
                 let start = start.clone();
                 move |ring| {
-                    let sum = start.with(|words| words.iter().sum::<u64>());
+                    let sum = start.with(|start| start.words().iter().sum::<u64>());
                     let before = resident_bytes();
                     start.let_go(ring);
                     let given_back = before.saturating_sub(resident_bytes());
@@ -1782,7 +1827,7 @@ fn a_forked_worker_that_lets_go_of_its_start_gives_its_pages_back() {
             }
         }
         let kept = start.take().expect("the coordinator's start");
-        assert_eq!(kept.iter().sum::<u64>(), want, "{transport:?}");
+        assert_eq!(kept.words().iter().sum::<u64>(), want, "{transport:?}");
         assert!(start.with(|_| ()).is_none());
     }
 }
