@@ -435,23 +435,33 @@ fn values_of_any_size_cross_when_every_worker_sends_first() {
     }
 }
 
-/// Every worker sends `count` small messages to its right before it receives any.
+/// Every worker sends `count` small values before it takes any back: messages to its right
+/// neighbour, then as many from its left; or reports, then as many answers.
 #[derive(Clone)]
-struct ManyAhead {
+struct Ahead {
     count: u64,
+    to_coordinator: bool,
 }
 
-impl Stage for ManyAhead {
+impl Stage for Ahead {
     type Output = u64;
 
     fn work(self, ring: &mut Ring) -> Result<u64, StageError> {
         ring.set_step(2);
         for i in 0..self.count {
-            ring.send(Neighbour::Right, &i)?;
+            if self.to_coordinator {
+                ring.report(&i)?;
+            } else {
+                ring.send(Neighbour::Right, &i)?;
+            }
         }
         let mut sum = 0;
         for _ in 0..self.count {
-            sum += ring.recv::<u64>(Neighbour::Left)?;
+            sum += if self.to_coordinator {
+                ring.recv_answer::<u64>()?
+            } else {
+                ring.recv::<u64>(Neighbour::Left)?
+            };
         }
         Ok(sum)
     }
@@ -463,7 +473,10 @@ fn sending_ahead_of_what_a_link_holds_is_named_a_deadlock() {
         let sums = Launcher::new()
             .workers(3)
             .transport(transport)
-            .launch(ManyAhead { count: 100 })
+            .launch(Ahead {
+                count: 100,
+                to_coordinator: false,
+            })
             .expect("a hundred messages ahead");
         assert_eq!(sums, vec![4950; 3], "{transport:?}");
     }
@@ -471,7 +484,10 @@ fn sending_ahead_of_what_a_link_holds_is_named_a_deadlock() {
     let sums = Launcher::new()
         .workers(3)
         .transport(Transport::Threads)
-        .launch(ManyAhead { count: 5000 })
+        .launch(Ahead {
+            count: 5000,
+            to_coordinator: false,
+        })
         .expect("five thousand messages ahead, between threads");
     assert_eq!(sums, vec![5000 * 4999 / 2; 3]);
     // Between processes a link's socket holds a few hundred small frames: past that each
@@ -481,7 +497,10 @@ fn sending_ahead_of_what_a_link_holds_is_named_a_deadlock() {
         .workers(3)
         .transport(Transport::Processes)
         .step_timeout(Duration::from_secs(20))
-        .launch(ManyAhead { count: 5000 })
+        .launch(Ahead {
+            count: 5000,
+            to_coordinator: false,
+        })
         .expect_err("a ring of full links cannot move");
     let elapsed = started.elapsed();
     assert_eq!(
@@ -500,29 +519,7 @@ fn sending_ahead_of_what_a_link_holds_is_named_a_deadlock() {
     assert_no_children();
 }
 
-/// Every worker reports `count` times before it reads any answer; the coordinator answers
-/// each report with its number.
-#[derive(Clone)]
-struct ReportsAhead {
-    count: u64,
-}
-
-impl Stage for ReportsAhead {
-    type Output = u64;
-
-    fn work(self, ring: &mut Ring) -> Result<u64, StageError> {
-        ring.set_step(1);
-        for i in 0..self.count {
-            ring.report(&i)?;
-        }
-        let mut sum = 0;
-        for _ in 0..self.count {
-            sum += ring.recv_answer::<u64>()?;
-        }
-        Ok(sum)
-    }
-}
-
+/// Answers each report with the report.
 struct Echo;
 
 impl Handler for Echo {
@@ -554,7 +551,13 @@ fn a_worker_far_ahead_of_its_answers_does_not_stall_the_coordinator() {
         let sums = Launcher::new()
             .workers(3)
             .transport(transport)
-            .launch_with(ReportsAhead { count }, &mut Echo)
+            .launch_with(
+                Ahead {
+                    count,
+                    to_coordinator: true,
+                },
+                &mut Echo,
+            )
             .unwrap_or_else(|e| panic!("{transport:?}: {e}"));
         assert_eq!(sums, vec![count * (count - 1) / 2; 3], "{transport:?}");
         assert!(
