@@ -387,14 +387,38 @@ impl Checks {
     }
 }
 
+/// The run's workers while the coordinator supervises them. A panic on the coordinator (a
+/// handler's bug, say) unwinds out of the launch to its caller; on its way it stops and
+/// reaps every worker process, which would otherwise run on unwatched, or end as a zombie
+/// nobody reaps. Worker threads cannot be stopped: cancelling the board ends their waits,
+/// and a thread that never waits is abandoned, as when a run is stopped.
+struct Stopper<'a> {
+    workers: Workers,
+    board: &'a Board,
+}
+
+impl Drop for Stopper<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.board.cancel();
+            if let Workers::Processes(_) = self.workers {
+                self.workers.kill_all(Signal::SIGKILL);
+                self.workers.reap_all();
+            }
+        }
+    }
+}
+
 pub(crate) fn supervise<H: Handler>(
     handler: &mut H,
     mut inbox: Inbox<Up>,
     downs: Vec<Tx<Down>>,
-    mut workers: Workers,
+    workers: Workers,
     board: &Board,
     limits: &Limits,
 ) -> Result<Vec<Payload>, LaunchError> {
+    let mut stopper = Stopper { workers, board };
+    let workers = &mut stopper.workers;
     let size = downs.len();
     let mut downs = Some(downs);
     let mut run = Run::new(size);
@@ -402,7 +426,7 @@ pub(crate) fn supervise<H: Handler>(
     let mut outbox = Outbox::new(size);
     // Every worker is forked or spawned by now, so none inherits the policy. Rank 0 of an
     // MPI job also relays for the other ranks, which may not wait.
-    let _batch = match workers {
+    let _batch = match *workers {
         Workers::Processes(_) | Workers::Threads(_) => Some(Batch::begin()),
         #[cfg(feature = "mpi")]
         Workers::Ranks(_) => None,
@@ -411,7 +435,7 @@ pub(crate) fn supervise<H: Handler>(
         // Ranks of an MPI job cannot be stopped one by one, and waiting for them would only
         // delay the end: a failure or a verdict ends the job now.
         #[cfg(feature = "mpi")]
-        if matches!(workers, Workers::Ranks(_)) && (run.failed() || run.verdict.is_some()) {
+        if matches!(*workers, Workers::Ranks(_)) && (run.failed() || run.verdict.is_some()) {
             board.cancel();
             break;
         }
@@ -450,7 +474,7 @@ pub(crate) fn supervise<H: Handler>(
             handle(
                 handler,
                 &mut run,
-                &mut workers,
+                workers,
                 downs.as_deref(),
                 &mut outbox,
                 board,
@@ -460,7 +484,7 @@ pub(crate) fn supervise<H: Handler>(
         match (run.stopping, run.killed) {
             (None, _) => {
                 if !run.ending()
-                    && let Some(verdict) = checks.look(&run, board, &workers)
+                    && let Some(verdict) = checks.look(&run, board, workers)
                 {
                     run.conclude(verdict);
                 }
@@ -475,7 +499,7 @@ pub(crate) fn supervise<H: Handler>(
                 // SIGKILL cannot be refused; reap what is left without listening further.
                 // Threads that ignore a broken ring are abandoned: the process exit ends
                 // them.
-                if let Workers::Processes(_) = workers {
+                if let Workers::Processes(_) = *workers {
                     for rank in (0..size).filter(|&rank| !run.ended[rank]) {
                         workers.reap(rank);
                     }

@@ -571,6 +571,61 @@ fn a_worker_far_ahead_of_its_answers_does_not_stall_the_coordinator() {
     unsafe { libc::alarm(0) };
 }
 
+/// Rank 0 reports once; the others compute until the run is stopped, and only look at the
+/// ring to see whether it is (as a long computation can, with `Ring::stopping`).
+#[derive(Clone)]
+struct ReportWhileOthersCompute;
+
+impl Stage for ReportWhileOthersCompute {
+    type Output = ();
+
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
+        if ring.rank() == 0 {
+            ring.report(&7u64)?;
+        } else {
+            while !ring.stopping() {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A handler with a bug: it panics on the first report.
+struct PanickingHandler;
+
+impl Handler for PanickingHandler {
+    type Report = u64;
+    type Answer = ();
+
+    fn on_report(
+        &mut self,
+        _: usize,
+        _: u64,
+        _: &mut Coordinator<'_, ()>,
+    ) -> Result<(), StageError> {
+        panic!("the handler's own bug")
+    }
+}
+
+fn a_panicking_handler_leaves_no_worker_behind() {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    for transport in TRANSPORTS {
+        let launched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Launcher::new()
+                .workers(3)
+                .transport(transport)
+                .launch_with(ReportWhileOthersCompute, &mut PanickingHandler)
+        }));
+        let panic = launched.expect_err("the handler's panic reaches the caller");
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"the handler's own bug"));
+        // Not running on, unwatched, nor left for the caller to reap.
+        assert_no_children();
+    }
+    std::panic::set_hook(quiet);
+}
+
 /// Workers ask the coordinator, which never answers.
 #[derive(Clone)]
 struct SilentCoordinator;
@@ -1986,6 +2041,7 @@ fn main() -> std::process::ExitCode {
         values_of_any_size_cross_when_every_worker_sends_first,
         sending_ahead_of_what_a_link_holds_is_named_a_deadlock,
         a_worker_far_ahead_of_its_answers_does_not_stall_the_coordinator,
+        a_panicking_handler_leaves_no_worker_behind,
         waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
         a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
         a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names,
