@@ -199,12 +199,14 @@ pub enum LaunchError {
         /// Each blocked worker and who it waited for, starting at the lowest rank.
         waits: Vec<Wait>,
     },
-    /// A step took longer than [`Launcher::step_timeout`](crate::Launcher::step_timeout);
-    /// every worker was stopped and reaped.
-    #[error("step {step} timed out after {} s: {} did not finish it", .after.as_secs_f64(), describe_ranks(.ranks))]
+    /// A step took longer than [`Launcher::step_timeout`](crate::Launcher::step_timeout),
+    /// or a worker announced no step for that long; every worker was stopped and reaped.
+    #[error("{}", describe_timeout(*.step, *.after, .ranks))]
     Timeout {
-        /// The step that did not finish.
-        step: u64,
+        /// The step that did not finish. `None` when the late ranks had announced no step
+        /// at all: a stage that announces none (its whole run is one step to the timeout),
+        /// or workers stuck before their first.
+        step: Option<u64>,
         /// The limit.
         after: Duration,
         /// The ranks still working on it (not blocked waiting for another), with their pids.
@@ -272,6 +274,15 @@ fn describe_waits(waits: &[Wait]) -> String {
         out.push_str(&format!(" (at step {first})"));
     }
     out
+}
+
+fn describe_timeout(step: Option<u64>, after: Duration, ranks: &[(usize, Option<u32>)]) -> String {
+    let after = after.as_secs_f64();
+    let ranks = describe_ranks(ranks);
+    match step {
+        Some(step) => format!("step {step} timed out after {after} s: {ranks} did not finish it"),
+        None => format!("timed out after {after} s: {ranks} announced no step in that time"),
+    }
 }
 
 fn describe_ranks(ranks: &[(usize, Option<u32>)]) -> String {

@@ -105,7 +105,8 @@
 //!
 //! Nothing else hangs either. Workers that wait on each other in a cycle, with nothing in
 //! flight, end the run with [`LaunchError::Deadlock`]; a step that takes longer than
-//! [`Launcher::step_timeout`] ends it with [`LaunchError::Timeout`]; SIGINT, SIGTERM or
+//! [`Launcher::step_timeout`] ends it with [`LaunchError::Timeout`] (a stage that announces
+//! no steps is one step to it); SIGINT, SIGTERM or
 //! SIGHUP to the coordinator stops every worker and returns [`LaunchError::Interrupted`]
 //! (or, with [`Launcher::stop_gracefully`], lets the stage stop at a step boundary: see
 //! [`stop_signal`]). Workers die with the coordinator, even when it is killed. A handler

@@ -171,7 +171,7 @@ impl Ring {
 
     /// Records the step this worker is on. A failure report names it, even when the worker
     /// was killed, and [`Launcher::step_timeout`](crate::Launcher::step_timeout) bounds the
-    /// time a worker spends on one step. The steps are also what
+    /// time a worker spends on one step (before the first call, on its whole run so far). The steps are also what
     /// [`Launcher::launch_with_stats`](crate::Launcher::launch_with_stats) measures the
     /// run's depth over. It is a plain store into memory the coordinator reads: call it as
     /// often as you like. (Under MPI a change of step also sends rank 0 a record of a few

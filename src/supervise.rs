@@ -356,10 +356,23 @@ impl Checks {
                 ));
             }
         }
-        let step = late.iter().filter_map(|&(_, step, _, _)| step).min()?;
+        if late.is_empty() {
+            return None;
+        }
+        // A rank that has announced no step is on the first step, timed from the launch:
+        // the lowest step another rank has announced (the one it holds up), or none at all
+        // in a stage that announces none, whose whole run the limit then bounds.
+        let step = late
+            .iter()
+            .filter_map(|&(_, step, _, _)| step)
+            .min()
+            .or_else(|| {
+                let announced = self.steps.iter().zip(&live).filter(|&(_, &live)| live);
+                announced.filter_map(|(&(step, _), _)| step).min()
+            });
         let on_step = late
             .iter()
-            .filter(|&&(_, s, _, _)| s.is_none_or(|s| s == step));
+            .filter(|&&(_, s, _, _)| s.is_none() || s == step);
         // The ranks still working on the step are the ones to blame; those blocked waiting
         // for them are not, unless everyone waits.
         let mut ranks: Vec<usize> = on_step
@@ -688,7 +701,7 @@ mod tests {
         board: &Board,
         from: Instant,
         until: Instant,
-    ) -> Option<(Instant, u64, Vec<usize>)> {
+    ) -> Option<(Instant, Option<u64>, Vec<usize>)> {
         let (run, workers) = (Run::new(board.ranks()), Workers::Threads(Vec::new()));
         let mut now = from;
         while now <= until {
@@ -722,7 +735,7 @@ mod tests {
         let begun = checks.awake + TICK;
         let (at, step, ranks) =
             timed_out(&mut checks, &board, begun, begun + ms(5000)).expect("a timeout");
-        assert_eq!((at - begun, step, ranks), (ms(2000), 3, vec![0, 1]));
+        assert_eq!((at - begun, step, ranks), (ms(2000), Some(3), vec![0, 1]));
 
         // Stopped for 4.9 s just after the step began: the look after the gap finds nothing
         // late, and the step times out after 2 s of watching, 2 s after the job went on.
@@ -741,5 +754,51 @@ mod tests {
         let later = begun + UNWATCHED;
         let (at, ..) = timed_out(&mut checks, &board, later, later + ms(5000)).expect("a timeout");
         assert_eq!(at - later, ms(1000));
+    }
+
+    /// A rank that announces no step is on the first one from the start: with none
+    /// announced at all, the limit bounds the whole run, and a rank that never announces one
+    /// while the others move on is the one named, at the lowest step they are on.
+    #[test]
+    fn a_rank_that_announces_no_step_times_out_from_the_start() {
+        let limits = Limits {
+            step_timeout: Some(Duration::from_secs(2)),
+            ..Limits::default()
+        };
+        let ms = Duration::from_millis;
+
+        let board = Board::new(2).expect("a board");
+        let mut checks = Checks::new(&limits, 2);
+        let begun = checks.awake + TICK;
+        let (at, step, ranks) =
+            timed_out(&mut checks, &board, begun, begun + ms(5000)).expect("a timeout");
+        assert_eq!(
+            (at - checks.steps[0].1, step, ranks),
+            (ms(2000), None, vec![0, 1])
+        );
+
+        let board = Board::new(2).expect("a board");
+        let mut checks = Checks::new(&limits, 2);
+        let (run, workers) = (Run::new(2), Workers::Threads(Vec::new()));
+        let started = checks.awake;
+        let mut now = started;
+        let mut step = 0;
+        let err = loop {
+            now += TICK;
+            step += 1;
+            board.set_step(0, step, 0);
+            if let Some(err) = checks.look_at(now, &run, &board, &workers) {
+                break err;
+            }
+            assert!(now - started < ms(5000), "no timeout");
+        };
+        let LaunchError::Timeout { step, ranks, .. } = err else {
+            panic!("not a timeout: {err:?}");
+        };
+        // Named at the lowest step the others are on: the one it holds up.
+        assert_eq!(
+            (now - started, step, ranks),
+            (ms(2000), Some(20), vec![(1, None)])
+        );
     }
 }

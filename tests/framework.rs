@@ -712,7 +712,7 @@ fn a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it() {
         let LaunchError::Timeout { step, ranks, .. } = &err else {
             panic!("expected a timeout, got {err}");
         };
-        assert_eq!(*step, 4);
+        assert_eq!(*step, Some(4));
         assert_eq!(ranks.len(), 1, "{err}");
         assert_eq!(ranks[0].0, 1, "{err}");
         let message = err.to_string();
@@ -761,7 +761,58 @@ fn a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names() {
         let LaunchError::Timeout { step, ranks, .. } = &err else {
             panic!("expected a timeout, got {err}");
         };
-        assert_eq!((*step, ranks.len(), ranks[0].0), (1, 1, 1), "{err}");
+        assert_eq!((*step, ranks.len(), ranks[0].0), (Some(1), 1, 1), "{err}");
+        assert_no_children();
+    }
+}
+
+/// A stage that announces no steps: rank 1 computes until the run is stopped, the others
+/// wait for their left neighbours.
+#[derive(Clone)]
+struct NoSteps;
+
+impl Stage for NoSteps {
+    type Output = ();
+
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
+        if ring.rank() == 1 {
+            while !ring.stopping() {
+                std::thread::yield_now();
+            }
+            return Err("gave up".into());
+        }
+        ring.recv::<()>(Neighbour::Left)?;
+        Ok(())
+    }
+}
+
+fn a_stage_that_announces_no_steps_is_bounded_by_the_step_timeout() {
+    for transport in TRANSPORTS {
+        let started = Instant::now();
+        let err = Launcher::new()
+            .workers(3)
+            .transport(transport)
+            .step_timeout(Duration::from_millis(500))
+            .launch(NoSteps)
+            .expect_err("timeout");
+        let elapsed = started.elapsed();
+        let LaunchError::Timeout { step, ranks, .. } = &err else {
+            panic!("expected a timeout, got {err}");
+        };
+        assert_eq!((*step, ranks.len(), ranks[0].0), (None, 1, 1), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("timed out after 0.5 s: rank 1"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("announced no step in that time"),
+            "{message}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(3),
+            "{elapsed:?}"
+        );
         assert_no_children();
     }
 }
@@ -2045,6 +2096,7 @@ fn main() -> std::process::ExitCode {
         waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
         a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
         a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names,
+        a_stage_that_announces_no_steps_is_bounded_by_the_step_timeout,
         a_stop_signal_stops_the_run_in_order,
         a_worker_that_ignores_sigterm_is_killed_after_the_grace_period,
         the_depth_of_a_step_is_its_longest_chain_of_messages,

@@ -52,6 +52,7 @@ fn main() -> std::process::ExitCode {
         blocks_that_grow_and_shrink_arrive_whole,
         mpi_ends_with_the_process_not_with_the_ring,
         a_stopped_rank_ends_the_job_within_the_step_timeout,
+        a_stage_without_steps_is_bounded_by_the_step_timeout,
         a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped,
         ctrl_c_to_mpirun_stops_the_ring_at_a_step_and_its_checkpoint_resumes_bit_for_bit,
         ctrl_c_to_mpirun_interrupts_a_ring_that_does_not_stop_at_steps_in_one_line,
@@ -555,6 +556,20 @@ fn role(args: &[String]) {
                 .expect("launch");
             println!("outputs {outputs:?}");
         }
+        [kind] if kind == "nosteps" => {
+            // Rank 1 computes until the run is stopped; the others wait for their left
+            // neighbours. No rank announces a step.
+            let outputs = launcher.step_timeout(STOPPED_TIMEOUT).run(|ring| {
+                if ring.rank() == 1 {
+                    while !ring.stopping() {
+                        std::thread::yield_now();
+                    }
+                    return Err("gave up".into());
+                }
+                Ok(ring.recv::<u64>(Neighbour::Left)?)
+            });
+            println!("outputs {outputs:?}");
+        }
         [kind] if kind == "cycle" => {
             let outputs = launcher.run(|ring| {
                 ring.set_step(1);
@@ -897,6 +912,29 @@ fn a_stopped_rank_ends_the_job_within_the_step_timeout() {
     );
     assert!(lines[0].ends_with(") did not finish it"), "{}", lines[0]);
     assert!(!job.stdout.contains("outputs"), "{job:?}");
+}
+
+/// A stage that announces no steps is one step to the step timeout: a rank that computes
+/// past it is named in one line, as on one machine.
+fn a_stage_without_steps_is_bounded_by_the_step_timeout() {
+    let me = std::env::current_exe().unwrap();
+    let started = Instant::now();
+    let job = mpirun(3, &me, &["--role", "nosteps"]);
+    assert_ne!(job.code, Some(0), "{job:?}");
+    let lines = ringleader_lines(&job);
+    assert_eq!(lines.len(), 1, "one line from ringleader: {job:?}");
+    assert!(
+        lines[0].starts_with("ringleader: timed out after 2 s: rank 1 (pid "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].ends_with(") announced no step in that time"),
+        "{}",
+        lines[0]
+    );
+    assert!(!job.stdout.contains("outputs"), "{job:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{job:?}");
 }
 
 /// A job stopped whole and sent on (every rank stopped for longer than the step timeout)

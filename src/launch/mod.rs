@@ -87,8 +87,10 @@ impl Launcher {
 
     /// Bounds the time a worker may spend on one step (as announced with
     /// [`Ring::set_step`]). A step that takes longer ends the run with
-    /// [`LaunchError::Timeout`], naming the ranks that did not finish it. Without it
-    /// (the default) a step may take as long as it likes; circular waits are still caught.
+    /// [`LaunchError::Timeout`], naming the ranks that did not finish it. A worker is on a
+    /// first step from its start until it announces one, so in a stage that announces no
+    /// steps the limit bounds each worker's whole run. Without it (the default) a step may
+    /// take as long as it likes; circular waits are still caught.
     pub fn step_timeout(mut self, limit: Duration) -> Self {
         self.limits.step_timeout = Some(limit);
         self
