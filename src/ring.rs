@@ -130,6 +130,27 @@ impl Ring {
         self
     }
 
+    /// On an MPI rank other than 0 that a user sent SIGTERM ([`crate::signal::killed`]):
+    /// tells the coordinator that this worker was killed by it, as a forked worker's exit
+    /// status would, and waits for the job to end. The coordinator names the rank and
+    /// ends the job at once; should it not, the signal's grace ends this process.
+    #[cfg(feature = "mpi")]
+    fn heed_a_kill(&self) {
+        if self.publisher.is_none() || !crate::signal::killed() {
+            return;
+        }
+        let cause = crate::error::Cause::Signaled("SIGTERM".to_owned());
+        let _ = self.up.send(Up::Failed {
+            step: self.step,
+            cause,
+        });
+        loop {
+            // SAFETY: pause only waits for a signal; the grace's alarm, or mpirun's
+            // SIGKILL, ends the process.
+            unsafe { libc::pause() };
+        }
+    }
+
     /// Sends this worker's record now, if a coordinator elsewhere keeps it.
     fn publish(&self) {
         #[cfg(feature = "mpi")]
@@ -177,6 +198,8 @@ impl Ring {
     /// often as you like. (Under MPI a change of step also sends rank 0 a record of a few
     /// words, without waiting: about a microsecond, at a pace rank 0 can follow.)
     pub fn set_step(&mut self, step: u64) {
+        #[cfg(feature = "mpi")]
+        self.heed_a_kill();
         #[cfg(feature = "mpi")]
         let changed = self.step != Some(step);
         self.step = Some(step);
@@ -768,6 +791,8 @@ impl Ring {
         self.board.set_waiting(self.rank, Some(on));
         self.publish();
         let result = loop {
+            #[cfg(feature = "mpi")]
+            self.heed_a_kill();
             if self.board.cancelled() {
                 break Err(Waited::Stopped);
             }

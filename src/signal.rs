@@ -252,8 +252,10 @@ const SIGKILL_TIMEOUT_VAR: &str = "OMPI_MCA_odls_base_sigkill_timeout";
 /// takes it for a stop: it ends the ring at a step boundary (writing the checkpoint), as
 /// it ends forked workers. A rank that died at once would break the ring first, and the
 /// stop would be lost. The ring ends well within the grace; mpirun's own SIGKILL, a second
-/// after its SIGTERM, ends a rank that lingers; and a SIGTERM sent to this rank alone still
-/// ends it, by its default action, once the grace is over. A job given `--mca
+/// after its SIGTERM, ends a rank that lingers. A SIGTERM sent to this rank alone, by
+/// anyone but mpirun, has its worker tell the coordinator it was killed as soon as it next
+/// sets a step or waits ([`killed`]), and ends it, by its default action, once the grace
+/// is over in any case. A job given `--mca
 /// odls_base_sigkill_timeout N`, so that a stop has N seconds, gets a grace of N + 2.
 #[cfg(feature = "mpi")]
 pub(crate) fn rank_defaults() {
@@ -261,8 +263,8 @@ pub(crate) fn rank_defaults() {
     let mpirun_waits = std::env::var(SIGKILL_TIMEOUT_VAR).ok();
     RANK_GRACE.store(rank_grace(mpirun_waits.as_deref()), Ordering::SeqCst);
     let later = SigAction::new(
-        SigHandler::Handler(on_rank_term),
-        SaFlags::empty(),
+        SigHandler::SigAction(on_rank_term),
+        SaFlags::SA_SIGINFO,
         SigSet::empty(),
     );
     let die = SigAction::new(
@@ -270,7 +272,8 @@ pub(crate) fn rank_defaults() {
         SaFlags::empty(),
         SigSet::empty(),
     );
-    // SAFETY: both handlers make only async-signal-safe calls (sigaction, alarm, raise).
+    // SAFETY: both handlers make only async-signal-safe calls (sigaction, alarm, raise,
+    // getppid) and store to an atomic.
     unsafe {
         let _ = sigaction(Signal::SIGALRM, &die);
         let _ = sigaction(Signal::SIGTERM, &later);
@@ -299,9 +302,33 @@ fn rank_grace(mpirun_waits: Option<&str>) -> u32 {
         })
 }
 
+/// Set when a SIGTERM reached this rank from a process other than its parent (mpirun, or
+/// mpirun's daemon on another host, which are what end a job): a user's `kill`, meant for
+/// this rank alone. See [`killed`].
+#[cfg(feature = "mpi")]
+static KILLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this MPI rank was sent SIGTERM by a user rather than by mpirun ending the job.
+/// Its worker then reports that it was killed, as a forked worker's exit status says,
+/// and the coordinator names it and ends the job at once, where the rank would otherwise
+/// die only at the end of its grace and leave the coordinator to take mpirun's SIGTERM for
+/// a stop. A rank that computes without setting a step or waiting dies at the end of its
+/// grace all the same.
+#[cfg(feature = "mpi")]
+pub(crate) fn killed() -> bool {
+    KILLED.load(Ordering::Relaxed)
+}
+
 /// A rank's SIGTERM: the next one kills at once, and this one does in a while.
 #[cfg(feature = "mpi")]
-extern "C" fn on_rank_term(_: libc::c_int) {
+extern "C" fn on_rank_term(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: with SA_SIGINFO the kernel passes a valid `siginfo_t` (checked for null all
+    // the same), whose `si_pid` is the sender's for a signal sent by `kill`; getppid is
+    // async-signal-safe.
+    let from_parent = !info.is_null() && unsafe { (*info).si_pid() == libc::getppid() };
+    if !from_parent {
+        KILLED.store(true, Ordering::Relaxed);
+    }
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     // SAFETY: sigaction and alarm are async-signal-safe; the default action runs no code.
     unsafe {

@@ -53,6 +53,7 @@ fn main() -> std::process::ExitCode {
         mpi_ends_with_the_process_not_with_the_ring,
         a_stopped_rank_ends_the_job_within_the_step_timeout,
         a_stage_without_steps_is_bounded_by_the_step_timeout,
+        a_sigterm_to_one_rank_is_named_as_its_kill_at_once,
         a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped,
         ctrl_c_to_mpirun_stops_the_ring_at_a_step_and_its_checkpoint_resumes_bit_for_bit,
         ctrl_c_to_mpirun_interrupts_a_ring_that_does_not_stop_at_steps_in_one_line,
@@ -570,6 +571,34 @@ fn role(args: &[String]) {
             });
             println!("outputs {outputs:?}");
         }
+        [kind, how, ready] if kind == "killable" => {
+            // Rank 2 sets steps (`how` is "step") or waits for rank 1 ("wait"), after it has
+            // made the file `ready`; the other ranks compute until the run is stopped.
+            let how = how.clone();
+            let ready = ready.clone();
+            let outputs = launcher.run(move |ring| {
+                if ring.rank() != 2 {
+                    while !ring.stopping() {
+                        std::thread::yield_now();
+                    }
+                    return Err("gave up".into());
+                }
+                ring.set_step(1);
+                std::fs::write(&ready, b"")?;
+                if how == "wait" {
+                    return Ok(ring.recv::<u64>(Neighbour::Left)?);
+                }
+                for step in 2.. {
+                    let started = Instant::now();
+                    while started.elapsed() < Duration::from_millis(1) {
+                        std::hint::spin_loop();
+                    }
+                    ring.set_step(step);
+                }
+                Ok(0)
+            });
+            println!("outputs {outputs:?}");
+        }
         [kind] if kind == "cycle" => {
             let outputs = launcher.run(|ring| {
                 ring.set_step(1);
@@ -935,6 +964,62 @@ fn a_stage_without_steps_is_bounded_by_the_step_timeout() {
     );
     assert!(!job.stdout.contains("outputs"), "{job:?}");
     assert!(started.elapsed() < Duration::from_secs(30), "{job:?}");
+}
+
+/// A SIGTERM that a user sends one rank other than 0 (not mpirun, which sends every rank
+/// one as it ends a job) ends the job as a kill ends a forked worker: rank 0 names the rank
+/// in one line, at once. The rank tells it as soon as it next sets a step, or while it
+/// waits. (The rank once died of the signal 3 s late, and rank 0 took the SIGTERM that
+/// mpirun then sent it for a stop of its own: `interrupted by SIGTERM`, 4 s after the kill.)
+fn a_sigterm_to_one_rank_is_named_as_its_kill_at_once() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let dir = scratch("mpi-kill-one-rank");
+    let me = std::env::current_exe().unwrap();
+    for how in ["step", "wait"] {
+        let ready = dir.join(format!("{how}-ready-{}", std::process::id()));
+        let ready_arg = ready.to_str().expect("a UTF-8 path").to_owned();
+        let command = mpirun_command(3, &me, &["--role", "killable", how, &ready_arg]);
+        let job = std::thread::spawn(move || job_of(command));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let rank_2 = loop {
+            let rank_2 = processes_running(&ready_arg).into_iter().find(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                    environ
+                        .split(|&b| b == 0)
+                        .any(|var| var == b"OMPI_COMM_WORLD_RANK=2")
+                })
+            });
+            if let Some(pid) = rank_2
+                && ready.exists()
+            {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "{how}: rank 2 never got ready");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        kill(Pid::from_raw(rank_2 as i32), Signal::SIGTERM).expect("signal rank 2");
+        let killed = epoch_millis();
+        let job = job.join().expect("the job's thread");
+        assert_ne!(job.code, Some(0), "{how}: {job:?}");
+        let lines = ringleader_lines(&job);
+        assert_eq!(lines.len(), 1, "{how}: one line from ringleader: {job:?}");
+        let named =
+            format!("ringleader: worker rank 2 (pid {rank_2}) was killed by SIGTERM at step ");
+        let step: u64 = lines[0]
+            .strip_prefix(&named)
+            .and_then(|step| step.parse().ok())
+            .unwrap_or_else(|| panic!("{how}: {job:?}"));
+        if how == "wait" {
+            assert_eq!(step, 1, "{how}: {job:?}");
+        }
+        let said = job.said_at.unwrap_or(u128::MAX).saturating_sub(killed);
+        assert!(
+            said < 1000,
+            "{how}: named {said} ms after the kill: {job:?}"
+        );
+        assert!(!job.stdout.contains("outputs"), "{how}: {job:?}");
+    }
 }
 
 /// A job stopped whole and sent on (every rank stopped for longer than the step timeout)

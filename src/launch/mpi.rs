@@ -301,9 +301,10 @@ fn run_worker<S: Stage>(stage: S, mut ring: Ring) -> Option<Ring> {
         },
         Err(worker::Failed { step, cause, .. }) => (step, cause),
     };
-    // On rank 0, a worker that lost its coordinator is the echo of the coordinator's own
-    // failure; report that one instead.
-    if cause.is_secondary() && ring.rank() == 0 {
+    // On rank 0, a worker that lost its coordinator, or that failed once the coordinator
+    // was ending the run (a computation that gave up when `stopping` said so), is the echo
+    // of the coordinator's own verdict; that one is said instead.
+    if ring.rank() == 0 && (cause.is_secondary() || ring.stopping()) {
         return None;
     }
     let failure = WorkerFailure {
