@@ -337,11 +337,18 @@ impl Checks {
         }
         let limit = self.limits.step_timeout?;
         let mut late = Vec::new();
+        // The lowest step a rank waits in: the one a rank that has announced none holds up.
+        let mut held_up: Option<u64> = None;
         for (rank, seen) in self.steps.iter_mut().enumerate() {
             if !live[rank] {
                 continue;
             }
             let reading = board.read(rank);
+            if reading.waiting.is_some()
+                && let Some(step) = reading.step
+            {
+                held_up = Some(held_up.map_or(step, |held| held.min(step)));
+            }
             if reading.step != seen.0 {
                 *seen = (reading.step, now);
             } else if now.saturating_duration_since(seen.1) >= limit {
@@ -360,16 +367,14 @@ impl Checks {
             return None;
         }
         // A rank that has announced no step is on the first step, timed from the launch:
-        // the lowest step another rank has announced (the one it holds up), or none at all
-        // in a stage that announces none, whose whole run the limit then bounds.
+        // the lowest step another rank waits in (the one it holds up), or else none, as in
+        // a stage that announces none, whose whole run the limit then bounds. A step that
+        // other ranks merely pass through is not named: the late rank never reached it.
         let step = late
             .iter()
             .filter_map(|&(_, step, _, _)| step)
             .min()
-            .or_else(|| {
-                let announced = self.steps.iter().zip(&live).filter(|&(_, &live)| live);
-                announced.filter_map(|(&(step, _), _)| step).min()
-            });
+            .or(held_up);
         let on_step = late
             .iter()
             .filter(|&&(_, s, _, _)| s.is_none() || s == step);
@@ -758,7 +763,7 @@ mod tests {
 
     /// A rank that announces no step is on the first one from the start: with none
     /// announced at all, the limit bounds the whole run, and a rank that never announces one
-    /// while the others move on is the one named, at the lowest step they are on.
+    /// while the others move on is the one named: at the step another waits in, if one does.
     #[test]
     fn a_rank_that_announces_no_step_times_out_from_the_start() {
         let limits = Limits {
@@ -795,10 +800,20 @@ mod tests {
         let LaunchError::Timeout { step, ranks, .. } = err else {
             panic!("not a timeout: {err:?}");
         };
-        // Named at the lowest step the others are on: the one it holds up.
+        // Not at the step rank 0 has got to, which rank 1 never reached.
         assert_eq!(
             (now - started, step, ranks),
-            (ms(2000), Some(20), vec![(1, None)])
+            (ms(2000), None, vec![(1, None)])
         );
+
+        // With rank 0 waiting in step 3 (for rank 1, say), rank 1 holds up step 3.
+        let board = Board::new(2).expect("a board");
+        board.set_step(0, 3, 0);
+        board.set_waiting(0, Some(crate::progress::WaitingOn::Right));
+        let mut checks = Checks::new(&limits, 2);
+        let begun = checks.awake + TICK;
+        let (_, step, ranks) =
+            timed_out(&mut checks, &board, begun, begun + ms(5000)).expect("a timeout");
+        assert_eq!((step, ranks), (Some(3), vec![1]));
     }
 }
