@@ -381,6 +381,7 @@ impl Ring {
         if self.transport != Transport::Mpi {
             return Ok(None);
         }
+        self.unless_stopping()?;
         // Counted before the send, as in `send_frame`.
         self.board.count_sent(self.rank, Link::Right);
         // SAFETY: passed on to our caller.
@@ -572,6 +573,7 @@ impl Ring {
     /// [`RingError::Stopped`] if the run is being stopped while this worker waits (another
     /// worker failed, say); over MPI, as [`Ring::rotate`].
     pub fn barrier(&mut self) -> Result<(), RingError> {
+        self.unless_stopping()?;
         #[cfg(feature = "mpi")]
         if self.transport == Transport::Mpi {
             return self.rotate::<u8>(&[], |_, _| {});
@@ -614,6 +616,7 @@ impl Ring {
     /// [`RingError::CoordinatorGone`] if the coordinator has ended, and
     /// [`RingError::Encoding`] for a report serde cannot encode.
     pub fn report<T: Data>(&mut self, report: &T) -> Result<(), RingError> {
+        self.unless_stopping()?;
         let payload = encode(report).map_err(RingError::Encoding)?;
         self.board.count_report(self.rank);
         let hops = self.hops + 1;
@@ -736,6 +739,7 @@ impl Ring {
     }
 
     pub(crate) fn send_frame(&self, to: Neighbour, frame: Frame<Payload>) -> Result<(), RingError> {
+        self.unless_stopping()?;
         let (tx, link, side) = match to {
             Neighbour::Left => (&self.to_left, Link::Left, WaitingOn::ToLeft),
             Neighbour::Right => (&self.to_right, Link::Right, WaitingOn::ToRight),
@@ -776,13 +780,29 @@ impl Ring {
         }
     }
 
+    /// [`RingError::Stopped`] once the coordinator is ending the run. Every send and
+    /// receive asks first: worker threads cannot be killed, and one whose neighbours still
+    /// had frames for it, or room for its own, would otherwise run its stage on after the
+    /// launch had returned. (Worker processes are killed; the question only ends them
+    /// sooner.)
+    fn unless_stopping(&self) -> Result<(), RingError> {
+        if self.board.cancelled() {
+            return Err(RingError::Stopped);
+        }
+        Ok(())
+    }
+
     /// Receives with `recv`. A receive that finds nothing for [`QUIET`] marks this worker as
-    /// waiting on `on`, for the deadlock watch, and gives up once the run is being stopped.
+    /// waiting on `on`, for the deadlock watch, and gives up once the run is being stopped,
+    /// or at once if it already is.
     fn wait<T>(
         &self,
         recv: impl Fn(Option<Duration>) -> Result<T, RecvFailure>,
         on: WaitingOn,
     ) -> Result<T, Waited> {
+        if self.board.cancelled() {
+            return Err(Waited::Stopped);
+        }
         match recv(Some(QUIET)) {
             Err(RecvFailure::Timeout) => {}
             Err(RecvFailure::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}

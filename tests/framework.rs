@@ -626,6 +626,68 @@ fn a_panicking_handler_leaves_no_worker_behind() {
     std::panic::set_hook(quiet);
 }
 
+/// Ranks 0 and 1 pass a counter back and forth `ROUNDS` times, each round a send and a
+/// receive that never wait long; rank 2 fails at once. Each worker says how many rounds it
+/// made when it ends.
+#[derive(Clone)]
+struct PingPongWhileOneFails {
+    ended: std::sync::mpsc::Sender<(usize, u64)>,
+}
+
+impl PingPongWhileOneFails {
+    const ROUNDS: u64 = 1_000_000;
+}
+
+impl Stage for PingPongWhileOneFails {
+    type Output = ();
+
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
+        let rank = ring.rank();
+        if rank == 2 {
+            return Err("rank 2 fails".into());
+        }
+        let other = if rank == 0 {
+            Neighbour::Right
+        } else {
+            Neighbour::Left
+        };
+        let mut rounds = 0;
+        let result = (|| -> Result<(), RingError> {
+            while rounds < Self::ROUNDS {
+                ring.send(other, &rounds)?;
+                ring.recv::<u64>(other)?;
+                rounds += 1;
+            }
+            Ok(())
+        })();
+        let _ = self.ended.send((rank, rounds));
+        Ok(result?)
+    }
+}
+
+/// Worker threads cannot be killed, but a run that ends (here because a worker failed)
+/// stops them all the same: every send and receive fails once the coordinator is ending
+/// the run, even one that would not have waited. They once ran their whole stage after
+/// the launch had returned, sending and receiving as if nothing had happened.
+fn worker_threads_stop_with_their_run_even_when_nothing_waits() {
+    let (ended, rounds) = std::sync::mpsc::channel();
+    let err = Launcher::new()
+        .workers(3)
+        .transport(Transport::Threads)
+        .launch(PingPongWhileOneFails { ended })
+        .expect_err("rank 2 fails");
+    assert!(err.to_string().contains("rank 2 fails"), "{err}");
+    for _ in 0..2 {
+        let (rank, made) = rounds
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the workers end");
+        assert!(
+            made < PingPongWhileOneFails::ROUNDS,
+            "rank {rank} made all its {made} rounds after the run had failed"
+        );
+    }
+}
+
 /// Workers ask the coordinator, which never answers.
 #[derive(Clone)]
 struct SilentCoordinator;
@@ -2093,6 +2155,7 @@ fn main() -> std::process::ExitCode {
         sending_ahead_of_what_a_link_holds_is_named_a_deadlock,
         a_worker_far_ahead_of_its_answers_does_not_stall_the_coordinator,
         a_panicking_handler_leaves_no_worker_behind,
+        worker_threads_stop_with_their_run_even_when_nothing_waits,
         waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
         a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
         a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names,
