@@ -9,7 +9,9 @@
 //! are stuck on each other in a cycle can never move again. So can a set of workers that
 //! are all stuck while the coordinator has no report left to handle: the coordinator only
 //! answers reports. The supervisor declares a deadlock only when it has seen the same
-//! stuck state, with every counter unchanged, for [`SETTLE`].
+//! stuck state unchanged for [`SETTLE`]: for a cycle, the counters of the ranks in it,
+//! which nothing outside it can move (other ranks may go on working meanwhile); for a
+//! deadlock through the coordinator or a barrier, every counter and report.
 
 use std::time::{Duration, Instant};
 
@@ -59,8 +61,9 @@ pub struct Wait {
 /// Watches the board for a wait that can never end.
 #[derive(Debug, Default)]
 pub(crate) struct Watch {
-    /// The stuck state last seen, and since when it has held.
-    seen: Option<(Vec<Reading>, Vec<u64>, Instant)>,
+    /// The stuck state last seen (the readings that must hold still, by rank, and the
+    /// reports the coordinator had handled), and since when it has held.
+    seen: Option<(Vec<(usize, Reading)>, Vec<u64>, Instant)>,
 }
 
 impl Watch {
@@ -74,18 +77,29 @@ impl Watch {
         handled: &[u64],
     ) -> Option<Vec<(usize, Option<u64>, Party)>> {
         let readings: Vec<Reading> = (0..live.len()).map(|rank| board.read(rank)).collect();
-        let Some(found) = stuck(&readings, live, handled) else {
+        let Some((found, cycle)) = stuck(&readings, live, handled) else {
             self.seen = None;
             return None;
         };
+        // A cycle's ranks wait only on each other: the rest of the ring may go on working,
+        // stepping and reporting, without ever moving them. Anything else waits on the
+        // coordinator, or on every worker at a barrier, and all of it must hold still.
+        let (state, handled) = if cycle {
+            let state = found
+                .iter()
+                .map(|&(rank, ..)| (rank, readings[rank].clone()));
+            (state.collect(), Vec::new())
+        } else {
+            (readings.into_iter().enumerate().collect(), handled.to_vec())
+        };
         match &self.seen {
             Some((before, handled_before, since))
-                if *before == readings && handled_before == handled =>
+                if *before == state && *handled_before == handled =>
             {
                 (since.elapsed() >= SETTLE).then_some(found)
             }
             _ => {
-                self.seen = Some((readings, handled.to_vec(), Instant::now()));
+                self.seen = Some((state, handled, Instant::now()));
                 None
             }
         }
@@ -121,13 +135,13 @@ fn stuck_on(readings: &[Reading], live: &[bool], rank: usize) -> Option<Party> {
     }
 }
 
-/// The deadlock in this state, if there is one: a cycle of stuck workers, or every live
-/// worker stuck while the coordinator has nothing left to answer.
+/// The deadlock in this state, if there is one: a cycle of stuck workers (and `true`), or
+/// every live worker stuck while the coordinator has nothing left to answer.
 fn stuck(
     readings: &[Reading],
     live: &[bool],
     handled: &[u64],
-) -> Option<Vec<(usize, Option<u64>, Party)>> {
+) -> Option<(Vec<(usize, Option<u64>, Party)>, bool)> {
     let size = readings.len();
     let on: Vec<Option<Party>> = (0..size)
         .map(|rank| {
@@ -149,14 +163,13 @@ fn stuck(
                 // Start the report at the cycle's lowest rank.
                 let low = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
                 let ordered = cycle[low..].iter().chain(&cycle[..low]);
-                return Some(
-                    ordered
-                        .map(|&rank| {
-                            let party = on[rank].unwrap_or(Party::Coordinator);
-                            wait(rank, party)
-                        })
-                        .collect(),
-                );
+                let waits = ordered
+                    .map(|&rank| {
+                        let party = on[rank].unwrap_or(Party::Coordinator);
+                        wait(rank, party)
+                    })
+                    .collect();
+                return Some((waits, true));
             }
             if path.len() > size {
                 break;
@@ -173,16 +186,26 @@ fn stuck(
         .iter()
         .all(|&rank| readings[rank].reports == handled[rank]);
     (all_stuck && reports_handled).then(|| {
-        alive
+        let waits = alive
             .iter()
             .filter_map(|&rank| on[rank].map(|party| wait(rank, party)))
-            .collect()
+            .collect();
+        (waits, false)
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The waits of [`stuck`]'s deadlock, if any.
+    fn stuck_waits(
+        readings: &[Reading],
+        live: &[bool],
+        handled: &[u64],
+    ) -> Option<Vec<(usize, Option<u64>, Party)>> {
+        stuck(readings, live, handled).map(|(waits, _)| waits)
+    }
 
     fn reading(waiting: Option<WaitingOn>) -> Reading {
         Reading {
@@ -203,7 +226,7 @@ mod tests {
             reading(Some(WaitingOn::Right)),
             reading(Some(WaitingOn::Left)),
         ];
-        let found = stuck(&readings, &[true, true], &[0, 0]).unwrap();
+        let found = stuck_waits(&readings, &[true, true], &[0, 0]).unwrap();
         assert_eq!(
             found,
             vec![(0, Some(3), Party::Rank(1)), (1, Some(3), Party::Rank(0))]
@@ -218,7 +241,7 @@ mod tests {
         ];
         // Rank 0 has sent rank 1 a frame it has not received yet.
         readings[0].sent = [1, 0];
-        assert!(stuck(&readings, &[true, true], &[0, 0]).is_none());
+        assert!(stuck_waits(&readings, &[true, true], &[0, 0]).is_none());
     }
 
     #[test]
@@ -229,7 +252,7 @@ mod tests {
             reading(Some(WaitingOn::Left)),
             reading(Some(WaitingOn::Left)),
         ];
-        let found = stuck(&readings, &[true; 3], &[0; 3]).unwrap();
+        let found = stuck_waits(&readings, &[true; 3], &[0; 3]).unwrap();
         let ranks: Vec<usize> = found.iter().map(|w| w.0).collect();
         assert_eq!(ranks, vec![0, 1]);
     }
@@ -240,14 +263,14 @@ mod tests {
             reading(Some(WaitingOn::Coordinator)),
             reading(Some(WaitingOn::Left)),
         ];
-        assert!(stuck(&readings, &[true, true], &[0, 0]).is_some());
+        assert!(stuck_waits(&readings, &[true, true], &[0, 0]).is_some());
         // But not while a report waits to be handled.
         let mut pending = readings.clone();
         pending[0].reports = 1;
-        assert!(stuck(&pending, &[true, true], &[0, 0]).is_none());
+        assert!(stuck_waits(&pending, &[true, true], &[0, 0]).is_none());
         // Nor while one worker still computes.
         let busy = [reading(Some(WaitingOn::Coordinator)), reading(None)];
-        assert!(stuck(&busy, &[true, true], &[0, 0]).is_none());
+        assert!(stuck_waits(&busy, &[true, true], &[0, 0]).is_none());
     }
 
     #[test]
@@ -263,7 +286,7 @@ mod tests {
             r.sent = [300, 0];
             r.received = [260, 0];
         }
-        let found = stuck(&readings, &[true; 3], &[0; 3]).unwrap();
+        let found = stuck_waits(&readings, &[true; 3], &[0; 3]).unwrap();
         assert_eq!(
             found,
             vec![
@@ -281,7 +304,7 @@ mod tests {
         ];
         mixed[0].sent = [300, 0];
         mixed[1].received = [260, 0];
-        let found = stuck(&mixed, &[true; 3], &[0; 3]).unwrap();
+        let found = stuck_waits(&mixed, &[true; 3], &[0; 3]).unwrap();
         assert_eq!(
             found,
             vec![
@@ -302,13 +325,13 @@ mod tests {
         ];
         readings[0].sent = [5, 0];
         readings[1].received = [4, 0];
-        assert!(stuck(&readings, &[true, true], &[0, 0]).is_none());
+        assert!(stuck_waits(&readings, &[true, true], &[0, 0]).is_none());
         // Nor on a receiver that still computes: it may receive later.
         let busy = [reading(Some(WaitingOn::ToRight)), reading(None)];
-        assert!(stuck(&busy, &[true, true], &[0, 0]).is_none());
+        assert!(stuck_waits(&busy, &[true, true], &[0, 0]).is_none());
         // Nor on one that ended: the send fails instead.
         let ended = [reading(Some(WaitingOn::ToRight)), reading(None)];
-        assert!(stuck(&ended, &[true, false], &[0, 0]).is_none());
+        assert!(stuck_waits(&ended, &[true, false], &[0, 0]).is_none());
     }
 
     #[test]
@@ -318,13 +341,13 @@ mod tests {
             reading(Some(WaitingOn::Barrier)),
             reading(Some(WaitingOn::Right)),
         ];
-        let found = stuck(&readings, &[true, true], &[0, 0]).unwrap();
+        let found = stuck_waits(&readings, &[true, true], &[0, 0]).unwrap();
         assert_eq!(
             found,
             vec![(0, Some(3), Party::Barrier), (1, Some(3), Party::Rank(0))]
         );
         // While one of them still works, the barrier may yet open.
         let busy = [reading(Some(WaitingOn::Barrier)), reading(None)];
-        assert!(stuck(&busy, &[true, true], &[0, 0]).is_none());
+        assert!(stuck_waits(&busy, &[true, true], &[0, 0]).is_none());
     }
 }

@@ -688,6 +688,51 @@ fn worker_threads_stop_with_their_run_even_when_nothing_waits() {
     }
 }
 
+/// Ranks 1 and 2 each wait for the other; rank 0, which neither waits for, computes and
+/// moves through its steps until the run is stopped.
+#[derive(Clone)]
+struct CycleBesideABusyRank;
+
+impl Stage for CycleBesideABusyRank {
+    type Output = ();
+
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
+        match ring.rank() {
+            0 => {
+                let mut turns = 0u64;
+                while !ring.stopping() {
+                    turns += 1;
+                    ring.set_step(turns / 1000);
+                }
+                Err("gave up".into())
+            }
+            1 => Ok(ring.recv::<()>(Neighbour::Right)?),
+            _ => Ok(ring.recv::<()>(Neighbour::Left)?),
+        }
+    }
+}
+
+/// A cycle is a deadlock whatever the ranks outside it do: they cannot move it. The watch
+/// once waited for the whole board to hold still, and named this cycle only once the busy
+/// rank had finished (never, here, without a step timeout).
+fn a_cycle_is_named_while_other_ranks_go_on_working() {
+    for transport in TRANSPORTS {
+        let started = Instant::now();
+        let err = Launcher::new()
+            .workers(3)
+            .transport(transport)
+            .launch(CycleBesideABusyRank)
+            .expect_err("deadlock");
+        assert_eq!(
+            err.to_string(),
+            "deadlock: rank 1 waits for rank 2, rank 2 waits for rank 1",
+            "{transport:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{transport:?}");
+        assert_no_children();
+    }
+}
+
 /// Workers ask the coordinator, which never answers.
 #[derive(Clone)]
 struct SilentCoordinator;
@@ -2157,6 +2202,7 @@ fn main() -> std::process::ExitCode {
         a_panicking_handler_leaves_no_worker_behind,
         worker_threads_stop_with_their_run_even_when_nothing_waits,
         waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
+        a_cycle_is_named_while_other_ranks_go_on_working,
         a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
         a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names,
         a_stage_that_announces_no_steps_is_bounded_by_the_step_timeout,
