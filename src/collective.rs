@@ -9,12 +9,26 @@
 //!
 //! Every worker must call the same collectives in the same order, with no `send`/`recv` on
 //! the same links interleaved differently on different ranks. A mismatch is a
-//! [`RingError::Protocol`] on the rank that meets it, not a hang.
+//! [`RingError::Protocol`] on the rank that meets it, not a hang: every value travels with
+//! a tag that says which collective sent it (one that passes every value round, or a
+//! broadcast from a given root) and how many the sender had begun, so a rank in one
+//! collective never takes another's value for its own. Only a mismatch that no rank
+//! receives in is not seen: a broadcast for which every rank names itself the root sends,
+//! and receives nothing.
 
 use crate::error::RingError;
 use crate::message::Data;
 use crate::ring::{Neighbour, Ring};
 use crate::transport::{Frame, Payload, decode, encode};
+
+/// Which collective a value belongs to, as its frame's tag says: one that passes every
+/// rank's value round the ring (`all_gather`, `all_reduce`, `gather`), or a broadcast from
+/// a root (`broadcast`, `scatter`).
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Round,
+    Broadcast(usize),
+}
 
 impl Ring {
     /// Every worker's `value`, in rank order, on every worker.
@@ -98,6 +112,7 @@ impl Ring {
     pub fn broadcast<T: Data>(&mut self, root: usize, value: Option<T>) -> Result<T, RingError> {
         self.check_root(root)?;
         let size = self.size();
+        let tag = self.begin(Kind::Broadcast(root));
         // Hops from the root, going right: the root is 0, its right neighbour 1, ….
         let distance = (self.rank() + size - root) % size;
         if distance == 0 {
@@ -108,13 +123,13 @@ impl Ring {
             })?;
             if size > 1 {
                 let payload = encode(&value).map_err(RingError::Encoding)?;
-                self.send_frame(Neighbour::Right, Frame::Collective(payload))?;
+                self.send_frame(Neighbour::Right, Frame::Collective(payload, tag))?;
             }
             return Ok(value);
         }
-        let payload = self.recv_collective()?;
+        let payload = self.recv_collective(tag)?;
         if distance + 1 < size {
-            self.send_frame(Neighbour::Right, Frame::Collective(payload.clone()))?;
+            self.send_frame(Neighbour::Right, Frame::Collective(payload.clone(), tag))?;
         }
         self.decode_collective(payload)
     }
@@ -189,14 +204,15 @@ impl Ring {
         mut each: impl FnMut(usize, T) -> Result<(), RingError>,
     ) -> Result<(), RingError> {
         let size = self.size();
+        let tag = self.begin(Kind::Round);
         if size == 1 {
             return Ok(());
         }
-        self.send_frame(Neighbour::Right, Frame::Collective(mine))?;
+        self.send_frame(Neighbour::Right, Frame::Collective(mine, tag))?;
         for hop in 1..size {
-            let payload = self.recv_collective()?;
+            let payload = self.recv_collective(tag)?;
             if hop + 1 < size {
-                self.send_frame(Neighbour::Right, Frame::Collective(payload.clone()))?;
+                self.send_frame(Neighbour::Right, Frame::Collective(payload.clone(), tag))?;
             }
             let origin = (self.rank() + size - hop) % size;
             each(origin, self.decode_collective(payload)?)?;
@@ -204,15 +220,57 @@ impl Ring {
         Ok(())
     }
 
-    fn recv_collective(&mut self) -> Result<Payload, RingError> {
-        match self.recv_frame(Neighbour::Left)? {
-            Frame::Collective(payload) => Ok(payload),
-            frame => Err(RingError::Protocol {
-                peer: self.neighbour(Neighbour::Left),
-                expected: "a collective's value",
-                got: frame.kind(),
-            }),
-        }
+    /// Begins a collective of `kind`: the tag its frames carry.
+    fn begin(&mut self, kind: Kind) -> u64 {
+        self.collectives += 1;
+        let kind = match kind {
+            Kind::Round => 0,
+            Kind::Broadcast(root) => 1 + root as u64,
+        };
+        (self.collectives << 32) | (kind & 0xffff_ffff)
+    }
+
+    /// The next value from the left, which must be one of the collective tagged `tag`.
+    fn recv_collective(&mut self, tag: u64) -> Result<Payload, RingError> {
+        let peer = self.neighbour(Neighbour::Left);
+        let theirs = match self.recv_frame(Neighbour::Left)? {
+            Frame::Collective(payload, theirs) if theirs == tag => return Ok(payload),
+            Frame::Collective(_, theirs) => theirs,
+            frame => {
+                return Err(RingError::Protocol {
+                    peer,
+                    expected: "a collective's value",
+                    got: frame.kind(),
+                });
+            }
+        };
+        let kind = |tag: u64| tag & 0xffff_ffff;
+        let (expected, got) = if theirs >> 32 != tag >> 32 {
+            (
+                "a value of the collective as many calls in as this rank's",
+                "one of an earlier or a later collective (the ranks called different numbers)",
+            )
+        } else if kind(tag) == 0 {
+            (
+                "a value of all_gather, all_reduce or gather",
+                "one of broadcast or scatter",
+            )
+        } else if kind(theirs) == 0 {
+            (
+                "a value of broadcast or scatter",
+                "one of all_gather, all_reduce or gather",
+            )
+        } else {
+            (
+                "a broadcast's value from the root this rank named",
+                "one from another root",
+            )
+        };
+        Err(RingError::Protocol {
+            peer,
+            expected,
+            got,
+        })
     }
 
     fn decode_collective<T: Data>(&self, payload: Payload) -> Result<T, RingError> {

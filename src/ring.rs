@@ -61,6 +61,9 @@ pub struct Ring {
     /// Whether this worker holds a [`Loan`](crate::Loan) from its memory that the
     /// coordinator has not yet answered for: see [`Ring::recv_answer`].
     loan_out: std::cell::Cell<bool>,
+    /// How many collectives this worker has begun: their frames carry it (see
+    /// `collective`).
+    pub(crate) collectives: u64,
     /// On an MPI rank other than 0: sends this worker's record to the coordinator, whose
     /// board is in another process.
     #[cfg(feature = "mpi")]
@@ -116,6 +119,7 @@ impl Ring {
             lent: VecDeque::new(),
             lent_count: 0,
             loan_out: std::cell::Cell::new(false),
+            collectives: 0,
             #[cfg(feature = "mpi")]
             publisher: None,
         }

@@ -733,6 +733,36 @@ fn a_cycle_is_named_while_other_ranks_go_on_working() {
     }
 }
 
+/// Ranks that call different collectives at the same point meet a protocol error, not one
+/// another's values: each value carries which collective sent it. Here rank 0 reduces while
+/// rank 1 broadcasts; both then reduce once more. Rank 1 once took rank 0's stale value
+/// for the second reduction, and the ranks returned different sums without an error.
+fn ranks_in_different_collectives_meet_a_protocol_error() {
+    for transport in TRANSPORTS {
+        let result = Launcher::new().workers(2).transport(transport).run(|ring| {
+            let first = if ring.rank() == 0 {
+                ring.all_reduce(5u64, |a, b| a + b)?
+            } else {
+                ring.broadcast(1, Some(7u64))?
+            };
+            let second = ring.all_reduce(1u64, |a, b| a + b)?;
+            Ok((first, second))
+        });
+        let err = result.expect_err("a mismatch");
+        let message = err.to_string();
+        let kinds = "expected a value of all_gather, all_reduce or gather, got one of \
+                     broadcast or scatter";
+        let counts = "expected a value of the collective as many calls in as this rank's, \
+                      got one of an earlier or a later collective";
+        assert!(
+            message.contains("protocol error on the link from rank")
+                && (message.contains(kinds) || message.contains(counts)),
+            "{transport:?}: {message}"
+        );
+        assert_no_children();
+    }
+}
+
 /// Workers ask the coordinator, which never answers.
 #[derive(Clone)]
 struct SilentCoordinator;
@@ -2203,6 +2233,7 @@ fn main() -> std::process::ExitCode {
         worker_threads_stop_with_their_run_even_when_nothing_waits,
         waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
         a_cycle_is_named_while_other_ranks_go_on_working,
+        ranks_in_different_collectives_meet_a_protocol_error,
         a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
         a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names,
         a_stage_that_announces_no_steps_is_bounded_by_the_step_timeout,

@@ -512,7 +512,7 @@ mod tests {
             Frame::Message(n) => (false, n),
             Frame::Block(block) => (true, block.to_words().expect("a named region")[1]),
             Frame::Direct(_) => panic!("a block sent to one neighbour"),
-            Frame::Collective(_) => panic!("a collective's value"),
+            Frame::Collective(..) => panic!("a collective's value"),
         };
         assert_eq!(got, hops(said.1), "the hop count of frame {said:?}");
         said
@@ -635,7 +635,7 @@ mod tests {
             .map(|_| match rx.recv(None).unwrap() {
                 (Frame::Direct(b), hops) => ("direct", b.to_words(), hops),
                 (Frame::Block(b), hops) => ("rotation", b.to_words(), hops),
-                (Frame::Message(_) | Frame::Collective(_), _) => panic!("a message"),
+                (Frame::Message(_) | Frame::Collective(..), _) => panic!("a message"),
             })
             .collect();
         assert_eq!(

@@ -63,8 +63,10 @@ impl Transport {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Frame<M> {
     Message(M),
-    /// A value on its way through a collective (`Ring::all_gather` and the rest).
-    Collective(M),
+    /// A value on its way through a collective (`Ring::all_gather` and the rest), with
+    /// the collective's tag: which one, and how many the sender had begun before it (see
+    /// `collective`).
+    Collective(M, u64),
     /// A block on its way round a rotation.
     Block(Block),
     /// A block sent to one neighbour with `Ring::send_block`.
@@ -79,7 +81,7 @@ impl<M> Frame<M> {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Frame::Message(_) => "a message",
-            Frame::Collective(_) => "a collective's value",
+            Frame::Collective(..) => "a collective's value",
             Frame::Block(_) => "a rotation block",
             Frame::Direct(_) => "a block sent with send_block",
         }
@@ -94,7 +96,7 @@ impl<M> Frame<M> {
                 debug_assert_eq!(first & DIRECT, 0);
                 [first | DIRECT, generation, len]
             }),
-            Frame::Message(_) | Frame::Collective(_) => None,
+            Frame::Message(_) | Frame::Collective(..) => None,
         }
     }
 

@@ -287,7 +287,7 @@ impl LinkSender {
             Frame::Block(block) => (BLOCK, Body::Block(block)),
             Frame::Direct(block) => (DIRECT, Body::Block(block)),
             Frame::Message(message) => (MESSAGE, Body::Owned(pack(&message)?)),
-            Frame::Collective(value) => (COLLECTIVE, Body::Owned(pack(&value)?)),
+            Frame::Collective(value, tag) => (COLLECTIVE, Body::Owned(pack(&(tag, value))?)),
         };
         let mut in_flight = self.in_flight.borrow_mut();
         in_flight.retain_mut(|send| send.request.test().is_none());
@@ -622,14 +622,16 @@ impl LinkReceiver {
                     hops,
                 )));
             }
-            MESSAGE | COLLECTIVE => {
+            MESSAGE => {
                 let value = unpack(buffer.filled()).map_err(RecvFailure::Encoding);
                 self.keep(buffer);
-                if kind == MESSAGE {
-                    Frame::Message(value?)
-                } else {
-                    Frame::Collective(value?)
-                }
+                Frame::Message(value?)
+            }
+            COLLECTIVE => {
+                let value = unpack::<(u64, M)>(buffer.filled()).map_err(RecvFailure::Encoding);
+                self.keep(buffer);
+                let (tag, value) = value?;
+                Frame::Collective(value, tag)
             }
             other => {
                 self.keep(buffer);
