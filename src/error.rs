@@ -19,6 +19,14 @@ pub enum RingError {
         /// The rank on the other end, or `None` for the coordinator.
         peer: Peer,
     },
+    /// The coordinator addressed a rank the ring does not have.
+    #[error("the ring has no rank {rank} (its ranks are 0 to {})", .size.saturating_sub(1))]
+    NoSuchRank {
+        /// The rank asked for.
+        rank: usize,
+        /// How many ranks the ring has.
+        size: usize,
+    },
     /// The coordinator closed the control channel.
     #[error("the coordinator is gone")]
     CoordinatorGone,

@@ -112,7 +112,8 @@ impl<A: Data> Coordinator<'_, A> {
     /// # Errors
     ///
     /// [`RingError::PeerGone`] if that worker has ended (the run's supervisor reports
-    /// why), and [`RingError::Encoding`] for an answer serde cannot encode.
+    /// why), [`RingError::NoSuchRank`] if the ring has no rank `rank`, and
+    /// [`RingError::Encoding`] for an answer serde cannot encode.
     pub fn send(&mut self, rank: usize, answer: A) -> Result<(), RingError> {
         let payload = encode(&answer).map_err(RingError::Encoding)?;
         self.send_payload(rank, payload)
@@ -120,7 +121,8 @@ impl<A: Data> Coordinator<'_, A> {
 
     fn send_payload(&mut self, rank: usize, payload: Payload) -> Result<(), RingError> {
         if rank >= self.downs.len() {
-            return Err(RingError::PeerGone { peer: rank });
+            let size = self.downs.len();
+            return Err(RingError::NoSuchRank { rank, size });
         }
         // Counted first: from now on the answer is in flight, so the worker is not stuck.
         self.board.count_answer_sent(rank);

@@ -763,6 +763,40 @@ fn ranks_in_different_collectives_meet_a_protocol_error() {
     }
 }
 
+/// A handler that answers a rank the ring does not have.
+struct AnswersNobody;
+
+impl Handler for AnswersNobody {
+    type Report = u64;
+    type Answer = ();
+
+    fn on_report(
+        &mut self,
+        _: usize,
+        _: u64,
+        coordinator: &mut Coordinator<'_, ()>,
+    ) -> Result<(), StageError> {
+        Ok(coordinator.send(99, ())?)
+    }
+}
+
+/// An answer to a rank the ring does not have says so; it once said that rank 99 "is gone".
+fn an_answer_to_a_rank_the_ring_lacks_names_the_mistake() {
+    for transport in TRANSPORTS {
+        let err = Launcher::new()
+            .workers(3)
+            .transport(transport)
+            .launch_with(ReportWhileOthersCompute, &mut AnswersNobody)
+            .expect_err("no rank 99");
+        assert_eq!(
+            err.to_string(),
+            "coordinator failed: the ring has no rank 99 (its ranks are 0 to 2)",
+            "{transport:?}"
+        );
+        assert_no_children();
+    }
+}
+
 /// Workers ask the coordinator, which never answers.
 #[derive(Clone)]
 struct SilentCoordinator;
@@ -2234,6 +2268,7 @@ fn main() -> std::process::ExitCode {
         waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
         a_cycle_is_named_while_other_ranks_go_on_working,
         ranks_in_different_collectives_meet_a_protocol_error,
+        an_answer_to_a_rank_the_ring_lacks_names_the_mistake,
         a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
         a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names,
         a_stage_that_announces_no_steps_is_bounded_by_the_step_timeout,
