@@ -58,24 +58,32 @@ pub struct Wait {
     pub on: Party,
 }
 
+/// The waits of a deadlock: each blocked rank, its step, and who it waits for.
+type Waits = Vec<(usize, Option<u64>, Party)>;
+
+/// A stuck state as the watch last saw it.
+#[derive(Debug)]
+struct Seen {
+    /// The readings that must hold still, by rank.
+    state: Vec<(usize, Reading)>,
+    /// The reports the coordinator had handled, where they count.
+    handled: Vec<u64>,
+    /// Since when it has held.
+    since: Instant,
+}
+
 /// Watches the board for a wait that can never end.
 #[derive(Debug, Default)]
 pub(crate) struct Watch {
-    /// The stuck state last seen (the readings that must hold still, by rank, and the
-    /// reports the coordinator had handled), and since when it has held.
-    seen: Option<(Vec<(usize, Reading)>, Vec<u64>, Instant)>,
+    /// The stuck state last seen.
+    seen: Option<Seen>,
 }
 
 impl Watch {
     /// Looks at the board. `live[r]` says rank `r` has not ended; `handled[r]` counts the
     /// reports the coordinator has taken from rank `r`. Returns the waits of a deadlock
     /// once it has held for [`SETTLE`].
-    pub(crate) fn check(
-        &mut self,
-        board: &Board,
-        live: &[bool],
-        handled: &[u64],
-    ) -> Option<Vec<(usize, Option<u64>, Party)>> {
+    pub(crate) fn check(&mut self, board: &Board, live: &[bool], handled: &[u64]) -> Option<Waits> {
         let readings: Vec<Reading> = (0..live.len()).map(|rank| board.read(rank)).collect();
         let Some((found, cycle)) = stuck(&readings, live, handled) else {
             self.seen = None;
@@ -93,13 +101,16 @@ impl Watch {
             (readings.into_iter().enumerate().collect(), handled.to_vec())
         };
         match &self.seen {
-            Some((before, handled_before, since))
-                if *before == state && *handled_before == handled =>
-            {
-                (since.elapsed() >= SETTLE).then_some(found)
+            Some(seen) if seen.state == state && seen.handled == handled => {
+                (seen.since.elapsed() >= SETTLE).then_some(found)
             }
             _ => {
-                self.seen = Some((state, handled, Instant::now()));
+                let since = Instant::now();
+                self.seen = Some(Seen {
+                    state,
+                    handled,
+                    since,
+                });
                 None
             }
         }
@@ -137,11 +148,7 @@ fn stuck_on(readings: &[Reading], live: &[bool], rank: usize) -> Option<Party> {
 
 /// The deadlock in this state, if there is one: a cycle of stuck workers (and `true`), or
 /// every live worker stuck while the coordinator has nothing left to answer.
-fn stuck(
-    readings: &[Reading],
-    live: &[bool],
-    handled: &[u64],
-) -> Option<(Vec<(usize, Option<u64>, Party)>, bool)> {
+fn stuck(readings: &[Reading], live: &[bool], handled: &[u64]) -> Option<(Waits, bool)> {
     let size = readings.len();
     let on: Vec<Option<Party>> = (0..size)
         .map(|rank| {
@@ -199,11 +206,7 @@ mod tests {
     use super::*;
 
     /// The waits of [`stuck`]'s deadlock, if any.
-    fn stuck_waits(
-        readings: &[Reading],
-        live: &[bool],
-        handled: &[u64],
-    ) -> Option<Vec<(usize, Option<u64>, Party)>> {
+    fn stuck_waits(readings: &[Reading], live: &[bool], handled: &[u64]) -> Option<Waits> {
         stuck(readings, live, handled).map(|(waits, _)| waits)
     }
 
