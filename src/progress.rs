@@ -71,6 +71,11 @@ struct Record {
     /// Blocks the rank lent the coordinator that the coordinator has read (see
     /// `transport::lend`). Only the coordinator writes it.
     lent_read: AtomicU64,
+    /// Reports the coordinator has taken from the rank, wrapping. Only the coordinator
+    /// writes it; a worker too far ahead of it sleeps on it (a futex).
+    reports_taken: AtomicU32,
+    /// 1 while the rank may be asleep on `reports_taken`. Only the rank writes it.
+    awaits_taken: AtomicU32,
 }
 
 /// The coordinator's flag that ends every wait.
@@ -262,6 +267,43 @@ impl Board {
 
     pub(crate) fn count_report(&self, rank: usize) {
         bump(&self.record(rank).reports);
+    }
+
+    /// The coordinator has taken a report from `rank`: wakes the rank if it waits for
+    /// room to send another ([`Board::await_room_for_report`]).
+    pub(crate) fn count_report_taken(&self, rank: usize) {
+        let record = self.record(rank);
+        record.reports_taken.fetch_add(1, Ordering::SeqCst);
+        if record.awaits_taken.load(Ordering::SeqCst) != 0 {
+            futex_wake(&record.reports_taken);
+        }
+    }
+
+    /// In `rank`'s worker, before it counts a report: waits until the coordinator has
+    /// taken all but fewer than `ahead` of those it counted before. `false` if the run is
+    /// being stopped meanwhile. The race with [`Board::count_report_taken`] is closed as a
+    /// futex closes it: each side writes its word, then reads the other's.
+    pub(crate) fn await_room_for_report(&self, rank: usize, ahead: u32) -> bool {
+        let record = self.record(rank);
+        let counted = record.reports.load(Ordering::Relaxed) as u32;
+        loop {
+            let taken = record.reports_taken.load(Ordering::SeqCst);
+            if counted.wrapping_sub(taken) < ahead {
+                return true;
+            }
+            if self.cancelled() {
+                return false;
+            }
+            record.awaits_taken.store(1, Ordering::SeqCst);
+            if record.reports_taken.load(Ordering::SeqCst) == taken {
+                futex_wait(
+                    &record.reports_taken,
+                    taken,
+                    std::time::Duration::from_millis(100),
+                );
+            }
+            record.awaits_taken.store(0, Ordering::SeqCst);
+        }
     }
 
     pub(crate) fn count_answer(&self, rank: usize) {

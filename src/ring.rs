@@ -74,6 +74,10 @@ pub struct Ring {
 /// that are answered sooner, which is nearly all of them, never touch the mark.
 const QUIET: Duration = Duration::from_millis(50);
 
+/// How many reports a worker process may have sent that the coordinator has not yet
+/// taken; the next one waits until it has (see `Ring::report`).
+const REPORTS_AHEAD: u32 = 64;
+
 /// How often a blocked receive looks whether the coordinator is ending the run.
 const RECHECK: Duration = Duration::from_millis(100);
 
@@ -613,15 +617,27 @@ impl Ring {
     }
 
     /// Sends a report to the coordinator, where [`Handler::on_report`](crate::Handler::on_report)
-    /// handles it. It does not wait for an answer.
+    /// handles it. It does not wait for an answer. Between processes a worker with 64
+    /// reports out that the coordinator has not yet taken waits until it takes one, so
+    /// that no worker can fill the coordinator's memory, or keep it too busy reading to
+    /// watch the run.
     ///
     /// # Errors
     ///
-    /// [`RingError::CoordinatorGone`] if the coordinator has ended, and
-    /// [`RingError::Encoding`] for a report serde cannot encode.
+    /// [`RingError::CoordinatorGone`] if the coordinator has ended,
+    /// [`RingError::Stopped`] if the run is being stopped, and [`RingError::Encoding`] for
+    /// a report serde cannot encode.
     pub fn report<T: Data>(&mut self, report: &T) -> Result<(), RingError> {
         self.unless_stopping()?;
         let payload = encode(report).map_err(RingError::Encoding)?;
+        // Between processes the coordinator reads every report a worker's socket holds at
+        // once, into memory of its own, before it handles any: a worker far ahead would
+        // fill the coordinator's memory, and keep it reading instead of watching the run.
+        if self.transport == Transport::Processes
+            && !self.board.await_room_for_report(self.rank, REPORTS_AHEAD)
+        {
+            return Err(RingError::Stopped);
+        }
         self.board.count_report(self.rank);
         let hops = self.hops + 1;
         self.send_up(Up::Report(payload, hops))

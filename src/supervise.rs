@@ -570,6 +570,7 @@ fn handle<H: Handler>(
     match event {
         Event::Message(rank, Up::Report(report, hops)) => {
             run.handled[rank] += 1;
+            board.count_report_taken(rank);
             run.hops = run.hops.max(hops);
             // Once the run is stopping, reports have nobody to serve.
             if let (Some(downs), false) = (downs, run.ending()) {

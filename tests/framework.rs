@@ -797,6 +797,72 @@ fn an_answer_to_a_rank_the_ring_lacks_names_the_mistake() {
     }
 }
 
+/// Rank 0 sends `count` reports without waiting for anything; the others end at once.
+#[derive(Clone)]
+struct Flood {
+    count: u64,
+}
+
+impl Stage for Flood {
+    type Output = ();
+
+    fn work(self, ring: &mut Ring) -> Result<(), StageError> {
+        if ring.rank() == 0 {
+            for i in 0..self.count {
+                ring.report(&i)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A handler that takes a few microseconds over each report.
+#[derive(Default)]
+struct Unhurried {
+    taken: u64,
+}
+
+impl Handler for Unhurried {
+    type Report = u64;
+    type Answer = ();
+
+    fn on_report(
+        &mut self,
+        _: usize,
+        report: u64,
+        _: &mut Coordinator<'_, ()>,
+    ) -> Result<(), StageError> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_micros(5) {
+            std::hint::spin_loop();
+        }
+        assert_eq!(report, self.taken, "the reports come in order");
+        self.taken += 1;
+        Ok(())
+    }
+}
+
+/// A worker process far ahead of the coordinator waits for it to take its reports. The
+/// coordinator once read every report the worker's socket held into memory of its own
+/// before handling any, and the worker, never held back, sent all 200,000 (some 500 MB of
+/// the coordinator's memory; a run that reported for longer grew without bound, and the
+/// coordinator, reading, watched nothing meanwhile).
+fn a_worker_far_ahead_of_the_coordinator_waits_for_it_to_take_its_reports() {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let peak = || getrusage(UsageWho::RUSAGE_SELF).map_or(0, |usage| usage.max_rss());
+    let before = peak();
+    let mut handler = Unhurried::default();
+    Launcher::new()
+        .workers(2)
+        .launch_with(Flood { count: 200_000 }, &mut handler)
+        .expect("the run");
+    assert_eq!(handler.taken, 200_000);
+    // Kilobytes.
+    let grew = peak() - before;
+    assert!(grew < 64 << 10, "the coordinator's peak grew by {grew} KB");
+    assert_no_children();
+}
+
 /// Workers ask the coordinator, which never answers.
 #[derive(Clone)]
 struct SilentCoordinator;
@@ -2269,6 +2335,7 @@ fn main() -> std::process::ExitCode {
         a_cycle_is_named_while_other_ranks_go_on_working,
         ranks_in_different_collectives_meet_a_protocol_error,
         an_answer_to_a_rank_the_ring_lacks_names_the_mistake,
+        a_worker_far_ahead_of_the_coordinator_waits_for_it_to_take_its_reports,
         a_step_that_takes_too_long_names_the_rank_that_did_not_finish_it,
         a_rank_stuck_before_its_first_step_is_the_one_the_timeout_names,
         a_stage_that_announces_no_steps_is_bounded_by_the_step_timeout,
