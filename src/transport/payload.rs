@@ -147,7 +147,9 @@ pub(crate) fn take_detail() -> Option<Detail> {
 /// postcard's message for a value it cannot encode.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Payload, String> {
     let outer = OUTBOUND.with(|out| out.borrow_mut().replace(Vec::new()));
-    let bytes = postcard::to_allocvec(value).map_err(|e| e.to_string());
+    // postcard keeps no message of a value's own serializer: name the type at least.
+    let bytes =
+        postcard::to_allocvec(value).map_err(|e| format!("{}: {e}", std::any::type_name::<T>()));
     let blocks = OUTBOUND.with(|out| std::mem::replace(&mut *out.borrow_mut(), outer));
     Ok(Payload {
         bytes: bytes?,
@@ -245,6 +247,23 @@ mod tests {
     use super::*;
     use crate::Bulk;
     use crate::transport::Transport;
+
+    /// A value whose own serializer fails is named by its type: postcard keeps no message.
+    #[test]
+    fn a_value_that_cannot_be_encoded_is_named_by_its_type() {
+        struct Refuses;
+        impl Serialize for Refuses {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let err = encode(&Refuses).map(|_| ()).unwrap_err();
+        assert!(
+            err.starts_with("ringleader::transport::payload::tests::"),
+            "{err}"
+        );
+        assert!(err.contains("Refuses: "), "{err}");
+    }
 
     #[test]
     fn a_value_round_trips_with_its_blocks_beside_it() {
