@@ -151,7 +151,9 @@ pub use self::memory::{HugePages, Pages};
 pub use self::message::Data;
 pub use self::restart::{Restart, Restarted, Rewind};
 pub use self::ring::{Neighbour, Ring};
-pub use self::signal::{StopSignal, StopSignalGuard, catch_stop_signals, stop_signal};
+pub use self::signal::{
+    StopSignal, StopSignalGuard, catch_stop_signals, stop_signal, stop_signal_count,
+};
 pub use self::stage::{Coordinator, Handler, NoReports, Stage, StageError};
 pub use self::stats::RunStats;
 pub use self::transport::Transport;

@@ -87,8 +87,10 @@ pub fn stop_signal() -> Option<StopSignal> {
     StopSignal::from_raw(CAUGHT.load(Ordering::SeqCst))
 }
 
-/// How many stop signals arrived during the latest supervised run.
-pub(crate) fn stop_count() -> usize {
+/// How many stop signals arrived since they were first caught (see [`stop_signal`]): a
+/// caller that lets a first one finish what is under way (writing an output, say) can
+/// give up at the second, as a graceful stop does.
+pub fn stop_signal_count() -> usize {
     COUNT.load(Ordering::SeqCst)
 }
 

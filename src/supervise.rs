@@ -311,8 +311,8 @@ impl Checks {
         if let Some(signal) = crate::signal::stop_signal() {
             let since = *self.graceful_since.get_or_insert(now);
             let limit = self.limits.step_timeout.unwrap_or(GRACEFUL_LIMIT);
-            let forced =
-                crate::signal::stop_count() > 1 || now.saturating_duration_since(since) >= limit;
+            let forced = crate::signal::stop_signal_count() > 1
+                || now.saturating_duration_since(since) >= limit;
             if !self.limits.graceful || forced {
                 return Some(LaunchError::Interrupted { signal });
             }

@@ -137,11 +137,15 @@ impl Destination {
             Destination::Through { path, opening } => {
                 // Never create: a device or FIFO that went away is an error, not a new
                 // regular file in its place.
-                let file = OpenOptions::new()
-                    .write(true)
-                    .truncate(*opening == Opening::Emptied)
-                    .append(*opening == Opening::Appended)
-                    .open(path)?;
+                let file = if *opening == Opening::Stream {
+                    open_stream(path)?
+                } else {
+                    OpenOptions::new()
+                        .write(true)
+                        .truncate(*opening == Opening::Emptied)
+                        .append(*opening == Opening::Appended)
+                        .open(path)?
+                };
                 let mut out = BufWriter::new(&file);
                 write(&mut out)?;
                 out.flush()?;
@@ -245,6 +249,54 @@ fn is_descriptor_dir(dir: &Path) -> bool {
             _ => false,
         }
 }
+
+/// Opens a device or FIFO to write. A FIFO's open waits for a reader, in the kernel, where
+/// no stop signal reaches it: our handlers restart the call, and a run whose output nobody
+/// read could then only be killed. So the open does not wait there: it is tried again
+/// every [`READER_POLL`] (nothing announces a reader) until a reader has come. A first stop
+/// signal lets it wait on, as the output is what the run is for (the run then says the
+/// signal came after its last step); a second ends the wait, and is the error.
+fn open_stream(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    loop {
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(file) => {
+                // Writes wait for the reader as usual.
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+                // SAFETY: `fd` is open for as long as `file` lives; F_GETFL and F_SETFL
+                // only read and set its status flags.
+                let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+                // SAFETY: as above.
+                if flags < 0
+                    || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                return Ok(file);
+            }
+            // A FIFO without a reader.
+            Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
+                if let Some(signal) = ringleader::stop_signal()
+                    && ringleader::stop_signal_count() > 1
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        format!("a second {signal} came while it waited for a reader"),
+                    ));
+                }
+                std::thread::sleep(READER_POLL);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// How often [`open_stream`] looks for a FIFO's reader.
+const READER_POLL: Duration = Duration::from_millis(10);
 
 /// Fails unless this process may write `path` (checked with its effective ids; a read-only
 /// file system fails too).

@@ -195,12 +195,21 @@ fn stopped_by(err: &anyhow::Error) -> Option<ringleader::StopSignal> {
         Some(&ringleader::LaunchError::Interrupted { signal }) => Some(signal),
         _ => err
             .downcast_ref::<bench::Interrupted>()
-            .map(|interrupted| interrupted.signal),
+            .map(|interrupted| interrupted.signal)
+            // An output that waited for a FIFO's reader when the signal came.
+            .or_else(|| {
+                let waited = err.chain().any(|cause| {
+                    cause
+                        .downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
+                });
+                waited.then(ringleader::stop_signal).flatten()
+            }),
     }
 }
 
 /// Whether the error is a write to a pipe whose reader has gone.
-fn closed_pipe(err: &anyhow::Error) -> bool {
+pub(crate) fn closed_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()

@@ -362,14 +362,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(err) => return Err(err.into()),
     };
     let seconds = started.elapsed().as_secs_f64();
+    // An output whose reader went away (`--energy-log - | head`) leaves the others to
+    // write: the first such error ends the run quietly once they are written.
+    let mut reader_gone = None;
+    let mut unless_reader_gone = |result: anyhow::Result<()>| match result {
+        Err(err) if super::closed_pipe(&err) => {
+            reader_gone.get_or_insert(err);
+            Ok(())
+        }
+        other => other,
+    };
     let watch = match Checkpointer::take(watch) {
         Ok(mut checkpointer) => {
-            checkpointer.finish(&outcome)?;
+            unless_reader_gone(checkpointer.finish(&outcome).map_err(anyhow::Error::from))?;
             checkpointer.into_inner()
         }
         Err(watch) => watch,
     };
-    Visuals::take(watch)?.finish(&outcome)?;
+    unless_reader_gone(Visuals::take(watch)?.finish(&outcome))?;
     if let (Ending::Stopped(step), Some(signal)) = (outcome.ending, ringleader::stop_signal()) {
         let saved = if args.checkpoint.is_some() {
             "; checkpoint written"
@@ -405,14 +415,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     };
     if let Some(path) = &args.energy_log {
-        outputs::write(path, |log| {
-            write_energy_log(&outcome.energies, first_step, log)
-        })
-        .with_context(|| format!("cannot write the energy log {}", outputs::shown(path)))?;
+        unless_reader_gone(
+            outputs::write(path, |log| {
+                write_energy_log(&outcome.energies, first_step, log)
+            })
+            .with_context(|| format!("cannot write the energy log {}", outputs::shown(path))),
+        )?;
     }
     if let Some(path) = &args.out {
-        outputs::write(path, |out| write_csv(&outcome.particles, out))
-            .with_context(|| format!("cannot write the final state {}", outputs::shown(path)))?;
+        unless_reader_gone(
+            outputs::write(path, |out| write_csv(&outcome.particles, out))
+                .with_context(|| format!("cannot write the final state {}", outputs::shown(path))),
+        )?;
+    }
+    if let Some(err) = reader_gone {
+        return Err(err);
     }
     // With an output on stdout, keep the timing line off it.
     if args.visuals.quiet {

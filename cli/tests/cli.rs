@@ -651,3 +651,34 @@ fn a_dash_is_stdout_for_every_output() {
         "a file was written"
     );
 }
+
+/// An output whose reader has gone (`--energy-log - | head`) ends the run quietly, as any
+/// Unix tool does, but only once the other outputs are written: the final state once went
+/// unwritten, without a word, and the run exited 0.
+#[test]
+fn an_output_whose_reader_left_leaves_the_others_written() {
+    let dir = common::scratch("reader-left");
+    let state = dir.join("final.csv");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    // Nobody reads stdout: the first write to it finds the reader gone.
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringleader"))
+        .args([
+            "particles",
+            "-n",
+            "20",
+            "-s",
+            "5",
+            "--energy-log",
+            "-",
+            "--out",
+        ])
+        .arg(&state)
+        .stdout(writer)
+        .output()
+        .expect("run ringleader");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(output.stderr.is_empty(), "{output:?}");
+    let written = std::fs::read_to_string(&state).expect("the final state was written");
+    assert_eq!(written.lines().count(), 21, "{written}");
+}

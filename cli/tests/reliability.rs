@@ -407,23 +407,42 @@ fn a_stop_signal_writes_a_checkpoint_that_resumes_bit_for_bit() {
     }
 }
 
-/// Runs the binary with `args`, which write to the FIFO `fifo`; once it is blocked opening
-/// the FIFO (the kernel's `wait_for_partner`), sends it `signal`, then reads the FIFO whole.
-/// Returns the run and what it wrote.
+/// Spawns the binary with `args`, which write to a FIFO nobody reads, and returns once it
+/// waits for a reader: the run is over, and its only thread sleeps between tries to open
+/// the FIFO.
+fn waiting_on_a_fifo(args: &[&str], tag: &str) -> Child {
+    let child = spawn(args, &[], tag, false);
+    let tasks = format!("/proc/{}/task", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let wchans: Vec<String> = std::fs::read_dir(&tasks)
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .map(|task| std::fs::read_to_string(task.path().join("wchan")))
+                    .collect::<Result<_, _>>()
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        if wchans == ["hrtimer_nanosleep"] {
+            return child;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{args:?}: never waited on the fifo ({wchans:?})"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs the binary with `args`, which write to the FIFO `fifo`; once it waits for a reader
+/// ([`waiting_on_a_fifo`]), sends it `signal`, then reads the FIFO whole. Returns the run
+/// and what it wrote.
 fn signalled_on_a_fifo(args: &[&str], fifo: &std::path::Path, signal: Signal) -> (Outcome, String) {
     use std::io::Read;
     let tag = new_tag();
     let started = Instant::now();
-    let child = spawn(args, &[], &tag, false);
-    let wchan = format!("/proc/{}/wchan", child.id());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&wchan).unwrap_or_default() != "wait_for_partner" {
-        assert!(
-            Instant::now() < deadline,
-            "{args:?}: never waited on the fifo"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let child = waiting_on_a_fifo(args, &tag);
     kill(Pid::from_raw(child.id() as i32), signal).expect("signal the run");
     let mut written = String::new();
     std::fs::File::open(fifo)
@@ -464,6 +483,59 @@ fn a_stop_signal_after_the_last_step_is_named_and_the_output_still_written() {
         assert!(state.starts_with("id,x,y,vx,vy"), "{mode:?}: {state:?}");
         assert_eq!(state.lines().count(), 21, "{mode:?}: {state}");
     }
+}
+
+/// An output that waits for a FIFO's reader, which never comes, is not a run that only
+/// SIGKILL ends: a first stop signal lets it wait on (the output is the run's point), a
+/// second ends it, in one line, with the signal's status. The open once waited in the
+/// kernel, which our handlers restarted after every signal, until killed.
+#[test]
+fn a_second_stop_signal_ends_a_wait_for_a_fifos_reader() {
+    let _serial = exclusive();
+    let dir = common::scratch("fifo-nobody-reads");
+    let fifo = dir.join("state.csv");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let args = [
+        "particles",
+        "-n",
+        "20",
+        "-s",
+        "5",
+        "--out",
+        fifo.to_str().unwrap(),
+    ];
+    let tag = new_tag();
+    let started = Instant::now();
+    let child = waiting_on_a_fifo(&args, &tag);
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGTERM).expect("signal the run");
+    // A second signal sent while the first is pending would be one with it: wait until
+    // the first has been delivered.
+    let status = format!("/proc/{}/status", child.id());
+    let pending = || {
+        std::fs::read_to_string(&status).map_or(true, |status| {
+            status
+                .lines()
+                .filter(|line| line.starts_with("SigPnd:") || line.starts_with("ShdPnd:"))
+                .any(|line| line.split_whitespace().nth(1) != Some("0000000000000000"))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pending() {
+        assert!(Instant::now() < deadline, "the first signal stayed pending");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(pid, Signal::SIGTERM).expect("signal the run again");
+    let run = finish(child, &tag, started, Duration::from_secs(60));
+    assert_eq!(run.code, Some(143), "{run:?}");
+    assert_eq!(
+        run.line(),
+        format!(
+            "ringleader: cannot write the final state {}: a second SIGTERM came while it \
+             waited for a reader",
+            fifo.display()
+        )
+    );
 }
 
 /// The arguments of a bench whose one row, cells on two workers in `mode`, runs until it is
