@@ -411,7 +411,7 @@ fn a_stop_signal_writes_a_checkpoint_that_resumes_bit_for_bit() {
 /// waits for a reader: the run is over, and its only thread sleeps between tries to open
 /// the FIFO.
 fn waiting_on_a_fifo(args: &[&str], tag: &str) -> Child {
-    let child = spawn(args, &[], tag, false);
+    let mut child = spawn(args, &[], tag, false);
     let tasks = format!("/proc/{}/task", child.id());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -427,10 +427,11 @@ fn waiting_on_a_fifo(args: &[&str], tag: &str) -> Child {
         if wchans == ["hrtimer_nanosleep"] {
             return child;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{args:?}: never waited on the fifo ({wchans:?})"
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?}: never waited on the fifo ({wchans:?})");
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
