@@ -411,8 +411,14 @@ fn a_stop_signal_writes_a_checkpoint_that_resumes_bit_for_bit() {
 /// waits for a reader: the run is over, and its only thread sleeps between tries to open
 /// the FIFO.
 fn waiting_on_a_fifo(args: &[&str], tag: &str) -> Child {
-    let mut child = spawn(args, &[], tag, false);
-    let tasks = format!("/proc/{}/task", child.id());
+    let child = spawn(args, &[], tag, false);
+    wait_until_it_sleeps_alone(child.id(), args);
+    child
+}
+
+/// Waits until process `pid` has one thread, asleep (`hrtimer_nanosleep`).
+fn wait_until_it_sleeps_alone(pid: u32, args: &[&str]) {
+    let tasks = format!("/proc/{pid}/task");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let wchans: Vec<String> = std::fs::read_dir(&tasks)
@@ -425,13 +431,12 @@ fn waiting_on_a_fifo(args: &[&str], tag: &str) -> Child {
             })
             .unwrap_or_default();
         if wchans == ["hrtimer_nanosleep"] {
-            return child;
+            return;
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?}: never waited on the fifo ({wchans:?})");
-        }
+        assert!(
+            Instant::now() < deadline,
+            "{args:?}: never waited on the fifo ({wchans:?})"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
