@@ -29,9 +29,16 @@ use ringleader_particles::{Flow, Snapshot, Watch};
 /// The shortest time between two drawings: faster than the eye, slower than the terminal.
 const FRAME_INTERVAL: Duration = Duration::from_millis(40);
 
+/// How often the final picture, shown until `q`, looks for a stop signal.
+const SIGNAL_LOOK: Duration = Duration::from_millis(100);
+
+/// The most terminal events a step reads.
+const EVENTS_PER_STEP: usize = 64;
+
 /// The terminal, in raw mode on the alternate screen while this lives.
 struct Screen {
-    terminal: Terminal<CrosstermBackend<Stdout>>,
+    /// Dropped by hand: see `Drop`.
+    terminal: std::mem::ManuallyDrop<Terminal<CrosstermBackend<Stdout>>>,
 }
 
 impl Screen {
@@ -43,7 +50,9 @@ impl Screen {
             return Err(err);
         }
         match Terminal::new(CrosstermBackend::new(stdout)) {
-            Ok(terminal) => Ok(Screen { terminal }),
+            Ok(terminal) => Ok(Screen {
+                terminal: std::mem::ManuallyDrop::new(terminal),
+            }),
             Err(err) => {
                 restore();
                 Err(err)
@@ -54,6 +63,14 @@ impl Screen {
 
 impl Drop for Screen {
     fn drop(&mut self) {
+        // A terminal that hung up has nothing to restore, and ratatui's own drop would
+        // say on stderr, the same dead terminal, that it could not show the cursor: a
+        // write that fails there is a panic. The process is about to end: leave it.
+        if hung_up() {
+            return;
+        }
+        // SAFETY: dropped once, here, and never used after.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.terminal) };
         restore();
     }
 }
@@ -129,12 +146,16 @@ impl Live {
         if let Some(err) = self.error.take() {
             return Err(err);
         }
-        if self.screen.is_none() || self.quit {
+        if self.screen.is_none() || self.quit || ringleader::stop_signal().is_some() || hung_up() {
             return Ok(());
         }
         self.draw(true)?;
+        // A stop signal (a hangup, say, where nobody is left to press q) closes it too.
         loop {
-            if self.keys(event::read()?)? {
+            if event::poll(SIGNAL_LOOK)? && self.keys(event::read()?)? {
+                return Ok(());
+            }
+            if ringleader::stop_signal().is_some() || hung_up() {
                 return Ok(());
             }
         }
@@ -151,10 +172,15 @@ impl Live {
     fn keys(&mut self, event: Event) -> io::Result<bool> {
         match event {
             Event::Key(key) if key.kind != KeyEventKind::Release => {
-                let quits = matches!(key.code, KeyCode::Char('q') | KeyCode::Esc)
-                    || (key.code == KeyCode::Char('c')
-                        && key.modifiers.contains(KeyModifiers::CONTROL));
-                Ok(quits)
+                let interrupt =
+                    key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+                if interrupt {
+                    // The terminal is raw, so Ctrl-C is a key here, not the SIGINT it is
+                    // elsewhere: make it one, so that the run ends as SIGINT ends it
+                    // (`stopped by SIGINT after step …`, exit 130). The run catches it.
+                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT);
+                }
+                Ok(matches!(key.code, KeyCode::Char('q') | KeyCode::Esc))
             }
             Event::Resize(..) => {
                 self.draw(self.picture.step == self.last_step)?;
@@ -164,9 +190,23 @@ impl Live {
         }
     }
 
-    /// Reads every waiting event without blocking.
+    /// Reads the events waiting, without blocking: at most [`EVENTS_PER_STEP`]. Not once
+    /// the run is stopping, or the terminal has hung up: reading a terminal that hung up
+    /// never ends (the run spun there, with its workers alive, after its terminal closed).
     fn poll(&mut self) -> io::Result<()> {
-        while event::poll(Duration::ZERO)? {
+        if ringleader::stop_signal().is_some() {
+            return Ok(());
+        }
+        if hung_up() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the terminal hung up",
+            ));
+        }
+        for _ in 0..EVENTS_PER_STEP {
+            if !event::poll(Duration::ZERO)? {
+                break;
+            }
             if self.keys(event::read()?)? {
                 self.quit = true;
             }
@@ -224,6 +264,18 @@ impl Live {
     }
 }
 
+/// Whether the terminal (standard input, where the view reads its keys) has hung up.
+fn hung_up() -> bool {
+    let mut terminal = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, and a zero timeout: poll only reports on it.
+    let ready = unsafe { libc::poll(&mut terminal, 1, 0) };
+    ready > 0 && terminal.revents & libc::POLLHUP != 0
+}
+
 /// The textbook's colours, with black shown as grey so it stays visible on a dark
 /// terminal.
 fn terminal_colour(rank: usize) -> Color {
@@ -251,6 +303,10 @@ impl Watch for Live {
     }
 
     fn snapshot(&mut self, snapshot: &Snapshot<'_>) -> Flow {
+        // The run is stopping: nothing more to show (its terminal may be gone).
+        if ringleader::stop_signal().is_some() {
+            return Flow::Continue;
+        }
         let step = snapshot.step;
         let last = step == self.last_step;
         if !(step.is_multiple_of(self.every) || last) {

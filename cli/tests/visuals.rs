@@ -457,6 +457,35 @@ fn live_view_quits_on_q_and_stops_every_worker_in_every_mode() {
     }
 }
 
+/// A stop signal ends a run with a live view as it ends any other, without waiting for
+/// `q`: SIGTERM at a step boundary (exit 143), and Ctrl-C, a key in the view's raw
+/// terminal, as SIGINT (exit 130). The run once stopped, then showed its last picture
+/// until someone pressed `q`, and took Ctrl-C for `q` (exit 0).
+#[test]
+fn live_view_ends_on_a_stop_signal_and_on_ctrl_c_as_on_sigint() {
+    for (how, code) in [("SIGTERM", 143), ("SIGINT", 130)] {
+        for mode in [vec!["-p", "2"], vec!["-t", "2"], vec![]] {
+            let mut args = vec!["particles", "-n", "200", "-s", "100000000", "-g"];
+            args.extend(&mode);
+            let mut term = OnTerminal::start(&args);
+            term.wait_for("step = ", Duration::from_secs(60));
+            if how == "SIGTERM" {
+                let pid = nix::unistd::Pid::from_raw(term.child.id() as i32);
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+                    .expect("signal the run");
+            } else {
+                term.press("\x03");
+            }
+            let (exit, text) = term.wait(Duration::from_secs(60));
+            assert_eq!(exit, Some(code), "{how} {args:?}: {text}");
+            assert!(
+                text.contains(&format!("ringleader: stopped by {how} after step ")),
+                "{how} {args:?}: {text}"
+            );
+        }
+    }
+}
+
 #[test]
 fn live_view_shows_the_end_until_q_and_leaves_the_numbers_alone() {
     let dir = scratch("live-end");
