@@ -329,6 +329,8 @@ impl Ring {
         let left = self.neighbour(Neighbour::Left);
         crate::transport::check_align::<T>().map_err(|e| block_error(e, left))?;
         if self.size == 1 {
+            // No link to ask: ask here, so that a ring of one thread stops with its run.
+            self.unless_stopping()?;
             visit(self.rank, mine);
             return Ok(());
         }

@@ -351,6 +351,33 @@ fn sigint_and_sigterm_stop_the_workers_and_exit_130_or_143() {
     }
 }
 
+/// Worker threads stop with their run, at their next step or link, in every mode: the
+/// coordinator does not have to give up on them. A serial run, a ring of one thread that
+/// meets no link, and `-t` runs once went on computing until the coordinator's grace and
+/// wait were over, 2.5 s after the signal.
+#[test]
+fn worker_threads_stop_within_a_second_of_a_stop_signal() {
+    let _serial = exclusive();
+    for algorithm in ["allpairs", "cells"] {
+        for (mode, workers) in [(&[][..], 1), (&["-t", "2"], 2)] {
+            let tag = new_tag();
+            let mut args = vec!["particles", "-n", "3000", "-s", "100000000"];
+            args.extend(["--algorithm", algorithm]);
+            args.extend(mode);
+            let started = Instant::now();
+            let child = spawn(&args, &[], &tag, false);
+            let pid = Pid::from_raw(child.id() as i32);
+            wait_for_threads(child.id(), workers + 1);
+            let sent = Instant::now();
+            kill(pid, Signal::SIGTERM).expect("signal the run");
+            let run = finish(child, &tag, started, Duration::from_secs(60));
+            let took = sent.elapsed();
+            assert_eq!(run.code, Some(143), "{args:?}: {run:?}");
+            assert!(took < Duration::from_secs(1), "{args:?}: {took:?}");
+        }
+    }
+}
+
 #[test]
 fn a_stop_signal_ends_a_run_that_reports_every_step_at_a_step_boundary() {
     let _serial = exclusive();

@@ -460,6 +460,10 @@ impl Stage for CellRing {
         for step in run.remaining_steps() {
             let step = step + 1;
             ring.set_step(step);
+            // A lone worker meets no link, which would fail once the run is being stopped.
+            if ring.stopping() {
+                return Err(ringleader::RingError::Stopped.into());
+            }
             last_step = step;
             let talk = Instant::now();
             self.trade_halos(ring, &strip, &mut below, &mut above, &mut scratch)?;
