@@ -106,6 +106,9 @@ impl Destination {
                 kernel_interface(&dir)?;
                 let target = dir.join(name);
                 match (writable_dir(&dir), exists) {
+                    // A file the user may not write is not replaced behind their back,
+                    // though its directory would let us.
+                    (Ok(()), Some(_)) if let Err(err) = writable(&target) => Err(err),
                     (Ok(()), _) => Ok(Destination::Replace(target)),
                     // We may not create the temporary, but may write the file itself: write
                     // it in place, which is not atomic but is what the user asked for.
@@ -429,6 +432,17 @@ impl Staged {
             // An ordinary file: the umask decides, not tempfile's 0600.
             .permissions(fs::Permissions::from_mode(0o666))
             .tempfile_in(dir)?;
+        // A file replaced keeps its mode (a private file stays private) and, where we may
+        // give it, its owner.
+        if let Ok(old) = fs::metadata(target)
+            && old.is_file()
+        {
+            let file = file.as_file();
+            file.set_permissions(fs::Permissions::from_mode(old.mode() & 0o7777))?;
+            if (old.uid(), old.gid()) != (file.metadata()?.uid(), file.metadata()?.gid()) {
+                let _ = std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()));
+            }
+        }
         Ok(Staged {
             file,
             target: target.to_owned(),

@@ -682,3 +682,58 @@ fn an_output_whose_reader_left_leaves_the_others_written() {
     let written = std::fs::read_to_string(&state).expect("the final state was written");
     assert_eq!(written.lines().count(), 21, "{written}");
 }
+
+/// A file an output replaces keeps its mode: a private file stays private. And a file the
+/// user may not write is not replaced, though its directory would let them: one line, exit
+/// 1, the file as it was. (A replaced file once came back 0644, and a read-only one was
+/// replaced.)
+#[test]
+fn a_replaced_output_keeps_its_mode_and_a_read_only_one_is_not_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = common::scratch("output-modes");
+    let private = dir.join("private.csv");
+    std::fs::write(&private, "mine\n").expect("write");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    ringleader(&[
+        "particles",
+        "-s",
+        "1",
+        "-q",
+        "--out",
+        private.to_str().unwrap(),
+    ])
+    .success();
+    let mode = std::fs::metadata(&private)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    assert!(
+        std::fs::read_to_string(&private)
+            .unwrap()
+            .starts_with("id,x,y,vx,vy")
+    );
+
+    // As root, as nobody, in a directory nobody may write to, a file nobody may not.
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let locked = dir.join("locked.csv");
+    std::fs::write(&locked, "kept\n").expect("write");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringleader"))
+        .args(["particles", "-s", "1", "-q", "--out"])
+        .arg(&locked)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run ringleader");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("ringleader: cannot write "), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&locked).unwrap(), "kept\n");
+}
