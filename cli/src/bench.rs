@@ -132,8 +132,8 @@ struct KernelArgs {
 
 #[derive(Debug, clap::Args)]
 struct HopArgs {
-    /// Bytes per block.
-    #[arg(long, default_value_t = 1_600_000, value_parser = positive)]
+    /// Bytes per block: whole 8-byte words, so at least 8 (the rest of a word is dropped).
+    #[arg(long, default_value_t = 1_600_000, value_parser = a_word_or_more)]
     bytes: usize,
     /// Workers on the ring.
     #[arg(short = 'p', default_value_t = 2, value_parser = at_least_two)]
@@ -1370,6 +1370,14 @@ fn positive(text: &str) -> Result<usize, String> {
         Err(_) => Err(format!(
             "expected a whole number of at least 1, not {text:?}"
         )),
+    }
+}
+
+/// At least one 8-byte word: a block of fewer bytes would be empty.
+fn a_word_or_more(text: &str) -> Result<usize, String> {
+    match positive(text)? {
+        1..8 => Err("a block is whole 8-byte words: give at least 8".to_owned()),
+        value => Ok(value),
     }
 }
 
