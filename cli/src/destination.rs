@@ -17,6 +17,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -79,6 +80,13 @@ impl Destination {
             return Ok(Destination::Stdout);
         }
         let (target, meta, descriptor) = follow(path)?;
+        if meta.is_none() && names_a_directory(path) {
+            // `out/` would otherwise create a file named `out`.
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "it names a directory (it ends in /), and there is none: an output is a file",
+            ));
+        }
         match meta {
             Some(meta) if meta.is_dir() => Err(io::Error::new(
                 io::ErrorKind::IsADirectory,
@@ -366,6 +374,12 @@ fn canonical_dir(dir: &Path) -> io::Result<PathBuf> {
         ));
     }
     Ok(canonical)
+}
+
+/// Whether `path` can only name a directory: it ends in `/` or `/.`.
+fn names_a_directory(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_bytes();
+    bytes.ends_with(b"/") || bytes.ends_with(b"/.") || bytes == b"."
 }
 
 /// The directory a file goes in, and its name there.

@@ -40,6 +40,8 @@ impl<'a> Output<'a> {
 #[derive(Debug)]
 struct Resolved<'a> {
     output: &'a Output<'a>,
+    /// The file it writes as the user names it: for a `{step}` template, its last step's.
+    path: PathBuf,
     destination: Destination,
     identity: Identity,
 }
@@ -65,6 +67,7 @@ pub(crate) fn check(outputs: &[Output<'_>]) -> anyhow::Result<bool> {
         let identity = destination.identity().with_context(cannot)?;
         let this = Resolved {
             output,
+            path,
             destination,
             identity,
         };
@@ -127,7 +130,7 @@ fn collision(a: &Resolved<'_>, b: &Resolved<'_>) -> Option<String> {
     if a.identity != Identity::Null && a.identity == b.identity {
         return Some(match b.destination {
             Destination::Stdout => "stdout".to_owned(),
-            _ => b.output.path.display().to_string(),
+            _ => b.path.display().to_string(),
         });
     }
     [(a, b), (b, a)]

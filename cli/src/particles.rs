@@ -72,7 +72,8 @@ pub(crate) struct Args {
         long,
         value_enum,
         default_value_t = TransportArg::Processes,
-        requires_ifs = [("processes", "processes"), ("threads", "processes")]
+        requires_ifs = [("processes", "processes"), ("threads", "processes")],
+        conflicts_with = "threads"
     )]
     transport: TransportArg,
     /// Write the whole state to FILE at the end of the run (or where it stops), atomically;
@@ -93,7 +94,12 @@ pub(crate) struct Args {
     /// again from the last state kept, up to N times; the state is kept every
     /// --checkpoint-every K steps (default 100 with --restarts). The result is the same,
     /// bit for bit, as a run that did not fail.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "N",
+        default_value_t = 0
+    )]
     restarts: u32,
     /// How forces are found: all pairs (the textbook's), or cell lists (O(n), same bits).
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Allpairs)]
@@ -102,7 +108,7 @@ pub(crate) struct Args {
     /// the workers' pace every K steps; 0 keeps them where they start. The results are the
     /// same bits either way [default: 10, or 0 with --render or --snapshot, whose pictures
     /// then come out the same on every run]
-    #[arg(long, value_name = "K", value_parser = balance_every)]
+    #[arg(allow_negative_numbers = true, long, value_name = "K", value_parser = balance_every)]
     balance_every: Option<u64>,
     #[command(flatten)]
     visuals: VisualArgs,
@@ -152,9 +158,7 @@ fn mpi_workers(args: &Args) -> anyhow::Result<Option<usize>> {
     if args.transport != TransportArg::Mpi {
         return Ok(args.processes);
     }
-    if args.threads.is_some() {
-        return usage("-t cannot be used with --transport mpi");
-    }
+    // `-t` with any `--transport` is refused by the parser.
     let ranks = ringleader::mpi_world_size()?;
     if args.restarts > 0 {
         return mpi_usage(
@@ -541,7 +545,8 @@ fn resume(path: &Path, args: &Args) -> anyhow::Result<Checkpoint> {
     Ok(checkpoint)
 }
 
-fn positive(text: &str) -> Result<usize, String> {
+/// A whole number of at least 1; a negative one is named as such, not as "not a number".
+pub(crate) fn positive(text: &str) -> Result<usize, String> {
     match text.parse::<i128>() {
         Ok(value) if value < 1 => Err("must be at least 1".to_owned()),
         _ => text

@@ -53,6 +53,13 @@ fn bad_particle_arguments_are_usage_errors() {
         (&["particles", "-s", "-5"], "cannot be negative"),
         (&["particles", "-s", "1.5"], "whole number of steps"),
         (&["particles", "--transport", "threads"], "-p"),
+        // -t runs the textbook's threads: a transport would be ignored.
+        (
+            &["particles", "-t", "2", "--transport", "threads"],
+            "cannot be used with",
+        ),
+        // A negative count is named as one, not as an argument of its own.
+        (&["particles", "--restarts", "-1"], "--restarts"),
         (
             &["particles", "--transport", "carrier-pigeon", "-p", "2"],
             "carrier-pigeon",
@@ -86,6 +93,19 @@ fn an_unwritable_output_is_a_runtime_error_before_the_run() {
         run.stderr
     );
     assert!(run.stdout.is_empty());
+    // A path ending in / names a directory: where there is none, it is not made a file.
+    let dir = common::scratch("output-named-as-a-directory");
+    for name in ["out/", "out/."] {
+        let path = format!("{}/{name}", dir.display());
+        let run = ringleader(&["particles", "-n", "20", "-s", "1", "--out", &path]);
+        assert_eq!(run.code, Some(1), "{path}: {run:?}");
+        assert!(
+            run.stderr.contains("it names a directory"),
+            "{path}: {}",
+            run.stderr
+        );
+        assert!(!dir.join("out").exists(), "{path} made a file");
+    }
 }
 
 /// Root passes every permission check on the kernel's own file systems, so only their type
@@ -411,7 +431,8 @@ fn two_outputs_on_one_file_are_a_usage_error() {
         file("hard.csv"),
     );
     let (gif, alias_gif, png) = (file("shared.gif"), file("alias.gif"), file("x.png"));
-    let (ck5, template) = (file("ck-5"), file("ck-{step}"));
+    let (ck5, ck10, template) = (file("ck-5"), file("ck-10"), file("ck-{step}"));
+    let ck10_named = format!("--out and --checkpoint both write {ck10}:");
     let dotted = format!("{}/./x", dir.display());
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -455,6 +476,18 @@ fn two_outputs_on_one_file_are_a_usage_error() {
                 "5",
             ],
             "--out and --checkpoint both write",
+        ),
+        // The template's last step is the file named, not the template.
+        (
+            vec![
+                "--checkpoint",
+                &template,
+                "--checkpoint-every",
+                "5",
+                "--out",
+                &ck10,
+            ],
+            &ck10_named,
         ),
     ];
     for (outputs, mentions) in cases {
