@@ -18,6 +18,7 @@ use ringleader::{Pages, Transport};
 use serde::Serialize;
 
 use super::outputs::{self, Output};
+use super::particles::positive;
 use super::{limits, usage};
 
 mod child;
@@ -62,13 +63,13 @@ enum What {
 struct TableArgs {
     /// Particle counts, comma-separated. The force kernels, printed below the table, run
     /// at the largest, but at most at n = 16000: they check all n² pairs.
-    #[arg(short = 'n', value_delimiter = ',', default_values_t = [2000, 16000], value_parser = positive)]
+    #[arg(allow_negative_numbers = true, short = 'n', value_delimiter = ',', default_values_t = [2000, 16000], value_parser = positive)]
     n: Vec<usize>,
     /// Worker counts, comma-separated (serial always runs on one).
-    #[arg(short = 'p', value_delimiter = ',', default_values_t = [1, 2], value_parser = positive)]
+    #[arg(allow_negative_numbers = true, short = 'p', value_delimiter = ',', default_values_t = [1, 2], value_parser = positive)]
     workers: Vec<usize>,
     /// Steps per run.
-    #[arg(short = 's', long = "steps", default_value_t = 5, value_parser = positive)]
+    #[arg(allow_negative_numbers = true, short = 's', long = "steps", default_value_t = 5, value_parser = positive)]
     steps: usize,
     /// Modes, comma-separated: serial, threads (the textbook's shared memory and barrier),
     /// processes (the ring of worker processes), ring-threads (the same ring on threads),
@@ -91,7 +92,7 @@ struct TableArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchAlgorithm::Allpairs])]
     algorithms: Vec<BenchAlgorithm>,
     /// Run each combination this many times and keep the fastest (the median is shown too).
-    #[arg(short = 'r', long = "repeat", default_value_t = 1, value_parser = positive)]
+    #[arg(allow_negative_numbers = true, short = 'r', long = "repeat", default_value_t = 1, value_parser = positive)]
     repeat: usize,
     /// Run every measurement in a process of its own, started afresh, as each run of
     /// `ringleader particles` is. Without it the rows share this process, so a row steps
@@ -106,7 +107,7 @@ struct TableArgs {
     one: bool,
     /// The cells rows on a ring move the strips' edges to the workers' pace every K steps,
     /// as `particles --balance-every` does; 0 keeps them where they start.
-    #[arg(long, value_name = "K", default_value_t = DEFAULT_BALANCE_EVERY)]
+    #[arg(allow_negative_numbers = true, long, value_name = "K", default_value_t = DEFAULT_BALANCE_EVERY)]
     balance_every: u64,
     /// Also write the rows as CSV.
     #[arg(long, value_name = "FILE")]
@@ -116,33 +117,33 @@ struct TableArgs {
     json: Option<PathBuf>,
     /// Also draw speedup, efficiency and pair checks per second against workers, one line
     /// per n, mode and algorithm, as an SVG.
-    #[arg(long, value_name = "FILE.svg")]
+    #[arg(long, value_name = "FILE.svg", value_parser = svg_path)]
     plot: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
 struct KernelArgs {
     /// Particles: each kernel checks every pair of the textbook's initial state.
-    #[arg(short = 'n', default_value_t = 16000, value_parser = positive)]
+    #[arg(allow_negative_numbers = true, short = 'n', default_value_t = 16000, value_parser = positive)]
     n: usize,
     /// Passes per kernel; the fastest counts.
-    #[arg(short = 'r', long = "repeat", default_value_t = 3, value_parser = positive)]
+    #[arg(allow_negative_numbers = true, short = 'r', long = "repeat", default_value_t = 3, value_parser = positive)]
     repeat: usize,
 }
 
 #[derive(Debug, clap::Args)]
 struct HopArgs {
     /// Bytes per block: whole 8-byte words, so at least 8 (the rest of a word is dropped).
-    #[arg(long, default_value_t = 1_600_000, value_parser = a_word_or_more)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 1_600_000, value_parser = a_word_or_more)]
     bytes: usize,
     /// Workers on the ring.
-    #[arg(short = 'p', default_value_t = 2, value_parser = at_least_two)]
+    #[arg(allow_negative_numbers = true, short = 'p', default_value_t = 2, value_parser = at_least_two)]
     workers: usize,
     /// Rotations timed.
-    #[arg(long, default_value_t = 200, value_parser = positive)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 200, value_parser = positive)]
     rounds: usize,
     /// Measure each transport this many times, taking turns, and keep the fastest.
-    #[arg(short = 'r', long = "repeat", default_value_t = 3, value_parser = positive)]
+    #[arg(allow_negative_numbers = true, short = 'r', long = "repeat", default_value_t = 3, value_parser = positive)]
     repeat: usize,
     /// Transports, comma-separated: processes, threads, mpi (each measurement an
     /// `mpirun -n P` job of this program; needs a build with --features mpi), mpi-raw (the
@@ -415,6 +416,10 @@ fn table(mut args: TableArgs) -> anyhow::Result<ExitCode> {
     }
     args.modes
         .extend(args.transports.iter().map(|&t| TransportArg::mode(t)));
+    // `-n 1000,1000` asks for one row, not two that would share a serial baseline.
+    first_of_each(&mut args.n);
+    first_of_each(&mut args.workers);
+    first_of_each(&mut args.algorithms);
     if args.modes.contains(&BenchMode::Mpi) && !cfg!(feature = "mpi") {
         return usage(NEEDS_MPI);
     }
@@ -555,13 +560,18 @@ fn check_limits(args: &TableArgs) -> anyhow::Result<()> {
 fn bench_modes(args: &TableArgs) -> Vec<BenchMode> {
     let mut modes = args.modes.clone();
     modes.sort_by_key(|&m| m != BenchMode::Serial);
-    let mut seen = Vec::new();
-    modes.retain(|m| {
-        let new = !seen.contains(m);
-        seen.push(*m);
+    first_of_each(&mut modes);
+    modes
+}
+
+/// Keeps the first of each value, in order.
+fn first_of_each<T: PartialEq + Copy>(values: &mut Vec<T>) {
+    let mut seen = Vec::with_capacity(values.len());
+    values.retain(|&value| {
+        let new = !seen.contains(&value);
+        seen.push(value);
         new
     });
-    modes
 }
 
 /// Every combination, serial listed first at each n and algorithm so the others can be
@@ -572,12 +582,11 @@ fn bench_modes(args: &TableArgs) -> Vec<BenchMode> {
 fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
     let mut rows: Vec<Row> = Vec::new();
     let modes = bench_modes(args);
-    let mut algorithms = args.algorithms.clone();
-    algorithms.dedup();
+    let algorithms = &args.algorithms;
     for &n in &args.n {
         // Made once per n, when a row in this process first needs it.
         let mut start = None;
-        for &algorithm in &algorithms {
+        for &algorithm in algorithms {
             let combinations: Vec<(BenchMode, usize)> = modes
                 .iter()
                 .flat_map(|&mode| {
@@ -634,6 +643,14 @@ fn measure(args: &TableArgs) -> anyhow::Result<Vec<Row>> {
     }
     compare(&mut rows);
     Ok(rows)
+}
+
+/// "1 worker", "2 workers".
+fn workers_named(workers: usize) -> String {
+    match workers {
+        1 => "1 worker".to_owned(),
+        _ => format!("{workers} workers"),
+    }
 }
 
 /// The median of `times`, which it sorts: the mean of the middle two of an even count.
@@ -706,9 +723,10 @@ fn once(
     ))
     .with_context(|| {
         format!(
-            "{} {} run with {workers} workers failed",
+            "{} {} run with {} failed",
             algorithm.name(),
-            mode.name()
+            mode.name(),
+            workers_named(workers)
         )
     })?;
     let seconds = started.elapsed().as_secs_f64();
@@ -812,9 +830,10 @@ fn fresh_once(
     // either way the bench ends here.
     go_on_after_run().with_context(|| {
         format!(
-            "{} {} run with {workers} workers (in a process of its own) failed",
+            "{} {} run with {} (in a process of its own) failed",
             Algorithm::from(algorithm).name(),
-            mode.name()
+            mode.name(),
+            workers_named(workers)
         )
     })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -1363,13 +1382,17 @@ fn hop_table(reports: &[(TransportArg, HopReport)]) -> String {
     out
 }
 
-fn positive(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_owned()),
-        Ok(value) => Ok(value),
-        Err(_) => Err(format!(
-            "expected a whole number of at least 1, not {text:?}"
+/// A path for the SVG plot: one that ends in another picture's extension (`scaling.png`)
+/// would hold SVG under a name that says otherwise. A name without an extension (`-`, a
+/// FIFO, `/dev/stdout`) is the user's to choose.
+fn svg_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    match path.extension() {
+        Some(extension) if !extension.eq_ignore_ascii_case("svg") => Err(format!(
+            "the plot is an SVG: give a file name ending in .svg, like scaling.svg, not .{}",
+            extension.to_string_lossy()
         )),
+        _ => Ok(path),
     }
 }
 

@@ -29,17 +29,17 @@ pub(crate) struct Args {
     /// (or checked, with --check-external).
     url: String,
     /// Worker processes fetching pages.
-    #[arg(short = 'p', long = "processes", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(allow_negative_numbers = true, short = 'p', long = "processes", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     processes: u16,
     /// Crawl at most N pages (checks of sub-resources and external links not counted).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(allow_negative_numbers = true, long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_pages: Option<u64>,
     /// Follow links at most N deep: pages N links from the start page are checked, not
     /// crawled (0: check the start page only).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32))]
+    #[arg(allow_negative_numbers = true, long, value_name = "N", value_parser = clap::value_parser!(u32))]
     max_depth: Option<u32>,
     /// Give up on a request after SECS seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
+    #[arg(allow_negative_numbers = true, long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
     timeout: f64,
     /// Check links to other origins too (HEAD, then GET if HEAD is refused), without
     /// crawling them.
@@ -58,16 +58,21 @@ pub(crate) struct Args {
     ignore_robots: bool,
     /// At most R requests per second to each host (fractions allowed: 0.5 is one every two
     /// seconds). Unlimited by default.
-    #[arg(long, value_name = "R", value_parser = rate)]
+    #[arg(allow_negative_numbers = true, long, value_name = "R", value_parser = rate)]
     rate: Option<f64>,
     /// Retry a URL up to N times after a 429, a 503 or a failed connection, waiting 0.5 s,
     /// 1 s, 2 s… or what the server's Retry-After asks, up to 60 s.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
+    #[arg(allow_negative_numbers = true, long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
     retries: u32,
     /// If a worker fails (killed or crashed), stop and reap the
     /// ring and start a new one, up to N times: every fetch already back is kept, those in
     /// flight are queued again.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "N",
+        default_value_t = 0
+    )]
     restarts: u32,
     /// `text`: STATUS<TAB>URL<TAB>FOUND_ON[<TAB>REASON] lines; `json`: one object per dead
     /// URL per line, {"url", "status", "reason", "found_on"}.

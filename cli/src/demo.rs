@@ -24,7 +24,7 @@ enum Demo {
     /// The shared counter: the lost update, then fixed with a lock and with messages.
     Race {
         /// How many times to run the two racing increments.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         tries: u32,
     },
     /// Producer and consumer threads over a synchronized queue.

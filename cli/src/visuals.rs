@@ -23,7 +23,7 @@ pub(crate) struct VisualArgs {
     #[arg(long, value_name = "FILE.gif", value_parser = gif_path)]
     render: Option<PathBuf>,
     /// Steps between the frames of --render.
-    #[arg(long, value_name = "K", default_value_t = 10, value_parser = every, requires = "render")]
+    #[arg(allow_negative_numbers = true, long, value_name = "K", default_value_t = 10, value_parser = every, requires = "render")]
     every: u64,
     /// Write a PNG picture of the final state.
     #[arg(long, value_name = "FILE.png", value_parser = png_path)]
@@ -32,7 +32,7 @@ pub(crate) struct VisualArgs {
     #[arg(short = 'g', long = "live", short_alias = 'v')]
     live: bool,
     /// Redraw the live view every K steps (the textbook's -u).
-    #[arg(short = 'u', long = "update-every", value_name = "K", value_parser = every, requires = "live")]
+    #[arg(allow_negative_numbers = true, short = 'u', long = "update-every", value_name = "K", value_parser = every, requires = "live")]
     update_every: Option<u64>,
     /// Print nothing but errors: no progress bar, no timing line.
     #[arg(short = 'q', long)]

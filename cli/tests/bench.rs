@@ -375,6 +375,19 @@ fn bench_hop_measures_both_transports() {
 
 #[test]
 fn bench_refuses_bad_input_with_a_usage_error() {
+    for (args, mentions) in [
+        // A negative count is named as one, not taken for an argument of its own.
+        (&["bench", "-p", "-1"][..], "must be at least 1"),
+        (&["bench", "-r", "-2"], "must be at least 1"),
+        (&["bench", "hop", "-p", "-2"], "-p"),
+        // The plot is SVG whatever the name says.
+        (&["bench", "--plot", "scaling.png"], "ending in .svg"),
+    ] {
+        let run = ringleader(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(mentions), "{args:?}: {}", run.stderr);
+    }
     for args in [
         &["bench", "hop", "-p", "1"][..],
         // Fewer bytes than a word: once measured as an empty block, `vs_threads NaNx`.
@@ -512,6 +525,38 @@ fn csv_rows(path: &std::path::Path) -> Vec<csv::StringRecord> {
         COLUMNS
     );
     reader.records().map(|r| r.expect("record")).collect()
+}
+
+/// A value given twice is measured once: `-n 40,40` once made two rows of each mode, and
+/// the second serial row was compared with the first.
+#[test]
+fn bench_measures_a_repeated_value_once() {
+    let (_, rows) = bench_rows(
+        "bench-repeated",
+        &[
+            "-n",
+            "40,40",
+            "-p",
+            "2,2",
+            "-s",
+            "1",
+            "--modes",
+            "serial,threads,serial",
+            "--algorithms",
+            "cells,allpairs,cells",
+        ],
+    );
+    let keys: Vec<Vec<&str>> = rows.iter().map(|r| r.iter().take(4).collect()).collect();
+    assert_eq!(
+        keys,
+        [
+            ["serial", "cells", "40", "1"],
+            ["threads", "cells", "40", "2"],
+            ["serial", "allpairs", "40", "1"],
+            ["threads", "allpairs", "40", "2"],
+        ],
+        "{rows:?}"
+    );
 }
 
 #[test]

@@ -124,7 +124,9 @@ pub(super) fn launch<S: Stage, H: Handler>(
     }
     if workers != size {
         return Err(LaunchError::Mpi(format!(
-            "the ring asks for {workers} workers but the job has {size} ranks (mpirun -n {workers})"
+            "the ring asks for {workers} worker{} but the job has {size} rank{} (mpirun -n {workers})",
+            if workers == 1 { "" } else { "s" },
+            if size == 1 { "" } else { "s" },
         )));
     }
     let rank = usize::try_from(call(|| world().rank())).unwrap_or(0);
