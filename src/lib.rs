@@ -118,6 +118,7 @@ pub mod bench;
 mod bulk;
 mod collective;
 mod deadlock;
+mod descendants;
 mod error;
 mod fault;
 mod gather;

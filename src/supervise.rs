@@ -138,6 +138,9 @@ impl Workers {
     pub(crate) fn kill_all(&self, signal: Signal) {
         if let Workers::Processes(pids) = self {
             for &pid in pids {
+                // The signals sent here end a worker: what it started ends first, while the
+                // worker still holds it.
+                crate::descendants::kill_below(pid);
                 // ESRCH: it already exited; it is reaped below either way.
                 let _ = kill(pid, signal);
             }
@@ -148,6 +151,7 @@ impl Workers {
         if let Workers::Processes(pids) = self
             && let Some(&pid) = pids.get(rank)
         {
+            crate::descendants::kill_below(pid);
             let _ = kill(pid, signal);
         }
     }

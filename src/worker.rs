@@ -4,7 +4,7 @@ use crate::error::{Cause, RingError, chain};
 use crate::message::Up;
 use crate::ring::Ring;
 use crate::stage::Stage;
-use crate::transport::{Payload, SendFailure, encode};
+use crate::transport::{Payload, SendFailure, Transport, encode};
 
 /// How a worker failed.
 pub(crate) struct Failed {
@@ -19,6 +19,8 @@ pub(crate) struct Failed {
 /// output, or how the worker failed.
 pub(crate) fn work<S: Stage>(stage: S, ring: &mut Ring) -> Result<Payload, Failed> {
     let outcome = crate::panic::catch(|| stage.work(ring));
+    // Whatever the stage started ends with it, before the coordinator hears of its end.
+    crate::descendants::end(descendants_scope(ring));
     let step = ring.step;
     let failed = |cause, code| Err(Failed { step, cause, code });
     match outcome {
@@ -31,6 +33,21 @@ pub(crate) fn work<S: Stage>(stage: S, ring: &mut Ring) -> Result<Payload, Faile
         },
         Ok(Err(err)) => failed(classify(err.as_ref()), 1),
         Err(message) => failed(Cause::Panicked(message), 101),
+    }
+}
+
+/// Whose child processes a worker on `ring` ends: a worker thread's own, or its whole
+/// process's where the process is the worker's alone.
+fn descendants_scope(ring: &Ring) -> crate::descendants::Scope {
+    use crate::descendants::Scope;
+    match ring.transport() {
+        Transport::Processes => Scope::Process,
+        Transport::Threads => Scope::Thread,
+        // Rank 0's worker is a thread beside the coordinator.
+        #[cfg(feature = "mpi")]
+        Transport::Mpi if ring.rank() == 0 => Scope::Thread,
+        #[cfg(feature = "mpi")]
+        Transport::Mpi => Scope::Process,
     }
 }
 

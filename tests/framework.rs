@@ -688,6 +688,117 @@ fn worker_threads_stop_with_their_run_even_when_nothing_waits() {
     }
 }
 
+/// Every rank starts a shell that starts a sleep of its own, so that each worker has a
+/// child and a grandchild. Then it returns their pids; or, with `fail`, rank 0 hands them
+/// to rank 1 and holds, and rank 1 fails, naming every pid, so the run ends while rank 0
+/// and its programs are still there.
+#[derive(Clone)]
+struct StartsPrograms {
+    fail: bool,
+}
+
+impl StartsPrograms {
+    /// A shell that starts `sleep 1000` and waits for it: the shell's pid and the sleep's.
+    fn start() -> Result<[i32; 2], StageError> {
+        let shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 1000 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let shell_pid = i32::try_from(shell.id())?;
+        let mut line = String::new();
+        let stdout = shell.stdout.ok_or("the shell has no stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        Ok([shell_pid, line.trim().parse()?])
+    }
+}
+
+impl Stage for StartsPrograms {
+    type Output = [i32; 2];
+
+    fn work(self, ring: &mut Ring) -> Result<[i32; 2], StageError> {
+        let mine = Self::start()?;
+        if !self.fail {
+            return Ok(mine);
+        }
+        if ring.rank() == 0 {
+            ring.send(Neighbour::Right, &mine)?;
+            if ring.transport() == Transport::Processes {
+                // Only the coordinator's SIGKILL ends this worker.
+                loop {
+                    nix::unistd::pause();
+                }
+            }
+            // A thread cannot be killed: it ends as the run's receives fail.
+            ring.recv::<()>(Neighbour::Right)?;
+            return Ok(mine);
+        }
+        let theirs: [i32; 2] = ring.recv(Neighbour::Left)?;
+        Err(format!("pids {} {} {} {}", theirs[0], theirs[1], mine[0], mine[1]).into())
+    }
+}
+
+/// Whether process `pid` (any process, not only a child) is gone, or goes within 10 s:
+/// its pidfd becomes readable when it exits.
+fn exits_soon(pid: i32) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let Ok(fd) = i32::try_from(fd) else {
+        return false;
+    };
+    if fd < 0 {
+        // ESRCH: it has been reaped already.
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; `fd` is ours and closed below.
+    let ready = unsafe { libc::poll(&raw mut poll, 1, 10_000) };
+    // SAFETY: `fd` was opened above and is not used again.
+    unsafe { libc::close(fd) };
+    ready == 1
+}
+
+/// No worker process may outlive its run, nor may what a worker starts: a stage that
+/// starts a program and forgets it once left it running after the run (here a shell and
+/// its sleep, for 1,000 s), whether the stage returned, failed, or was killed.
+fn the_programs_a_worker_starts_end_with_its_run() {
+    for transport in TRANSPORTS {
+        let pids = Launcher::new()
+            .workers(2)
+            .transport(transport)
+            .launch(StartsPrograms { fail: false })
+            .expect("the run");
+        for pid in pids.into_iter().flatten() {
+            assert!(exits_soon(pid), "{transport:?}: {pid} outlived its run");
+        }
+        assert_no_children();
+        let err = Launcher::new()
+            .workers(2)
+            .transport(transport)
+            .launch(StartsPrograms { fail: true })
+            .expect_err("rank 1 fails");
+        let message = err.to_string();
+        let pids: Vec<i32> = message
+            .split_once("pids ")
+            .unwrap_or_else(|| panic!("{transport:?}: {message}"))
+            .1
+            .split_whitespace()
+            .map_while(|word| word.parse().ok())
+            .collect();
+        assert_eq!(pids.len(), 4, "{transport:?}: {message}");
+        for pid in pids {
+            assert!(
+                exits_soon(pid),
+                "{transport:?}: {pid} outlived a failed run"
+            );
+        }
+        assert_no_children();
+    }
+}
+
 /// Ranks 1 and 2 each wait for the other; rank 0, which neither waits for, computes and
 /// moves through its steps until the run is stopped.
 #[derive(Clone)]
@@ -2298,6 +2409,7 @@ fn main() -> std::process::ExitCode {
         a_worker_far_ahead_of_its_answers_does_not_stall_the_coordinator,
         a_panicking_handler_leaves_no_worker_behind,
         worker_threads_stop_with_their_run_even_when_nothing_waits,
+        the_programs_a_worker_starts_end_with_its_run,
         waiting_on_a_coordinator_that_never_answers_is_a_deadlock,
         a_cycle_is_named_while_other_ranks_go_on_working,
         ranks_in_different_collectives_meet_a_protocol_error,

@@ -54,6 +54,7 @@ fn main() -> std::process::ExitCode {
         a_stopped_rank_ends_the_job_within_the_step_timeout,
         a_stage_without_steps_is_bounded_by_the_step_timeout,
         a_sigterm_to_one_rank_is_named_as_its_kill_at_once,
+        the_programs_a_rank_starts_end_with_its_run,
         a_job_stopped_and_sent_on_is_not_timed_while_it_was_stopped,
         ctrl_c_to_mpirun_stops_the_ring_at_a_step_and_its_checkpoint_resumes_bit_for_bit,
         ctrl_c_to_mpirun_interrupts_a_ring_that_does_not_stop_at_steps_in_one_line,
@@ -571,6 +572,22 @@ fn role(args: &[String]) {
             });
             println!("outputs {outputs:?}");
         }
+        [kind, tag] if kind == "programs" => {
+            // Every rank starts a shell that starts a sleep (its command line tagged) and
+            // returns the sleep's pid, leaving both running.
+            let tag = tag.clone();
+            let outputs = launcher.run(move |_| {
+                let shell = Command::new("sh")
+                    .args(["-c", &format!("sleep 1000.{tag} & echo $!; wait")])
+                    .stdout(Stdio::piped())
+                    .spawn()?;
+                let mut line = String::new();
+                let stdout = shell.stdout.ok_or("the shell has no stdout")?;
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+                Ok(line.trim().parse::<u32>()?)
+            });
+            println!("outputs {outputs:?}");
+        }
         [kind, how, ready] if kind == "killable" => {
             // Rank 2 sets steps (`how` is "step") or waits for rank 1 ("wait"), after it has
             // made the file `ready`; the other ranks compute until the run is stopped.
@@ -964,6 +981,18 @@ fn a_stage_without_steps_is_bounded_by_the_step_timeout() {
     );
     assert!(!job.stdout.contains("outputs"), "{job:?}");
     assert!(started.elapsed() < Duration::from_secs(30), "{job:?}");
+}
+
+/// What a rank's stage starts ends with the run: a shell and its sleep on every rank, rank
+/// 0's worker thread included, are gone once the job has ended.
+fn the_programs_a_rank_starts_end_with_its_run() {
+    let me = std::env::current_exe().unwrap();
+    let tag = format!("{}", std::process::id());
+    let job = mpirun(3, &me, &["--role", "programs", &tag]);
+    assert_eq!(job.code, Some(0), "{job:?}");
+    assert!(job.stdout.contains("outputs Ok(["), "{job:?}");
+    let left = common::processes_running(&format!("1000.{tag}"));
+    assert!(left.is_empty(), "left running: {left:?}; {job:?}");
 }
 
 /// A SIGTERM that a user sends one rank other than 0 (not mpirun, which sends every rank

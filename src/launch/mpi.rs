@@ -144,6 +144,7 @@ pub(super) fn launch<S: Stage, H: Handler>(
         // seconds late, as a user's Ctrl-C reaches every rank as SIGTERM, and rank 0 may
         // stop the ring gracefully meanwhile.
         crate::signal::rank_defaults();
+        crate::descendants::adopt_orphans();
         let ends = Ends {
             to_right: LinkTx::mpi(LinkSender::new(Arc::clone(&comms.rightward), right, None)),
             from_left: LinkRx::mpi(LinkReceiver::new(comms.rightward, left, None)?),

@@ -111,6 +111,7 @@ fn child_main<S: Stage>(stage: S, ring: Ring, coordinator: Pid, held: signal::He
     // Die with the coordinator. The re-check closes the race where the coordinator died
     // before the death signal was armed.
     let armed = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok();
+    crate::descendants::adopt_orphans();
     signal::worker_defaults();
     // Signals sent meanwhile arrive now, to the worker's own dispositions.
     drop(held);
