@@ -197,11 +197,8 @@ impl Live {
         if ringleader::stop_signal().is_some() {
             return Ok(());
         }
-        if hung_up() {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the terminal hung up",
-            ));
+        if heed_a_hangup() {
+            return Ok(());
         }
         for _ in 0..EVENTS_PER_STEP {
             if !event::poll(Duration::ZERO)? {
@@ -259,9 +256,30 @@ impl Live {
     }
 
     fn fail(&mut self, err: io::Error) -> Flow {
+        // A draw that met a terminal just hung up: the run stops as for SIGHUP, not as for
+        // a broken view.
+        if heed_a_hangup() {
+            return Flow::Continue;
+        }
         self.error = Some(err);
         Flow::Stop
     }
+}
+
+/// Whether the terminal has hung up; if it has, a SIGHUP to this process, unless a stop
+/// signal came already. A hangup sends SIGHUP to the session's leader, which is a shell
+/// that sends it on to its jobs, or this process; but the terminal reads as hung up before
+/// that signal comes, and a shell killed outright sends none. The run then ends as a
+/// hangup ends it (129), however the view learns of it. Where SIGHUP is ignored (`nohup`),
+/// the run goes on without the view.
+fn heed_a_hangup() -> bool {
+    if !hung_up() {
+        return false;
+    }
+    if ringleader::stop_signal().is_none() {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP);
+    }
+    true
 }
 
 /// Whether the terminal (standard input, where the view reads its keys) has hung up.
@@ -304,7 +322,7 @@ impl Watch for Live {
 
     fn snapshot(&mut self, snapshot: &Snapshot<'_>) -> Flow {
         // The run is stopping: nothing more to show (its terminal may be gone).
-        if ringleader::stop_signal().is_some() {
+        if ringleader::stop_signal().is_some() || heed_a_hangup() {
             return Flow::Continue;
         }
         let step = snapshot.step;

@@ -287,6 +287,9 @@ struct OnTerminal {
     /// Every byte it wrote, for what shows too briefly to catch on the screen.
     written: Vec<u8>,
     output: mpsc::Receiver<Vec<u8>>,
+    /// Written to, it ends the reader thread, which then closes its copy of the master.
+    stop_reading: OwnedFd,
+    reader: Option<std::thread::JoinHandle<()>>,
     tag: String,
 }
 
@@ -341,12 +344,38 @@ impl OnTerminal {
         let master = File::from(OwnedFd::from(master));
         let mut reader = master.try_clone().unwrap();
         let (tx, output) = mpsc::channel();
-        // Reading ends with an error (EIO) once every slave descriptor is closed.
-        std::thread::spawn(move || {
+        let (stop_rx, stop_reading) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("a pipe");
+        // Reading ends with an error (EIO) once every slave descriptor is closed, or when
+        // the test writes to `stop_reading`.
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = reader.read(&mut buf) {
-                if tx.send(buf[..n].to_vec()).is_err() {
+            loop {
+                let mut fds = [
+                    libc::pollfd {
+                        fd: reader.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: stop_rx.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                // SAFETY: two valid pollfds on descriptors this thread holds.
+                let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+                if ready < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                    continue;
+                }
+                if ready < 0 || fds[1].revents != 0 {
                     break;
+                }
+                match reader.read(&mut buf) {
+                    Ok(n @ 1..) if tx.send(buf[..n].to_vec()).is_ok() => {}
+                    _ => break,
                 }
             }
         });
@@ -356,8 +385,44 @@ impl OnTerminal {
             screen: vt100::Parser::new(40.try_into().unwrap(), 100.try_into().unwrap(), 0),
             written: Vec::new(),
             output,
+            stop_reading,
+            reader: Some(reader),
             tag,
         }
+    }
+
+    /// Closes the terminal, as a closed terminal window or a dropped ssh connection does:
+    /// the kernel hangs it up and sends the program SIGHUP. Returns its exit code once it
+    /// has ended.
+    fn hang_up(&mut self, deadline: Duration) -> Option<i32> {
+        File::from(self.stop_reading.try_clone().unwrap())
+            .write_all(b"x")
+            .unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        // The last descriptor of the master side goes.
+        drop(std::mem::replace(
+            &mut self.master,
+            File::open("/dev/null").unwrap(),
+        ));
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let fd = i32::try_from(fd).unwrap();
+        assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        let mut exited = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = i32::try_from(deadline.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd; the pidfd is ours and closed below.
+        let ready = unsafe { libc::poll(&raw mut exited, 1, millis) };
+        // SAFETY: the pidfd was opened above and is not used again.
+        unsafe { libc::close(fd) };
+        assert_eq!(ready, 1, "pid {pid} did not end after its terminal hung up");
+        self.child.wait().unwrap().code()
     }
 
     /// The text on the screen now.
@@ -454,6 +519,23 @@ fn live_view_quits_on_q_and_stops_every_worker_in_every_mode() {
             text.contains(&format!("{name} simulation took")),
             "{args:?}: {text}"
         );
+    }
+}
+
+/// A terminal that hangs up (its window closed, its ssh connection dropped) ends the run
+/// as SIGHUP does, exit 129, with no worker left. The view once spun on the dead
+/// terminal's reads, its workers alive, and a drop of ratatui's terminal panicked.
+#[test]
+fn live_view_ends_when_its_terminal_hangs_up() {
+    for mode in [vec!["-p", "2"], vec!["-t", "2"], vec![]] {
+        let mut args = vec!["particles", "-n", "200", "-s", "100000000", "-g"];
+        args.extend(&mode);
+        let mut term = OnTerminal::start(&args);
+        term.wait_for("step = ", Duration::from_secs(60));
+        let code = term.hang_up(Duration::from_secs(60));
+        assert_eq!(code, Some(129), "{args:?}");
+        let left = processes_tagged(&term.tag);
+        assert!(left.is_empty(), "{args:?}: processes left behind: {left:?}");
     }
 }
 
