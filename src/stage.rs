@@ -31,6 +31,11 @@ pub trait Stage: Clone + Send + 'static {
     /// Runs on every worker. A panic or an error here stops the whole run, and the
     /// coordinator reports it with the worker's rank.
     ///
+    /// A process started here (with [`std::process::Command`], say) ends with the worker:
+    /// once `work` returns or fails, it is killed, with whatever it started, before the
+    /// coordinator hears of the end; so is one still running when the run is stopped. A
+    /// program meant to outlive the run must be started by the caller of the launch.
+    ///
     /// # Errors
     ///
     /// Whatever the stage decides is a failure; ring errors convert with `?`.
